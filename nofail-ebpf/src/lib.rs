@@ -1,0 +1,3 @@
+#![no_std]
+// Library target only so `nofail-user` can name this crate as a build
+// dependency (cargo then rebuilds the embedded object when it changes).

@@ -1,0 +1,19 @@
+//! nofail kernel-side programs. One probe family per module; each program is
+//! a thin wrapper that decodes its context and calls a `try_` function.
+#![no_std]
+#![no_main]
+
+mod config;
+mod maps;
+mod vmalloc;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// kprobes, bpf_probe_read_kernel and bpf_override_return are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,177 @@
+//! Loads the embedded eBPF object and attaches it according to the plan.
+//! Everything attached lives in `Tracer::ebpf`: dropping it (on any error
+//! path, or at exit) detaches all programs.
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{FEntry, FExit, KProbe},
+};
+
+use crate::{
+    attach::{self, Mode, Resolved, Role},
+    kernel::KernelView,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nofail"));
+
+/// One role as it ended up attached.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attached {
+    pub role: &'static str,
+    pub function: &'static str,
+    pub mode: Mode,
+    /// Why fentry was not used, when auto mode fell back to kprobes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+}
+
+pub struct Tracer {
+    pub ebpf: Ebpf,
+    pub attached: Vec<Attached>,
+    /// Optional roles that could not be attached, with what is lost.
+    pub warnings: Vec<String>,
+}
+
+/// First line of an error chain, without the verifier log aya appends.
+pub fn one_line(err: &dyn std::fmt::Display) -> String {
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    first.trim_end_matches(". Verifier output:").to_string()
+}
+
+impl Tracer {
+    pub fn attach(view: &KernelView, mode: Mode) -> Result<Self> {
+        let (plan, missing) = attach::resolve(view)?;
+        let gfp_nofail = view.gfp_nofail();
+        let mut ebpf = EbpfLoader::new()
+            .override_global("GFP_NOFAIL", &gfp_nofail, true)
+            .load(OBJECT)
+            .map_err(|e| match e {
+                aya::EbpfError::MapError(_) if !is_root() => {
+                    anyhow!("cannot create nofail's BPF maps: run as root (sudo nofail ...)")
+                }
+                e => anyhow!("cannot load nofail's eBPF object: {}", one_line(&e)),
+            })?;
+        let btf = Btf::from_sys_fs().ok();
+        let mut attached = Vec::new();
+        for Resolved { role, function } in plan {
+            attached.push(attach_role(
+                &mut ebpf,
+                btf.as_ref(),
+                view,
+                role,
+                function,
+                mode,
+            )?);
+        }
+        let warnings = missing
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} not attachable on this kernel: {} not seen",
+                    r.name, r.lost
+                )
+            })
+            .collect();
+        Ok(Self {
+            ebpf,
+            attached,
+            warnings,
+        })
+    }
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn attach_role(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    view: &KernelView,
+    role: &'static Role,
+    function: &'static str,
+    mode: Mode,
+) -> Result<Attached> {
+    let attached = |mode, fallback_reason| Attached {
+        role: role.name,
+        function,
+        mode,
+        fallback_reason,
+    };
+    let fentry_err = match mode {
+        Mode::Kprobe => None,
+        Mode::Fentry | Mode::Auto => match attach_fentry(ebpf, btf, view, role, function) {
+            Ok(()) => return Ok(attached(Mode::Fentry, None)),
+            Err(e) if mode == Mode::Fentry => {
+                return Err(e.context(format!("fentry on {function} ({})", role.name)));
+            }
+            Err(e) => Some(one_line(&format!("{e:#}"))),
+        },
+    };
+    match attach_kprobe(ebpf, view, role, function) {
+        Ok(()) => Ok(attached(Mode::Kprobe, fentry_err)),
+        Err(kprobe_err) => Err(match fentry_err {
+            Some(fentry_err) => anyhow!(
+                "this kernel refuses nofail's tracing programs (fentry: {fentry_err}; kprobe: {}); \
+                 run nofail in a VM instead: cargo xtask vm --kernel test -- nofail trace",
+                one_line(&format!("{kprobe_err:#}"))
+            ),
+            None => kprobe_err.context(format!("kprobe on {function} ({})", role.name)),
+        }),
+    }
+}
+
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    view: &KernelView,
+    role: &Role,
+    function: &str,
+) -> Result<()> {
+    let btf = btf.context("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
+    if !view.has_btf_func(function) {
+        return Err(anyhow!("{function} is not in the kernel's BTF"));
+    }
+    let entry: &mut FEntry = program(ebpf, role.programs.fentry)?.try_into()?;
+    entry
+        .load(function, btf)
+        .map_err(|e| anyhow!(one_line(&e)))?;
+    entry.attach().map_err(|e| anyhow!(one_line(&e)))?;
+    let exit: &mut FExit = program(ebpf, role.programs.fexit)?.try_into()?;
+    exit.load(function, btf)
+        .map_err(|e| anyhow!(one_line(&e)))?;
+    exit.attach().map_err(|e| anyhow!(one_line(&e)))?;
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, view: &KernelView, role: &Role, function: &str) -> Result<()> {
+    if !view.kprobes {
+        return Err(anyhow!("kprobes not supported (no kprobe PMU)"));
+    }
+    for name in [role.programs.kprobe, role.programs.kretprobe] {
+        let probe: &mut KProbe = program(ebpf, name)?.try_into()?;
+        probe.load().map_err(|e| anyhow!(one_line(&e)))?;
+        probe
+            .attach(function, 0)
+            .map_err(|e| anyhow!(one_line(&e)))?;
+    }
+    Ok(())
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn one_line_drops_verifier_log() {
+        let e = "the BPF_PROG_LOAD syscall failed. Verifier output:\n0: (b7) r0 = 0\nR1 invalid";
+        assert_eq!(one_line(&e), "the BPF_PROG_LOAD syscall failed");
+    }
+}
