@@ -1,1 +1,58 @@
-fn main() {}
+//! Project automation: toolchain setup, kernels, the QEMU runner, tests.
+
+mod apt;
+mod cpio;
+mod kernels;
+mod setup;
+mod util;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Fetch Debian's stock kernels and build the test kernel (cached).
+    Kernel {
+        /// Kernels to provide; all four by default.
+        #[arg(long, value_enum)]
+        kernel: Vec<kernels::KernelName>,
+    },
+    /// Boot a kernel in QEMU and run a command in it.
+    Vm(vm::VmArgs),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Setup => setup::ensure().map(|()| 0),
+        Cmd::Kernel { kernel } => kernel_cmd(kernel),
+        Cmd::Vm(args) => vm::cmd(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn kernel_cmd(names: Vec<kernels::KernelName>) -> anyhow::Result<i32> {
+    setup::ensure()?;
+    let names = if names.is_empty() { kernels::KernelName::ALL.to_vec() } else { names };
+    for name in names {
+        let k = kernels::ensure(name)?;
+        println!("{:<14} {:<28} {}", name.as_str(), k.release, k.image.display());
+    }
+    Ok(0)
+}

@@ -1,1 +1,166 @@
-fn main() {}
+//! PID 1 of nofail's test VMs (modelled on aya's test-distro init).
+//!
+//! The initramfs holds this binary, `/config` and the kernel modules a stock
+//! kernel needs for 9p. It mounts the host's root (9p, read-only) and the
+//! host's working directory (9p, writable) at the same path, mounts the
+//! pseudo filesystems inside, chroots there, runs the command, prints
+//! `<nonce> EXIT <status>` on the console for the host to parse, and powers
+//! off. A heartbeat on the second serial port lets the host tell a hung
+//! guest from a quiet command.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::Write as _,
+    os::unix::process::ExitStatusExt as _,
+    process::Command,
+    time::Duration,
+};
+
+/// Parsed `/config`: NUL-separated `key=value` records.
+struct Config {
+    nonce: String,
+    cwd: String,
+    env: Vec<(String, String)>,
+    argv: Vec<String>,
+    modules: Vec<String>,
+}
+
+fn read_config() -> Result<Config, String> {
+    let raw = fs::read("/config").map_err(|e| format!("read /config: {e}"))?;
+    let mut cfg = Config { nonce: String::new(), cwd: "/".into(), env: vec![], argv: vec![], modules: vec![] };
+    for rec in raw.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let rec = String::from_utf8_lossy(rec);
+        let (key, value) = rec.split_once('=').ok_or(format!("bad config record {rec:?}"))?;
+        match key {
+            "nonce" => cfg.nonce = value.into(),
+            "cwd" => cfg.cwd = value.into(),
+            "arg" => cfg.argv.push(value.into()),
+            "module" => cfg.modules.push(value.into()),
+            "env" => {
+                let (k, v) = value.split_once('=').ok_or(format!("bad env {value:?}"))?;
+                cfg.env.push((k.into(), v.into()));
+            }
+            _ => return Err(format!("unknown config key {key:?}")),
+        }
+    }
+    if cfg.argv.is_empty() {
+        return Err("no command in /config".into());
+    }
+    Ok(cfg)
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in path")
+}
+
+fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<(), String> {
+    let _ = fs::create_dir_all(target);
+    let (s, t, f, d) = (cstr(src), cstr(target), cstr(fstype), cstr(data));
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
+    if rc != 0 {
+        return Err(format!("mount {fstype} on {target}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// finit_module(); the host decompressed the modules already.
+fn load_module(path: &str) -> Result<(), String> {
+    let file = fs::File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let params = cstr("");
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, fd, params.as_ptr(), 0) };
+    let err = std::io::Error::last_os_error();
+    if rc != 0 && err.raw_os_error() != Some(libc::EEXIST) {
+        return Err(format!("load module {path}: {err}"));
+    }
+    Ok(())
+}
+
+fn setup(cfg: &Config) -> Result<(), String> {
+    for module in &cfg.modules {
+        load_module(&format!("/modules/{module}"))?;
+    }
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+    mount("hostroot", "/host", "9p", libc::MS_RDONLY, "trans=virtio,version=9p2000.L,msize=512000,cache=loose")?;
+    let host = |p: &str| format!("/host{p}");
+    mount("proc", &host("/proc"), "proc", nosuid | libc::MS_NOEXEC, "")?;
+    mount("sysfs", &host("/sys"), "sysfs", nosuid | libc::MS_NOEXEC, "")?;
+    mount("devtmpfs", &host("/dev"), "devtmpfs", libc::MS_NOSUID, "")?;
+    mount("devpts", &host("/dev/pts"), "devpts", nosuid, "")?;
+    mount("tmpfs", &host("/dev/shm"), "tmpfs", nosuid, "")?;
+    mount("debugfs", &host("/sys/kernel/debug"), "debugfs", nosuid, "")?;
+    mount("tracefs", &host("/sys/kernel/tracing"), "tracefs", nosuid, "")?;
+    mount("bpffs", &host("/sys/fs/bpf"), "bpf", nosuid, "")?;
+    mount("cgroup2", &host("/sys/fs/cgroup"), "cgroup2", nosuid, "")?;
+    mount("tmpfs", &host("/tmp"), "tmpfs", nosuid, "mode=1777")?;
+    mount("tmpfs", &host("/run"), "tmpfs", nosuid, "mode=755")?;
+    mount("tmpfs", &host("/root"), "tmpfs", nosuid, "mode=700")?;
+    if cfg.cwd != "/" {
+        mount("hostcwd", &host(&cfg.cwd), "9p", 0, "trans=virtio,version=9p2000.L,msize=512000")?;
+    }
+    let root = cstr("/host");
+    if unsafe { libc::chroot(root.as_ptr()) } != 0 {
+        return Err(format!("chroot /host: {}", std::io::Error::last_os_error()));
+    }
+    std::env::set_current_dir(&cfg.cwd).map_err(|e| format!("chdir {}: {e}", cfg.cwd))?;
+    Ok(())
+}
+
+fn heartbeat() {
+    std::thread::spawn(|| {
+        let Ok(mut port) = fs::OpenOptions::new().write(true).open("/dev/ttyS1") else {
+            return;
+        };
+        loop {
+            let _ = port.write_all(b".");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+}
+
+fn run(cfg: &Config) -> i32 {
+    let mut cmd = Command::new(&cfg.argv[0]);
+    cmd.args(&cfg.argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root")
+        .env("TERM", "dumb")
+        .env("NOFAIL_IN_VM", "1");
+    for (k, v) in &cfg.env {
+        cmd.env(k, v);
+    }
+    match cmd.status() {
+        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        Err(e) => {
+            eprintln!("vm-init: cannot run {:?}: {e}", cfg.argv[0]);
+            127
+        }
+    }
+}
+
+fn main() {
+    // The initramfs root: console first so every message is seen.
+    let _ = mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "");
+    let _ = mount("proc", "/proc", "proc", 0, "");
+    let _ = mount("sysfs", "/sys", "sysfs", 0, "");
+    heartbeat();
+    let (nonce, status) = match read_config() {
+        Ok(cfg) => match setup(&cfg) {
+            Ok(()) => (cfg.nonce.clone(), run(&cfg)),
+            Err(e) => {
+                eprintln!("vm-init: {e}");
+                (cfg.nonce.clone(), 125)
+            }
+        },
+        Err(e) => {
+            eprintln!("vm-init: {e}");
+            (String::new(), 125)
+        }
+    };
+    let _ = std::io::stdout().flush();
+    unsafe { libc::sync() };
+    println!("\n{nonce} EXIT {status}");
+    let _ = std::io::stdout().flush();
+    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+}

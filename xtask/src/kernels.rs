@@ -1,0 +1,251 @@
+//! The kernel matrix: Debian's stock images and the test kernel built from
+//! Debian's source with the injection options, cached outside the checkout.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    apt::{Apt, newest},
+    util::{self, cache_dir, sha256_hex, workspace_root},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelName {
+    #[value(name = "debian-6.1")]
+    Debian61,
+    #[value(name = "debian-6.12")]
+    Debian612,
+    #[value(name = "debian-latest")]
+    DebianLatest,
+    Test,
+}
+
+impl KernelName {
+    pub const ALL: [KernelName; 4] = [Self::Debian61, Self::Debian612, Self::DebianLatest, Self::Test];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debian61 => "debian-6.1",
+            Self::Debian612 => "debian-6.12",
+            Self::DebianLatest => "debian-latest",
+            Self::Test => "test",
+        }
+    }
+}
+
+/// A bootable kernel.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub name: KernelName,
+    /// e.g. 6.12.117+deb12-amd64
+    pub release: String,
+    pub image: PathBuf,
+    /// `lib/modules/<release>` of a stock kernel (9p and virtio are modules).
+    pub modules: Option<PathBuf>,
+    /// Built source tree of the test kernel (for out-of-tree modules).
+    pub build_tree: Option<PathBuf>,
+}
+
+pub fn ensure(name: KernelName) -> Result<Kernel> {
+    match name {
+        KernelName::Test => ensure_test_kernel(),
+        stock => ensure_stock(stock),
+    }
+}
+
+/// Resolves the package holding a stock kernel from the archive as it is now.
+fn stock_package(name: KernelName, apt: &Apt) -> Result<String> {
+    let image_dep = |meta: &str| -> Result<String> {
+        apt.depends(meta)?
+            .into_iter()
+            .find(|d| d.starts_with("linux-image-") && d.chars().nth(12).is_some_and(|c| c.is_ascii_digit()))
+            .with_context(|| format!("{meta} names no kernel image"))
+    };
+    match name {
+        KernelName::Debian61 | KernelName::DebianLatest => image_dep("linux-image-amd64"),
+        KernelName::Debian612 => {
+            let names = apt.pkgnames("linux-image-6.12.")?.into_iter().filter(|n| {
+                n.strip_prefix("linux-image-6.12.")
+                    .and_then(|r| r.strip_suffix("+deb12-amd64"))
+                    .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit()))
+            });
+            newest(names).context("bookworm-security offers no linux-image-6.12.*+deb12-amd64")
+        }
+        KernelName::Test => unreachable!(),
+    }
+}
+
+fn ensure_stock(name: KernelName) -> Result<Kernel> {
+    let apt = if name == KernelName::DebianLatest { Apt::sid()? } else { Apt::bookworm()? };
+    let image_pkg = stock_package(name, &apt)?;
+    let version = apt.version(&image_pkg)?;
+    let dir = cache_dir().join("kernels").join(name.as_str()).join(format!("{image_pkg}_{version}"));
+    let root = dir.join("root");
+    if !dir.join(".done").exists() {
+        eprintln!("xtask: fetching {} ({image_pkg} {version})", name.as_str());
+        let _ = std::fs::remove_dir_all(&dir);
+        // From 7.x on the image package is a metapackage: the kernel, its
+        // modules and config live in linux-{binary,modules,base}-<release>.
+        let release = image_pkg.trim_start_matches("linux-image-");
+        let mut pkgs = vec![image_pkg.clone()];
+        for dep in apt.depends(&image_pkg)? {
+            if ["linux-binary-", "linux-modules-", "linux-base-"]
+                .iter()
+                .any(|p| dep.strip_prefix(p) == Some(release))
+            {
+                pkgs.push(dep);
+            }
+        }
+        for deb in apt.download(&pkgs, &dir.join("debs"))? {
+            util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        }
+        std::fs::remove_dir_all(dir.join("debs"))?;
+        depmod(&root)?;
+        std::fs::write(dir.join(".done"), "")?;
+    }
+    let modules_base = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.is_dir())
+        .context("kernel package has no modules directory")?;
+    let release = std::fs::read_dir(&modules_base)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .context("no kernel release under modules")?;
+    let modules = modules_base.join(&release);
+    let image = [root.join(format!("boot/vmlinuz-{release}")), modules.join("vmlinuz")]
+        .into_iter()
+        .find(|p| p.exists())
+        .context("kernel package has no vmlinuz")?;
+    Ok(Kernel { name, release, image, modules: Some(modules), build_tree: None })
+}
+
+/// Debian generates modules.dep at install time; do the same for the
+/// unpacked tree so the VM runner can order the 9p modules.
+fn depmod(root: &Path) -> Result<()> {
+    if !root.join("lib/modules").exists() && root.join("usr/lib/modules").is_dir() {
+        std::os::unix::fs::symlink("usr/lib/modules", root.join("lib/modules"))?;
+    }
+    for entry in std::fs::read_dir(root.join("lib/modules"))? {
+        let release = entry?.file_name();
+        util::run(Command::new("depmod").arg("-b").arg(root).arg(&release))?;
+    }
+    Ok(())
+}
+
+/// The committed config fragment merged onto x86_64_defconfig.
+pub fn fragment_path() -> PathBuf {
+    workspace_root().join("testing/kernel.config")
+}
+
+/// Newest `linux-source-X.Y` in sid, else bookworm-security's 6.12.
+fn test_source() -> Result<(Apt, String, String)> {
+    for apt in [Apt::sid()?, Apt::bookworm()?] {
+        let names = apt.pkgnames("linux-source-")?.into_iter().filter(|n| {
+            n.trim_start_matches("linux-source-").split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        });
+        if let Some(pkg) = newest(names) {
+            let version = apt.version(&pkg)?;
+            return Ok((apt, pkg, version));
+        }
+    }
+    bail!("neither sid nor bookworm offers a linux-source-X.Y package")
+}
+
+fn ensure_test_kernel() -> Result<Kernel> {
+    let fragment = std::fs::read(fragment_path()).context("cannot read testing/kernel.config")?;
+    let (apt, pkg, version) = test_source()?;
+    let key = format!("{version}-{}", &sha256_hex(&fragment)[..12]);
+    let dir = cache_dir().join("kernels/test").join(&key);
+    let src = dir.join("src");
+    if !dir.join(".done").exists() {
+        build_test_kernel(&apt, &pkg, &version, &dir)?;
+        std::fs::write(dir.join(".done"), "")?;
+    }
+    let release = std::fs::read_to_string(src.join("include/config/kernel.release"))
+        .context("test kernel tree has no kernel.release")?
+        .trim()
+        .to_string();
+    Ok(Kernel {
+        name: KernelName::Test,
+        release,
+        image: src.join("arch/x86/boot/bzImage"),
+        modules: None,
+        build_tree: Some(src),
+    })
+}
+
+fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("xtask: building the test kernel from {pkg} {version} (about 15-20 minutes on 2 cores)");
+    let _ = std::fs::remove_dir_all(dir);
+    let debs = apt.download(&[pkg.to_string()], &dir.join("debs"))?;
+    let unpacked = dir.join("deb");
+    util::run(Command::new("dpkg-deb").arg("-x").arg(&debs[0]).arg(&unpacked))?;
+    let tarball = std::fs::read_dir(unpacked.join("usr/src"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().contains(".tar."))
+        .context("linux-source package has no tarball")?;
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src)?;
+    util::run(Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&src).arg("--strip-components=1"))?;
+    std::fs::remove_dir_all(&unpacked)?;
+    std::fs::remove_dir_all(dir.join("debs"))?;
+    let make = |args: &[&str]| util::run(Command::new("make").arg("-s").args(args).current_dir(&src));
+    make(&["x86_64_defconfig"])?;
+    make(&["kvm_guest.config"])?;
+    util::run(
+        Command::new("scripts/kconfig/merge_config.sh")
+            .args(["-m", ".config"])
+            .arg(fragment_path())
+            .current_dir(&src)
+            .stdout(Stdio::null()),
+    )?;
+    make(&["olddefconfig"])?;
+    check_fragment_applied(&src.join(".config"))?;
+    eprintln!("xtask: configured in {}s, compiling", started.elapsed().as_secs());
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    let mut child = Command::new("make")
+        .args(["-j", &jobs, "bzImage", "modules"])
+        .current_dir(&src)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut objects = 0u64;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        if line.trim_start().starts_with("CC") {
+            objects += 1;
+            if objects % 500 == 0 {
+                eprintln!("xtask: test kernel: {objects} objects compiled, {}s", started.elapsed().as_secs());
+            }
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("test kernel build failed in {}", src.display());
+    }
+    eprintln!("xtask: test kernel built in {}s", started.elapsed().as_secs());
+    Ok(())
+}
+
+/// Every `CONFIG_X=y` of the fragment must survive olddefconfig; a silently
+/// dropped option would make VM tests skip what the test kernel must have.
+fn check_fragment_applied(config: &Path) -> Result<()> {
+    let config = std::fs::read_to_string(config)?;
+    let fragment = std::fs::read_to_string(fragment_path())?;
+    let missing: Vec<&str> = fragment
+        .lines()
+        .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
+        .filter(|l| !config.lines().any(|c| c == *l))
+        .collect();
+    if !missing.is_empty() {
+        bail!("the test kernel config dropped {} from testing/kernel.config", missing.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! `cargo xtask setup`: make a fresh Debian 12 machine ready, idempotently.
+//! Every step checks first, so a ready machine passes in well under a second.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{self, cache_dir, is_root};
+
+/// Debian packages the project needs: QEMU, the kernel build, module tools,
+/// and the guest-side tools the tests and benchmark run through the shared root.
+const PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "build-essential",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "dwarves",
+    "cpio",
+    "xz-utils",
+    "zstd",
+    "kmod",
+    "bpftool",
+    "bpftrace",
+    "xfsprogs",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn ensure() -> Result<()> {
+    debian_packages()?;
+    nightly_rust_src()?;
+    musl_target()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
+        .args(PACKAGES)
+        .output()
+        .context("dpkg-query not found: setup supports Debian machines only")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !text.lines().any(|l| l.starts_with(&format!("{p} ii"))))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("Debian packages {} are missing and installing them needs root", missing.join(" "));
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    util::run(Command::new("apt-get").arg("update").arg("-qq"))
+        .context("apt-get update failed: the Debian archive is not reachable")?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| format!("apt-get install {} failed", missing.join(" ")))
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let out = util::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("no nightly Rust toolchain: the eBPF crate needs one (rustup toolchain install nightly)")?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    if nightly_sysroot()?.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        .context("cannot add rust-src to the nightly toolchain (needed for -Z build-std=core)")
+}
+
+fn musl_target() -> Result<()> {
+    let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l == "x86_64-unknown-linux-musl") {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]))
+        .context("cannot add the x86_64-unknown-linux-musl target (needed for the guest init)")
+}
+
+/// bpf-linker must link against the LLVM whose major matches the nightly's:
+/// use the libLLVM the nightly ships instead of a system LLVM.
+fn bpf_linker() -> Result<()> {
+    // It loads the nightly's libLLVM, which `rustup run` puts on the library path.
+    let current = Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]).output();
+    if current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    let verbose = util::output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("nightly rustc does not report its LLVM version")?
+        .to_string();
+    let lib_dir = nightly_sysroot()?.join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("libLLVM.so.{major}")))
+        })
+        .with_context(|| format!("the nightly toolchain ships no libLLVM.so.{major}* in {}", lib_dir.display()))?;
+    let prefix = cache_dir().join(format!("llvm-{major}"));
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)?;
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {}", libllvm.display());
+    util::run(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .with_context(|| format!("cannot build bpf-linker {BPF_LINKER_VERSION} with llvm-{major}"))
+}

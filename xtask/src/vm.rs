@@ -1,0 +1,349 @@
+//! `cargo xtask vm`: boot a kernel under QEMU (TCG), run one command in the
+//! guest over the host's root filesystem, stream its output, and exit with
+//! its status. Panics, soft lockups, RCU stalls, hangs and the wall-clock
+//! timeout end the run with a non-zero exit and the last console lines.
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    cpio::Cpio,
+    kernels::{self, Kernel, KernelName},
+    util::{self, workspace_root},
+};
+
+/// Exit codes for outcomes that are not the command's own.
+pub const EXIT_TIMEOUT: i32 = 124;
+pub const EXIT_CRASH: i32 = 125;
+pub const EXIT_HANG: i32 = 126;
+
+/// Seconds without a heartbeat from the guest init before it counts as hung.
+const HANG_SECS: u64 = 90;
+/// Console lines kept for the failure report.
+const TAIL_LINES: usize = 40;
+
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    #[arg(long, value_enum, default_value = "test")]
+    pub kernel: KernelName,
+    /// Wall-clock limit for the whole run, boot included.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory: u32,
+    /// Environment variables passed to the command (NAME=VALUE).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// The command to run in the guest, as root, in the current directory.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+pub fn cmd(args: VmArgs) -> Result<i32> {
+    crate::setup::ensure()?;
+    let kernel = kernels::ensure(args.kernel)?;
+    let cwd = std::env::current_dir()?;
+    run(&kernel, &cwd, &args.command, &args.env, args.timeout, args.memory)
+}
+
+/// Boots `kernel`, runs `command` in `cwd`, returns the guest command's
+/// exit status (or one of the EXIT_* codes).
+pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], timeout: u64, memory: u32) -> Result<i32> {
+    let work = tempdir()?;
+    let nonce = format!("NOFAIL-VM-{:016x}", rand64());
+    let initrd = work.join("initrd.cpio");
+    write_initramfs(kernel, &initrd, &nonce, cwd, command, env)?;
+    let heartbeat = work.join("heartbeat");
+    std::fs::write(&heartbeat, "")?;
+
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", &memory.to_string()])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"])
+        .args(["-serial", "stdio"])
+        .arg("-serial")
+        .arg(format!("file:{}", heartbeat.display()))
+        .arg("-kernel")
+        .arg(&kernel.image)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init"])
+        .arg("-virtfs")
+        .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
+        .arg("-virtfs")
+        .arg(format!("local,path={},mount_tag=hostcwd,security_model=none,multidevs=remap", cwd.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = qemu.spawn().context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+
+    // Console lines and QEMU's own errors arrive on one channel.
+    let (tx, rx) = mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut status: Option<i32> = None;
+    let mut failure: Option<(i32, String)> = None;
+    let mut last_beat = (0u64, Instant::now());
+    let stdout = std::io::stdout();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Some(code) = line.strip_prefix(&nonce).and_then(|r| r.trim().strip_prefix("EXIT ")) {
+                    status = code.trim().parse().ok();
+                    continue;
+                }
+                let _ = writeln!(stdout.lock(), "{line}");
+                if failure.is_none()
+                    && let Some(what) = crash_kind(&line)
+                {
+                    failure = Some((EXIT_CRASH, what.to_string()));
+                }
+                tail.push_back(line);
+                if tail.len() > TAIL_LINES {
+                    tail.pop_front();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if failure.is_some() {
+            // Let the oops finish printing, then stop the guest.
+            std::thread::sleep(Duration::from_secs(2));
+            while let Ok(line) = rx.try_recv() {
+                let _ = writeln!(stdout.lock(), "{line}");
+                tail.push_back(line);
+            }
+            break;
+        }
+        let beats = std::fs::metadata(&heartbeat).map(|m| m.len()).unwrap_or(0);
+        if beats != last_beat.0 {
+            last_beat = (beats, Instant::now());
+        }
+        if started.elapsed() > Duration::from_secs(timeout) {
+            failure = Some((EXIT_TIMEOUT, format!("timed out after {timeout} s")));
+            break;
+        }
+        if last_beat.1.elapsed() > Duration::from_secs(HANG_SECS) && status.is_none() {
+            failure = Some((EXIT_HANG, format!("guest hung: no heartbeat for {HANG_SECS} s")));
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&work);
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some((code, what)) = failure {
+        eprintln!("xtask vm: {what} ({} kernel {}, {elapsed:.1} s); last console lines:", kernel.name.as_str(), kernel.release);
+        for line in tail.iter().rev().take(TAIL_LINES).rev() {
+            eprintln!("  | {line}");
+        }
+        return Ok(code);
+    }
+    match status {
+        Some(code) => {
+            eprintln!("xtask vm: {} exited {code} ({elapsed:.1} s)", kernel.name.as_str());
+            Ok(code)
+        }
+        None => {
+            eprintln!("xtask vm: guest stopped without reporting a status ({elapsed:.1} s); last console lines:");
+            for line in &tail {
+                eprintln!("  | {line}");
+            }
+            Ok(EXIT_CRASH)
+        }
+    }
+}
+
+/// Console patterns that end a run: what the kernel prints for each.
+pub fn crash_kind(line: &str) -> Option<&'static str> {
+    const PATTERNS: [(&str, &str); 5] = [
+        ("Kernel panic - not syncing", "kernel panic"),
+        ("BUG: soft lockup", "soft lockup"),
+        ("rcu: INFO: ", "RCU stall"),
+        ("detected stalls on CPUs", "RCU stall"),
+        ("BUG: kernel NULL pointer dereference", "kernel oops"),
+    ];
+    PATTERNS.iter().find(|(p, _)| line.contains(p)).map(|(_, what)| *what)
+}
+
+fn write_initramfs(kernel: &Kernel, path: &Path, nonce: &str, cwd: &Path, command: &[String], env: &[String]) -> Result<()> {
+    let init = build_init()?;
+    let mut cpio = Cpio::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+    for dir in ["dev", "proc", "sys", "host", "modules"] {
+        cpio.dir(dir)?;
+    }
+    cpio.char_dev("dev/console", 5, 1)?;
+    cpio.file("init", 0o755, &std::fs::read(&init)?)?;
+    let mut config = Vec::new();
+    let mut record = |k: &str, v: &str| {
+        config.extend_from_slice(format!("{k}={v}").as_bytes());
+        config.push(0);
+    };
+    record("nonce", nonce);
+    record("cwd", &cwd.to_string_lossy());
+    for e in env {
+        record("env", e);
+    }
+    for a in command {
+        record("arg", a);
+    }
+    if let Some(modules) = &kernel.modules {
+        for (i, ko) in module_closure(modules, &["9p", "9pnet_virtio", "virtio_pci"])?.iter().enumerate() {
+            let name = format!("{i:02}.ko");
+            cpio.file(&format!("modules/{name}"), 0o644, &read_module(ko)?)?;
+            record("module", &name);
+        }
+    }
+    cpio.file("config", 0o644, &config)?;
+    cpio.finish()?.flush()?;
+    Ok(())
+}
+
+/// The guest init, a static musl binary.
+fn build_init() -> Result<PathBuf> {
+    let root = workspace_root();
+    util::run(
+        Command::new("cargo")
+            .args(["build", "--quiet", "--release", "-p", "vm-init", "--target", "x86_64-unknown-linux-musl"])
+            .current_dir(&root),
+    )?;
+    Ok(root.join("target/x86_64-unknown-linux-musl/release/vm-init"))
+}
+
+/// Modules (with dependencies first, from modules.dep) not built in.
+fn module_closure(modules: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>> {
+    let deps = std::fs::read_to_string(modules.join("modules.dep")).context("modules.dep missing")?;
+    let builtin = std::fs::read_to_string(modules.join("modules.builtin")).unwrap_or_default();
+    let name_of = |path: &str| -> String {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        file.split(".ko").next().unwrap_or(file).replace('-', "_")
+    };
+    let table: Vec<(String, String, Vec<String>)> = deps
+        .lines()
+        .filter_map(|l| {
+            let (module, rest) = l.split_once(':')?;
+            Some((name_of(module), module.to_string(), rest.split_whitespace().map(str::to_string).collect()))
+        })
+        .collect();
+    let mut order: Vec<PathBuf> = Vec::new();
+    fn visit(
+        path: &str,
+        table: &[(String, String, Vec<String>)],
+        modules: &Path,
+        order: &mut Vec<PathBuf>,
+    ) {
+        let full = modules.join(path);
+        if order.contains(&full) {
+            return;
+        }
+        if let Some((_, _, deps)) = table.iter().find(|(_, p, _)| p == path) {
+            // modules.dep lists the deepest dependency last.
+            for dep in deps.iter().rev() {
+                visit(dep, table, modules, order);
+            }
+        }
+        order.push(full);
+    }
+    for want in wanted {
+        let want = want.replace('-', "_");
+        if let Some((_, path, _)) = table.iter().find(|(n, _, _)| *n == want) {
+            visit(path, &table, modules, &mut order);
+        } else if !builtin.lines().any(|l| name_of(l) == want) {
+            bail!("module {want} is neither built in nor in {}", modules.display());
+        }
+    }
+    Ok(order)
+}
+
+/// Reads a module, decompressing .ko.xz/.ko.zst on the host.
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let s = path.to_string_lossy();
+    let tool = if s.ends_with(".xz") {
+        Some("xz")
+    } else if s.ends_with(".zst") {
+        Some("zstd")
+    } else {
+        None
+    };
+    match tool {
+        Some(tool) => {
+            let out = Command::new(tool).arg("-dc").arg(path).output()?;
+            if !out.status.success() {
+                bail!("cannot decompress {}", path.display());
+            }
+            Ok(out.stdout)
+        }
+        None => Ok(std::fs::read(path)?),
+    }
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("nofail-vm-{}-{:x}", std::process::id(), rand64()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn rand64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    u64::from_le_bytes(b) ^ Instant::now().elapsed().as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_patterns() {
+        assert_eq!(crash_kind("[  1.0] Kernel panic - not syncing: Attempted to kill init!"), Some("kernel panic"));
+        assert_eq!(crash_kind("watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"), Some("soft lockup"));
+        assert_eq!(crash_kind("rcu: INFO: rcu_preempt self-detected stall on CPU"), Some("RCU stall"));
+        assert_eq!(crash_kind("hello"), None);
+    }
+
+    #[test]
+    fn module_closure_orders_dependencies_first() {
+        let dir = std::env::temp_dir().join(format!("nofail-modtest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/fs/9p/9p.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/fs/netfs/netfs.ko.xz\n\
+             kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz\n\
+             kernel/net/9p/9pnet.ko.xz:\nkernel/fs/netfs/netfs.ko.xz:\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("modules.builtin"), "kernel/drivers/virtio/virtio_pci.ko\n").unwrap();
+        let order = module_closure(&dir, &["9p", "9pnet_virtio", "virtio_pci"]).unwrap();
+        let names: Vec<String> = order.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["netfs.ko.xz", "9pnet.ko.xz", "9p.ko.xz", "9pnet_virtio.ko.xz"]);
+        assert!(module_closure(&dir, &["nonexistent"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
