@@ -41,7 +41,10 @@ impl Apt {
         for sub in ["lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        let sources: String = suites.iter().map(|s| format!("deb [signed-by={KEYRING}] {s}\n")).collect();
+        let sources: String = suites
+            .iter()
+            .map(|s| format!("deb [signed-by={KEYRING}] {s}\n"))
+            .collect();
         let path = dir.join("sources.list");
         if std::fs::read_to_string(&path).ok().as_deref() != Some(&sources) {
             std::fs::write(&path, sources)?;
@@ -81,13 +84,21 @@ impl Apt {
 
     /// All package names starting with `prefix`.
     pub fn pkgnames(&self, prefix: &str) -> Result<Vec<String>> {
-        let out = util::output(Command::new("apt-cache").args(self.options()).args(["pkgnames", prefix]))?;
+        let out = util::output(
+            Command::new("apt-cache")
+                .args(self.options())
+                .args(["pkgnames", prefix]),
+        )?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
     /// Candidate version of `pkg`.
     pub fn version(&self, pkg: &str) -> Result<String> {
-        let out = util::output(Command::new("apt-cache").args(self.options()).args(["policy", pkg]))?;
+        let out = util::output(
+            Command::new("apt-cache")
+                .args(self.options())
+                .args(["policy", pkg]),
+        )?;
         out.lines()
             .find_map(|l| l.trim().strip_prefix("Candidate: "))
             .filter(|v| *v != "(none)")
@@ -97,7 +108,11 @@ impl Apt {
 
     /// Direct `Depends:` of the candidate of `pkg`.
     pub fn depends(&self, pkg: &str) -> Result<Vec<String>> {
-        let out = util::output(Command::new("apt-cache").args(self.options()).args(["depends", pkg]))?;
+        let out = util::output(
+            Command::new("apt-cache")
+                .args(self.options())
+                .args(["depends", pkg]),
+        )?;
         Ok(out
             .lines()
             .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends: "))
@@ -108,14 +123,24 @@ impl Apt {
     /// Downloads the candidates of `pkgs` into `dest`; returns the .deb paths.
     pub fn download(&self, pkgs: &[String], dest: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dest)?;
-        util::run(Command::new("apt-get").args(self.options()).arg("download").args(pkgs).current_dir(dest))
-            .with_context(|| format!("cannot download {}", pkgs.join(" ")))?;
+        util::run(
+            Command::new("apt-get")
+                .args(self.options())
+                .arg("download")
+                .args(pkgs)
+                .current_dir(dest),
+        )
+        .with_context(|| format!("cannot download {}", pkgs.join(" ")))?;
         let debs: Vec<PathBuf> = std::fs::read_dir(dest)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "deb"))
             .collect();
         if debs.len() < pkgs.len() {
-            bail!("apt-get download left {} of {} packages", debs.len(), pkgs.len());
+            bail!(
+                "apt-get download left {} of {} packages",
+                debs.len(),
+                pkgs.len()
+            );
         }
         Ok(debs)
     }
@@ -123,16 +148,22 @@ impl Apt {
 
 /// Highest name by Debian-ish version order (numeric runs compared as numbers).
 pub fn newest(names: impl IntoIterator<Item = String>) -> Option<String> {
-    names.into_iter().max_by(|a, b| version_key(a).cmp(&version_key(b)))
+    names
+        .into_iter()
+        .max_by(|a, b| version_key(a).cmp(&version_key(b)))
 }
 
 fn version_key(s: &str) -> Vec<(u64, String)> {
     let mut key = Vec::new();
     let mut rest = s;
     while !rest.is_empty() {
-        let text_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let text_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let (text, tail) = rest.split_at(text_end);
-        let num_end = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
+        let num_end = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (num, tail) = tail.split_at(num_end);
         key.push((num.parse().unwrap_or(0), text.to_string()));
         rest = tail;
@@ -146,8 +177,18 @@ mod tests {
 
     #[test]
     fn newest_compares_numbers() {
-        let names = ["linux-image-6.12.9+deb12-amd64", "linux-image-6.12.117+deb12-amd64", "linux-image-6.12.115+deb12-amd64"];
-        assert_eq!(newest(names.map(String::from)).unwrap(), "linux-image-6.12.117+deb12-amd64");
-        assert_eq!(newest(["linux-source-7.2", "linux-source-7.10"].map(String::from)).unwrap(), "linux-source-7.10");
+        let names = [
+            "linux-image-6.12.9+deb12-amd64",
+            "linux-image-6.12.117+deb12-amd64",
+            "linux-image-6.12.115+deb12-amd64",
+        ];
+        assert_eq!(
+            newest(names.map(String::from)).unwrap(),
+            "linux-image-6.12.117+deb12-amd64"
+        );
+        assert_eq!(
+            newest(["linux-source-7.2", "linux-source-7.10"].map(String::from)).unwrap(),
+            "linux-source-7.10"
+        );
     }
 }

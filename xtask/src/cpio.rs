@@ -10,7 +10,11 @@ pub struct Cpio<W: Write> {
 
 impl<W: Write> Cpio<W> {
     pub fn new(out: W) -> Self {
-        Self { out, ino: 1, written: 0 }
+        Self {
+            out,
+            ino: 1,
+            written: 0,
+        }
     }
 
     pub fn dir(&mut self, path: &str) -> io::Result<()> {

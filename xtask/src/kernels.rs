@@ -27,7 +27,12 @@ pub enum KernelName {
 }
 
 impl KernelName {
-    pub const ALL: [KernelName; 4] = [Self::Debian61, Self::Debian612, Self::DebianLatest, Self::Test];
+    pub const ALL: [KernelName; 4] = [
+        Self::Debian61,
+        Self::Debian612,
+        Self::DebianLatest,
+        Self::Test,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,7 +69,10 @@ fn stock_package(name: KernelName, apt: &Apt) -> Result<String> {
     let image_dep = |meta: &str| -> Result<String> {
         apt.depends(meta)?
             .into_iter()
-            .find(|d| d.starts_with("linux-image-") && d.chars().nth(12).is_some_and(|c| c.is_ascii_digit()))
+            .find(|d| {
+                d.starts_with("linux-image-")
+                    && d.chars().nth(12).is_some_and(|c| c.is_ascii_digit())
+            })
             .with_context(|| format!("{meta} names no kernel image"))
     };
     match name {
@@ -82,10 +90,17 @@ fn stock_package(name: KernelName, apt: &Apt) -> Result<String> {
 }
 
 fn ensure_stock(name: KernelName) -> Result<Kernel> {
-    let apt = if name == KernelName::DebianLatest { Apt::sid()? } else { Apt::bookworm()? };
+    let apt = if name == KernelName::DebianLatest {
+        Apt::sid()?
+    } else {
+        Apt::bookworm()?
+    };
     let image_pkg = stock_package(name, &apt)?;
     let version = apt.version(&image_pkg)?;
-    let dir = cache_dir().join("kernels").join(name.as_str()).join(format!("{image_pkg}_{version}"));
+    let dir = cache_dir()
+        .join("kernels")
+        .join(name.as_str())
+        .join(format!("{image_pkg}_{version}"));
     let root = dir.join("root");
     if !dir.join(".done").exists() {
         eprintln!("xtask: fetching {} ({image_pkg} {version})", name.as_str());
@@ -120,18 +135,28 @@ fn ensure_stock(name: KernelName) -> Result<Kernel> {
         .next()
         .context("no kernel release under modules")?;
     let modules = modules_base.join(&release);
-    let image = [root.join(format!("boot/vmlinuz-{release}")), modules.join("vmlinuz")]
-        .into_iter()
-        .find(|p| p.exists())
-        .context("kernel package has no vmlinuz")?;
-    Ok(Kernel { name, release, image, modules: Some(modules), build_tree: None })
+    let image = [
+        root.join(format!("boot/vmlinuz-{release}")),
+        modules.join("vmlinuz"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .context("kernel package has no vmlinuz")?;
+    Ok(Kernel {
+        name,
+        release,
+        image,
+        modules: Some(modules),
+        build_tree: None,
+    })
 }
 
 /// Debian generates modules.dep at install time; do the same for the
 /// unpacked tree so the VM runner can order the 9p modules.
 fn depmod(root: &Path) -> Result<()> {
     if !root.join("lib/modules").exists() && root.join("usr/lib/modules").is_dir() {
-        std::os::unix::fs::symlink("usr/lib/modules", root.join("lib/modules"))?;
+        std::fs::create_dir_all(root.join("lib"))?;
+        std::os::unix::fs::symlink("../usr/lib/modules", root.join("lib/modules"))?;
     }
     for entry in std::fs::read_dir(root.join("lib/modules"))? {
         let release = entry?.file_name();
@@ -149,7 +174,9 @@ pub fn fragment_path() -> PathBuf {
 fn test_source() -> Result<(Apt, String, String)> {
     for apt in [Apt::sid()?, Apt::bookworm()?] {
         let names = apt.pkgnames("linux-source-")?.into_iter().filter(|n| {
-            n.trim_start_matches("linux-source-").split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            n.trim_start_matches("linux-source-")
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
         });
         if let Some(pkg) = newest(names) {
             let version = apt.version(&pkg)?;
@@ -184,21 +211,36 @@ fn ensure_test_kernel() -> Result<Kernel> {
 
 fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<()> {
     let started = Instant::now();
-    eprintln!("xtask: building the test kernel from {pkg} {version} (about 15-20 minutes on 2 cores)");
+    eprintln!(
+        "xtask: building the test kernel from {pkg} {version} (about 15-20 minutes on 2 cores)"
+    );
     let _ = std::fs::remove_dir_all(dir);
     let debs = apt.download(&[pkg.to_string()], &dir.join("debs"))?;
     let unpacked = dir.join("deb");
-    util::run(Command::new("dpkg-deb").arg("-x").arg(&debs[0]).arg(&unpacked))?;
+    util::run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&debs[0])
+            .arg(&unpacked),
+    )?;
     let tarball = std::fs::read_dir(unpacked.join("usr/src"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().contains(".tar."))
         .context("linux-source package has no tarball")?;
     let src = dir.join("src");
     std::fs::create_dir_all(&src)?;
-    util::run(Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&src).arg("--strip-components=1"))?;
+    util::run(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&src)
+            .arg("--strip-components=1"),
+    )?;
     std::fs::remove_dir_all(&unpacked)?;
     std::fs::remove_dir_all(dir.join("debs"))?;
-    let make = |args: &[&str]| util::run(Command::new("make").arg("-s").args(args).current_dir(&src));
+    let make =
+        |args: &[&str]| util::run(Command::new("make").arg("-s").args(args).current_dir(&src));
     make(&["x86_64_defconfig"])?;
     make(&["kvm_guest.config"])?;
     util::run(
@@ -210,8 +252,13 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
     )?;
     make(&["olddefconfig"])?;
     check_fragment_applied(&src.join(".config"))?;
-    eprintln!("xtask: configured in {}s, compiling", started.elapsed().as_secs());
-    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    eprintln!(
+        "xtask: configured in {}s, compiling",
+        started.elapsed().as_secs()
+    );
+    let jobs = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
     let mut child = Command::new("make")
         .args(["-j", &jobs, "bzImage", "modules"])
         .current_dir(&src)
@@ -222,15 +269,21 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
         let line = line?;
         if line.trim_start().starts_with("CC") {
             objects += 1;
-            if objects % 500 == 0 {
-                eprintln!("xtask: test kernel: {objects} objects compiled, {}s", started.elapsed().as_secs());
+            if objects.is_multiple_of(500) {
+                eprintln!(
+                    "xtask: test kernel: {objects} objects compiled, {}s",
+                    started.elapsed().as_secs()
+                );
             }
         }
     }
     if !child.wait()?.success() {
         bail!("test kernel build failed in {}", src.display());
     }
-    eprintln!("xtask: test kernel built in {}s", started.elapsed().as_secs());
+    eprintln!(
+        "xtask: test kernel built in {}s",
+        started.elapsed().as_secs()
+    );
     Ok(())
 }
 
@@ -245,7 +298,10 @@ fn check_fragment_applied(config: &Path) -> Result<()> {
         .filter(|l| !config.lines().any(|c| c == *l))
         .collect();
     if !missing.is_empty() {
-        bail!("the test kernel config dropped {} from testing/kernel.config", missing.join(", "));
+        bail!(
+            "the test kernel config dropped {} from testing/kernel.config",
+            missing.join(", ")
+        );
     }
     Ok(())
 }

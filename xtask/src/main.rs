@@ -1,9 +1,12 @@
 //! Project automation: toolchain setup, kernels, the QEMU runner, tests.
 
 mod apt;
+mod ci;
 mod cpio;
+mod demo;
 mod kernels;
 mod setup;
+mod trigger;
 mod util;
 mod vm;
 
@@ -30,6 +33,17 @@ enum Cmd {
     },
     /// Boot a kernel in QEMU and run a command in it.
     Vm(vm::VmArgs),
+    /// Boot a VM and show `nofail trace` on real vmalloc traffic.
+    Demo {
+        #[arg(long, value_enum, default_value = "test")]
+        kernel: kernels::KernelName,
+    },
+    /// The whole test suite: host checks, then the VM matrix.
+    Ci {
+        /// Kernels of the VM matrix; all four by default.
+        #[arg(long, value_enum)]
+        kernel: Vec<kernels::KernelName>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +51,8 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::ensure().map(|()| 0),
         Cmd::Kernel { kernel } => kernel_cmd(kernel),
         Cmd::Vm(args) => vm::cmd(args),
+        Cmd::Demo { kernel } => demo::run(kernel),
+        Cmd::Ci { kernel } => ci::run(kernel),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -49,10 +65,19 @@ fn main() -> ExitCode {
 
 fn kernel_cmd(names: Vec<kernels::KernelName>) -> anyhow::Result<i32> {
     setup::ensure()?;
-    let names = if names.is_empty() { kernels::KernelName::ALL.to_vec() } else { names };
+    let names = if names.is_empty() {
+        kernels::KernelName::ALL.to_vec()
+    } else {
+        names
+    };
     for name in names {
         let k = kernels::ensure(name)?;
-        println!("{:<14} {:<28} {}", name.as_str(), k.release, k.image.display());
+        println!(
+            "{:<14} {:<28} {}",
+            name.as_str(),
+            k.release,
+            k.image.display()
+        );
     }
     Ok(0)
 }

@@ -53,7 +53,10 @@ fn debian_packages() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("Debian packages {} are missing and installing them needs root", missing.join(" "));
+        bail!(
+            "Debian packages {} are missing and installing them needs root",
+            missing.join(" ")
+        );
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     util::run(Command::new("apt-get").arg("update").arg("-qq"))
@@ -74,11 +77,20 @@ fn nightly_sysroot() -> Result<PathBuf> {
 }
 
 fn nightly_rust_src() -> Result<()> {
-    if nightly_sysroot()?.join("lib/rustlib/src/rust/library/core").is_dir() {
+    if nightly_sysroot()?
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
+    {
         return Ok(());
     }
-    util::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-        .context("cannot add rust-src to the nightly toolchain (needed for -Z build-std=core)")
+    util::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+    .context("cannot add rust-src to the nightly toolchain (needed for -Z build-std=core)")
 }
 
 fn musl_target() -> Result<()> {
@@ -94,7 +106,9 @@ fn musl_target() -> Result<()> {
 /// use the libLLVM the nightly ships instead of a system LLVM.
 fn bpf_linker() -> Result<()> {
     // It loads the nightly's libLLVM, which `rustup run` puts on the library path.
-    let current = Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]).output();
+    let current = Command::new("rustup")
+        .args(["run", "nightly", "bpf-linker", "--version"])
+        .output();
     if current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)) {
         return Ok(());
     }
@@ -109,20 +123,40 @@ fn bpf_linker() -> Result<()> {
     let libllvm = std::fs::read_dir(&lib_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("libLLVM.so.{major}")))
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .starts_with(&format!("libLLVM.so.{major}"))
+            })
         })
-        .with_context(|| format!("the nightly toolchain ships no libLLVM.so.{major}* in {}", lib_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "the nightly toolchain ships no libLLVM.so.{major}* in {}",
+                lib_dir.display()
+            )
+        })?;
     let prefix = cache_dir().join(format!("llvm-{major}"));
     std::fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&libllvm, &link)?;
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {}", libllvm.display());
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {}",
+        libllvm.display()
+    );
     util::run(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
             .env("LLVM_PREFIX", &prefix),
     )
     .with_context(|| format!("cannot build bpf-linker {BPF_LINKER_VERSION} with llvm-{major}"))

@@ -52,12 +52,26 @@ pub fn cmd(args: VmArgs) -> Result<i32> {
     crate::setup::ensure()?;
     let kernel = kernels::ensure(args.kernel)?;
     let cwd = std::env::current_dir()?;
-    run(&kernel, &cwd, &args.command, &args.env, args.timeout, args.memory)
+    run(
+        &kernel,
+        &cwd,
+        &args.command,
+        &args.env,
+        args.timeout,
+        args.memory,
+    )
 }
 
 /// Boots `kernel`, runs `command` in `cwd`, returns the guest command's
 /// exit status (or one of the EXIT_* codes).
-pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], timeout: u64, memory: u32) -> Result<i32> {
+pub fn run(
+    kernel: &Kernel,
+    cwd: &Path,
+    command: &[String],
+    env: &[String],
+    timeout: u64,
+    memory: u32,
+) -> Result<i32> {
     let work = tempdir()?;
     let nonce = format!("NOFAIL-VM-{:016x}", rand64());
     let initrd = work.join("initrd.cpio");
@@ -66,25 +80,49 @@ pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], time
     std::fs::write(&heartbeat, "")?;
 
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", &memory.to_string()])
-        .args(["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"])
-        .args(["-serial", "stdio"])
-        .arg("-serial")
-        .arg(format!("file:{}", heartbeat.display()))
-        .arg("-kernel")
-        .arg(&kernel.image)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init"])
-        .arg("-virtfs")
-        .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
-        .arg("-virtfs")
-        .arg(format!("local,path={},mount_tag=hostcwd,security_model=none,multidevs=remap", cwd.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    qemu.args([
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        &memory.to_string(),
+    ])
+    .args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-monitor",
+        "none",
+    ])
+    .args(["-serial", "stdio"])
+    .arg("-serial")
+    .arg(format!("file:{}", heartbeat.display()))
+    .arg("-kernel")
+    .arg(&kernel.image)
+    .arg("-initrd")
+    .arg(&initrd)
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init",
+    ])
+    .arg("-virtfs")
+    .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
+    .arg("-virtfs")
+    .arg(format!(
+        "local,path={},mount_tag=hostcwd,security_model=none,multidevs=remap",
+        cwd.display()
+    ))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = qemu.spawn().context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let mut child = qemu
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
 
     // Console lines and QEMU's own errors arrive on one channel.
     let (tx, rx) = mpsc::channel::<String>();
@@ -96,7 +134,9 @@ pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], time
         std::thread::spawn(move || {
             for line in BufReader::new(stream).split(b'\n') {
                 let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -113,7 +153,10 @@ pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], time
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
-                if let Some(code) = line.strip_prefix(&nonce).and_then(|r| r.trim().strip_prefix("EXIT ")) {
+                if let Some(code) = line
+                    .strip_prefix(&nonce)
+                    .and_then(|r| r.trim().strip_prefix("EXIT "))
+                {
                     status = code.trim().parse().ok();
                     continue;
                 }
@@ -149,7 +192,10 @@ pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], time
             break;
         }
         if last_beat.1.elapsed() > Duration::from_secs(HANG_SECS) && status.is_none() {
-            failure = Some((EXIT_HANG, format!("guest hung: no heartbeat for {HANG_SECS} s")));
+            failure = Some((
+                EXIT_HANG,
+                format!("guest hung: no heartbeat for {HANG_SECS} s"),
+            ));
             break;
         }
     }
@@ -158,7 +204,11 @@ pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], time
     let _ = std::fs::remove_dir_all(&work);
     let elapsed = started.elapsed().as_secs_f64();
     if let Some((code, what)) = failure {
-        eprintln!("xtask vm: {what} ({} kernel {}, {elapsed:.1} s); last console lines:", kernel.name.as_str(), kernel.release);
+        eprintln!(
+            "xtask vm: {what} ({} kernel {}, {elapsed:.1} s); last console lines:",
+            kernel.name.as_str(),
+            kernel.release
+        );
         for line in tail.iter().rev().take(TAIL_LINES).rev() {
             eprintln!("  | {line}");
         }
@@ -166,11 +216,16 @@ pub fn run(kernel: &Kernel, cwd: &Path, command: &[String], env: &[String], time
     }
     match status {
         Some(code) => {
-            eprintln!("xtask vm: {} exited {code} ({elapsed:.1} s)", kernel.name.as_str());
+            eprintln!(
+                "xtask vm: {} exited {code} ({elapsed:.1} s)",
+                kernel.name.as_str()
+            );
             Ok(code)
         }
         None => {
-            eprintln!("xtask vm: guest stopped without reporting a status ({elapsed:.1} s); last console lines:");
+            eprintln!(
+                "xtask vm: guest stopped without reporting a status ({elapsed:.1} s); last console lines:"
+            );
             for line in &tail {
                 eprintln!("  | {line}");
             }
@@ -188,10 +243,20 @@ pub fn crash_kind(line: &str) -> Option<&'static str> {
         ("detected stalls on CPUs", "RCU stall"),
         ("BUG: kernel NULL pointer dereference", "kernel oops"),
     ];
-    PATTERNS.iter().find(|(p, _)| line.contains(p)).map(|(_, what)| *what)
+    PATTERNS
+        .iter()
+        .find(|(p, _)| line.contains(p))
+        .map(|(_, what)| *what)
 }
 
-fn write_initramfs(kernel: &Kernel, path: &Path, nonce: &str, cwd: &Path, command: &[String], env: &[String]) -> Result<()> {
+fn write_initramfs(
+    kernel: &Kernel,
+    path: &Path,
+    nonce: &str,
+    cwd: &Path,
+    command: &[String],
+    env: &[String],
+) -> Result<()> {
     let init = build_init()?;
     let mut cpio = Cpio::new(std::io::BufWriter::new(std::fs::File::create(path)?));
     for dir in ["dev", "proc", "sys", "host", "modules"] {
@@ -213,7 +278,10 @@ fn write_initramfs(kernel: &Kernel, path: &Path, nonce: &str, cwd: &Path, comman
         record("arg", a);
     }
     if let Some(modules) = &kernel.modules {
-        for (i, ko) in module_closure(modules, &["9p", "9pnet_virtio", "virtio_pci"])?.iter().enumerate() {
+        for (i, ko) in module_closure(modules, &["9p", "9pnet_virtio", "virtio_pci"])?
+            .iter()
+            .enumerate()
+        {
             let name = format!("{i:02}.ko");
             cpio.file(&format!("modules/{name}"), 0o644, &read_module(ko)?)?;
             record("module", &name);
@@ -229,7 +297,15 @@ fn build_init() -> Result<PathBuf> {
     let root = workspace_root();
     util::run(
         Command::new("cargo")
-            .args(["build", "--quiet", "--release", "-p", "vm-init", "--target", "x86_64-unknown-linux-musl"])
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "vm-init",
+                "--target",
+                "x86_64-unknown-linux-musl",
+            ])
             .current_dir(&root),
     )?;
     Ok(root.join("target/x86_64-unknown-linux-musl/release/vm-init"))
@@ -237,7 +313,8 @@ fn build_init() -> Result<PathBuf> {
 
 /// Modules (with dependencies first, from modules.dep) not built in.
 fn module_closure(modules: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>> {
-    let deps = std::fs::read_to_string(modules.join("modules.dep")).context("modules.dep missing")?;
+    let deps =
+        std::fs::read_to_string(modules.join("modules.dep")).context("modules.dep missing")?;
     let builtin = std::fs::read_to_string(modules.join("modules.builtin")).unwrap_or_default();
     let name_of = |path: &str| -> String {
         let file = path.rsplit('/').next().unwrap_or(path);
@@ -247,7 +324,11 @@ fn module_closure(modules: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>> {
         .lines()
         .filter_map(|l| {
             let (module, rest) = l.split_once(':')?;
-            Some((name_of(module), module.to_string(), rest.split_whitespace().map(str::to_string).collect()))
+            Some((
+                name_of(module),
+                module.to_string(),
+                rest.split_whitespace().map(str::to_string).collect(),
+            ))
         })
         .collect();
     let mut order: Vec<PathBuf> = Vec::new();
@@ -274,7 +355,10 @@ fn module_closure(modules: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>> {
         if let Some((_, path, _)) = table.iter().find(|(n, _, _)| *n == want) {
             visit(path, &table, modules, &mut order);
         } else if !builtin.lines().any(|l| name_of(l) == want) {
-            bail!("module {want} is neither built in nor in {}", modules.display());
+            bail!(
+                "module {want} is neither built in nor in {}",
+                modules.display()
+            );
         }
     }
     Ok(order)
@@ -322,9 +406,18 @@ mod tests {
 
     #[test]
     fn crash_patterns() {
-        assert_eq!(crash_kind("[  1.0] Kernel panic - not syncing: Attempted to kill init!"), Some("kernel panic"));
-        assert_eq!(crash_kind("watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"), Some("soft lockup"));
-        assert_eq!(crash_kind("rcu: INFO: rcu_preempt self-detected stall on CPU"), Some("RCU stall"));
+        assert_eq!(
+            crash_kind("[  1.0] Kernel panic - not syncing: Attempted to kill init!"),
+            Some("kernel panic")
+        );
+        assert_eq!(
+            crash_kind("watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"),
+            Some("soft lockup")
+        );
+        assert_eq!(
+            crash_kind("rcu: INFO: rcu_preempt self-detected stall on CPU"),
+            Some("RCU stall")
+        );
         assert_eq!(crash_kind("hello"), None);
     }
 
@@ -339,10 +432,25 @@ mod tests {
              kernel/net/9p/9pnet.ko.xz:\nkernel/fs/netfs/netfs.ko.xz:\n",
         )
         .unwrap();
-        std::fs::write(dir.join("modules.builtin"), "kernel/drivers/virtio/virtio_pci.ko\n").unwrap();
+        std::fs::write(
+            dir.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\n",
+        )
+        .unwrap();
         let order = module_closure(&dir, &["9p", "9pnet_virtio", "virtio_pci"]).unwrap();
-        let names: Vec<String> = order.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["netfs.ko.xz", "9pnet.ko.xz", "9p.ko.xz", "9pnet_virtio.ko.xz"]);
+        let names: Vec<String> = order
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "netfs.ko.xz",
+                "9pnet.ko.xz",
+                "9p.ko.xz",
+                "9pnet_virtio.ko.xz"
+            ]
+        );
         assert!(module_closure(&dir, &["nonexistent"]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

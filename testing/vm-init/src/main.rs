@@ -9,11 +9,7 @@
 //! guest from a quiet command.
 
 use std::{
-    ffi::CString,
-    fs,
-    io::Write as _,
-    os::unix::process::ExitStatusExt as _,
-    process::Command,
+    ffi::CString, fs, io::Write as _, os::unix::process::ExitStatusExt as _, process::Command,
     time::Duration,
 };
 
@@ -28,10 +24,18 @@ struct Config {
 
 fn read_config() -> Result<Config, String> {
     let raw = fs::read("/config").map_err(|e| format!("read /config: {e}"))?;
-    let mut cfg = Config { nonce: String::new(), cwd: "/".into(), env: vec![], argv: vec![], modules: vec![] };
+    let mut cfg = Config {
+        nonce: String::new(),
+        cwd: "/".into(),
+        env: vec![],
+        argv: vec![],
+        modules: vec![],
+    };
     for rec in raw.split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let rec = String::from_utf8_lossy(rec);
-        let (key, value) = rec.split_once('=').ok_or(format!("bad config record {rec:?}"))?;
+        let (key, value) = rec
+            .split_once('=')
+            .ok_or(format!("bad config record {rec:?}"))?;
         match key {
             "nonce" => cfg.nonce = value.into(),
             "cwd" => cfg.cwd = value.into(),
@@ -54,12 +58,21 @@ fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in path")
 }
 
-fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<(), String> {
+fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), String> {
     let _ = fs::create_dir_all(target);
     let (s, t, f, d) = (cstr(src), cstr(target), cstr(fstype), cstr(data));
     let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
     if rc != 0 {
-        return Err(format!("mount {fstype} on {target}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mount {fstype} on {target}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -82,22 +95,46 @@ fn setup(cfg: &Config) -> Result<(), String> {
         load_module(&format!("/modules/{module}"))?;
     }
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
-    mount("hostroot", "/host", "9p", libc::MS_RDONLY, "trans=virtio,version=9p2000.L,msize=512000,cache=loose")?;
+    mount(
+        "hostroot",
+        "/host",
+        "9p",
+        libc::MS_RDONLY,
+        "trans=virtio,version=9p2000.L,msize=512000,cache=loose",
+    )?;
     let host = |p: &str| format!("/host{p}");
     mount("proc", &host("/proc"), "proc", nosuid | libc::MS_NOEXEC, "")?;
-    mount("sysfs", &host("/sys"), "sysfs", nosuid | libc::MS_NOEXEC, "")?;
+    mount(
+        "sysfs",
+        &host("/sys"),
+        "sysfs",
+        nosuid | libc::MS_NOEXEC,
+        "",
+    )?;
     mount("devtmpfs", &host("/dev"), "devtmpfs", libc::MS_NOSUID, "")?;
     mount("devpts", &host("/dev/pts"), "devpts", nosuid, "")?;
     mount("tmpfs", &host("/dev/shm"), "tmpfs", nosuid, "")?;
     mount("debugfs", &host("/sys/kernel/debug"), "debugfs", nosuid, "")?;
-    mount("tracefs", &host("/sys/kernel/tracing"), "tracefs", nosuid, "")?;
+    mount(
+        "tracefs",
+        &host("/sys/kernel/tracing"),
+        "tracefs",
+        nosuid,
+        "",
+    )?;
     mount("bpffs", &host("/sys/fs/bpf"), "bpf", nosuid, "")?;
     mount("cgroup2", &host("/sys/fs/cgroup"), "cgroup2", nosuid, "")?;
     mount("tmpfs", &host("/tmp"), "tmpfs", nosuid, "mode=1777")?;
     mount("tmpfs", &host("/run"), "tmpfs", nosuid, "mode=755")?;
     mount("tmpfs", &host("/root"), "tmpfs", nosuid, "mode=700")?;
     if cfg.cwd != "/" {
-        mount("hostcwd", &host(&cfg.cwd), "9p", 0, "trans=virtio,version=9p2000.L,msize=512000")?;
+        mount(
+            "hostcwd",
+            &host(&cfg.cwd),
+            "9p",
+            0,
+            "trans=virtio,version=9p2000.L,msize=512000",
+        )?;
     }
     let root = cstr("/host");
     if unsafe { libc::chroot(root.as_ptr()) } != 0 {
@@ -123,7 +160,10 @@ fn run(cfg: &Config) -> i32 {
     let mut cmd = Command::new(&cfg.argv[0]);
     cmd.args(&cfg.argv[1..])
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", "/root")
         .env("TERM", "dumb")
         .env("NOFAIL_IN_VM", "1");
@@ -131,7 +171,9 @@ fn run(cfg: &Config) -> i32 {
         cmd.env(k, v);
     }
     match cmd.status() {
-        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        Ok(status) => status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
         Err(e) => {
             eprintln!("vm-init: cannot run {:?}: {e}", cfg.argv[0]);
             127

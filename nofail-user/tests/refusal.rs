@@ -1,0 +1,86 @@
+//! On a kernel that refuses BPF tracing programs and has no kprobes (the
+//! development machines: see README), `nofail trace` must fail cleanly: one
+//! line naming the reason and pointing to the VM runner, a non-zero exit,
+//! and no program left attached.
+
+use std::{path::Path, process::Command};
+
+fn kernel_has_kprobes() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
+fn nofail_programs_loaded() -> Option<usize> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .matches("vmalloc_core")
+            .count()
+    })
+}
+
+#[test]
+fn trace_refuses_with_one_line_on_a_kernel_without_tracing() {
+    if kernel_has_kprobes() {
+        eprintln!("skipped: this kernel has kprobes, so the refusal path cannot be reached here");
+        return;
+    }
+    let before = nofail_programs_loaded();
+    let out = Command::new(env!("CARGO_BIN_EXE_nofail"))
+        .args(["trace", "--duration", "1s"])
+        .output()
+        .expect("run nofail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "nofail trace succeeded on a refusing kernel: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected one line, got:\n{stderr}"
+    );
+    assert!(stderr.starts_with("nofail: error: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    let root = unsafe { libc_geteuid() } == 0;
+    if root {
+        assert!(
+            stderr.contains("cargo xtask vm"),
+            "no pointer to the VM runner: {stderr}"
+        );
+    } else {
+        assert!(
+            stderr.contains("root") || stderr.contains("cargo xtask vm"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(nofail_programs_loaded(), before, "programs left attached");
+}
+
+#[test]
+fn bad_duration_is_one_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nofail"))
+        .args(["trace", "--duration", "5y"])
+        .output()
+        .expect("run nofail");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("invalid duration unit"),
+        "{stderr}"
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

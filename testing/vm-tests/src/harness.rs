@@ -1,0 +1,126 @@
+//! Running `nofail trace` in the background and reading its JSON report.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+pub struct Ctx {
+    pub nofail: PathBuf,
+    pub trigger: Option<PathBuf>,
+    pub out: PathBuf,
+}
+
+impl Ctx {
+    pub fn new(nofail: PathBuf, trigger: Option<PathBuf>, out: PathBuf) -> Self {
+        let _ = std::fs::create_dir_all(&out);
+        Self {
+            nofail,
+            trigger,
+            out,
+        }
+    }
+}
+
+/// A `nofail trace` running until `finish`.
+pub struct Trace {
+    child: Child,
+    json: PathBuf,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Trace {
+    /// Starts tracing and waits until nofail reports it is attached.
+    pub fn start(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Self> {
+        let json = ctx.out.join(format!("{name}.json"));
+        let _ = std::fs::remove_file(&json);
+        let mut child = Command::new(&ctx.nofail)
+            .args(["trace", "--duration", "600s", "--json"])
+            .arg(&json)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", ctx.nofail.display()))?;
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  [nofail] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) if line.contains("tracing for") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("nofail did not start tracing: {:?}", child.wait()?);
+                }
+            }
+        }
+        Ok(Self {
+            child,
+            json,
+            stderr: rx,
+        })
+    }
+
+    /// Stops tracing (SIGINT, as Ctrl-C) and returns the JSON report.
+    pub fn finish(mut self) -> Result<Value> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait()?;
+        let rest: Vec<String> = self.stderr.try_iter().collect();
+        ensure!(
+            status.success(),
+            "nofail exited {status}: {}",
+            rest.join(" | ")
+        );
+        let text = std::fs::read_to_string(&self.json).context("nofail wrote no JSON report")?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// Totals of every caller row whose symbol starts with `symbol+`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rows: u64,
+    pub calls: u64,
+    pub nofail_calls: u64,
+    pub null_returns: u64,
+}
+
+pub fn counts_for(report: &Value, symbol: &str) -> Counts {
+    let mut c = Counts::default();
+    let prefix = format!("{symbol}+");
+    for row in report["callers"].as_array().into_iter().flatten() {
+        if row["caller"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&prefix))
+        {
+            c.rows += 1;
+            c.calls += row["calls"].as_u64().unwrap_or(0);
+            c.nofail_calls += row["nofail_calls"].as_u64().unwrap_or(0);
+            c.null_returns += row["null_returns"].as_u64().unwrap_or(0);
+        }
+    }
+    c
+}
+
+pub fn expect_counts(report: &Value, symbol: &str, want: Counts) -> Result<()> {
+    let got = counts_for(report, symbol);
+    ensure!(
+        got == want,
+        "{symbol}: nofail counted {got:?}, ground truth {want:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! VM integration tests. Each scenario makes an exact number of vmalloc
+//! calls from a call site it knows (the trigger module, or a bpf(2) array map
+//! creation on stock kernels), traces them with the real `nofail` binary and
+//! compares nofail's per-caller counts with that ground truth.
+
+mod harness;
+mod scenarios;
+mod trigger;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// The nofail binary under test.
+    #[arg(long)]
+    nofail: PathBuf,
+    /// The trigger module (test kernel only); without it, trigger-based
+    /// scenarios are not run.
+    #[arg(long)]
+    trigger: Option<PathBuf>,
+    /// Directory for JSON reports.
+    #[arg(long)]
+    out: PathBuf,
+    /// Run only scenarios whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let ctx = harness::Ctx::new(args.nofail, args.trigger, args.out);
+    let (mut passed, mut failed) = (0, 0);
+    for (name, scenario) in scenarios::all(&ctx) {
+        if args
+            .filter
+            .as_ref()
+            .is_some_and(|f| !name.contains(f.as_str()))
+        {
+            continue;
+        }
+        match scenario(&ctx) {
+            Ok(()) => {
+                println!("ok   {name}");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("FAIL {name}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "vm-tests on {}: {passed} passed, {failed} failed",
+        release.trim()
+    );
+    if failed > 0 || passed == 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,182 @@
+//! `cargo xtask ci`: the whole suite. Host checks (fmt, clippy, unit tests,
+//! the refusal on this kernel), then the VM matrix: every kernel boots and
+//! runs the VM tests against the real nofail binary.
+
+use std::{path::Path, process::Command, time::Instant};
+
+use anyhow::Result;
+
+use crate::{
+    kernels::{self, KernelName},
+    setup, trigger,
+    util::workspace_root,
+    vm,
+};
+
+struct Tally {
+    passed: u32,
+    failed: Vec<String>,
+    started: Instant,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, ok: bool, secs: f64) {
+        println!(
+            "xtask ci: {} {name} ({secs:.0} s)",
+            if ok { "ok  " } else { "FAIL" }
+        );
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed.push(name.to_string());
+        }
+    }
+
+    fn step(&mut self, name: &str, f: impl FnOnce() -> Result<bool>) {
+        let t = Instant::now();
+        let ok = match f() {
+            Ok(ok) => ok,
+            Err(e) => {
+                eprintln!("xtask ci: {name}: {e:#}");
+                false
+            }
+        };
+        self.record(name, ok, t.elapsed().as_secs_f64());
+    }
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
+    Ok(Command::new("cargo")
+        .args(args)
+        .current_dir(root)
+        .status()?
+        .success())
+}
+
+pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
+    setup::ensure()?;
+    let root = workspace_root();
+    let mut t = Tally {
+        passed: 0,
+        failed: vec![],
+        started: Instant::now(),
+    };
+
+    t.step("cargo fmt --check", || {
+        cargo(&root, &["fmt", "--all", "--check"])
+    });
+    t.step("clippy (host crates)", || {
+        cargo(
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "nofail-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    });
+    t.step("clippy (eBPF crate)", || {
+        cargo(
+            &root,
+            &[
+                "+nightly",
+                "clippy",
+                "-p",
+                "nofail-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    });
+    t.step("cargo test (host)", || cargo(&root, &["test"]));
+    t.step("build nofail and vm-tests (release)", || {
+        cargo(
+            &root,
+            &["build", "--release", "-p", "nofail-user", "-p", "vm-tests"],
+        )
+    });
+
+    let kernels_wanted = if kernels_wanted.is_empty() {
+        KernelName::ALL.to_vec()
+    } else {
+        kernels_wanted
+    };
+    for name in kernels_wanted {
+        let t0 = Instant::now();
+        let kernel = match kernels::ensure(name) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("xtask ci: kernel {}: {e:#}", name.as_str());
+                t.record(
+                    &format!("kernel {}", name.as_str()),
+                    false,
+                    t0.elapsed().as_secs_f64(),
+                );
+                continue;
+            }
+        };
+        t.record(
+            &format!("kernel {} ({})", name.as_str(), kernel.release),
+            true,
+            t0.elapsed().as_secs_f64(),
+        );
+        if name == KernelName::Test {
+            t.step("vm --timeout ends a guest that sleeps too long", || {
+                let code = vm::run(
+                    &kernel,
+                    &root,
+                    &["sleep".into(), "300".into()],
+                    &[],
+                    30,
+                    512,
+                )?;
+                Ok(code == vm::EXIT_TIMEOUT)
+            });
+        }
+        let out = root.join("target/vm-results").join(name.as_str());
+        let mut command = vec![
+            root.join("target/release/vm-tests").display().to_string(),
+            "--nofail".into(),
+            root.join("target/release/nofail").display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if name == KernelName::Test {
+            let t0 = Instant::now();
+            match trigger::build(&kernel) {
+                Ok(ko) => {
+                    t.record("build trigger module", true, t0.elapsed().as_secs_f64());
+                    command.extend(["--trigger".into(), ko.display().to_string()]);
+                }
+                Err(e) => {
+                    eprintln!("xtask ci: {e:#}");
+                    t.record("build trigger module", false, t0.elapsed().as_secs_f64());
+                }
+            }
+        }
+        t.step(&format!("vm tests on {}", name.as_str()), || {
+            Ok(vm::run(&kernel, &root, &command, &[], 900, 2048)? == 0)
+        });
+    }
+
+    let failed = t.failed.len();
+    println!(
+        "xtask ci: finished in {:.0} s",
+        t.started.elapsed().as_secs_f64()
+    );
+    for f in &t.failed {
+        println!("xtask ci: failed: {f}");
+    }
+    println!("{} passed, {failed} failed", t.passed);
+    Ok(if failed == 0 { 0 } else { 1 })
+}
