@@ -11,7 +11,8 @@
 //! the kprobe pair, which reads the stack-passed `caller` itself.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_func_arg, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -28,7 +29,11 @@ const ARG_CALLER: usize = 8;
 
 #[fentry(function = "__vmalloc_node_range_noprof")]
 pub fn vmalloc_core_fentry(ctx: FEntryContext) -> u32 {
-    try_enter(ctx.arg(ARG_SIZE), ctx.arg(ARG_GFP), ctx.arg(ARG_CALLER));
+    // `const void *caller` cannot be read as ctx[8] before 6.13 (the verifier
+    // only allowed pointers to structs); bpf_get_func_arg() works from 5.17.
+    let mut caller = 0u64;
+    unsafe { bpf_get_func_arg(ctx.as_ptr(), ARG_CALLER as u32, &mut caller) };
+    try_enter(ctx.arg(ARG_SIZE), ctx.arg(ARG_GFP), caller);
     0
 }
 

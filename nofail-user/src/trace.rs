@@ -19,7 +19,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         eprintln!("nofail: warning: {w}");
     }
     for a in &tracer.attached {
-        eprintln!("nofail: {} -> {} ({})", a.role, a.function, a.mode);
+        match &a.fallback_reason {
+            Some(why) => eprintln!("nofail: {} -> {} ({}; fentry refused: {why})", a.role, a.function, a.mode),
+            None => eprintln!("nofail: {} -> {} ({})", a.role, a.function, a.mode),
+        }
     }
     eprintln!(
         "nofail: tracing for {:?} (Ctrl-C to stop early)",

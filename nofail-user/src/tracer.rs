@@ -36,8 +36,14 @@ pub struct Tracer {
 /// First line of an error chain, without the verifier log aya appends.
 pub fn one_line(err: &dyn std::fmt::Display) -> String {
     let text = err.to_string();
+    if std::env::var_os("NOFAIL_DEBUG").is_some() && text.contains("Verifier output") {
+        eprintln!("nofail: debug: {text}");
+    }
     let first = text.lines().next().unwrap_or_default().trim();
-    first.trim_end_matches(". Verifier output:").to_string()
+    match first.find(". Verifier output:") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
 }
 
 impl Tracer {
@@ -173,5 +179,7 @@ mod tests {
     fn one_line_drops_verifier_log() {
         let e = "the BPF_PROG_LOAD syscall failed. Verifier output:\n0: (b7) r0 = 0\nR1 invalid";
         assert_eq!(one_line(&e), "the BPF_PROG_LOAD syscall failed");
+        let e = "load returned Permission denied (os error 13). Verifier output: 0: R1=ctx() R10=fp0\n1: x";
+        assert_eq!(one_line(&e), "load returned Permission denied (os error 13)");
     }
 }
