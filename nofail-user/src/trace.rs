@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::TraceArgs,
@@ -13,6 +14,9 @@ use crate::{
 };
 
 pub async fn run(args: TraceArgs) -> Result<()> {
+    // Listen first: whoever waits for "tracing for" may signal right away.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let view = KernelView::probe();
     let tracer = Tracer::attach(&view, args.mode)?;
     for w in &tracer.warnings {
@@ -20,7 +24,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     }
     for a in &tracer.attached {
         match &a.fallback_reason {
-            Some(why) => eprintln!("nofail: {} -> {} ({}; fentry refused: {why})", a.role, a.function, a.mode),
+            Some(why) => eprintln!(
+                "nofail: {} -> {} ({}; fentry refused: {why})",
+                a.role, a.function, a.mode
+            ),
             None => eprintln!("nofail: {} -> {} ({})", a.role, a.function, a.mode),
         }
     }
@@ -31,7 +38,8 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let started = Instant::now();
     tokio::select! {
         _ = tokio::time::sleep(args.duration) => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
     }
     let stats = report::read_callers(&tracer.ebpf)?;
     let health = report::read_health(&tracer.ebpf)?;

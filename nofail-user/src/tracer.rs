@@ -180,6 +180,9 @@ mod tests {
         let e = "the BPF_PROG_LOAD syscall failed. Verifier output:\n0: (b7) r0 = 0\nR1 invalid";
         assert_eq!(one_line(&e), "the BPF_PROG_LOAD syscall failed");
         let e = "load returned Permission denied (os error 13). Verifier output: 0: R1=ctx() R10=fp0\n1: x";
-        assert_eq!(one_line(&e), "load returned Permission denied (os error 13)");
+        assert_eq!(
+            one_line(&e),
+            "load returned Permission denied (os error 13)"
+        );
     }
 }

@@ -126,7 +126,6 @@ fn setup(cfg: &Config) -> Result<(), String> {
     mount("cgroup2", &host("/sys/fs/cgroup"), "cgroup2", nosuid, "")?;
     mount("tmpfs", &host("/tmp"), "tmpfs", nosuid, "mode=1777")?;
     mount("tmpfs", &host("/run"), "tmpfs", nosuid, "mode=755")?;
-    mount("tmpfs", &host("/root"), "tmpfs", nosuid, "mode=700")?;
     if cfg.cwd != "/" {
         mount(
             "hostcwd",
