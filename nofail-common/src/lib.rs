@@ -6,15 +6,68 @@
 #![no_std]
 
 /// Capacity of the per-call-site aggregate map.
-pub const MAX_CALLERS: u32 = 8192;
+pub const MAX_CALLERS: u32 = 4096;
 /// Capacity of the per-task in-flight call map (one entry per task inside
 /// the vmalloc core at any moment).
 pub const MAX_INFLIGHT: u32 = 16384;
+/// Buckets of every in-kernel histogram: bucket 0 holds zero, bucket `i`
+/// holds values in `[2^(i-1), 2^i)`, the last bucket everything above.
+pub const HIST_BUCKETS: usize = 40;
+/// Caller address ranges a filter can hold (one per matched symbol).
+pub const MAX_CALLER_RANGES: usize = 16;
+/// `comm` length in the kernel (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// Page-table levels whose allocation can fail inside the mapping stage
+/// (`__pte_alloc_kernel`, `__pmd_alloc`, `__pud_alloc`, `__p4d_alloc`).
+pub const PT_LEVELS: usize = 4;
+
+/// Histogram bucket of `v` (see [`HIST_BUCKETS`]): `floor(log2(v)) + 1`,
+/// 0 for 0. A branchy binary search rather than `leading_zeros()`: the BPF
+/// verifier cannot bound a count-leading-zeros sequence, but bounds every
+/// path of this one, so the index it yields is provably in range.
+#[inline(always)]
+pub fn log2_bucket(v: u64) -> usize {
+    let mut x = v;
+    let mut b = 0usize;
+    if x >= 1 << 32 {
+        b += 32;
+        x >>= 32;
+    }
+    if x >= 1 << 16 {
+        b += 16;
+        x >>= 16;
+    }
+    if x >= 1 << 8 {
+        b += 8;
+        x >>= 8;
+    }
+    if x >= 1 << 4 {
+        b += 4;
+        x >>= 4;
+    }
+    if x >= 1 << 2 {
+        b += 2;
+        x >>= 2;
+    }
+    if x >= 1 << 1 {
+        b += 1;
+        x >>= 1;
+    }
+    if x != 0 {
+        b += 1;
+    }
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
+}
 
 /// Per-call-site aggregate, kept per CPU in the kernel and summed in
 /// userspace. Keyed by the `caller` argument of the vmalloc core.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallerStats {
     /// Finished outermost calls (the page-array recursion is not a call).
     pub calls: u64,
@@ -24,15 +77,81 @@ pub struct CallerStats {
     pub null_returns: u64,
     /// Sum of entry-to-exit latency, ns.
     pub latency_ns: u64,
+    /// Stage failures (`__get_vm_area_node` NULL, mapping < 0), any call.
+    pub area_failures: u64,
+    pub mapping_failures: u64,
+    /// Failures that made a NOFAIL loop turn again, per stage.
+    pub area_retries: u64,
+    pub mapping_retries: u64,
+    /// Page-table allocation failures inside calls, by level (pte..p4d).
+    pub pt_failures: [u64; PT_LEVELS],
+    /// Retry sleeps inside calls and the time actually slept.
+    pub sleeps: u64,
+    pub slept_ns: u64,
+    /// Jiffies the sleeps asked for.
+    pub sleep_jiffies: u64,
+    /// Most retries seen in one call.
+    pub max_retries: u64,
+    /// Calls that followed a NULL return from the same call site in the
+    /// same task within the retry window: an open-coded retry loop.
+    pub hand_retries: u64,
+    /// Sleeps between such a NULL return and the retry.
+    pub hand_retry_sleeps: u64,
+    pub latency_hist: [u64; HIST_BUCKETS],
+    pub retries_hist: [u64; HIST_BUCKETS],
+    pub slept_hist: [u64; HIST_BUCKETS],
+}
+
+impl Default for CallerStats {
+    fn default() -> Self {
+        Self {
+            calls: 0,
+            nofail_calls: 0,
+            null_returns: 0,
+            latency_ns: 0,
+            area_failures: 0,
+            mapping_failures: 0,
+            area_retries: 0,
+            mapping_retries: 0,
+            pt_failures: [0; PT_LEVELS],
+            sleeps: 0,
+            slept_ns: 0,
+            sleep_jiffies: 0,
+            max_retries: 0,
+            hand_retries: 0,
+            hand_retry_sleeps: 0,
+            latency_hist: [0; HIST_BUCKETS],
+            retries_hist: [0; HIST_BUCKETS],
+            slept_hist: [0; HIST_BUCKETS],
+        }
+    }
 }
 
 impl CallerStats {
     /// Adds another CPU's (or another snapshot's) counts into this one.
-    pub fn merge(&mut self, other: &Self) {
-        self.calls += other.calls;
-        self.nofail_calls += other.nofail_calls;
-        self.null_returns += other.null_returns;
-        self.latency_ns += other.latency_ns;
+    pub fn merge(&mut self, o: &Self) {
+        self.calls += o.calls;
+        self.nofail_calls += o.nofail_calls;
+        self.null_returns += o.null_returns;
+        self.latency_ns += o.latency_ns;
+        self.area_failures += o.area_failures;
+        self.mapping_failures += o.mapping_failures;
+        self.area_retries += o.area_retries;
+        self.mapping_retries += o.mapping_retries;
+        for i in 0..PT_LEVELS {
+            self.pt_failures[i] += o.pt_failures[i];
+        }
+        self.sleeps += o.sleeps;
+        self.slept_ns += o.slept_ns;
+        self.sleep_jiffies += o.sleep_jiffies;
+        self.max_retries = self.max_retries.max(o.max_retries);
+        self.hand_retries += o.hand_retries;
+        self.hand_retry_sleeps += o.hand_retry_sleeps;
+        for i in 0..HIST_BUCKETS {
+            self.latency_hist[i] += o.latency_hist[i];
+            self.retries_hist[i] += o.retries_hist[i];
+            self.slept_hist[i] += o.slept_hist[i];
+        }
     }
 }
 
@@ -40,6 +159,11 @@ impl CallerStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
+    /// Stack address identifying the outermost call's frame (the fentry
+    /// ctx, or the kprobe's entry stack pointer): a deeper frame is the
+    /// nested page-array call, a frame at or above it means this record's
+    /// exit was missed and it is stale.
+    pub frame: u64,
     pub start_ns: u64,
     pub caller: u64,
     pub size: u64,
@@ -47,6 +171,67 @@ pub struct Inflight {
     /// Nesting depth below the outermost call (the core recurses once for
     /// the page array in `__vmalloc_area_node`).
     pub depth: u32,
+    /// Thread group (process) id and thread id of the caller.
+    pub tgid: u32,
+    pub tid: u32,
+    /// 1 when the filters excluded this call: tracked only so that its
+    /// nested call is excluded too.
+    pub ignored: u32,
+    pub _pad: u32,
+    pub area_failures: u32,
+    pub mapping_failures: u32,
+    pub pt_failures: [u32; PT_LEVELS],
+    pub sleeps: u32,
+    pub sleep_jiffies: u32,
+    pub slept_ns: u64,
+    /// Start of the sleep in progress, 0 when not sleeping.
+    pub sleep_start_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A NULL returned to a call site, remembered per task to recognise an
+/// open-coded retry (the same task calling from the same site again soon).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastNull {
+    pub caller: u64,
+    pub end_ns: u64,
+    /// Sleeps the task took since that NULL (memalloc_retry_wait & co).
+    pub sleeps: u32,
+    pub _pad: u32,
+}
+
+/// Runtime filters, slot 0 of the `FILTER` array map; userspace may
+/// rewrite it at any time. A zero field means "no filter".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this process (tgid).
+    pub pid: u32,
+    /// 1: only calls with `__GFP_NOFAIL`.
+    pub nofail_only: u32,
+    /// Only calls of at least this many bytes.
+    pub min_size: u64,
+    /// Only tasks with this exact comm (NUL-padded); empty = any.
+    pub comm: [u8; COMM_LEN],
+    /// Only callers inside one of these `[start, end)` address ranges.
+    pub n_ranges: u32,
+    pub _pad: u32,
+    pub ranges: [[u64; 2]; MAX_CALLER_RANGES],
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Self {
+            pid: 0,
+            nofail_only: 0,
+            min_size: 0,
+            comm: [0; COMM_LEN],
+            n_ranges: 0,
+            _pad: 0,
+            ranges: [[0; 2]; MAX_CALLER_RANGES],
+        }
+    }
 }
 
 /// Slots of the per-CPU health counter array (`HEALTH` map).
@@ -59,14 +244,75 @@ pub enum Health {
     CallersFull = 1,
     /// Exit seen with no matching entry (attach raced a call in progress).
     OrphanExit = 2,
+    /// A record whose exit was never seen, replaced by the task's next call.
+    StaleReplaced = 3,
 }
 
 /// Number of slots in the `HEALTH` map.
-pub const HEALTH_SLOTS: u32 = 3;
+pub const HEALTH_SLOTS: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), integer fields only, no padding.
     unsafe impl aya::Pod for super::CallerStats {}
     unsafe impl aya::Pod for super::Inflight {}
+    unsafe impl aya::Pod for super::LastNull {}
+    unsafe impl aya::Pod for super::Filter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 1);
+        assert_eq!(log2_bucket(2), 2);
+        assert_eq!(log2_bucket(3), 2);
+        assert_eq!(log2_bucket(4), 3);
+        assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+        for v in [5u64, 1000, 65535, 65536, 1 << 38] {
+            assert_eq!(
+                log2_bucket(v),
+                ((64 - v.leading_zeros()) as usize).min(HIST_BUCKETS - 1),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_implicit_padding() {
+        // Sizes are the sum of the fields: any hole would show here.
+        assert_eq!(
+            core::mem::size_of::<CallerStats>(),
+            8 * (4 + 4 + PT_LEVELS + 6 + 3 * HIST_BUCKETS)
+        );
+        assert_eq!(
+            core::mem::size_of::<Inflight>(),
+            8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN
+        );
+        assert_eq!(
+            core::mem::size_of::<Filter>(),
+            4 * 2 + 8 + COMM_LEN + 4 * 2 + 16 * MAX_CALLER_RANGES
+        );
+    }
+
+    #[test]
+    fn merge_sums_and_takes_max() {
+        let mut a = CallerStats {
+            calls: 1,
+            max_retries: 3,
+            ..Default::default()
+        };
+        a.latency_hist[5] = 1;
+        let mut b = CallerStats {
+            calls: 2,
+            max_retries: 2,
+            ..Default::default()
+        };
+        b.latency_hist[5] = 4;
+        a.merge(&b);
+        assert_eq!((a.calls, a.max_retries, a.latency_hist[5]), (3, 3, 5));
+    }
 }

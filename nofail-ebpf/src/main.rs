@@ -5,6 +5,11 @@
 
 mod config;
 mod maps;
+mod pagetable;
+mod probe;
+mod sleep;
+mod stages;
+mod task;
 mod vmalloc;
 
 #[cfg(not(test))]

@@ -2,9 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use nofail_common::{CallerStats, HEALTH_SLOTS, Health, Inflight, MAX_CALLERS, MAX_INFLIGHT};
+use nofail_common::{
+    CallerStats, Filter, HEALTH_SLOTS, Health, Inflight, LastNull, MAX_CALLERS, MAX_INFLIGHT,
+};
 
 /// Call in progress per thread id.
 #[map]
@@ -14,6 +16,20 @@ pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFL
 #[map]
 pub static CALLERS: PerCpuHashMap<u64, CallerStats> =
     PerCpuHashMap::with_max_entries(MAX_CALLERS, 0);
+
+/// One zeroed `CallerStats`, the source of new `CALLERS` entries (the
+/// struct is larger than the 512-byte BPF stack).
+#[map]
+pub static ZERO_STATS: Array<CallerStats> = Array::with_max_entries(1, 0);
+
+/// Last NULL returned to each thread, for open-coded retry detection. LRU:
+/// a task that never calls again must not pin an entry.
+#[map]
+pub static LAST_NULL: LruHashMap<u32, LastNull> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Runtime filters (slot 0), rewritten by userspace without reloading.
+#[map]
+pub static FILTER: Array<Filter> = Array::with_max_entries(1, 0);
 
 /// Counters of what the programs could not track (see `Health`).
 #[map]
@@ -32,9 +48,9 @@ pub fn caller_stats(caller: u64) -> Option<*mut CallerStats> {
     if let Some(stats) = CALLERS.get_ptr_mut(caller) {
         return Some(stats);
     }
-    // BPF_NOEXIST: another CPU may have raced us to the insert, which is fine
-    // (per-CPU values are independent).
-    let _ = CALLERS.insert(caller, CallerStats::default(), 1);
+    let zero = ZERO_STATS.get(0)?;
+    // BPF_NOEXIST: losing a race with another CPU is fine (per-CPU values).
+    let _ = CALLERS.insert(caller, zero, 1);
     let stats = CALLERS.get_ptr_mut(caller);
     if stats.is_none() {
         health(Health::CallersFull);

@@ -7,22 +7,23 @@
 //!         pgprot_t prot, unsigned long vm_flags, int node, const void *caller);
 //! ```
 //!
-//! Nine arguments: fentry needs a 6.6+ trampoline for that many, so 6.1 uses
-//! the kprobe pair, which reads the stack-passed `caller` itself.
+//! Entry opens the per-task call record the stage, page-table and sleep
+//! programs fill in; exit folds it into the caller's aggregate. Nine
+//! arguments: fentry needs a 6.6+ trampoline for that many, so 6.1 uses the
+//! kprobe pair, which reads the stack-passed `caller` itself.
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_func_arg, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_func_arg, bpf_probe_read_kernel},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use nofail_common::{Health, Inflight};
+use nofail_common::{Health, Inflight, LastNull, PT_LEVELS, log2_bucket};
 
 use crate::{
-    config::gfp_nofail,
-    maps::{INFLIGHT, caller_stats, health},
+    config::{gfp_nofail, retry_window_ns, selected},
+    maps::{INFLIGHT, LAST_NULL, caller_stats, health},
+    task::{current_tgid, current_tid, now_ns},
 };
 
 const ARG_SIZE: usize = 0;
@@ -35,13 +36,16 @@ pub fn vmalloc_core_fentry(ctx: FEntryContext) -> u32 {
     // only allowed pointers to structs); bpf_get_func_arg() works from 5.17.
     let mut caller = 0u64;
     unsafe { bpf_get_func_arg(ctx.as_ptr(), ARG_CALLER as u32, &mut caller) };
-    try_enter(ctx.arg(ARG_SIZE), ctx.arg(ARG_GFP), caller);
+    // The trampoline's argument block: the same address for this
+    // invocation's fentry and fexit, deeper for a nested invocation.
+    let frame = ctx.as_ptr() as u64;
+    try_enter(frame, ctx.arg(ARG_SIZE), ctx.arg(ARG_GFP), caller);
     0
 }
 
 #[fexit(function = "__vmalloc_node_range_noprof")]
 pub fn vmalloc_core_fexit(ctx: FExitContext) -> u32 {
-    try_exit(ctx.ret::<u64>().unwrap_or(0));
+    try_exit(ctx.as_ptr() as u64, 0, ctx.ret::<u64>().unwrap_or(0));
     0
 }
 
@@ -51,15 +55,23 @@ pub fn vmalloc_core_kprobe(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let caller = stack_arg(&ctx, ARG_CALLER).unwrap_or(0);
-    try_enter(size, gfp, caller);
+    // sp at entry points at the return address.
+    let frame = unsafe { (*ctx.regs).rsp };
+    try_enter(frame, size, gfp, caller);
     0
 }
 
 #[kretprobe]
 pub fn vmalloc_core_kretprobe(ctx: RetProbeContext) -> u32 {
-    try_exit(ctx.ret::<u64>());
+    // After `ret`, sp sits one slot above the entry's: allow that slack.
+    let frame = unsafe { (*ctx.regs).rsp };
+    try_exit(frame, RET_SLACK, ctx.ret::<u64>());
     0
 }
+
+/// How far a kretprobe's stack pointer may sit above the entry's for the
+/// same invocation; a nested invocation is hundreds of bytes deeper.
+const RET_SLACK: u64 = 16;
 
 /// x86-64 SysV: arguments 6+ are on the stack above the return address, and
 /// a kprobe at function entry sees `sp` pointing at that return address.
@@ -70,56 +82,139 @@ fn stack_arg(ctx: &ProbeContext, n: usize) -> Option<u64> {
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
 }
 
-#[inline(always)]
-fn current_tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
-}
-
-fn try_enter(size: u64, gfp: u32, caller: u64) {
+fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
     let tid = current_tid();
     if let Some(call) = INFLIGHT.get_ptr_mut(tid) {
-        // Recursion for the page array: same task, already inside the core.
-        unsafe { (*call).depth += 1 };
-        return;
+        if frame < unsafe { (*call).frame } {
+            // Recursion for the page array: same task, deeper frame.
+            unsafe { (*call).depth += 1 };
+            return;
+        }
+        // Not deeper: the recorded call returned without us seeing it (a
+        // skipped run). Start over rather than nest under a ghost.
+        health(Health::StaleReplaced);
+    }
+    let tgid = current_tgid();
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let now = now_ns();
+    let ignored = !selected(tgid, &comm, caller, size, gfp);
+    if !ignored {
+        note_hand_retry(tid, caller, now);
     }
     let call = Inflight {
-        start_ns: unsafe { bpf_ktime_get_ns() },
+        frame,
+        start_ns: now,
         caller,
         size,
         gfp,
         depth: 0,
+        tgid,
+        tid,
+        ignored: ignored as u32,
+        comm,
+        ..Default::default()
     };
     if INFLIGHT.insert(tid, call, 0).is_err() {
         health(Health::InflightFull);
     }
 }
 
-fn try_exit(ret: u64) {
+/// A call from the site that got NULL in this task moments ago is the
+/// caller retrying by hand (xfs_buf_alloc_vmalloc() and friends).
+#[inline(always)]
+fn note_hand_retry(tid: u32, caller: u64, now: u64) {
+    let Some(last) = (unsafe { LAST_NULL.get(tid) }) else {
+        return;
+    };
+    let last = *last;
+    let _ = LAST_NULL.remove(tid);
+    if last.caller != caller || now.saturating_sub(last.end_ns) > retry_window_ns() {
+        return;
+    }
+    if let Some(stats) = caller_stats(caller) {
+        unsafe {
+            (*stats).hand_retries += 1;
+            (*stats).hand_retry_sleeps += last.sleeps as u64;
+        }
+    }
+}
+
+fn try_exit(frame: u64, slack: u64, ret: u64) {
     let tid = current_tid();
     let Some(call) = INFLIGHT.get_ptr_mut(tid) else {
         health(Health::OrphanExit);
         return;
     };
-    let call = unsafe {
-        if (*call).depth > 0 {
-            (*call).depth -= 1;
-            return;
+    let outer = unsafe { (*call).frame };
+    if frame < outer {
+        // The nested page-array call returning.
+        unsafe {
+            if (*call).depth > 0 {
+                (*call).depth -= 1;
+            }
         }
-        *call
-    };
+        return;
+    }
+    if frame > outer + slack {
+        // Returning from a frame above the record's: its entry was not seen
+        // and the record is stale.
+        let _ = INFLIGHT.remove(tid);
+        health(Health::OrphanExit);
+        return;
+    }
+    let call = unsafe { *call };
     let _ = INFLIGHT.remove(tid);
-    let now = unsafe { bpf_ktime_get_ns() };
+    if call.ignored != 0 {
+        return;
+    }
+    let now = now_ns();
+    if ret == 0 {
+        let last = LastNull {
+            caller: call.caller,
+            end_ns: now,
+            sleeps: 0,
+            _pad: 0,
+        };
+        let _ = LAST_NULL.insert(tid, last, 0);
+    }
     let Some(stats) = caller_stats(call.caller) else {
         return;
     };
-    unsafe {
-        (*stats).calls += 1;
-        if call.gfp & gfp_nofail() != 0 {
-            (*stats).nofail_calls += 1;
-        }
-        if ret == 0 {
-            (*stats).null_returns += 1;
-        }
-        (*stats).latency_ns += now.saturating_sub(call.start_ns);
+    let stats = unsafe { &mut *stats };
+    let nofail = call.gfp & gfp_nofail() != 0;
+    let latency = now.saturating_sub(call.start_ns);
+    let (area, mapping) = (call.area_failures as u64, call.mapping_failures as u64);
+    // A failed stage turns the loop again only under __GFP_NOFAIL; without
+    // it the failure is the NULL returned.
+    let retries = if nofail { area + mapping } else { 0 };
+    stats.calls += 1;
+    stats.latency_ns += latency;
+    if nofail {
+        stats.nofail_calls += 1;
+        stats.area_retries += area;
+        stats.mapping_retries += mapping;
+    }
+    if ret == 0 {
+        stats.null_returns += 1;
+    }
+    stats.area_failures += area;
+    stats.mapping_failures += mapping;
+    for level in 0..PT_LEVELS {
+        stats.pt_failures[level] += call.pt_failures[level] as u64;
+    }
+    stats.sleeps += call.sleeps as u64;
+    stats.sleep_jiffies += call.sleep_jiffies as u64;
+    stats.slept_ns += call.slept_ns;
+    if retries > stats.max_retries {
+        stats.max_retries = retries;
+    }
+    if let Some(b) = stats.latency_hist.get_mut(log2_bucket(latency)) {
+        *b += 1;
+    }
+    if let Some(b) = stats.retries_hist.get_mut(log2_bucket(retries)) {
+        *b += 1;
+    }
+    if let Some(b) = stats.slept_hist.get_mut(log2_bucket(call.slept_ns)) {
+        *b += 1;
     }
 }

@@ -28,13 +28,48 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Program names (in nofail-ebpf) implementing one role in each mode.
+/// Program names (in nofail-ebpf) implementing one role in each mode; a
+/// role that only needs the entry or only the exit leaves the other empty.
 #[derive(Debug)]
 pub struct Programs {
-    pub fentry: &'static str,
-    pub fexit: &'static str,
-    pub kprobe: &'static str,
-    pub kretprobe: &'static str,
+    pub fentry: Option<&'static str>,
+    pub fexit: Option<&'static str>,
+    pub kprobe: Option<&'static str>,
+    pub kretprobe: Option<&'static str>,
+}
+
+impl Programs {
+    const fn exit_only(fexit: &'static str, kretprobe: &'static str) -> Self {
+        Self {
+            fentry: None,
+            fexit: Some(fexit),
+            kprobe: None,
+            kretprobe: Some(kretprobe),
+        }
+    }
+
+    const fn entry_only(fentry: &'static str, kprobe: &'static str) -> Self {
+        Self {
+            fentry: Some(fentry),
+            fexit: None,
+            kprobe: Some(kprobe),
+            kretprobe: None,
+        }
+    }
+
+    const fn both(
+        fentry: &'static str,
+        fexit: &'static str,
+        kprobe: &'static str,
+        kretprobe: &'static str,
+    ) -> Self {
+        Self {
+            fentry: Some(fentry),
+            fexit: Some(fexit),
+            kprobe: Some(kprobe),
+            kretprobe: Some(kretprobe),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -48,19 +83,88 @@ pub struct Role {
     pub programs: Programs,
 }
 
-pub const ROLES: &[Role] = &[Role {
-    name: "vmalloc-core",
-    // 6.9+ renamed it for memory allocation profiling.
-    candidates: &["__vmalloc_node_range_noprof", "__vmalloc_node_range"],
-    required: true,
-    lost: "every vmalloc call",
-    programs: Programs {
-        fentry: "vmalloc_core_fentry",
-        fexit: "vmalloc_core_fexit",
-        kprobe: "vmalloc_core_kprobe",
-        kretprobe: "vmalloc_core_kretprobe",
+/// Every attach point nofail uses, per role, newest kernel's name first.
+pub const ROLES: &[Role] = &[
+    Role {
+        name: "vmalloc-core",
+        // 6.9+ renamed it for memory allocation profiling.
+        candidates: &["__vmalloc_node_range_noprof", "__vmalloc_node_range"],
+        required: true,
+        lost: "every vmalloc call",
+        programs: Programs::both(
+            "vmalloc_core_fentry",
+            "vmalloc_core_fexit",
+            "vmalloc_core_kprobe",
+            "vmalloc_core_kretprobe",
+        ),
     },
-}];
+    Role {
+        name: "area-stage",
+        candidates: &["__get_vm_area_node"],
+        required: false,
+        lost: "area-stage failures and retries",
+        programs: Programs::exit_only("area_stage_fexit", "area_stage_kretprobe"),
+    },
+    Role {
+        name: "mapping-stage",
+        // The NOFAIL mapping loop checks vmap_pages_range() (6.x) or
+        // __vmap_pages_range() (7.x); both wrappers and vmap_pages_range_noflush
+        // get inlined (Debian's 7.2 build calls __vmap_pages_range_noflush
+        // straight from __vmalloc_node_range_noprof), so hook the worker all
+        // of them end in, once per attempt, with the same return value.
+        candidates: &["__vmap_pages_range_noflush", "vmap_pages_range_noflush"],
+        required: false,
+        lost: "mapping-stage failures and retries",
+        programs: Programs::exit_only("mapping_stage_fexit", "mapping_stage_kretprobe"),
+    },
+    Role {
+        name: "pte-alloc",
+        candidates: &["__pte_alloc_kernel"],
+        required: false,
+        lost: "PTE-level page-table failures",
+        programs: Programs::exit_only("pte_alloc_fexit", "pte_alloc_kretprobe"),
+    },
+    Role {
+        name: "pmd-alloc",
+        candidates: &["__pmd_alloc"],
+        required: false,
+        lost: "PMD-level page-table failures",
+        programs: Programs::exit_only("pmd_alloc_fexit", "pmd_alloc_kretprobe"),
+    },
+    Role {
+        name: "pud-alloc",
+        candidates: &["__pud_alloc"],
+        required: false,
+        lost: "PUD-level page-table failures",
+        programs: Programs::exit_only("pud_alloc_fexit", "pud_alloc_kretprobe"),
+    },
+    Role {
+        name: "p4d-alloc",
+        candidates: &["__p4d_alloc"],
+        required: false,
+        lost: "P4D-level page-table failures (5-level paging only)",
+        programs: Programs::exit_only("p4d_alloc_fexit", "p4d_alloc_kretprobe"),
+    },
+    Role {
+        name: "retry-sleep",
+        candidates: &["schedule_timeout_uninterruptible"],
+        required: false,
+        lost: "retry sleeps and slept time",
+        programs: Programs::both(
+            "retry_sleep_fentry",
+            "retry_sleep_fexit",
+            "retry_sleep_kprobe",
+            "retry_sleep_kretprobe",
+        ),
+    },
+    Role {
+        name: "io-sleep",
+        candidates: &["io_schedule_timeout"],
+        required: false,
+        lost: "sleeps of open-coded retry loops (memalloc_retry_wait)",
+        programs: Programs::entry_only("io_sleep_fentry", "io_sleep_kprobe"),
+    },
+];
 
 /// A role matched to a function of the running kernel.
 #[derive(Debug)]

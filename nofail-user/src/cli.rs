@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::attach::Mode;
+use crate::{attach::Mode, filter::FilterArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,8 +19,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Count vmalloc calls per call site until the duration ends or Ctrl-C.
+    /// Trace vmalloc calls and their retry loops per call site until the
+    /// duration ends or Ctrl-C.
     Trace(TraceArgs),
+    /// Show how nofail would attach on this kernel: roles, functions,
+    /// modes, injection support, HZ and gfp bits.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Attach mode to try.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,6 +48,21 @@ pub struct TraceArgs {
     /// Attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Refresh a top-N table at this interval while tracing.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Rows of the --interval table.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Flag calls still inside vmalloc after this long as stuck.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub stuck_after: Duration,
+    /// A call from the same site and task within this long after a NULL
+    /// return counts as an open-coded retry.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub retry_window: Duration,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

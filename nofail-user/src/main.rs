@@ -3,7 +3,12 @@
 mod attach;
 mod btf;
 mod cli;
+mod doctor;
+mod filter;
+mod hist;
+mod kconfig;
 mod kernel;
+mod progstats;
 mod report;
 mod symbols;
 mod trace;
@@ -18,6 +23,7 @@ async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Trace(args) => trace::run(args).await,
+        cli::Command::Doctor(args) => doctor::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,17 +1,20 @@
 //! Reads the in-kernel aggregates and turns them into the per-caller report
-//! (text table and JSON).
+//! (text and JSON).
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
-use nofail_common::{CallerStats, Health};
+use nofail_common::{CallerStats, HIST_BUCKETS, Health, Inflight, PT_LEVELS};
 use serde::Serialize;
 
-use crate::{symbols::Kallsyms, tracer::Attached};
+use crate::{hist, symbols::Kallsyms, tracer::Attached};
+
+/// Page-table levels in `pt_failures` order.
+pub const PT_LEVEL_NAMES: [&str; PT_LEVELS] = ["pte", "pmd", "pud", "p4d"];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CallerRow {
@@ -21,8 +24,60 @@ pub struct CallerRow {
     pub calls: u64,
     pub nofail_calls: u64,
     pub null_returns: u64,
+    /// Stage failures in any call (area + mapping).
+    pub failures: u64,
+    pub area_failures: u64,
+    pub mapping_failures: u64,
+    /// Loop turns of NOFAIL calls, per stage.
+    pub area_retries: u64,
+    pub mapping_retries: u64,
+    pub pt_failures: BTreeMap<&'static str, u64>,
+    pub sleeps: u64,
+    pub sleep_jiffies: u64,
+    pub slept_ns: u64,
+    pub max_retries: u64,
+    /// Calls that retried by hand after a NULL from the same site.
+    pub open_coded_retries: u64,
+    pub open_coded_retry_sleeps: u64,
     pub total_latency_ns: u64,
     pub mean_latency_ns: u64,
+    /// Upper bounds of the histogram buckets holding p50/p99.
+    pub p50_latency_ns: Option<u64>,
+    pub p99_latency_ns: Option<u64>,
+    pub p50_retries: Option<u64>,
+    pub p99_retries: Option<u64>,
+    pub latency_hist_log2_ns: Vec<u64>,
+    pub retries_hist_log2: Vec<u64>,
+    pub slept_hist_log2_ns: Vec<u64>,
+}
+
+impl CallerRow {
+    pub fn retries(&self) -> u64 {
+        self.area_retries + self.mapping_retries
+    }
+
+    pub fn is_open_coded_loop(&self) -> bool {
+        self.open_coded_retries > 0
+    }
+}
+
+/// A call still inside vmalloc when the report was taken.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InflightRow {
+    pub tid: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub caller: String,
+    pub size: u64,
+    pub age_ns: u64,
+    pub failures_so_far: u64,
+    pub area_failures: u64,
+    pub mapping_failures: u64,
+    pub pt_failures: BTreeMap<&'static str, u64>,
+    pub sleeps_so_far: u64,
+    pub slept_ns: u64,
+    /// Older than the --stuck-after threshold.
+    pub stuck: bool,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -31,8 +86,14 @@ pub struct HealthCounts {
     pub inflight_full: u64,
     /// Calls not counted because the caller map was full.
     pub callers_full: u64,
-    /// Exits whose entry happened before attach.
+    /// Exits whose entry happened before attach (or was skipped).
     pub orphan_exits: u64,
+    /// Records whose exit was skipped, replaced by the task's next call.
+    pub stale_replaced: u64,
+    /// Program runs the kernel skipped (recursion protection); each is an
+    /// event nofail did not see.
+    pub missed_runs: u64,
+    pub programs: Vec<crate::progstats::ProgStats>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,7 +101,9 @@ pub struct Report {
     pub kernel: String,
     pub duration_s: f64,
     pub attached: Vec<Attached>,
+    pub warnings: Vec<String>,
     pub callers: Vec<CallerRow>,
+    pub in_flight: Vec<InflightRow>,
     pub health: HealthCounts,
 }
 
@@ -63,59 +126,289 @@ pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
     let map: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map("HEALTH").context("HEALTH map missing")?)?;
     let sum = |slot: Health| -> Result<u64> { Ok(map.get(&(slot as u32), 0)?.iter().sum()) };
+    let programs = crate::progstats::read(ebpf);
     Ok(HealthCounts {
         inflight_full: sum(Health::InflightFull)?,
         callers_full: sum(Health::CallersFull)?,
         orphan_exits: sum(Health::OrphanExit)?,
+        stale_replaced: sum(Health::StaleReplaced)?,
+        missed_runs: programs.iter().map(|p| p.recursion_misses).sum(),
+        programs,
     })
 }
 
-/// Rows sorted by calls (descending), then caller name.
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Calls in progress, oldest first.
+pub fn read_inflight(
+    ebpf: &Ebpf,
+    syms: &Kallsyms,
+    stuck_after_ns: u64,
+) -> Result<Vec<InflightRow>> {
+    let map: HashMap<_, u32, Inflight> =
+        HashMap::try_from(ebpf.map("INFLIGHT").context("INFLIGHT map missing")?)?;
+    let now = monotonic_ns();
+    let mut rows = Vec::new();
+    for entry in map.iter() {
+        let Ok((_, call)) = entry else { continue }; // entries vanish while we iterate
+        if call.ignored != 0 {
+            continue;
+        }
+        let age_ns = now.saturating_sub(call.start_ns);
+        let comm_len = call
+            .comm
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(call.comm.len());
+        rows.push(InflightRow {
+            tid: call.tid,
+            pid: call.tgid,
+            comm: String::from_utf8_lossy(&call.comm[..comm_len]).into_owned(),
+            caller: syms.resolve(call.caller),
+            size: call.size,
+            age_ns,
+            failures_so_far: (call.area_failures + call.mapping_failures) as u64,
+            area_failures: call.area_failures as u64,
+            mapping_failures: call.mapping_failures as u64,
+            pt_failures: PT_LEVEL_NAMES
+                .iter()
+                .copied()
+                .zip(call.pt_failures.map(u64::from))
+                .collect(),
+            sleeps_so_far: call.sleeps as u64,
+            slept_ns: call.slept_ns,
+            stuck: age_ns >= stuck_after_ns,
+        });
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
+    Ok(rows)
+}
+
+fn row(addr: u64, s: &CallerStats, syms: &Kallsyms) -> CallerRow {
+    CallerRow {
+        caller: syms.resolve(addr),
+        address: format!("{addr:#x}"),
+        calls: s.calls,
+        nofail_calls: s.nofail_calls,
+        null_returns: s.null_returns,
+        failures: s.area_failures + s.mapping_failures,
+        area_failures: s.area_failures,
+        mapping_failures: s.mapping_failures,
+        area_retries: s.area_retries,
+        mapping_retries: s.mapping_retries,
+        pt_failures: PT_LEVEL_NAMES.iter().copied().zip(s.pt_failures).collect(),
+        sleeps: s.sleeps,
+        sleep_jiffies: s.sleep_jiffies,
+        slept_ns: s.slept_ns,
+        max_retries: s.max_retries,
+        open_coded_retries: s.hand_retries,
+        open_coded_retry_sleeps: s.hand_retry_sleeps,
+        total_latency_ns: s.latency_ns,
+        mean_latency_ns: s.latency_ns.checked_div(s.calls).unwrap_or(0),
+        p50_latency_ns: hist::quantile(&s.latency_hist, 0.5),
+        p99_latency_ns: hist::quantile(&s.latency_hist, 0.99),
+        p50_retries: hist::quantile(&s.retries_hist, 0.5),
+        p99_retries: hist::quantile(&s.retries_hist, 0.99),
+        latency_hist_log2_ns: trim(&s.latency_hist),
+        retries_hist_log2: trim(&s.retries_hist),
+        slept_hist_log2_ns: trim(&s.slept_hist),
+    }
+}
+
+/// Histogram buckets up to the last non-empty one (JSON keeps bucket
+/// indices, so only trailing zeros can go).
+fn trim(h: &[u64; HIST_BUCKETS]) -> Vec<u64> {
+    let end = h.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
+    h[..end].to_vec()
+}
+
+fn untrim(v: &[u64]) -> [u64; HIST_BUCKETS] {
+    let mut h = [0; HIST_BUCKETS];
+    h[..v.len()].copy_from_slice(v);
+    h
+}
+
+/// Rows sorted by retries, then calls (descending), then caller name. Call
+/// sites with no finished call but open-coded retries still show.
 pub fn rows(stats: &BTreeMap<u64, CallerStats>, syms: &Kallsyms) -> Vec<CallerRow> {
     let mut rows: Vec<CallerRow> = stats
         .iter()
-        .filter(|(_, s)| s.calls > 0)
-        .map(|(&addr, s)| CallerRow {
-            caller: syms.resolve(addr),
-            address: format!("{addr:#x}"),
-            calls: s.calls,
-            nofail_calls: s.nofail_calls,
-            null_returns: s.null_returns,
-            total_latency_ns: s.latency_ns,
-            mean_latency_ns: s.latency_ns / s.calls,
-        })
+        .filter(|(_, s)| s.calls > 0 || s.hand_retries > 0)
+        .map(|(&addr, s)| row(addr, s, syms))
         .collect();
-    rows.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.caller.cmp(&b.caller)));
+    rows.sort_by(|a, b| {
+        (b.retries() + b.open_coded_retries)
+            .cmp(&(a.retries() + a.open_coded_retries))
+            .then(b.calls.cmp(&a.calls))
+            .then_with(|| a.caller.cmp(&b.caller))
+    });
     rows
 }
 
-pub fn render_table(report: &Report) -> String {
-    let mut out = String::new();
-    let width = report
-        .callers
+fn ms(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1e6)
+}
+
+fn opt_ns(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| format!("<{}", hist::ns_unit(v + 1)))
+}
+
+/// The compact table: one line per caller, at most `top` rows (0 = all).
+pub fn render_top(callers: &[CallerRow], top: usize) -> String {
+    let shown = if top == 0 {
+        callers.len()
+    } else {
+        top.min(callers.len())
+    };
+    let width = callers[..shown]
         .iter()
         .map(|r| r.caller.len())
         .max()
         .unwrap_or(6)
         .max(6);
-    out.push_str(&format!(
-        "{:<width$}  {:>9}  {:>9}  {:>6}  {:>12}\n",
-        "CALLER", "CALLS", "NOFAIL", "NULL", "MEAN LAT"
-    ));
-    for r in &report.callers {
+    let mut out = format!(
+        "{:<width$} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>9} {:>9}\n",
+        "CALLER",
+        "CALLS",
+        "NOFAIL",
+        "NULL",
+        "FAILS",
+        "R-AREA",
+        "R-MAP",
+        "SLEEPS",
+        "SLEPT ms",
+        "MAXR",
+        "HANDR",
+        "P50 LAT",
+        "P99 LAT"
+    );
+    for r in &callers[..shown] {
         out.push_str(&format!(
-            "{:<width$}  {:>9}  {:>9}  {:>6}  {:>12}\n",
+            "{:<width$} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>9} {:>9}\n",
             r.caller,
             r.calls,
             r.nofail_calls,
             r.null_returns,
-            format_ns(r.mean_latency_ns)
+            r.failures,
+            r.area_retries,
+            r.mapping_retries,
+            r.sleeps,
+            ms(r.slept_ns),
+            r.max_retries,
+            r.open_coded_retries,
+            opt_ns(r.p50_latency_ns),
+            opt_ns(r.p99_latency_ns),
         ));
     }
-    if report.callers.is_empty() {
+    if callers.is_empty() {
         out.push_str("(no vmalloc calls seen)\n");
+    } else if shown < callers.len() {
+        out.push_str(&format!("({} more callers)\n", callers.len() - shown));
+    }
+    out
+}
+
+pub fn render_inflight(rows: &[InflightRow]) -> String {
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| r.stuck) {
+        out.push_str(&format!(
+            "STUCK {:.1} s in vmalloc: {} (pid {} tid {}) from {}, {} bytes, {} failures (area {}, mapping {}), {} sleeps so far\n",
+            r.age_ns as f64 / 1e9,
+            r.comm,
+            r.pid,
+            r.tid,
+            r.caller,
+            r.size,
+            r.failures_so_far,
+            r.area_failures,
+            r.mapping_failures,
+            r.sleeps_so_far
+        ));
+    }
+    out
+}
+
+/// The final report: the table, then per-caller details for callers that
+/// failed, retried or slept, with their histograms.
+pub fn render_report(report: &Report) -> String {
+    let mut out = render_top(&report.callers, 0);
+    for r in &report.callers {
+        if r.failures + r.sleeps + r.open_coded_retries == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n{} ({} calls, {} NOFAIL)\n",
+            r.caller, r.calls, r.nofail_calls
+        ));
+        if r.is_open_coded_loop() {
+            out.push_str(&format!(
+                "  open-coded retry loop: {} retries by hand after NULL, {} sleeps between them\n",
+                r.open_coded_retries, r.open_coded_retry_sleeps
+            ));
+        }
+        let pt: Vec<String> = r
+            .pt_failures
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(l, n)| format!("{l} {n}"))
+            .collect();
+        out.push_str(&format!(
+            "  failures: area {}, mapping {}{}; NOFAIL retries: area {}, mapping {}; max {} in one call\n",
+            r.area_failures,
+            r.mapping_failures,
+            if pt.is_empty() { String::new() } else { format!(" (page tables: {})", pt.join(", ")) },
+            r.area_retries,
+            r.mapping_retries,
+            r.max_retries
+        ));
+        out.push_str(&format!(
+            "  retry sleeps: {} ({} jiffies asked), slept {} ms; NULL returned {}\n",
+            r.sleeps,
+            r.sleep_jiffies,
+            ms(r.slept_ns),
+            r.null_returns
+        ));
+        for (title, h, unit) in [
+            (
+                "retries per call",
+                &r.retries_hist_log2,
+                hist::count_unit as fn(u64) -> String,
+            ),
+            ("latency", &r.latency_hist_log2_ns, hist::ns_unit),
+            ("slept per call", &r.slept_hist_log2_ns, hist::ns_unit),
+        ] {
+            let text = hist::render(&untrim(h), unit, "    ");
+            if !text.is_empty() {
+                out.push_str(&format!("  {title}:\n{text}"));
+            }
+        }
+    }
+    if !report.in_flight.is_empty() {
+        out.push('\n');
+        out.push_str(&render_inflight(&report.in_flight));
     }
     let h = &report.health;
+    if h.missed_runs > 0 {
+        let worst: Vec<String> = h
+            .programs
+            .iter()
+            .filter(|p| p.recursion_misses > 0)
+            .map(|p| format!("{} {}", p.program, p.recursion_misses))
+            .collect();
+        out.push_str(&format!(
+            "warning: the kernel skipped {} program runs (recursion protection: {}); counts above miss those events\n",
+            h.missed_runs,
+            worst.join(", ")
+        ));
+    }
     if h.inflight_full + h.callers_full > 0 {
         out.push_str(&format!(
             "warning: {} calls not tracked (in-flight map full), {} not counted (caller map full)\n",
@@ -125,67 +418,127 @@ pub fn render_table(report: &Report) -> String {
     out
 }
 
-pub fn format_ns(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns} ns"),
-        1_000..1_000_000 => format!("{:.1} us", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
-        _ => format!("{:.2} s", ns as f64 / 1e9),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn syms() -> Kallsyms {
+        Kallsyms::parse("ffffffff81000000 T a_fn\nffffffff82000000 T b_fn\n")
+    }
+
     #[test]
-    fn rows_sorted_and_resolved() {
-        let syms = Kallsyms::parse("ffffffff81000000 T a_fn\nffffffff82000000 T b_fn\n");
+    fn rows_sorted_by_retries_then_calls() {
         let mut stats = BTreeMap::new();
         stats.insert(
             0xffffffff81000010,
             CallerStats {
                 calls: 2,
                 nofail_calls: 1,
-                null_returns: 0,
                 latency_ns: 300,
+                area_retries: 3,
+                ..Default::default()
             },
         );
         stats.insert(
             0xffffffff82000020,
             CallerStats {
                 calls: 5,
-                nofail_calls: 0,
                 null_returns: 1,
                 latency_ns: 500,
+                ..Default::default()
             },
         );
         stats.insert(0xffffffff82000030, CallerStats::default());
-        let rows = rows(&stats, &syms);
+        let rows = rows(&stats, &syms());
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].caller, "b_fn+0x20");
-        assert_eq!(rows[0].mean_latency_ns, 100);
-        assert_eq!(rows[1].caller, "a_fn+0x10");
-        assert_eq!(rows[1].nofail_calls, 1);
+        assert_eq!(rows[0].caller, "a_fn+0x10");
+        assert_eq!(rows[0].retries(), 3);
+        assert_eq!(rows[1].caller, "b_fn+0x20");
+        assert_eq!(rows[1].mean_latency_ns, 100);
     }
 
     #[test]
-    fn ns_formatting() {
-        assert_eq!(format_ns(999), "999 ns");
-        assert_eq!(format_ns(1_500), "1.5 us");
-        assert_eq!(format_ns(2_500_000), "2.5 ms");
-        assert_eq!(format_ns(3_000_000_000), "3.00 s");
-    }
-
-    #[test]
-    fn empty_table_says_so() {
+    fn report_details_failing_callers_only() {
+        let mut s = CallerStats {
+            calls: 4,
+            nofail_calls: 4,
+            area_failures: 6,
+            area_retries: 6,
+            sleeps: 6,
+            sleep_jiffies: 6,
+            slept_ns: 24_000_000,
+            max_retries: 3,
+            ..Default::default()
+        };
+        s.retries_hist[0] = 1;
+        s.retries_hist[2] = 3;
+        s.latency_hist[20] = 4;
+        let mut stats = BTreeMap::new();
+        stats.insert(0xffffffff81000010, s);
+        stats.insert(
+            0xffffffff82000000,
+            CallerStats {
+                calls: 1,
+                ..Default::default()
+            },
+        );
         let report = Report {
             kernel: "k".into(),
             duration_s: 1.0,
             attached: vec![],
-            callers: vec![],
+            warnings: vec![],
+            callers: rows(&stats, &syms()),
+            in_flight: vec![],
             health: HealthCounts::default(),
         };
-        assert!(render_table(&report).contains("no vmalloc calls seen"));
+        let text = render_report(&report);
+        assert!(text.contains("a_fn+0x10 (4 calls, 4 NOFAIL)"), "{text}");
+        assert!(
+            text.contains("NOFAIL retries: area 6, mapping 0; max 3 in one call"),
+            "{text}"
+        );
+        assert!(text.contains("slept 24.0 ms"), "{text}");
+        assert!(text.contains("retries per call:"), "{text}");
+        assert!(!text.contains("b_fn+0x0 ("), "{text}");
+    }
+
+    #[test]
+    fn empty_table_says_so() {
+        assert!(render_top(&[], 10).contains("no vmalloc calls seen"));
+    }
+
+    #[test]
+    fn stuck_calls_are_flagged() {
+        let row = InflightRow {
+            tid: 7,
+            pid: 7,
+            comm: "xfsaild".into(),
+            caller: "a_fn+0x1".into(),
+            size: 4096,
+            age_ns: 3_000_000_000,
+            failures_so_far: 12,
+            area_failures: 0,
+            mapping_failures: 12,
+            pt_failures: PT_LEVEL_NAMES
+                .iter()
+                .map(|l| (*l, u64::from(*l == "pte")))
+                .collect(),
+            sleeps_so_far: 12,
+            slept_ns: 48_000_000,
+            stuck: true,
+        };
+        let text = render_inflight(&[
+            row.clone(),
+            InflightRow {
+                stuck: false,
+                ..row
+            },
+        ]);
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.starts_with("STUCK 3.0 s in vmalloc: xfsaild (pid 7 tid 7) from a_fn+0x1"));
+        assert!(
+            text.contains("12 failures (area 0, mapping 12), 12 sleeps"),
+            "{text}"
+        );
     }
 }

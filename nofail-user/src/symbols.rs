@@ -50,6 +50,50 @@ impl Kallsyms {
     }
 }
 
+impl Kallsyms {
+    /// `[start, end)` of every function whose name matches `pattern` (a
+    /// name or a `*`/`?` glob); `end` is the next symbol's address.
+    pub fn ranges(&self, pattern: &str) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (i, (addr, name)) in self.syms.iter().enumerate() {
+            if glob_match(pattern, name) {
+                let end = self.syms[i + 1..]
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(|a| a > addr)
+                    .unwrap_or(addr + 1);
+                if !out.contains(&(*addr, end)) {
+                    out.push((*addr, end));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Shell-style glob with `*` and `?`.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +122,14 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
     fn hidden_addresses_are_detected() {
         let k = Kallsyms::parse("0000000000000000 T _stext\n0000000000000000 T foo\n");
         assert!(!k.has_addresses());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("xfs_*", "xfs_buf_alloc"));
+        assert!(glob_match("*vmalloc?", "kvmallocx"));
+        assert!(!glob_match("xfs_*", "ext4_buf"));
+        assert!(glob_match("*", ""));
+        assert_eq!(Kallsyms::parse(SAMPLE).ranges("__vmalloc*").len(), 2);
     }
 }

@@ -1,6 +1,6 @@
-//! `nofail trace`: attach, wait, report.
+//! `nofail trace`: attach, refresh while tracing, report.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -18,7 +18,20 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let view = KernelView::probe();
-    let tracer = Tracer::attach(&view, args.mode)?;
+    let syms = Kallsyms::load()?;
+    if !syms.has_addresses() {
+        eprintln!(
+            "nofail: warning: /proc/kallsyms hides addresses (kptr_restrict): callers shown as raw addresses"
+        );
+    }
+    // Bad filters fail before anything is loaded.
+    let rules = args.filter.build(&syms)?;
+    let tracer = Tracer::attach(
+        &view,
+        args.mode,
+        args.retry_window.as_nanos() as u64,
+        &rules,
+    )?;
     for w in &tracer.warnings {
         eprintln!("nofail: warning: {w}");
     }
@@ -36,28 +49,38 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         args.duration
     );
     let started = Instant::now();
-    tokio::select! {
-        _ = tokio::time::sleep(args.duration) => {}
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    let stuck_after = args.stuck_after.as_nanos() as u64;
+    let deadline = tokio::time::sleep(args.duration);
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval(args.interval.unwrap_or(Duration::from_secs(3600)));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = ticker.tick(), if args.interval.is_some() => {
+                let rows = report::rows(&report::read_callers(&tracer.ebpf)?, &syms);
+                let stuck = report::read_inflight(&tracer.ebpf, &syms, stuck_after)?;
+                println!("--- {:.0} s ---", started.elapsed().as_secs_f64());
+                print!("{}{}", report::render_top(&rows, args.top), report::render_inflight(&stuck));
+            }
+        }
     }
     let stats = report::read_callers(&tracer.ebpf)?;
+    let in_flight = report::read_inflight(&tracer.ebpf, &syms, stuck_after)?;
     let health = report::read_health(&tracer.ebpf)?;
-    let syms = Kallsyms::load()?;
-    if !syms.has_addresses() {
-        eprintln!(
-            "nofail: warning: /proc/kallsyms hides addresses (kptr_restrict): callers shown as raw addresses"
-        );
-    }
     let report = Report {
         kernel: view.release.clone(),
         duration_s: started.elapsed().as_secs_f64(),
         attached: tracer.attached.clone(),
+        warnings: tracer.warnings.clone(),
         callers: report::rows(&stats, &syms),
+        in_flight,
         health,
     };
     drop(tracer);
-    print!("{}", report::render_table(&report));
+    print!("{}", report::render_report(&report));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n")

@@ -8,12 +8,14 @@ use aya::{
     programs::{FEntry, FExit, KProbe},
 };
 
+use nofail_common::Filter;
+
 use crate::{
     attach::{self, Mode, Resolved, Role},
     kernel::KernelView,
 };
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nofail"));
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nofail"));
 
 /// One role as it ended up attached.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -47,11 +49,19 @@ pub fn one_line(err: &dyn std::fmt::Display) -> String {
 }
 
 impl Tracer {
-    pub fn attach(view: &KernelView, mode: Mode) -> Result<Self> {
+    /// Loads the object, installs `filter`, then attaches every role.
+    pub fn attach(
+        view: &KernelView,
+        mode: Mode,
+        retry_window_ns: u64,
+        filter: &Filter,
+    ) -> Result<Self> {
         let (plan, missing) = attach::resolve(view)?;
         let gfp_nofail = view.gfp_nofail();
         let mut ebpf = EbpfLoader::new()
             .override_global("GFP_NOFAIL", &gfp_nofail, true)
+            .override_global("RETRY_WINDOW_NS", &retry_window_ns, true)
+            .override_global("SELF_TGID", &std::process::id(), true)
             .load(OBJECT)
             .map_err(|e| match e {
                 aya::EbpfError::MapError(_) if !is_root() => {
@@ -59,6 +69,7 @@ impl Tracer {
                 }
                 e => anyhow!("cannot load nofail's eBPF object: {}", one_line(&e)),
             })?;
+        crate::filter::install(&mut ebpf, filter)?;
         let btf = Btf::from_sys_fs().ok();
         let mut attached = Vec::new();
         for Resolved { role, function } in plan {
@@ -140,30 +151,61 @@ fn attach_fentry(
     if !view.has_btf_func(function) {
         return Err(anyhow!("{function} is not in the kernel's BTF"));
     }
-    let entry: &mut FEntry = program(ebpf, role.programs.fentry)?.try_into()?;
-    entry
-        .load(function, btf)
-        .map_err(|e| anyhow!(one_line(&e)))?;
-    entry.attach().map_err(|e| anyhow!(one_line(&e)))?;
-    let exit: &mut FExit = program(ebpf, role.programs.fexit)?.try_into()?;
-    exit.load(function, btf)
-        .map_err(|e| anyhow!(one_line(&e)))?;
-    exit.attach().map_err(|e| anyhow!(one_line(&e)))?;
-    Ok(())
+    let result = (|| -> Result<()> {
+        // Exit before entry: an entry seen without its exit would leave a
+        // call that never ends in INFLIGHT; the reverse is only an orphan.
+        if let Some(name) = role.programs.fexit {
+            let exit: &mut FExit = program(ebpf, name)?.try_into()?;
+            exit.load(function, btf)
+                .map_err(|e| anyhow!(one_line(&e)))?;
+            exit.attach().map_err(|e| anyhow!(one_line(&e)))?;
+        }
+        if let Some(name) = role.programs.fentry {
+            let entry: &mut FEntry = program(ebpf, name)?.try_into()?;
+            entry
+                .load(function, btf)
+                .map_err(|e| anyhow!(one_line(&e)))?;
+            entry.attach().map_err(|e| anyhow!(one_line(&e)))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        // Half an entry/exit pair must not stay attached next to a fallback.
+        if let Some(p) = role.programs.fentry.and_then(|n| ebpf.program_mut(n)) {
+            let _ = <&mut FEntry>::try_from(p).map(|p| p.unload());
+        }
+        if let Some(p) = role.programs.fexit.and_then(|n| ebpf.program_mut(n)) {
+            let _ = <&mut FExit>::try_from(p).map(|p| p.unload());
+        }
+    }
+    result
 }
 
 fn attach_kprobe(ebpf: &mut Ebpf, view: &KernelView, role: &Role, function: &str) -> Result<()> {
     if !view.kprobes {
         return Err(anyhow!("kprobes not supported (no kprobe PMU)"));
     }
-    for name in [role.programs.kprobe, role.programs.kretprobe] {
-        let probe: &mut KProbe = program(ebpf, name)?.try_into()?;
-        probe.load().map_err(|e| anyhow!(one_line(&e)))?;
-        probe
-            .attach(function, 0)
-            .map_err(|e| anyhow!(one_line(&e)))?;
+    // Return probe first, for the same reason as in attach_fentry.
+    let names = [role.programs.kretprobe, role.programs.kprobe];
+    let result = names
+        .into_iter()
+        .flatten()
+        .try_for_each(|name| -> Result<()> {
+            let probe: &mut KProbe = program(ebpf, name)?.try_into()?;
+            probe.load().map_err(|e| anyhow!(one_line(&e)))?;
+            probe
+                .attach(function, 0)
+                .map_err(|e| anyhow!(one_line(&e)))?;
+            Ok(())
+        });
+    if result.is_err() {
+        for name in names.into_iter().flatten() {
+            if let Some(p) = ebpf.program_mut(name) {
+                let _ = <&mut KProbe>::try_from(p).map(|p| p.unload());
+            }
+        }
     }
-    Ok(())
+    result
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {

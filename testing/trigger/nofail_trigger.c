@@ -11,6 +11,11 @@
  *   echo 65536 > size; echo 5 > count; echo 1 > fail
  *   echo vmalloc_nofail > run; cat results
  *
+ * fail: 0 = no injection; 1 = make_it_fail for the whole call; 2 = only
+ * while the call is inside the page-table mapping function
+ * (from the entry of __vmap_pages_range_noflush, through a kprobe), so the kernel's
+ * fail_page_alloc fails page-table pages and nothing else.
+ *
  * Sites (each its own noinline function, so each has its own caller address):
  *   vmalloc_nofail   __vmalloc(size, GFP_KERNEL | __GFP_NOFAIL)
  *   kvmalloc_nofail  kvmalloc(size, GFP_KERNEL | __GFP_NOFAIL)
@@ -19,6 +24,7 @@
  *                    memalloc_retry_wait() like xfs_buf_alloc_vmalloc()
  */
 #include <linux/debugfs.h>
+#include <linux/kprobes.h>
 #include <linux/fs.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -36,7 +42,33 @@ static DEFINE_MUTEX(lock);
 static u64 size = 65536;
 static u32 count = 1;
 static u32 fail;
+/* Results of the last finished run. Runs themselves are not serialised:
+ * several tasks may run sites at once (the stress test does). */
 static u32 last_calls, last_null, last_retries;
+
+/* fail=2: the task whose mapping stage gets make_it_fail, and the size of
+ * its call's mapping (the nested page-array vmalloc maps a smaller range
+ * before the outer call's data pages are allocated: it must not arm). */
+static struct task_struct *mapping_armed;
+static unsigned long mapping_armed_size;
+
+/* Entry of the outer call's mapping function: from here to the end of the
+ * call the only allocations are page-table pages (data pages came before),
+ * so make_it_fail stays set until run_site() clears it after the call. */
+static int mapping_enter(struct kprobe *kp, struct pt_regs *regs)
+{
+	unsigned long start = regs_get_kernel_argument(regs, 0);
+	unsigned long end = regs_get_kernel_argument(regs, 1);
+
+	if (READ_ONCE(mapping_armed) == current && end - start == mapping_armed_size)
+		current->make_it_fail = 1;
+	return 0;
+}
+
+static struct kprobe mapping_probe = {
+	.pre_handler = mapping_enter,
+};
+static bool mapping_probe_registered;
 
 /* barrier() after each call keeps it out of tail position, so the return
  * address the allocator records really is inside the site function. */
@@ -64,8 +96,9 @@ static noinline void *site_vmalloc(unsigned long sz)
 	return p;
 }
 
-/* An open-coded retry-forever loop, bounded here so a test cannot hang. */
-static noinline void *site_vmalloc_retry(unsigned long sz)
+/* An open-coded retry-forever loop like xfs_buf_alloc_vmalloc(), bounded
+ * here so a test cannot hang. */
+static noinline void *site_vmalloc_retry(unsigned long sz, u32 *retries)
 {
 	void *p;
 	int tries = 0;
@@ -75,7 +108,7 @@ static noinline void *site_vmalloc_retry(unsigned long sz)
 		barrier();
 		if (p || ++tries > RETRY_LIMIT)
 			break;
-		last_retries++;
+		(*retries)++;
 		memalloc_retry_wait(GFP_KERNEL);
 	}
 	return p;
@@ -83,9 +116,11 @@ static noinline void *site_vmalloc_retry(unsigned long sz)
 
 static int run_site(const char *site)
 {
-	void *(*fn)(unsigned long);
-	bool kv = false;
-	u32 i;
+	void *(*fn)(unsigned long) = NULL;
+	bool kv = false, retry = false;
+	u32 i, n, calls = 0, nulls = 0, retries = 0;
+	unsigned long sz;
+	u32 arm;
 
 	if (!strcmp(site, "vmalloc_nofail"))
 		fn = site_vmalloc_nofail;
@@ -95,27 +130,45 @@ static int run_site(const char *site)
 	} else if (!strcmp(site, "vmalloc"))
 		fn = site_vmalloc;
 	else if (!strcmp(site, "vmalloc_retry"))
-		fn = site_vmalloc_retry;
+		retry = true;
 	else
 		return -EINVAL;
 
-	last_calls = last_null = last_retries = 0;
-	for (i = 0; i < count; i++) {
+	mutex_lock(&lock);
+	n = count;
+	sz = size;
+	arm = fail;
+	mutex_unlock(&lock);
+	if (arm == 2 && !mapping_probe_registered)
+		return -EOPNOTSUPP;
+
+	for (i = 0; i < n; i++) {
 		void *p;
 
-		if (fail)
+		if (arm == 1)
 			current->make_it_fail = 1;
-		p = fn(size);
+		else if (arm == 2) {
+			mapping_armed_size = PAGE_ALIGN(sz);
+			WRITE_ONCE(mapping_armed, current);
+		}
+		p = retry ? site_vmalloc_retry(sz, &retries) : fn(sz);
+		WRITE_ONCE(mapping_armed, NULL);
 		current->make_it_fail = 0;
-		last_calls++;
+		calls++;
 		if (!p)
-			last_null++;
+			nulls++;
 		else if (kv)
 			kvfree(p);
 		else
 			vfree(p);
 		cond_resched();
 	}
+
+	mutex_lock(&lock);
+	last_calls = calls;
+	last_null = nulls;
+	last_retries = retries;
+	mutex_unlock(&lock);
 	return 0;
 }
 
@@ -130,9 +183,7 @@ static ssize_t run_write(struct file *file, const char __user *buf, size_t len, 
 		return -EFAULT;
 	site[len] = '\0';
 	strim(site);
-	mutex_lock(&lock);
 	ret = run_site(strim(site));
-	mutex_unlock(&lock);
 	return ret ? ret : len;
 }
 
@@ -160,6 +211,19 @@ static const struct file_operations results_fops = {
 
 static int __init trigger_init(void)
 {
+	static const char *const mapping_fns[] = {
+		"__vmap_pages_range_noflush", "vmap_pages_range_noflush",
+	};
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(mapping_fns) && !mapping_probe_registered; i++) {
+		mapping_probe.symbol_name = mapping_fns[i];
+		mapping_probe.addr = NULL;
+		mapping_probe.flags = 0;
+		mapping_probe_registered = register_kprobe(&mapping_probe) == 0;
+	}
+	if (!mapping_probe_registered)
+		pr_warn("nofail_trigger: no mapping function to probe: fail=2 unavailable\n");
 	dir = debugfs_create_dir("nofail_trigger", NULL);
 	debugfs_create_u64("size", 0600, dir, &size);
 	debugfs_create_u32("count", 0600, dir, &count);
@@ -171,6 +235,8 @@ static int __init trigger_init(void)
 
 static void __exit trigger_exit(void)
 {
+	if (mapping_probe_registered)
+		unregister_kprobe(&mapping_probe);
 	debugfs_remove_recursive(dir);
 }
 

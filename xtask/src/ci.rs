@@ -7,7 +7,7 @@ use std::{path::Path, process::Command, time::Instant};
 use anyhow::Result;
 
 use crate::{
-    kernels::{self, KernelName},
+    kernels::{self, Kernel, KernelName},
     setup, trigger,
     util::workspace_root,
     vm,
@@ -143,30 +143,16 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
                 Ok(code == vm::EXIT_TIMEOUT)
             });
         }
-        let out = root.join("target/vm-results").join(name.as_str());
-        let mut command = vec![
-            root.join("target/release/vm-tests").display().to_string(),
-            "--nofail".into(),
-            root.join("target/release/nofail").display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-        ];
-        if name == KernelName::Test {
-            let t0 = Instant::now();
-            match trigger::build(&kernel) {
-                Ok(ko) => {
-                    t.record("build trigger module", true, t0.elapsed().as_secs_f64());
-                    command.extend(["--trigger".into(), ko.display().to_string()]);
-                }
-                Err(e) => {
-                    eprintln!("xtask ci: {e:#}");
-                    t.record("build trigger module", false, t0.elapsed().as_secs_f64());
-                }
-            }
-        }
-        t.step(&format!("vm tests on {}", name.as_str()), || {
-            Ok(vm::run(&kernel, &root, &command, &[], 900, 2048)? == 0)
+        let t0 = Instant::now();
+        let ok = vm_suite(&kernel, None).unwrap_or_else(|e| {
+            eprintln!("xtask ci: {e:#}");
+            false
         });
+        t.record(
+            &format!("vm tests on {}", name.as_str()),
+            ok,
+            t0.elapsed().as_secs_f64(),
+        );
     }
 
     let failed = t.failed.len();
@@ -179,4 +165,44 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     }
     println!("{} passed, {failed} failed", t.passed);
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Runs the VM scenarios (testing/vm-tests) on one kernel with the release
+/// nofail binary; on the test kernel with the trigger module as well.
+pub fn vm_suite(kernel: &Kernel, filter: Option<&str>) -> Result<bool> {
+    let root = workspace_root();
+    let out = root.join("target/vm-results").join(kernel.name.as_str());
+    let mut command = vec![
+        root.join("target/release/vm-tests").display().to_string(),
+        "--nofail".into(),
+        root.join("target/release/nofail").display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    if kernel.name == KernelName::Test {
+        let ko = trigger::build(kernel)?;
+        command.extend(["--trigger".into(), ko.display().to_string()]);
+    }
+    if let Some(f) = filter {
+        command.extend(["--filter".into(), f.to_string()]);
+    }
+    Ok(vm::run(kernel, &root, &command, &[], 900, 2048)? == 0)
+}
+
+/// `cargo xtask vm-test`: build, then the VM scenarios on one kernel.
+pub fn vm_test(name: KernelName, filter: Option<String>) -> Result<i32> {
+    setup::ensure()?;
+    let root = workspace_root();
+    if !cargo(
+        &root,
+        &["build", "--release", "-p", "nofail-user", "-p", "vm-tests"],
+    )? {
+        anyhow::bail!("build failed");
+    }
+    let kernel = kernels::ensure(name)?;
+    Ok(if vm_suite(&kernel, filter.as_deref())? {
+        0
+    } else {
+        1
+    })
 }

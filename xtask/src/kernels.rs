@@ -58,6 +58,13 @@ pub struct Kernel {
 }
 
 pub fn ensure(name: KernelName) -> Result<Kernel> {
+    // The guest mounts a fresh tmpfs on /tmp, hiding anything kept there.
+    if cache_dir().starts_with("/tmp") {
+        bail!(
+            "the nofail cache ({}) must not be under /tmp: guests see their own /tmp; set NOFAIL_CACHE elsewhere",
+            cache_dir().display()
+        );
+    }
     match name {
         KernelName::Test => ensure_test_kernel(),
         stock => ensure_stock(stock),

@@ -38,6 +38,14 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "test")]
         kernel: kernels::KernelName,
     },
+    /// Build, then run the VM scenarios on one kernel.
+    VmTest {
+        #[arg(long, value_enum, default_value = "test")]
+        kernel: kernels::KernelName,
+        /// Only scenarios whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// The whole test suite: host checks, then the VM matrix.
     Ci {
         /// Kernels of the VM matrix; all four by default.
@@ -53,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
+        Cmd::VmTest { kernel, filter } => ci::vm_test(kernel, filter),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

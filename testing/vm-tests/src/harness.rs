@@ -32,6 +32,8 @@ impl Ctx {
 pub struct Trace {
     child: Child,
     json: PathBuf,
+    /// nofail's stdout (tables) goes here.
+    pub stdout: PathBuf,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -40,11 +42,12 @@ impl Trace {
     pub fn start(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Self> {
         let json = ctx.out.join(format!("{name}.json"));
         let _ = std::fs::remove_file(&json);
+        let stdout = ctx.out.join(format!("{name}.txt"));
         let mut child = Command::new(&ctx.nofail)
             .args(["trace", "--duration", "600s", "--json"])
             .arg(&json)
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&stdout)?)
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot run {}", ctx.nofail.display()))?;
@@ -71,6 +74,7 @@ impl Trace {
         Ok(Self {
             child,
             json,
+            stdout,
             stderr: rx,
         })
     }
@@ -97,6 +101,51 @@ pub struct Counts {
     pub calls: u64,
     pub nofail_calls: u64,
     pub null_returns: u64,
+}
+
+/// The one caller row of `symbol` (its call site), or an error naming
+/// what nofail reported instead.
+pub fn row<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
+    let prefix = format!("{symbol}+");
+    let rows: Vec<&Value> = report["callers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["caller"].as_str().is_some_and(|s| s.starts_with(&prefix)))
+        .collect();
+    ensure!(
+        rows.len() == 1,
+        "{} rows for {symbol}; callers: {}",
+        rows.len(),
+        callers(report)
+    );
+    Ok(rows[0])
+}
+
+pub fn field(row: &Value, name: &str) -> u64 {
+    row[name].as_u64().unwrap_or(0)
+}
+
+fn callers(report: &Value) -> String {
+    report["callers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("{}={}", r["caller"].as_str().unwrap_or("?"), r["calls"]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks named fields of `symbol`'s row against the ground truth.
+pub fn expect_fields(report: &Value, symbol: &str, want: &[(&str, u64)]) -> Result<()> {
+    let r = row(report, symbol)?;
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(name, v)| field(r, name) != *v)
+        .map(|(name, v)| format!("{name}: nofail {} != truth {v}", field(r, name)))
+        .collect();
+    ensure!(wrong.is_empty(), "{symbol}: {}", wrong.join("; "));
+    Ok(())
 }
 
 pub fn counts_for(report: &Value, symbol: &str) -> Counts {

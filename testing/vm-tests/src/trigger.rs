@@ -34,12 +34,22 @@ pub struct Results {
     pub retries: u64,
 }
 
+/// Where the trigger sets `make_it_fail` for the kernel's injectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arm {
+    Off = 0,
+    /// The whole call.
+    Call = 1,
+    /// Only inside the page-table mapping function.
+    Mapping = 2,
+}
+
 /// Makes `count` calls of `size` bytes from `site`, with the kernel's fault
-/// injection armed for them when `fail`.
-pub fn run(site: &str, count: u64, size: u64, fail: bool) -> Result<Results> {
+/// injection armed for them as `arm` says.
+pub fn run(site: &str, count: u64, size: u64, arm: Arm) -> Result<Results> {
     write("size", &size.to_string())?;
     write("count", &count.to_string())?;
-    write("fail", if fail { "1" } else { "0" })?;
+    write("fail", &(arm as u32).to_string())?;
     write("run", site)?;
     let text = std::fs::read_to_string(format!("{DIR}/results"))?;
     let field = |name: &str| -> Result<u64> {
@@ -56,27 +66,89 @@ pub fn run(site: &str, count: u64, size: u64, fail: bool) -> Result<Results> {
     })
 }
 
-/// Arms failslab for tasks with make_it_fail: fail the next `times` slab
-/// allocations (including sleeping ones, which it skips by default).
-pub fn arm_failslab(times: u64) -> Result<()> {
-    let d = "/sys/kernel/debug/failslab";
-    for (file, value) in [
-        ("task-filter", "Y"),
-        ("ignore-gfp-wait", "N"),
-        ("probability", "100"),
-        ("interval", "1"),
-        ("verbose", "0"),
-        ("space", "0"),
-        ("times", &times.to_string()),
-    ] {
-        std::fs::write(format!("{d}/{file}"), value)
-            .with_context(|| format!("write {d}/{file}"))?;
-    }
-    Ok(())
+/// The kernel's own fault injectors, armed only for tasks with
+/// `make_it_fail` (the trigger sets it around its own calls).
+#[derive(Clone, Copy, Debug)]
+pub enum Injector {
+    /// failslab: fails slab allocations, but never `__GFP_NOFAIL` ones.
+    Failslab,
+    /// fail_page_alloc: fails page allocations (order 0 included), never
+    /// `__GFP_NOFAIL` ones: inside a NOFAIL vmalloc that leaves exactly the
+    /// page-table pages of the mapping stage.
+    FailPageAlloc,
+    /// fail_function on should_failslab: makes it say "fail" even for
+    /// `__GFP_NOFAIL` slab allocations, i.e. the vm_struct of a NOFAIL
+    /// vmalloc's area stage.
+    ShouldFailslab,
 }
 
-pub fn disarm_failslab() -> Result<()> {
-    std::fs::write("/sys/kernel/debug/failslab/times", "0")?;
-    std::fs::write("/sys/kernel/debug/failslab/probability", "0")?;
-    Ok(())
+impl Injector {
+    fn dir(self) -> &'static str {
+        match self {
+            Injector::Failslab => "/sys/kernel/debug/failslab",
+            Injector::FailPageAlloc => "/sys/kernel/debug/fail_page_alloc",
+            Injector::ShouldFailslab => "/sys/kernel/debug/fail_function",
+        }
+    }
+
+    /// Fail the next `times` eligible calls of tasks with make_it_fail.
+    pub fn arm(self, times: u64) -> Result<()> {
+        let d = self.dir();
+        let set = |file: &str, value: &str| -> Result<()> {
+            std::fs::write(format!("{d}/{file}"), value)
+                .with_context(|| format!("write {value:?} to {d}/{file}"))
+        };
+        match self {
+            Injector::Failslab => set("ignore-gfp-wait", "N")?,
+            Injector::FailPageAlloc => {
+                set("ignore-gfp-wait", "N")?;
+                set("ignore-gfp-highmem", "N")?;
+                set("min-order", "0")?;
+            }
+            Injector::ShouldFailslab => {
+                // EBUSY: already listed from an earlier arm.
+                if let Err(e) = set("inject", "should_failslab")
+                    && !format!("{e:#}").contains("busy")
+                {
+                    return Err(e);
+                }
+                set("should_failslab/retval", &format!("{:#x}", -12i64))?;
+            }
+        }
+        set("task-filter", "Y")?;
+        set("verbose", "0")?;
+        set("interval", "1")?;
+        set("probability", "100")?;
+        set("space", "0")?;
+        set("times", &times.to_string())
+    }
+
+    /// Failures still left of the armed budget.
+    pub fn remaining(self) -> Result<i64> {
+        Ok(std::fs::read_to_string(format!("{}/times", self.dir()))?
+            .trim()
+            .parse()?)
+    }
+
+    pub fn disarm(self) -> Result<()> {
+        let d = self.dir();
+        std::fs::write(format!("{d}/probability"), "0")?;
+        std::fs::write(format!("{d}/times"), "0")?;
+        if let Injector::ShouldFailslab = self {
+            std::fs::write(format!("{d}/inject"), "!should_failslab")?;
+        }
+        Ok(())
+    }
+}
+
+/// CONFIG_HZ of the running kernel (the test kernel has /proc/config.gz).
+pub fn hz() -> Result<u64> {
+    let raw = std::fs::read("/proc/config.gz").context("no /proc/config.gz")?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .context("no CONFIG_HZ")?
+        .parse()
+        .context("bad CONFIG_HZ")
 }

@@ -1,0 +1,11 @@
+//! Feature probe, loaded but never attached: the verifier accepts a call to
+//! `bpf_override_return()` only when the kernel has
+//! `CONFIG_BPF_KPROBE_OVERRIDE` (error injection through kprobes).
+
+use aya_ebpf::{helpers::bpf_override_return, macros::kprobe, programs::ProbeContext};
+
+#[kprobe]
+pub fn probe_override_return(ctx: ProbeContext) -> u32 {
+    unsafe { bpf_override_return(ctx.regs, 0) };
+    0
+}

@@ -1,0 +1,223 @@
+//! `nofail doctor`: the attach plan as resolved on the running kernel, and
+//! what the kernel offers for fault injection.
+
+use anyhow::{Context as _, Result};
+use aya::{Ebpf, programs::KProbe};
+use serde::Serialize;
+
+use crate::{
+    attach::ROLES,
+    cli::DoctorArgs,
+    kconfig::KernelConfig,
+    kernel::KernelView,
+    tracer::{Tracer, one_line},
+};
+
+/// Kernel options fault injection needs (BRIEF §3).
+pub const INJECTION_OPTIONS: [&str; 6] = [
+    "CONFIG_KPROBES",
+    "CONFIG_FUNCTION_ERROR_INJECTION",
+    "CONFIG_BPF_KPROBE_OVERRIDE",
+    "CONFIG_FAULT_INJECTION",
+    "CONFIG_FAILSLAB",
+    "CONFIG_FAIL_PAGE_ALLOC",
+];
+
+const GFP_BITS: [&str; 6] = [
+    "___GFP_NOFAIL_BIT",
+    "___GFP_NORETRY_BIT",
+    "___GFP_RETRY_MAYFAIL_BIT",
+    "___GFP_DIRECT_RECLAIM_BIT",
+    "___GFP_KSWAPD_RECLAIM_BIT",
+    "___GFP_NOWARN_BIT",
+];
+
+#[derive(Debug, Serialize)]
+struct RoleLine {
+    role: &'static str,
+    required: bool,
+    candidates: Vec<&'static str>,
+    function: Option<&'static str>,
+    in_btf: bool,
+    mode: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Doctor {
+    kernel: String,
+    btf: bool,
+    tracefs: bool,
+    kprobes: bool,
+    config_source: Option<String>,
+    hz: Option<String>,
+    gfp_bits: Vec<(&'static str, Option<i64>)>,
+    roles: Vec<RoleLine>,
+    injection_options: Vec<(&'static str, Option<bool>)>,
+    override_return_loads: Result<(), String>,
+    injection_supported: bool,
+}
+
+pub fn run(args: DoctorArgs) -> Result<()> {
+    let view = KernelView::probe();
+    let config = KernelConfig::load(&view.release, None);
+    let attached = Tracer::attach(&view, args.mode, 0, &Default::default());
+    let mut roles = Vec::new();
+    for role in ROLES {
+        let function = role
+            .candidates
+            .iter()
+            .copied()
+            .find(|f| view.is_traceable(f));
+        let (mode, note) = match (&attached, function) {
+            (_, None) => (
+                None,
+                Some(format!("none present or traceable: {} not seen", role.lost)),
+            ),
+            (Ok(t), Some(_)) => match t.attached.iter().find(|a| a.role == role.name) {
+                Some(a) => (
+                    Some(a.mode.to_string()),
+                    a.fallback_reason
+                        .as_ref()
+                        .map(|r| format!("fentry refused: {r}")),
+                ),
+                None => (
+                    None,
+                    t.warnings
+                        .iter()
+                        .find(|w| w.starts_with(role.name))
+                        .cloned(),
+                ),
+            },
+            (Err(e), Some(_)) => (None, Some(one_line(&format!("{e:#}")))),
+        };
+        roles.push(RoleLine {
+            role: role.name,
+            required: role.required,
+            candidates: role.candidates.to_vec(),
+            function,
+            in_btf: function.is_some_and(|f| view.has_btf_func(f)),
+            mode,
+            note,
+        });
+    }
+    drop(attached);
+    let override_return_loads = probe_override_return();
+    let injection_options: Vec<_> = INJECTION_OPTIONS
+        .iter()
+        .map(|o| (*o, config.enabled(o)))
+        .collect();
+    let injection_supported = override_return_loads.is_ok()
+        && injection_options.iter().all(|(_, on)| *on != Some(false))
+        && view.kprobes;
+    let doctor = Doctor {
+        kernel: view.release.clone(),
+        btf: view.btf.is_some(),
+        tracefs: view.traceable.is_some(),
+        kprobes: view.kprobes,
+        config_source: config.source.clone(),
+        hz: config.value("CONFIG_HZ").map(str::to_string),
+        gfp_bits: GFP_BITS
+            .iter()
+            .map(|b| {
+                (
+                    *b,
+                    view.btf
+                        .as_ref()
+                        .and_then(|btf| btf.enumerators.get(*b).copied()),
+                )
+            })
+            .collect(),
+        roles,
+        injection_options,
+        override_return_loads,
+        injection_supported,
+    };
+    print!("{}", render(&doctor));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&doctor)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Loads (never attaches) a kprobe program calling bpf_override_return().
+fn probe_override_return() -> Result<(), String> {
+    let mut ebpf = Ebpf::load(crate::tracer::OBJECT).map_err(|e| one_line(&e))?;
+    let prog: &mut KProbe = ebpf
+        .program_mut("probe_override_return")
+        .ok_or("probe program missing")?
+        .try_into()
+        .map_err(|e| one_line(&e))?;
+    prog.load().map_err(|e| one_line(&e))
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
+fn render(d: &Doctor) -> String {
+    let mut out = format!(
+        "kernel {}: BTF {}, tracefs {}, kprobes {}, config {}\n",
+        d.kernel,
+        yes_no(Some(d.btf)),
+        yes_no(Some(d.tracefs)),
+        yes_no(Some(d.kprobes)),
+        d.config_source.as_deref().unwrap_or("not found")
+    );
+    out.push_str(&format!(
+        "HZ {}\n",
+        d.hz.as_deref().unwrap_or("unknown (no kernel config)")
+    ));
+    let bits: Vec<String> = d
+        .gfp_bits
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "{}={}",
+                n.trim_start_matches("___GFP_").trim_end_matches("_BIT"),
+                v.map_or("?".into(), |v| format!("{:#x}", 1u64 << v))
+            )
+        })
+        .collect();
+    out.push_str(&format!("gfp bits (BTF): {}\n\n", bits.join(" ")));
+    out.push_str(&format!(
+        "{:<14} {:<34} {:<7} {}\n",
+        "ROLE", "FUNCTION", "MODE", "NOTE"
+    ));
+    for r in &d.roles {
+        out.push_str(&format!(
+            "{:<14} {:<34} {:<7} {}\n",
+            r.role,
+            r.function.unwrap_or("-"),
+            r.mode.as_deref().unwrap_or("-"),
+            r.note
+                .as_deref()
+                .unwrap_or(if r.required { "required" } else { "" })
+        ));
+    }
+    out.push_str("\ninjection:\n");
+    for (opt, on) in &d.injection_options {
+        out.push_str(&format!("  {opt:<34} {}\n", yes_no(*on)));
+    }
+    out.push_str(&format!(
+        "  bpf_override_return             {}\n",
+        match &d.override_return_loads {
+            Ok(()) => "accepted by the verifier".to_string(),
+            Err(e) => format!("refused ({e})"),
+        }
+    ));
+    out.push_str(&format!(
+        "  => fault injection {}\n",
+        if d.injection_supported {
+            "supported"
+        } else {
+            "NOT supported on this kernel: use the test kernel (cargo xtask vm --kernel test)"
+        }
+    ));
+    out
+}

@@ -1,0 +1,66 @@
+//! Per-program run counters from the kernel (`bpf_prog_info`): above all
+//! `recursion_misses`, the runs the kernel skipped because the same program
+//! was already active on that CPU (a preempted fentry program, or a probe
+//! hit from inside another BPF program). Every miss is an event nofail did
+//! not see, so the report states them instead of hiding them.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::{Ebpf, programs::Program};
+use serde::Serialize;
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// Offsets in `struct bpf_prog_info` (uapi/linux/bpf.h, stable ABI).
+const RUN_CNT_OFF: usize = 200;
+const RECURSION_MISSES_OFF: usize = 208;
+const INFO_LEN: usize = 256;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ProgStats {
+    pub program: String,
+    pub run_count: u64,
+    pub recursion_misses: u64,
+}
+
+fn info_of(program: &Program) -> Option<(u64, u64)> {
+    let fd = program.fd().ok()?.as_fd().as_raw_fd();
+    let mut info = [0u8; INFO_LEN];
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: INFO_LEN as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let u64_at = |off: usize| u64::from_ne_bytes(info[off..off + 8].try_into().expect("8 bytes"));
+    Some((u64_at(RUN_CNT_OFF), u64_at(RECURSION_MISSES_OFF)))
+}
+
+/// Counters of every loaded program of the object.
+pub fn read(ebpf: &Ebpf) -> Vec<ProgStats> {
+    ebpf.programs()
+        .filter_map(|(name, p)| {
+            let (run_count, recursion_misses) = info_of(p)?;
+            Some(ProgStats {
+                program: name.to_string(),
+                run_count,
+                recursion_misses,
+            })
+        })
+        .collect()
+}
