@@ -64,10 +64,15 @@ pub fn selected(tgid: u32, comm: &[u8; COMM_LEN], caller: u64, size: u64, gfp: u
     if f.n_ranges != 0 {
         let mut hit = false;
         for i in 0..MAX_CALLER_RANGES {
+            // black_box keeps the index an index: without it LLVM walks the
+            // array with a pointer the 6.1 verifier cannot bound.
+            let i = core::hint::black_box(i);
             if i as u32 >= f.n_ranges {
                 break;
             }
-            let [start, end] = f.ranges[i];
+            let Some(&[start, end]) = f.ranges.get(i) else {
+                break;
+            };
             if caller >= start && caller < end {
                 hit = true;
                 break;

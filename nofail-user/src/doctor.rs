@@ -49,6 +49,7 @@ struct Doctor {
     btf: bool,
     tracefs: bool,
     kprobes: bool,
+    preempt: Option<String>,
     config_source: Option<String>,
     hz: Option<String>,
     gfp_bits: Vec<(&'static str, Option<i64>)>,
@@ -77,9 +78,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
             (Ok(t), Some(_)) => match t.attached.iter().find(|a| a.role == role.name) {
                 Some(a) => (
                     Some(a.mode.to_string()),
-                    a.fallback_reason
-                        .as_ref()
-                        .map(|r| format!("fentry refused: {r}")),
+                    a.fallback_reason.as_ref().map(|r| format!("fentry {r}")),
                 ),
                 None => (
                     None,
@@ -115,6 +114,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         btf: view.btf.is_some(),
         tracefs: view.traceable.is_some(),
         kprobes: view.kprobes,
+        preempt: view.preempt.clone(),
         config_source: config.source.clone(),
         hz: config.value("CONFIG_HZ").map(str::to_string),
         gfp_bits: GFP_BITS

@@ -16,6 +16,9 @@ pub struct KernelView {
     pub traceable: Option<HashSet<String>>,
     /// The kprobe PMU exists (`CONFIG_KPROBES` and perf kprobe support).
     pub kprobes: bool,
+    /// Preemption model in use (`none`, `voluntary`, `full`, `lazy`), from
+    /// /sys/kernel/debug/sched/preempt; None when it cannot be read.
+    pub preempt: Option<String>,
 }
 
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -33,7 +36,18 @@ impl KernelView {
                 Some(parse_filter_functions(&text))
             }),
             kprobes: std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+            preempt: std::fs::read_to_string("/sys/kernel/debug/sched/preempt")
+                .ok()
+                .and_then(|t| parse_preempt(&t)),
         }
+    }
+
+    /// Whether a task can be preempted inside a BPF program. fentry/fexit
+    /// programs run preemptibly; while one is preempted, the kernel skips
+    /// every other run of it on that CPU (recursion protection), losing
+    /// events. kprobe handlers run with preemption off.
+    pub fn preempts_bpf(&self) -> bool {
+        matches!(self.preempt.as_deref(), Some("full" | "lazy" | "rt"))
     }
 
     /// Can `function` be attached to at all (present and not inlined)?
@@ -63,6 +77,13 @@ impl KernelView {
     }
 }
 
+/// "none voluntary (full) lazy": the model in parentheses is the one in use.
+fn parse_preempt(text: &str) -> Option<String> {
+    let start = text.find('(')? + 1;
+    let end = start + text[start..].find(')')?;
+    Some(text[start..end].to_string())
+}
+
 /// One function per line, optionally followed by ` [module]`.
 fn parse_filter_functions(text: &str) -> HashSet<String> {
     text.lines()
@@ -81,6 +102,31 @@ mod tests {
         assert!(set.contains("xfs_buf_alloc"));
         assert!(set.contains("__pmd_alloc"));
         assert_eq!(set.len(), 3);
+    }
+
+    #[test]
+    fn preempt_model() {
+        assert_eq!(
+            parse_preempt("none voluntary full (lazy)\n").as_deref(),
+            Some("lazy")
+        );
+        assert_eq!(
+            parse_preempt("none (voluntary) full lazy").as_deref(),
+            Some("voluntary")
+        );
+        assert_eq!(parse_preempt("garbage"), None);
+        let view = KernelView {
+            preempt: Some("lazy".into()),
+            ..Default::default()
+        };
+        assert!(view.preempts_bpf());
+        assert!(
+            !KernelView {
+                preempt: Some("voluntary".into()),
+                ..Default::default()
+            }
+            .preempts_bpf()
+        );
     }
 
     #[test]

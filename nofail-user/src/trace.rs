@@ -38,7 +38,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     for a in &tracer.attached {
         match &a.fallback_reason {
             Some(why) => eprintln!(
-                "nofail: {} -> {} ({}; fentry refused: {why})",
+                "nofail: {} -> {} ({}; fentry {why})",
                 a.role, a.function, a.mode
             ),
             None => eprintln!("nofail: {} -> {} ({})", a.role, a.function, a.mode),

@@ -119,12 +119,18 @@ fn attach_role(
     };
     let fentry_err = match mode {
         Mode::Kprobe => None,
+        // Exact counts first: on a kernel that preempts BPF programs, fentry
+        // loses events under load; kprobes do not. --mode fentry overrides.
+        Mode::Auto if view.preempts_bpf() && view.kprobes => Some(format!(
+            "not used: this kernel preempts BPF programs ({} preemption) and skips fentry runs under load",
+            view.preempt.as_deref().unwrap_or("?")
+        )),
         Mode::Fentry | Mode::Auto => match attach_fentry(ebpf, btf, view, role, function) {
             Ok(()) => return Ok(attached(Mode::Fentry, None)),
             Err(e) if mode == Mode::Fentry => {
                 return Err(e.context(format!("fentry on {function} ({})", role.name)));
             }
-            Err(e) => Some(one_line(&format!("{e:#}"))),
+            Err(e) => Some(format!("refused: {}", one_line(&format!("{e:#}")))),
         },
     };
     match attach_kprobe(ebpf, view, role, function) {

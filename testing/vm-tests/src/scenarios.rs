@@ -413,6 +413,8 @@ fn filters_select_in_kernel(ctx: &Ctx) -> Result<()> {
             "128K",
             "--pid",
             &pid,
+            "--comm",
+            "vm-tests",
         ],
     )?;
     trigger::run("vmalloc_nofail", 2, 64 << 10, Arm::Off)?; // too small
