@@ -53,6 +53,9 @@ struct Doctor {
     config_source: Option<String>,
     hz: Option<String>,
     gfp_bits: Vec<(&'static str, Option<i64>)>,
+    /// The `__GFP_NOFAIL` mask nofail uses and where it came from.
+    gfp_nofail_mask: u32,
+    gfp_nofail_source: &'static str,
     roles: Vec<RoleLine>,
     injection_options: Vec<(&'static str, Option<bool>)>,
     override_return_loads: Result<(), String>,
@@ -128,6 +131,17 @@ pub fn run(args: DoctorArgs) -> Result<()> {
                 )
             })
             .collect(),
+        gfp_nofail_mask: view.gfp_nofail(),
+        gfp_nofail_source: if view
+            .btf
+            .as_ref()
+            .and_then(|b| b.gfp_flag("___GFP_NOFAIL_BIT"))
+            .is_some()
+        {
+            "BTF enum ___GFP_NOFAIL_BIT"
+        } else {
+            "default 0x8000 (no ___GFP_*_BIT enum in BTF: before 6.8 the bits are macros)"
+        },
         roles,
         injection_options,
         override_return_loads,
@@ -184,7 +198,11 @@ fn render(d: &Doctor) -> String {
             )
         })
         .collect();
-    out.push_str(&format!("gfp bits (BTF): {}\n\n", bits.join(" ")));
+    out.push_str(&format!("gfp bits (BTF): {}\n", bits.join(" ")));
+    out.push_str(&format!(
+        "__GFP_NOFAIL used: {:#x} from {}\n\n",
+        d.gfp_nofail_mask, d.gfp_nofail_source
+    ));
     out.push_str(&format!(
         "{:<14} {:<34} {:<7} {}\n",
         "ROLE", "FUNCTION", "MODE", "NOTE"

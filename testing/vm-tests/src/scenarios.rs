@@ -14,8 +14,10 @@ use crate::{
 pub type Scenario = fn(&Ctx) -> Result<()>;
 
 pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
-    let mut list: Vec<(&'static str, Scenario)> =
-        vec![("bpf_array_map_calls_exact", bpf_array_map_calls_exact)];
+    let mut list: Vec<(&'static str, Scenario)> = vec![
+        ("bpf_array_map_calls_exact", bpf_array_map_calls_exact),
+        ("doctor_matches_kernel", doctor_matches_kernel),
+    ];
     if ctx.trigger.is_some() {
         list.extend([
             ("trigger_sites_exact", trigger_sites_exact as Scenario),
@@ -107,6 +109,58 @@ fn bpf_array_map_calls_exact(ctx: &Ctx) -> Result<()> {
             ("max_retries", 0),
         ],
     )
+}
+
+/// `nofail doctor --json` against what is known of each kernel: the core
+/// role resolved and attached, `__GFP_NOFAIL` = bit 15, and injection
+/// supported exactly on the test kernel (Debian's stock kernels lack
+/// CONFIG_BPF_KPROBE_OVERRIDE: the verifier refuses bpf_override_return).
+fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
+    let json = ctx.out.join("doctor.json");
+    let out = std::process::Command::new(&ctx.nofail)
+        .args(["doctor", "--json"])
+        .arg(&json)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "doctor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!(
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| format!("  | {l}\n"))
+            .collect::<String>()
+    );
+    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let core = d["roles"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["role"] == "vmalloc-core"))
+        .context("no vmalloc-core role")?;
+    ensure!(
+        core["function"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("__vmalloc_node_range")),
+        "core role: {core}"
+    );
+    ensure!(core["mode"].is_string(), "core role not attachable: {core}");
+    ensure!(
+        d["gfp_nofail_mask"] == 0x8000,
+        "__GFP_NOFAIL mask {} != 0x8000",
+        d["gfp_nofail_mask"]
+    );
+    let test_kernel = ctx.trigger.is_some();
+    ensure!(
+        d["injection_supported"] == test_kernel,
+        "injection_supported {} on {} kernel",
+        d["injection_supported"],
+        if test_kernel { "the test" } else { "a stock" }
+    );
+    if test_kernel {
+        ensure!(d["hz"] == "250", "HZ {} != 250", d["hz"]);
+    }
+    Ok(())
 }
 
 fn trigger_sites_exact(ctx: &Ctx) -> Result<()> {
