@@ -1,6 +1,7 @@
 //! Project automation: toolchain setup, kernels, the QEMU runner, tests.
 
 mod apt;
+mod bench;
 mod ci;
 mod cpio;
 mod demo;
@@ -46,6 +47,8 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Tracing overhead: untraced vs nofail (fentry, kprobe) vs bpftrace.
+    Bench,
     /// The whole test suite: host checks, then the VM matrix.
     Ci {
         /// Kernels of the VM matrix; all four by default.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
+        Cmd::Bench => bench::run(),
         Cmd::VmTest { kernel, filter } => ci::vm_test(kernel, filter),
     };
     match result {

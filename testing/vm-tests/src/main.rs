@@ -3,6 +3,7 @@
 //! creation on stock kernels), traces them with the real `nofail` binary and
 //! compares nofail's per-caller counts with that ground truth.
 
+mod bench;
 mod harness;
 mod scenarios;
 mod trigger;
@@ -26,11 +27,23 @@ struct Args {
     /// Run only scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
+    /// Run the overhead benchmark instead of the scenarios, writing JSON here.
+    #[arg(long)]
+    bench: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let ctx = harness::Ctx::new(args.nofail, args.trigger, args.out);
+    if let Some(out) = &args.bench {
+        return match bench::run(&ctx, out) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                println!("bench failed: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let (mut passed, mut failed) = (0, 0);
     for (name, scenario) in scenarios::all(&ctx) {
         if args
