@@ -2,6 +2,8 @@
 
 use anyhow::{Context as _, Result};
 
+const MAX_FUNCTION_SIZE: u64 = 1 << 20;
+
 #[derive(Debug, Default)]
 pub struct Kallsyms {
     /// Sorted by address.
@@ -44,6 +46,11 @@ impl Kallsyms {
             0 => format!("{addr:#x}"),
             i => {
                 let (base, name) = &self.syms[i - 1];
+                // No function is this large: the address belongs to code
+                // kallsyms did not list when read (a module loaded since).
+                if addr - base > MAX_FUNCTION_SIZE {
+                    return format!("{addr:#x}");
+                }
                 format!("{name}+{:#x}", addr - base)
             }
         }
@@ -116,6 +123,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         );
         assert_eq!(k.resolve(0xffffffffc0000042), "trigger_nofail_vmalloc+0x42");
         assert_eq!(k.resolve(0x1000), "0x1000");
+        assert_eq!(k.resolve(0xffffffffe0000000), "0xffffffffe0000000");
     }
 
     #[test]

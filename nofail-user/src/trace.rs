@@ -35,15 +35,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     for w in &tracer.warnings {
         eprintln!("nofail: warning: {w}");
     }
-    for a in &tracer.attached {
-        match &a.fallback_reason {
-            Some(why) => eprintln!(
-                "nofail: {} -> {} ({}; fentry {why})",
-                a.role, a.function, a.mode
-            ),
-            None => eprintln!("nofail: {} -> {} ({})", a.role, a.function, a.mode),
-        }
-    }
+    print_attach_plan(&tracer.attached);
     eprintln!(
         "nofail: tracing for {:?} (Ctrl-C to stop early)",
         args.duration
@@ -60,6 +52,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = ticker.tick(), if args.interval.is_some() => {
+                let syms = Kallsyms::load().unwrap_or_default();
                 let rows = report::rows(&report::read_callers(&tracer.ebpf)?, &syms);
                 let stuck = report::read_inflight(&tracer.ebpf, &syms, stuck_after)?;
                 println!("--- {:.0} s ---", started.elapsed().as_secs_f64());
@@ -67,6 +60,8 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             }
         }
     }
+    // Modules loaded while tracing have call sites too: re-read the symbols.
+    let syms = Kallsyms::load().unwrap_or(syms);
     let stats = report::read_callers(&tracer.ebpf)?;
     let in_flight = report::read_inflight(&tracer.ebpf, &syms, stuck_after)?;
     let health = report::read_health(&tracer.ebpf)?;
@@ -87,4 +82,23 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// One line per attach mode, with the reason fentry was not used said once.
+pub fn print_attach_plan(attached: &[crate::tracer::Attached]) {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for a in attached {
+        let key = match &a.fallback_reason {
+            Some(why) => format!("{}; fentry {why}", a.mode),
+            None => a.mode.to_string(),
+        };
+        let item = format!("{} {}", a.role, a.function);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, items)) => items.push(item),
+            None => groups.push((key, vec![item])),
+        }
+    }
+    for (key, items) in groups {
+        eprintln!("nofail: attached ({key}): {}", items.join(", "));
+    }
 }
