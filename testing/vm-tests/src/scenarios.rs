@@ -213,10 +213,7 @@ fn nested_page_array_counted_once(ctx: &Ctx) -> Result<()> {
     trigger(ctx)?;
     let trace = Trace::start(ctx, "nested", &[])?;
     trigger::run("vmalloc_nofail", 3, 8 << 20, Arm::Off)?;
-    Injector::ShouldFailslab.arm(1)?;
-    let failed = trigger::run("vmalloc_nofail", 1, 8 << 20, Arm::Call);
-    Injector::ShouldFailslab.disarm()?;
-    failed?;
+    trigger::run_injected(Injector::ShouldFailslab, 1, "vmalloc_nofail", 1, 8 << 20)?;
     let report = trace.finish()?;
     expect_fields(
         &report,
@@ -240,15 +237,12 @@ fn area_stage_retries_exact(ctx: &Ctx) -> Result<()> {
     trigger(ctx)?;
     let hz = trigger::hz()?;
     let trace = Trace::start(ctx, "area_stage", &[])?;
-    Injector::ShouldFailslab.arm(K)?;
-    let run = trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Call);
-    let left = Injector::ShouldFailslab.remaining();
-    Injector::ShouldFailslab.disarm()?;
-    let run = run?;
+    let (run, left) =
+        trigger::run_injected(Injector::ShouldFailslab, K, "vmalloc_nofail", 1, 64 << 10)?;
     let report = trace.finish()?;
     ensure!(run.null == 0, "a NOFAIL vmalloc returned NULL: {run:?}");
     ensure!(
-        left? == 0,
+        left == 0,
         "fail_function did not use its whole budget of {K}"
     );
     expect_fields(
@@ -400,11 +394,8 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
 fn plain_vmalloc_fails_once_no_retry(ctx: &Ctx) -> Result<()> {
     trigger(ctx)?;
     let trace = Trace::start(ctx, "plain_fail", &[])?;
-    Injector::Failslab.arm(1)?;
-    let failed = trigger::run("vmalloc", 1, 64 << 10, Arm::Call);
-    Injector::Failslab.disarm()?;
+    let (failed, _) = trigger::run_injected(Injector::Failslab, 1, "vmalloc", 1, 64 << 10)?;
     let ok = trigger::run("vmalloc", 3, 64 << 10, Arm::Off)?;
-    let failed = failed?;
     let report = trace.finish()?;
     ensure!(
         failed.null == 1 && ok.null == 0,
@@ -429,10 +420,7 @@ fn plain_vmalloc_fails_once_no_retry(ctx: &Ctx) -> Result<()> {
 fn open_coded_retry_loop_detected(ctx: &Ctx) -> Result<()> {
     trigger(ctx)?;
     let trace = Trace::start(ctx, "open_coded", &[])?;
-    Injector::Failslab.arm(2)?;
-    let run = trigger::run("vmalloc_retry", 1, 64 << 10, Arm::Call);
-    Injector::Failslab.disarm()?;
-    let run = run?;
+    let (run, _) = trigger::run_injected(Injector::Failslab, 2, "vmalloc_retry", 1, 64 << 10)?;
     let report = trace.finish()?;
     ensure!(
         run.retries == 2 && run.null == 0,
@@ -500,10 +488,13 @@ fn stuck_call_visible_while_looping(ctx: &Ctx) -> Result<()> {
         "stuck",
         &["--interval", "250ms", "--stuck-after", "300ms"],
     )?;
-    Injector::ShouldFailslab.arm(turns)?;
-    let run = trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Call);
-    Injector::ShouldFailslab.disarm()?;
-    run?;
+    trigger::run_injected(
+        Injector::ShouldFailslab,
+        turns,
+        "vmalloc_nofail",
+        1,
+        64 << 10,
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     let stdout = trace.stdout.clone();
     let report = trace.finish()?;

@@ -141,6 +141,23 @@ impl Injector {
     }
 }
 
+/// Fails the next `times` eligible allocations of one trigger run (armed
+/// for the whole call), then disarms whatever happened. Returns what the
+/// trigger saw and how much of the budget was left unused.
+pub fn run_injected(
+    injector: Injector,
+    times: u64,
+    site: &str,
+    count: u64,
+    size: u64,
+) -> Result<(Results, i64)> {
+    injector.arm(times)?;
+    let run = run(site, count, size, Arm::Call);
+    let left = injector.remaining();
+    injector.disarm()?;
+    Ok((run?, left?))
+}
+
 /// CONFIG_HZ of the running kernel (the test kernel has /proc/config.gz).
 pub fn hz() -> Result<u64> {
     let raw = std::fs::read("/proc/config.gz").context("no /proc/config.gz")?;
