@@ -142,6 +142,19 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
                 )?;
                 Ok(code == vm::EXIT_TIMEOUT)
             });
+            t.step("vm reports a guest kernel panic", || {
+                let panic =
+                    "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60";
+                let code = vm::run(
+                    &kernel,
+                    &root,
+                    &["sh".into(), "-c".into(), panic.into()],
+                    &[],
+                    120,
+                    512,
+                )?;
+                Ok(code == vm::EXIT_CRASH)
+            });
         }
         let t0 = Instant::now();
         let ok = vm_suite(&kernel, None).unwrap_or_else(|e| {
