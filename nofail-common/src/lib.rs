@@ -97,6 +97,10 @@ pub struct CallerStats {
     pub hand_retries: u64,
     /// Sleeps between such a NULL return and the retry.
     pub hand_retry_sleeps: u64,
+    /// Failures `nofail inject` caused in this caller's calls.
+    pub injected: u64,
+    /// Longest time slept in one call, ns.
+    pub max_slept_ns: u64,
     pub latency_hist: [u64; HIST_BUCKETS],
     pub retries_hist: [u64; HIST_BUCKETS],
     pub slept_hist: [u64; HIST_BUCKETS],
@@ -120,6 +124,8 @@ impl Default for CallerStats {
             max_retries: 0,
             hand_retries: 0,
             hand_retry_sleeps: 0,
+            injected: 0,
+            max_slept_ns: 0,
             latency_hist: [0; HIST_BUCKETS],
             retries_hist: [0; HIST_BUCKETS],
             slept_hist: [0; HIST_BUCKETS],
@@ -147,6 +153,8 @@ impl CallerStats {
         self.max_retries = self.max_retries.max(o.max_retries);
         self.hand_retries += o.hand_retries;
         self.hand_retry_sleeps += o.hand_retry_sleeps;
+        self.injected += o.injected;
+        self.max_slept_ns = self.max_slept_ns.max(o.max_slept_ns);
         for i in 0..HIST_BUCKETS {
             self.latency_hist[i] += o.latency_hist[i];
             self.retries_hist[i] += o.retries_hist[i];
@@ -187,7 +195,63 @@ pub struct Inflight {
     /// Start of the sleep in progress, 0 when not sleeping.
     pub sleep_start_ns: u64,
     pub comm: [u8; COMM_LEN],
+    /// Stage the task is in now (`STAGE_*`), 0 outside both.
+    pub stage: u32,
+    /// Failures nofail injected into this call, and how many in a row
+    /// since a stage last succeeded.
+    pub injected: u32,
+    pub consecutive: u32,
+    pub _pad2: u32,
 }
+
+/// Stages of a vmalloc call nofail can fail (bits of `InjectRule::stages`).
+pub const STAGE_AREA: u32 = 1;
+pub const STAGE_MAPPING: u32 = 2;
+
+/// What `nofail inject` fails, slot 0 of the `INJECT_RULE` array map;
+/// userspace may rewrite it at any time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectRule {
+    /// 0: injection off. Set last, after the other fields.
+    pub enabled: u32,
+    /// `STAGE_*` bits.
+    pub stages: u32,
+    /// 0: any call; 1: only `__GFP_NOFAIL` calls; 2: only the others.
+    pub nofail: u32,
+    /// Chance per eligible allocation, out of `u32::MAX` (`u32::MAX` =
+    /// always).
+    pub probability: u32,
+    /// Fail only every Nth eligible allocation (0 or 1: each one).
+    pub every: u32,
+    /// Fail the first K attempts of each targeted call, then let it through
+    /// (0: off).
+    pub fail_first: u32,
+    /// Never more than this many injected failures in a row in one call.
+    pub max_consecutive: u32,
+    /// 1: count what would be failed, fail nothing.
+    pub dry_run: u32,
+    /// Total failures allowed over the run (`u64::MAX`: no limit).
+    pub times: u64,
+}
+
+/// Slots of the per-CPU `INJECT_STATS` counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectCounter {
+    /// Allocations inside a targeted stage of a targeted call.
+    Eligible = 0,
+    /// Failed (or, with --dry-run, would have been failed).
+    Injected = 1,
+    /// Passed because the --times budget was spent.
+    SkippedBudget = 2,
+    /// Passed because of --max-consecutive.
+    SkippedGuard = 3,
+    /// Passed by --probability, --every or --fail-first.
+    SkippedSelection = 4,
+}
+
+pub const INJECT_COUNTERS: u32 = 5;
 
 /// A NULL returned to a call site, remembered per task to recognise an
 /// open-coded retry (the same task calling from the same site again soon).
@@ -258,6 +322,7 @@ mod pod {
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::LastNull {}
     unsafe impl aya::Pod for super::Filter {}
+    unsafe impl aya::Pod for super::InjectRule {}
 }
 
 #[cfg(test)]
@@ -286,12 +351,13 @@ mod tests {
         // Sizes are the sum of the fields: any hole would show here.
         assert_eq!(
             core::mem::size_of::<CallerStats>(),
-            8 * (4 + 4 + PT_LEVELS + 6 + 3 * HIST_BUCKETS)
+            8 * (4 + 4 + PT_LEVELS + 8 + 3 * HIST_BUCKETS)
         );
         assert_eq!(
             core::mem::size_of::<Inflight>(),
-            8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN
+            8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN + 4 * 4
         );
+        assert_eq!(core::mem::size_of::<InjectRule>(), 4 * 8 + 8);
         assert_eq!(
             core::mem::size_of::<Filter>(),
             4 * 2 + 8 + COMM_LEN + 4 * 2 + 16 * MAX_CALLER_RANGES

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod config;
+mod inject;
 mod maps;
 mod pagetable;
 mod probe;

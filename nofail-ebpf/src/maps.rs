@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use nofail_common::{
-    CallerStats, Filter, HEALTH_SLOTS, Health, Inflight, LastNull, MAX_CALLERS, MAX_INFLIGHT,
+    CallerStats, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS, Inflight, InjectCounter,
+    InjectRule, LastNull, MAX_CALLERS, MAX_INFLIGHT,
 };
 
 /// Call in progress per thread id.
@@ -30,6 +31,26 @@ pub static LAST_NULL: LruHashMap<u32, LastNull> = LruHashMap::with_max_entries(M
 /// Runtime filters (slot 0), rewritten by userspace without reloading.
 #[map]
 pub static FILTER: Array<Filter> = Array::with_max_entries(1, 0);
+
+/// What `nofail inject` fails (slot 0), rewritten by userspace at will.
+#[map]
+pub static INJECT_RULE: Array<InjectRule> = Array::with_max_entries(1, 0);
+
+/// Shared sequence counters of the injector: [0] failures spent against
+/// --times, [1] eligible allocations seen (for --every).
+#[map]
+pub static INJECT_SEQ: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Per-CPU injector counters (see `InjectCounter`).
+#[map]
+pub static INJECT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(INJECT_COUNTERS, 0);
+
+#[inline(always)]
+pub fn inject_count(slot: InjectCounter) {
+    if let Some(counter) = INJECT_STATS.get_ptr_mut(slot as u32) {
+        unsafe { *counter += 1 };
+    }
+}
 
 /// Counters of what the programs could not track (see `Health`).
 #[map]

@@ -10,11 +10,54 @@
 //! on its exit.
 
 use aya_ebpf::{
-    macros::{fexit, kretprobe},
-    programs::{FExitContext, RetProbeContext},
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
+use nofail_common::{STAGE_AREA, STAGE_MAPPING};
 
 use crate::task::current_call;
+
+// Entry marks the stage the task is in, for the injector (inject.rs).
+
+#[fentry(function = "__get_vm_area_node")]
+pub fn area_stage_fentry(_ctx: FEntryContext) -> u32 {
+    enter_stage(STAGE_AREA);
+    0
+}
+
+#[kprobe]
+pub fn area_stage_kprobe(_ctx: ProbeContext) -> u32 {
+    enter_stage(STAGE_AREA);
+    0
+}
+
+#[fentry(function = "__vmap_pages_range_noflush")]
+pub fn mapping_stage_fentry(_ctx: FEntryContext) -> u32 {
+    enter_stage(STAGE_MAPPING);
+    0
+}
+
+#[kprobe]
+pub fn mapping_stage_kprobe(_ctx: ProbeContext) -> u32 {
+    enter_stage(STAGE_MAPPING);
+    0
+}
+
+fn enter_stage(stage: u32) {
+    if let Some(call) = current_call() {
+        unsafe { (*call).stage = stage };
+    }
+}
+
+/// Leaving a stage: a success ends any run of consecutive injected failures.
+fn leave_stage(call: *mut nofail_common::Inflight, failed: bool) {
+    unsafe {
+        (*call).stage = 0;
+        if !failed {
+            (*call).consecutive = 0;
+        }
+    }
+}
 
 #[fexit(function = "__get_vm_area_node")]
 pub fn area_stage_fexit(ctx: FExitContext) -> u32 {
@@ -41,19 +84,19 @@ pub fn mapping_stage_kretprobe(ctx: RetProbeContext) -> u32 {
 }
 
 fn try_area_exit(area: u64) {
-    if area != 0 {
-        return;
-    }
     if let Some(call) = current_call() {
-        unsafe { (*call).area_failures += 1 };
+        leave_stage(call, area == 0);
+        if area == 0 {
+            unsafe { (*call).area_failures += 1 };
+        }
     }
 }
 
 fn try_mapping_exit(ret: i32) {
-    if ret >= 0 {
-        return;
-    }
     if let Some(call) = current_call() {
-        unsafe { (*call).mapping_failures += 1 };
+        leave_stage(call, ret < 0);
+        if ret < 0 {
+            unsafe { (*call).mapping_failures += 1 };
+        }
     }
 }

@@ -203,6 +203,10 @@ fn try_exit(frame: u64, slack: u64, ret: u64) {
         stats.pt_failures[level] += call.pt_failures[level] as u64;
     }
     stats.sleeps += call.sleeps as u64;
+    stats.injected += call.injected as u64;
+    if call.slept_ns > stats.max_slept_ns {
+        stats.max_slept_ns = call.slept_ns;
+    }
     stats.sleep_jiffies += call.sleep_jiffies as u64;
     stats.slept_ns += call.slept_ns;
     if retries > stats.max_retries {

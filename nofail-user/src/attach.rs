@@ -103,7 +103,12 @@ pub const ROLES: &[Role] = &[
         candidates: &["__get_vm_area_node"],
         required: false,
         lost: "area-stage failures and retries",
-        programs: Programs::exit_only("area_stage_fexit", "area_stage_kretprobe"),
+        programs: Programs::both(
+            "area_stage_fentry",
+            "area_stage_fexit",
+            "area_stage_kprobe",
+            "area_stage_kretprobe",
+        ),
     },
     Role {
         name: "mapping-stage",
@@ -115,7 +120,12 @@ pub const ROLES: &[Role] = &[
         candidates: &["__vmap_pages_range_noflush", "vmap_pages_range_noflush"],
         required: false,
         lost: "mapping-stage failures and retries",
-        programs: Programs::exit_only("mapping_stage_fexit", "mapping_stage_kretprobe"),
+        programs: Programs::both(
+            "mapping_stage_fentry",
+            "mapping_stage_fexit",
+            "mapping_stage_kprobe",
+            "mapping_stage_kretprobe",
+        ),
     },
     Role {
         name: "pte-alloc",

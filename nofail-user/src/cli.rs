@@ -22,6 +22,9 @@ pub enum Command {
     /// Trace vmalloc calls and their retry loops per call site until the
     /// duration ends or Ctrl-C.
     Trace(TraceArgs),
+    /// Fail sub-allocations inside targeted stages of targeted vmalloc calls
+    /// and report how each caller copes.
+    Inject(crate::inject::InjectArgs),
     /// Show how nofail would attach on this kernel: roles, functions,
     /// modes, injection support, HZ and gfp bits.
     Doctor(DoctorArgs),

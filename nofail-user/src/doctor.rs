@@ -156,7 +156,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
 }
 
 /// Loads (never attaches) a kprobe program calling bpf_override_return().
-fn probe_override_return() -> Result<(), String> {
+pub fn probe_override_return() -> Result<(), String> {
     let mut ebpf = Ebpf::load(crate::tracer::OBJECT).map_err(|e| one_line(&e))?;
     let prog: &mut KProbe = ebpf
         .program_mut("probe_override_return")

@@ -6,6 +6,7 @@ mod cli;
 mod doctor;
 mod filter;
 mod hist;
+mod inject;
 mod kconfig;
 mod kernel;
 mod progstats;
@@ -20,10 +21,27 @@ use clap::Parser as _;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print in full; usage errors in one line.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // clap's first paragraph, joined: "the following required
+            // arguments were not provided: --stage <STAGES>".
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("nofail: {}", first.join(" ").trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         cli::Command::Trace(args) => trace::run(args).await,
         cli::Command::Doctor(args) => doctor::run(args),
+        cli::Command::Inject(args) => inject::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,6 +39,9 @@ pub struct CallerRow {
     /// Calls that retried by hand after a NULL from the same site.
     pub open_coded_retries: u64,
     pub open_coded_retry_sleeps: u64,
+    /// Failures `nofail inject` caused in this caller's calls.
+    pub injected: u64,
+    pub max_slept_ns: u64,
     pub total_latency_ns: u64,
     pub mean_latency_ns: u64,
     /// Upper bounds of the histogram buckets holding p50/p99.
@@ -211,6 +214,8 @@ fn row(addr: u64, s: &CallerStats, syms: &Kallsyms) -> CallerRow {
         max_retries: s.max_retries,
         open_coded_retries: s.hand_retries,
         open_coded_retry_sleeps: s.hand_retry_sleeps,
+        injected: s.injected,
+        max_slept_ns: s.max_slept_ns,
         total_latency_ns: s.latency_ns,
         mean_latency_ns: s.latency_ns.checked_div(s.calls).unwrap_or(0),
         p50_latency_ns: hist::quantile(&s.latency_hist, 0.5),

@@ -70,17 +70,83 @@ fn bad_duration_is_one_clear_error() {
         .expect("run nofail");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .contains("invalid duration unit"),
-        "{stderr}"
-    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("invalid duration unit"), "{stderr}");
+}
+
+/// Bad injection rules fail in argument parsing, before anything is
+/// loaded: one line, exit 2.
+#[test]
+fn bad_inject_rules_are_one_line_errors() {
+    for (args, needle) in [
+        (&["--stage", "pagetable"][..], "invalid value 'pagetable'"),
+        (
+            &["--stage", "area", "--probability", "1.5"],
+            "probability must be a number from 0 to 1",
+        ),
+        (&["--stage", "area", "--times", "-3"], "--times"),
+        (&["--stage", "area", "--fail-first", "-1"], "--fail-first"),
+        (&["--stage", "area", "--every", "0"], "--every"),
+        (
+            &["--stage", "area", "--max-consecutive", "0"],
+            "--max-consecutive",
+        ),
+        (&["--probability", "0.5"], "--stage"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nofail"))
+            .arg("inject")
+            .args(args)
+            .output()
+            .expect("run nofail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
 }
 
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+/// On a kernel without the injection options, inject refuses before it
+/// attaches anything, naming what is missing; an unknown --caller is an
+/// error on any kernel, also before anything is attached.
+#[test]
+fn inject_preflight_and_unknown_caller() {
+    let before = nofail_programs_loaded();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nofail"))
+            .arg("inject")
+            .args(args)
+            .output()
+            .expect("run nofail");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&[
+        "--stage",
+        "area",
+        "--caller",
+        "no_such_function_*",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("matches no kernel function"), "{stderr}");
+    if !kernel_has_kprobes() {
+        let (code, stderr) = run(&["--stage", "area", "--duration", "1s"]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("cannot inject failures") && stderr.contains("CONFIG_KPROBES"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("cargo xtask vm --kernel test"), "{stderr}");
+    }
+    assert_eq!(nofail_programs_loaded(), before, "programs left attached");
 }

@@ -40,11 +40,17 @@ pub struct Trace {
 impl Trace {
     /// Starts tracing and waits until nofail reports it is attached.
     pub fn start(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_cmd(ctx, "trace", name, extra)
+    }
+
+    /// Starts `nofail <command>` (trace or inject) and waits until it is
+    /// attached.
+    pub fn start_cmd(ctx: &Ctx, command: &str, name: &str, extra: &[&str]) -> Result<Self> {
         let json = ctx.out.join(format!("{name}.json"));
         let _ = std::fs::remove_file(&json);
         let stdout = ctx.out.join(format!("{name}.txt"));
         let mut child = Command::new(&ctx.nofail)
-            .args(["trace", "--duration", "600s", "--json"])
+            .args([command, "--duration", "600s", "--json"])
             .arg(&json)
             .args(extra)
             .stdout(std::fs::File::create(&stdout)?)
@@ -63,7 +69,7 @@ impl Trace {
         });
         loop {
             match rx.recv_timeout(Duration::from_secs(120)) {
-                Ok(line) if line.contains("tracing for") => break,
+                Ok(line) if line.contains("(Ctrl-C to stop early)") => break,
                 Ok(_) => {}
                 Err(_) => {
                     let _ = child.kill();
@@ -77,6 +83,15 @@ impl Trace {
             stdout,
             stderr: rx,
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to end on its own (or by a signal sent to it).
+    pub fn wait(mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.child.wait()?)
     }
 
     /// Stops tracing (SIGINT, as Ctrl-C) and returns the JSON report.

@@ -5,6 +5,7 @@
 
 mod bench;
 mod harness;
+mod inject;
 mod scenarios;
 mod trigger;
 

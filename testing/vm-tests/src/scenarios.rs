@@ -41,6 +41,20 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
             ),
             ("stress_8_threads_exact_kprobe", stress_kprobe),
             ("stress_8_threads_exact_fentry", stress_fentry),
+            (
+                "inject_fail_first_area_exact",
+                crate::inject::fail_first_area,
+            ),
+            (
+                "inject_times_one_plain_null",
+                crate::inject::times_one_plain,
+            ),
+            ("inject_retried_by_hand", crate::inject::retried_by_hand),
+            (
+                "inject_guard_ends_nofail_loop",
+                crate::inject::guard_ends_nofail_loop,
+            ),
+            ("inject_kill_9_detaches", crate::inject::kill_9_detaches),
             // Last: it may leave a task spinning in the kernel.
             (
                 "mapping_stage_failure_counted",

@@ -1,0 +1,410 @@
+//! `nofail inject`: the tracer plus the injection programs, failing
+//! sub-allocations only inside targeted stages of targeted calls, and the
+//! report of how each caller copes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    maps::{Array, PerCpuArray},
+    programs::KProbe,
+};
+use nofail_common::{INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING};
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    attach::Mode,
+    cli::parse_duration,
+    doctor,
+    filter::FilterArgs,
+    kconfig::KernelConfig,
+    kernel::KernelView,
+    report::{self, CallerRow, InflightRow, Report},
+    symbols::Kallsyms,
+    trace::print_attach_plan,
+    tracer::{Tracer, one_line},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// `should_failslab` inside `__get_vm_area_node`.
+    Area,
+    /// `should_fail_alloc_page` inside the page-table mapping function.
+    Mapping,
+}
+
+impl Stage {
+    fn bit(self) -> u32 {
+        match self {
+            Stage::Area => STAGE_AREA,
+            Stage::Mapping => STAGE_MAPPING,
+        }
+    }
+
+    /// The error-injectable kernel function and the program overriding it.
+    fn hook(self) -> (&'static str, &'static str) {
+        match self {
+            Stage::Area => ("should_failslab", "inject_failslab"),
+            Stage::Mapping => ("should_fail_alloc_page", "inject_fail_page"),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InjectArgs {
+    /// Stage to fail (repeatable).
+    #[arg(long = "stage", value_enum, required = true)]
+    pub stages: Vec<Stage>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only calls without __GFP_NOFAIL.
+    #[arg(long, conflicts_with = "nofail_only")]
+    pub no_nofail: bool,
+    /// Chance that an eligible allocation fails (0 to 1).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_probability, default_value = "1")]
+    pub probability: f64,
+    /// Fail only every Nth eligible allocation.
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub every: Option<u32>,
+    /// Total failures to inject, then stop injecting.
+    #[arg(long, allow_negative_numbers = true)]
+    pub times: Option<u64>,
+    /// Fail the first K attempts of each targeted call, then let it through.
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fail_first: Option<u32>,
+    /// Never fail one call more than this many times in a row (so a NOFAIL
+    /// loop always ends).
+    #[arg(
+        long,
+        default_value_t = 50,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_consecutive: u32,
+    /// How long to inject: 10s, 500ms, 2m.
+    #[arg(long, short, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Count what would be failed, fail nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Attach mode of the tracer (the injection programs are kprobes).
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Calls still in vmalloc after this long are flagged stuck.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub stuck_after: Duration,
+    /// A call from the same site and task within this long after a NULL
+    /// return counts as a retry by hand.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub retry_window: Duration,
+}
+
+pub fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "probability must be a number from 0 to 1, got {s:?}"
+        )),
+    }
+}
+
+impl InjectArgs {
+    pub fn rule(&self) -> InjectRule {
+        InjectRule {
+            enabled: 1,
+            stages: self.stages.iter().fold(0, |bits, s| bits | s.bit()),
+            nofail: if self.filter.nofail_only {
+                1
+            } else if self.no_nofail {
+                2
+            } else {
+                0
+            },
+            probability: if self.probability >= 1.0 {
+                u32::MAX
+            } else {
+                (self.probability * u32::MAX as f64) as u32
+            },
+            every: self.every.unwrap_or(0),
+            fail_first: self.fail_first.unwrap_or(0),
+            max_consecutive: self.max_consecutive,
+            dry_run: self.dry_run as u32,
+            times: self.times.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The kernel options injection needs that this kernel lacks, from its
+/// config when known and from what the kernel shows otherwise.
+pub fn missing_injection_support(
+    view: &KernelView,
+    config: &KernelConfig,
+    stages: &[Stage],
+) -> Vec<String> {
+    let mut missing: Vec<String> = doctor::INJECTION_OPTIONS
+        .iter()
+        .filter(|o| config.enabled(o) == Some(false))
+        .map(|o| o.to_string())
+        .collect();
+    let mut add = |what: &str| {
+        if !missing.iter().any(|m| m == what) {
+            missing.push(what.to_string());
+        }
+    };
+    if !view.kprobes {
+        add("CONFIG_KPROBES");
+    }
+    if doctor::probe_override_return().is_err() {
+        add("CONFIG_BPF_KPROBE_OVERRIDE");
+    }
+    for stage in stages {
+        let (function, _) = stage.hook();
+        if !view.is_traceable(function) {
+            add(if *stage == Stage::Area {
+                "CONFIG_FAILSLAB"
+            } else {
+                "CONFIG_FAIL_PAGE_ALLOC"
+            });
+        }
+    }
+    missing
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct InjectCounts {
+    pub eligible: u64,
+    pub injected: u64,
+    pub skipped_budget: u64,
+    pub skipped_guard: u64,
+    pub skipped_selection: u64,
+}
+
+/// How one caller coped with the failures it was given.
+#[derive(Debug, Serialize)]
+pub struct Behaviour {
+    pub caller: String,
+    pub nofail: bool,
+    pub injected: u64,
+    pub calls: u64,
+    pub area_retries: u64,
+    pub mapping_retries: u64,
+    pub sleeps: u64,
+    pub stall_ms: f64,
+    pub max_stall_ms: f64,
+    pub still_looping: u64,
+    pub null_returned: u64,
+    pub retried_by_hand: u64,
+    pub retry_sleeps_by_hand: u64,
+    /// NULL returns neither retried by hand within the window.
+    pub absorbed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InjectReport {
+    pub rule: InjectRuleView,
+    pub counts: InjectCounts,
+    pub behaviour: Vec<Behaviour>,
+    pub trace: Report,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InjectRuleView {
+    pub stages: Vec<Stage>,
+    pub probability: f64,
+    pub every: Option<u32>,
+    pub times: Option<u64>,
+    pub fail_first: Option<u32>,
+    pub max_consecutive: u32,
+    pub dry_run: bool,
+}
+
+pub fn behaviour(callers: &[CallerRow], in_flight: &[InflightRow]) -> Vec<Behaviour> {
+    callers
+        .iter()
+        .filter(|r| r.injected > 0)
+        .map(|r| {
+            let looping = in_flight.iter().filter(|f| f.caller == r.caller).count() as u64;
+            Behaviour {
+                caller: r.caller.clone(),
+                nofail: r.nofail_calls > 0,
+                injected: r.injected,
+                calls: r.calls,
+                area_retries: r.area_retries,
+                mapping_retries: r.mapping_retries,
+                sleeps: r.sleeps,
+                stall_ms: r.slept_ns as f64 / 1e6,
+                max_stall_ms: r.max_slept_ns as f64 / 1e6,
+                still_looping: looping,
+                null_returned: r.null_returns,
+                retried_by_hand: r.open_coded_retries,
+                retry_sleeps_by_hand: r.open_coded_retry_sleeps,
+                absorbed: r.null_returns.saturating_sub(r.open_coded_retries),
+            }
+        })
+        .collect()
+}
+
+pub fn render_behaviour(counts: &InjectCounts, rows: &[Behaviour]) -> String {
+    let mut out = format!(
+        "injection: {} eligible, {} injected, skipped: {} by budget, {} by --max-consecutive, {} by selection\n",
+        counts.eligible,
+        counts.injected,
+        counts.skipped_budget,
+        counts.skipped_guard,
+        counts.skipped_selection
+    );
+    if rows.is_empty() {
+        out.push_str("(no caller received an injected failure)\n");
+    }
+    for b in rows {
+        if b.nofail {
+            out.push_str(&format!(
+                "{} [NOFAIL]: {} failures injected; retries area {}, mapping {}; {} retry sleeps, stalled {:.1} ms (max {:.1} ms in one call); {} calls completed, {} still looping\n",
+                b.caller, b.injected, b.area_retries, b.mapping_retries, b.sleeps, b.stall_ms, b.max_stall_ms, b.calls, b.still_looping
+            ));
+        } else {
+            out.push_str(&format!(
+                "{}: {} failures injected; NULL returned {}: retried by hand {} ({} sleeps), absorbed {}\n",
+                b.caller, b.injected, b.null_returned, b.retried_by_hand, b.retry_sleeps_by_hand, b.absorbed
+            ));
+        }
+    }
+    out
+}
+
+fn read_counts(ebpf: &aya::Ebpf) -> Result<InjectCounts> {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("INJECT_STATS").context("INJECT_STATS missing")?)?;
+    let mut sums = [0u64; INJECT_COUNTERS as usize];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        *sum = map.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(InjectCounts {
+        eligible: sums[InjectCounter::Eligible as usize],
+        injected: sums[InjectCounter::Injected as usize],
+        skipped_budget: sums[InjectCounter::SkippedBudget as usize],
+        skipped_guard: sums[InjectCounter::SkippedGuard as usize],
+        skipped_selection: sums[InjectCounter::SkippedSelection as usize],
+    })
+}
+
+pub async fn run(args: InjectArgs) -> Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let view = KernelView::probe();
+    let config = KernelConfig::load(&view.release, None);
+    // Every rule is checked before anything is loaded or attached.
+    let syms = Kallsyms::load()?;
+    let filter = args.filter.build(&syms)?;
+    let missing = missing_injection_support(&view, &config, &args.stages);
+    if !missing.is_empty() {
+        bail!(
+            "kernel {} cannot inject failures: it lacks {}; use the test kernel (cargo xtask vm --kernel test -- nofail inject ...)",
+            view.release,
+            missing.join(", ")
+        );
+    }
+    let mut tracer = Tracer::attach(
+        &view,
+        args.mode,
+        args.retry_window.as_nanos() as u64,
+        &filter,
+    )?;
+    for stage in &args.stages {
+        let (function, program) = stage.hook();
+        let prog: &mut KProbe = tracer
+            .ebpf
+            .program_mut(program)
+            .context("injection program missing")?
+            .try_into()?;
+        prog.load()
+            .map_err(|e| anyhow::anyhow!("cannot load {program}: {}", one_line(&e)))?;
+        prog.attach(function, 0)
+            .map_err(|e| anyhow::anyhow!("cannot attach to {function}: {}", one_line(&e)))?;
+    }
+    let mut rule_map: Array<_, InjectRule> = Array::try_from(
+        tracer
+            .ebpf
+            .map_mut("INJECT_RULE")
+            .context("INJECT_RULE missing")?,
+    )?;
+    rule_map.set(0, args.rule(), 0)?;
+    print_attach_plan(&tracer.attached);
+    eprintln!(
+        "nofail: injecting into {:?} for {:?}{} (Ctrl-C to stop early)",
+        args.stages,
+        args.duration,
+        if args.dry_run { ", dry run" } else { "" }
+    );
+    let started = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(args.duration) => {}
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    // Stop injecting before reading, so the numbers are final.
+    rule_map.set(0, InjectRule::default(), 0)?;
+    let syms = Kallsyms::load().unwrap_or(syms);
+    let counts = read_counts(&tracer.ebpf)?;
+    let callers = report::rows(&report::read_callers(&tracer.ebpf)?, &syms);
+    let in_flight = report::read_inflight(&tracer.ebpf, &syms, args.stuck_after.as_nanos() as u64)?;
+    let health = report::read_health(&tracer.ebpf)?;
+    let trace = Report {
+        kernel: view.release.clone(),
+        duration_s: started.elapsed().as_secs_f64(),
+        attached: tracer.attached.clone(),
+        warnings: tracer.warnings.clone(),
+        callers,
+        in_flight,
+        health,
+    };
+    drop(tracer);
+    let behaviour = behaviour(&trace.callers, &trace.in_flight);
+    print!("{}", render_behaviour(&counts, &behaviour));
+    let report = InjectReport {
+        rule: InjectRuleView {
+            stages: args.stages.clone(),
+            probability: args.probability,
+            every: args.every,
+            times: args.times,
+            fail_first: args.fail_first,
+            max_consecutive: args.max_consecutive,
+            dry_run: args.dry_run,
+        },
+        counts,
+        behaviour,
+        trace,
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probability_bounds() {
+        assert!(parse_probability("0").is_ok());
+        assert!(parse_probability("1").is_ok());
+        assert!(parse_probability("0.25").is_ok());
+        assert!(parse_probability("1.5").is_err());
+        assert!(parse_probability("-0.1").is_err());
+        assert!(parse_probability("x").is_err());
+    }
+
+    #[test]
+    fn empty_behaviour_says_so() {
+        assert!(behaviour(&[], &[]).is_empty());
+        let text = render_behaviour(&InjectCounts::default(), &[]);
+        assert!(text.contains("no caller received an injected failure"));
+    }
+}

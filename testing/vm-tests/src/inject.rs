@@ -1,0 +1,236 @@
+//! `nofail inject` scenarios (test kernel). The ground truth is the
+//! trigger's own view of each call (NULL or not, retries by hand) and the
+//! kernel's program list, never nofail's own counters alone.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use serde_json::Value;
+
+use crate::{
+    harness::{Ctx, Trace, expect_fields},
+    trigger::{self, Arm},
+};
+
+fn start(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Trace> {
+    trigger::load(ctx.trigger.as_ref().expect("trigger"))?;
+    Trace::start_cmd(ctx, "inject", name, extra)
+}
+
+fn behaviour<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
+    let prefix = format!("{symbol}+");
+    report["behaviour"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["caller"].as_str().is_some_and(|c| c.starts_with(&prefix)))
+        .with_context(|| format!("no behaviour row for {symbol}: {}", report["behaviour"]))
+}
+
+/// --fail-first K on the NOFAIL site, area stage: exactly K failures, the
+/// loop turns K times with a jiffy each, and the call succeeds.
+pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
+    const K: u64 = 3;
+    let hz = trigger::hz()?;
+    let inj = start(
+        ctx,
+        "inject_fail_first",
+        &[
+            "--stage",
+            "area",
+            "--caller",
+            "site_vmalloc_nofail",
+            "--fail-first",
+            "3",
+        ],
+    )?;
+    let run = trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off);
+    let report = inj.finish()?;
+    let run = run?;
+    ensure!(
+        run.null == 0 && run.calls == 1,
+        "the NOFAIL call did not succeed: {run:?}"
+    );
+    ensure!(
+        report["counts"]["injected"] == K,
+        "injected {} != {K}",
+        report["counts"]["injected"]
+    );
+    let b = behaviour(&report, "site_vmalloc_nofail")?;
+    ensure!(
+        b["nofail"] == true && b["still_looping"] == 0 && b["calls"] == 1,
+        "{b}"
+    );
+    ensure!(
+        b["area_retries"] == K && b["sleeps"] == K,
+        "retries/sleeps != {K}: {b}"
+    );
+    let stall = b["stall_ms"].as_f64().unwrap_or(0.0);
+    ensure!(
+        stall * 1e6 >= (K * 1_000_000_000 / hz) as f64,
+        "stalled {stall} ms < {K} jiffies"
+    );
+    expect_fields(
+        &report["trace"],
+        "site_vmalloc_nofail",
+        &[("injected", K), ("area_retries", K), ("max_retries", K)],
+    )
+}
+
+/// --times 1 on the plain site: the trigger sees exactly one NULL, which
+/// the report calls NULL returned and absorbed (nothing calls again from
+/// that site within the retry window); later calls pass (budget spent).
+pub fn times_one_plain(ctx: &Ctx) -> Result<()> {
+    let inj = start(
+        ctx,
+        "inject_times_one",
+        &[
+            "--stage",
+            "area",
+            "--caller",
+            "site_vmalloc",
+            "--times",
+            "1",
+            "--retry-window",
+            "50ms",
+        ],
+    )?;
+    let first = trigger::run("vmalloc", 1, 64 << 10, Arm::Off);
+    std::thread::sleep(Duration::from_millis(300));
+    let later = trigger::run("vmalloc", 2, 64 << 10, Arm::Off);
+    let report = inj.finish()?;
+    let (first, later) = (first?, later?);
+    ensure!(
+        first.null == 1 && later.null == 0,
+        "trigger saw {first:?} then {later:?}"
+    );
+    let b = behaviour(&report, "site_vmalloc")?;
+    ensure!(
+        b["injected"] == 1
+            && b["null_returned"] == 1
+            && b["absorbed"] == 1
+            && b["retried_by_hand"] == 0,
+        "{b}"
+    );
+    ensure!(
+        report["counts"]["skipped_budget"].as_u64().unwrap_or(0) >= 2,
+        "budget skips: {}",
+        report["counts"]
+    );
+    Ok(())
+}
+
+/// A caller that retries by hand (the trigger's memalloc_retry_wait loop)
+/// given 2 NULLs: reported as retried by hand, twice, with its sleeps.
+pub fn retried_by_hand(ctx: &Ctx) -> Result<()> {
+    let inj = start(
+        ctx,
+        "inject_by_hand",
+        &[
+            "--stage",
+            "area",
+            "--caller",
+            "site_vmalloc_retry",
+            "--times",
+            "2",
+        ],
+    )?;
+    let run = trigger::run("vmalloc_retry", 1, 64 << 10, Arm::Off);
+    let report = inj.finish()?;
+    let run = run?;
+    ensure!(run.null == 0 && run.retries == 2, "trigger: {run:?}");
+    let b = behaviour(&report, "site_vmalloc_retry")?;
+    ensure!(
+        b["retried_by_hand"] == 2 && b["null_returned"] == 2 && b["retry_sleeps_by_hand"] == 2,
+        "{b}"
+    );
+    ensure!(b["absorbed"] == 0, "{b}");
+    Ok(())
+}
+
+/// --fail-first above --max-consecutive: the guard lets the NOFAIL call
+/// through after max-consecutive failures.
+pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {
+    let inj = start(
+        ctx,
+        "inject_guard",
+        &[
+            "--stage",
+            "area",
+            "--caller",
+            "site_vmalloc_nofail",
+            "--fail-first",
+            "20",
+            "--max-consecutive",
+            "4",
+        ],
+    )?;
+    let run = trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off);
+    let report = inj.finish()?;
+    let run = run?;
+    ensure!(run.null == 0 && run.calls == 1, "{run:?}");
+    ensure!(
+        report["counts"]["injected"] == 4,
+        "injected {} != 4",
+        report["counts"]["injected"]
+    );
+    ensure!(
+        report["counts"]["skipped_guard"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        report["counts"]
+    );
+    expect_fields(
+        &report["trace"],
+        "site_vmalloc_nofail",
+        &[("area_retries", 4), ("calls", 1)],
+    )
+}
+
+fn nofail_programs_loaded() -> Result<usize> {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(["inject_failslab", "vmalloc_core", "area_stage"]
+        .iter()
+        .map(|n| text.matches(n).count())
+        .sum())
+}
+
+/// kill -9 in the middle of an unbounded injection: the BPF links die with
+/// the process, nothing stays attached, the next allocations succeed.
+pub fn kill_9_detaches(ctx: &Ctx) -> Result<()> {
+    let inj = start(
+        ctx,
+        "inject_kill",
+        &["--stage", "area", "--caller", "site_vmalloc"],
+    )?;
+    let during = trigger::run("vmalloc", 2, 64 << 10, Arm::Off)?;
+    ensure!(during.null == 2, "injection was not active: {during:?}");
+    ensure!(
+        nofail_programs_loaded()? > 0,
+        "no nofail program attached while running"
+    );
+    unsafe { libc::kill(inj.pid() as i32, libc::SIGKILL) };
+    let status = inj.wait()?;
+    ensure!(!status.success(), "nofail survived SIGKILL");
+    // Program teardown is deferred (RCU): give it a moment.
+    let mut loaded = usize::MAX;
+    for _ in 0..50 {
+        loaded = nofail_programs_loaded()?;
+        if loaded == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        loaded == 0,
+        "{loaded} nofail programs still loaded after kill -9"
+    );
+    let after = trigger::run("vmalloc", 3, 64 << 10, Arm::Off)?;
+    ensure!(
+        after.null == 0,
+        "allocations still fail after kill -9: {after:?}"
+    );
+    Ok(())
+}
