@@ -148,6 +148,55 @@ pub fn retried_by_hand(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The mapping stage of a plain vmalloc: one page-table page failed
+/// (--times 1) in a 64 MiB call that needs new page tables: the call
+/// returns NULL, counted as a mapping-stage failure with its page-table
+/// level. (NOFAIL calls are not used here: a mapping failure after part of
+/// the range was mapped loops forever, see mapping_stage_failure_counted.)
+pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
+    let inj = start(
+        ctx,
+        "inject_mapping",
+        &[
+            "--stage",
+            "mapping",
+            "--caller",
+            "site_vmalloc",
+            "--no-nofail",
+            "--times",
+            "1",
+            "--retry-window",
+            "50ms",
+        ],
+    )?;
+    let run = trigger::run("vmalloc", 1, 64 << 20, Arm::Off);
+    let report = inj.finish()?;
+    let run = run?;
+    ensure!(
+        report["counts"]["injected"] == 1,
+        "injected {}",
+        report["counts"]["injected"]
+    );
+    ensure!(run.null == 1, "trigger saw {} NULLs", run.null);
+    let b = behaviour(&report, "site_vmalloc")?;
+    ensure!(b["null_returned"] == 1 && b["absorbed"] == 1, "{b}");
+    let row = crate::harness::row(&report["trace"], "site_vmalloc")?;
+    let pt: u64 = ["pte", "pmd", "pud", "p4d"]
+        .iter()
+        .map(|l| row["pt_failures"][l].as_u64().unwrap_or(0))
+        .sum();
+    ensure!(pt == 1, "page-table failures {pt} != 1");
+    expect_fields(
+        &report["trace"],
+        "site_vmalloc",
+        &[
+            ("mapping_failures", 1),
+            ("mapping_retries", 0),
+            ("area_failures", 0),
+        ],
+    )
+}
+
 /// --fail-first above --max-consecutive: the guard lets the NOFAIL call
 /// through after max-consecutive failures.
 pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {

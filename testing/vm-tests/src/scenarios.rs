@@ -55,6 +55,10 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 crate::inject::guard_ends_nofail_loop,
             ),
             ("inject_kill_9_detaches", crate::inject::kill_9_detaches),
+            (
+                "inject_mapping_stage_plain",
+                crate::inject::mapping_stage_plain,
+            ),
             // Last: it may leave a task spinning in the kernel.
             (
                 "mapping_stage_failure_counted",
