@@ -235,6 +235,16 @@ pub struct InjectRule {
     pub times: u64,
 }
 
+/// Key of `ENOMEM_SYSCALLS`: a call site whose NULL reached userspace as a
+/// system call failing with -ENOMEM, and that system call's number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SyscallKey {
+    pub caller: u64,
+    pub nr: u32,
+    pub _pad: u32,
+}
+
 /// Slots of the per-CPU `INJECT_STATS` counters.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +333,7 @@ mod pod {
     unsafe impl aya::Pod for super::LastNull {}
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::InjectRule {}
+    unsafe impl aya::Pod for super::SyscallKey {}
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod pagetable;
 mod probe;
 mod sleep;
 mod stages;
+mod syscall;
 mod task;
 mod vmalloc;
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use nofail_common::{
     CallerStats, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS, Inflight, InjectCounter,
-    InjectRule, LastNull, MAX_CALLERS, MAX_INFLIGHT,
+    InjectRule, LastNull, MAX_CALLERS, MAX_INFLIGHT, SyscallKey,
 };
 
 /// Call in progress per thread id.
@@ -51,6 +51,11 @@ pub fn inject_count(slot: InjectCounter) {
         unsafe { *counter += 1 };
     }
 }
+
+/// NULL returns that became a system call failing with -ENOMEM, per call
+/// site and system call number.
+#[map]
+pub static ENOMEM_SYSCALLS: HashMap<SyscallKey, u64> = HashMap::with_max_entries(1024, 0);
 
 /// Counters of what the programs could not track (see `Health`).
 #[map]

@@ -5,11 +5,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use std::collections::BTreeMap;
+
 use aya::{
-    maps::{Array, PerCpuArray},
-    programs::KProbe,
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{KProbe, TracePoint},
 };
-use nofail_common::{INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING};
+use nofail_common::{
+    INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING, SyscallKey,
+};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -200,8 +204,51 @@ pub struct Behaviour {
     pub null_returned: u64,
     pub retried_by_hand: u64,
     pub retry_sleeps_by_hand: u64,
-    /// NULL returns neither retried by hand within the window.
+    /// NULL returns that became a system call failing with -ENOMEM, and
+    /// which system calls.
+    pub error_to_userspace: u64,
+    pub syscalls: BTreeMap<String, u64>,
+    /// NULL returns neither retried by hand nor handed to userspace within
+    /// the window.
     pub absorbed: u64,
+}
+
+/// x86-64 system call names for the calls that commonly surface -ENOMEM.
+fn syscall_name(nr: u32) -> String {
+    let name = match nr {
+        0 => "read",
+        1 => "write",
+        9 => "mmap",
+        16 => "ioctl",
+        54 => "setsockopt",
+        56 => "clone",
+        57 => "fork",
+        59 => "execve",
+        175 => "init_module",
+        257 => "openat",
+        313 => "finit_module",
+        321 => "bpf",
+        435 => "clone3",
+        _ => return format!("syscall {nr}"),
+    };
+    name.to_string()
+}
+
+/// -ENOMEM system calls per call site address.
+fn read_enomem(ebpf: &aya::Ebpf) -> Result<BTreeMap<u64, BTreeMap<String, u64>>> {
+    let map: HashMap<_, SyscallKey, u64> = HashMap::try_from(
+        ebpf.map("ENOMEM_SYSCALLS")
+            .context("ENOMEM_SYSCALLS missing")?,
+    )?;
+    let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+    for entry in map.iter() {
+        let (key, count) = entry?;
+        *out.entry(key.caller)
+            .or_default()
+            .entry(syscall_name(key.nr))
+            .or_default() += count;
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Serialize)]
@@ -223,12 +270,19 @@ pub struct InjectRuleView {
     pub dry_run: bool,
 }
 
-pub fn behaviour(callers: &[CallerRow], in_flight: &[InflightRow]) -> Vec<Behaviour> {
+pub fn behaviour(
+    callers: &[CallerRow],
+    in_flight: &[InflightRow],
+    enomem: &BTreeMap<u64, BTreeMap<String, u64>>,
+) -> Vec<Behaviour> {
     callers
         .iter()
         .filter(|r| r.injected > 0)
         .map(|r| {
             let looping = in_flight.iter().filter(|f| f.caller == r.caller).count() as u64;
+            let addr = u64::from_str_radix(r.address.trim_start_matches("0x"), 16).unwrap_or(0);
+            let syscalls = enomem.get(&addr).cloned().unwrap_or_default();
+            let to_user: u64 = syscalls.values().sum();
             Behaviour {
                 caller: r.caller.clone(),
                 nofail: r.nofail_calls > 0,
@@ -243,7 +297,11 @@ pub fn behaviour(callers: &[CallerRow], in_flight: &[InflightRow]) -> Vec<Behavi
                 null_returned: r.null_returns,
                 retried_by_hand: r.open_coded_retries,
                 retry_sleeps_by_hand: r.open_coded_retry_sleeps,
-                absorbed: r.null_returns.saturating_sub(r.open_coded_retries),
+                error_to_userspace: to_user,
+                syscalls,
+                absorbed: r
+                    .null_returns
+                    .saturating_sub(r.open_coded_retries + to_user),
             }
         })
         .collect()
@@ -268,9 +326,18 @@ pub fn render_behaviour(counts: &InjectCounts, rows: &[Behaviour]) -> String {
                 b.caller, b.injected, b.area_retries, b.mapping_retries, b.sleeps, b.stall_ms, b.max_stall_ms, b.calls, b.still_looping
             ));
         } else {
+            let syscalls: Vec<String> =
+                b.syscalls.iter().map(|(n, c)| format!("{n} {c}")).collect();
             out.push_str(&format!(
-                "{}: {} failures injected; NULL returned {}: retried by hand {} ({} sleeps), absorbed {}\n",
-                b.caller, b.injected, b.null_returned, b.retried_by_hand, b.retry_sleeps_by_hand, b.absorbed
+                "{}: {} failures injected; NULL returned {}: retried by hand {} ({} sleeps), error to userspace {}{}, absorbed {}\n",
+                b.caller,
+                b.injected,
+                b.null_returned,
+                b.retried_by_hand,
+                b.retry_sleeps_by_hand,
+                b.error_to_userspace,
+                if syscalls.is_empty() { String::new() } else { format!(" (-ENOMEM from {})", syscalls.join(", ")) },
+                b.absorbed
             ));
         }
     }
@@ -327,6 +394,15 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         prog.attach(function, 0)
             .map_err(|e| anyhow::anyhow!("cannot attach to {function}: {}", one_line(&e)))?;
     }
+    let exit: &mut TracePoint = tracer
+        .ebpf
+        .program_mut("syscall_exit")
+        .context("syscall_exit program missing")?
+        .try_into()?;
+    exit.load()
+        .map_err(|e| anyhow::anyhow!("cannot load syscall_exit: {}", one_line(&e)))?;
+    exit.attach("raw_syscalls", "sys_exit")
+        .map_err(|e| anyhow::anyhow!("cannot attach to raw_syscalls:sys_exit: {}", one_line(&e)))?;
     let mut rule_map: Array<_, InjectRule> = Array::try_from(
         tracer
             .ebpf
@@ -354,6 +430,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let callers = report::rows(&report::read_callers(&tracer.ebpf)?, &syms);
     let in_flight = report::read_inflight(&tracer.ebpf, &syms, args.stuck_after.as_nanos() as u64)?;
     let health = report::read_health(&tracer.ebpf)?;
+    let enomem = read_enomem(&tracer.ebpf)?;
     let trace = Report {
         kernel: view.release.clone(),
         duration_s: started.elapsed().as_secs_f64(),
@@ -364,7 +441,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         health,
     };
     drop(tracer);
-    let behaviour = behaviour(&trace.callers, &trace.in_flight);
+    let behaviour = behaviour(&trace.callers, &trace.in_flight, &enomem);
     print!("{}", render_behaviour(&counts, &behaviour));
     let report = InjectReport {
         rule: InjectRuleView {
@@ -403,7 +480,9 @@ mod tests {
 
     #[test]
     fn empty_behaviour_says_so() {
-        assert!(behaviour(&[], &[]).is_empty());
+        assert!(behaviour(&[], &[], &BTreeMap::new()).is_empty());
+        assert_eq!(syscall_name(321), "bpf");
+        assert_eq!(syscall_name(9999), "syscall 9999");
         let text = render_behaviour(&InjectCounts::default(), &[]);
         assert!(text.contains("no caller received an injected failure"));
     }

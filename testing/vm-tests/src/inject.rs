@@ -197,6 +197,57 @@ pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
     )
 }
 
+/// Scoped by --pid: one process creating a 16 MiB BPF array map gets the
+/// area stage failed, its bpf(2) returns ENOMEM and the report says "error
+/// to userspace via bpf"; a second process doing the same at the same time
+/// is not touched.
+pub fn bpf_map_error_to_userspace(ctx: &Ctx) -> Result<()> {
+    use std::io::Write as _;
+    let spawn = |name: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("read go; exec bpftool map create /sys/fs/bpf/{name} type array key 4 value 4096 entries 4096 name {name}")])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let (mut target, mut other) = (spawn("inj_target")?, spawn("inj_other")?);
+    let pid = target.id().to_string();
+    let inj = start(
+        ctx,
+        "inject_bpf_map",
+        &[
+            "--stage",
+            "area",
+            "--pid",
+            &pid,
+            "--caller",
+            "array_map_alloc",
+        ],
+    )?;
+    for child in [&mut target, &mut other] {
+        child.stdin.take().expect("piped").write_all(b"go\n")?;
+    }
+    let (t, o) = (target.wait_with_output()?, other.wait_with_output()?);
+    let report = inj.finish()?;
+    let t_err = String::from_utf8_lossy(&t.stderr);
+    ensure!(
+        !t.status.success() && t_err.contains("Cannot allocate memory"),
+        "targeted bpf(2) did not fail with ENOMEM: {t_err}"
+    );
+    ensure!(
+        o.status.success(),
+        "the other process was touched: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let b = behaviour(&report, "array_map_alloc")?;
+    ensure!(
+        b["error_to_userspace"] == 1 && b["syscalls"]["bpf"] == 1 && b["absorbed"] == 0,
+        "{b}"
+    );
+    let _ = std::fs::remove_file("/sys/fs/bpf/inj_other");
+    Ok(())
+}
+
 /// --fail-first above --max-consecutive: the guard lets the NOFAIL call
 /// through after max-consecutive failures.
 pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {

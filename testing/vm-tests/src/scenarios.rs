@@ -59,6 +59,10 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 "inject_mapping_stage_plain",
                 crate::inject::mapping_stage_plain,
             ),
+            (
+                "inject_bpf_map_error_to_userspace",
+                crate::inject::bpf_map_error_to_userspace,
+            ),
             // Last: it may leave a task spinning in the kernel.
             (
                 "mapping_stage_failure_counted",
