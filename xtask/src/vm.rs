@@ -63,7 +63,9 @@ pub fn cmd(args: VmArgs) -> Result<i32> {
 }
 
 /// Boots `kernel`, runs `command` in `cwd`, returns the guest command's
-/// exit status (or one of the EXIT_* codes).
+/// exit status (or one of the EXIT_* codes). A guest that crashes or hangs
+/// before the command started (seen under TCG: an int3 oops while the
+/// kernel patches its own text during boot) is booted once more.
 pub fn run(
     kernel: &Kernel,
     cwd: &Path,
@@ -72,6 +74,33 @@ pub fn run(
     timeout: u64,
     memory: u32,
 ) -> Result<i32> {
+    match run_once(kernel, cwd, command, env, timeout, memory)? {
+        Outcome::Done(code) => Ok(code),
+        Outcome::BootFailed(_) => {
+            eprintln!("xtask vm: the guest failed before the command started; booting once more");
+            Ok(
+                match run_once(kernel, cwd, command, env, timeout, memory)? {
+                    Outcome::Done(code) | Outcome::BootFailed(code) => code,
+                },
+            )
+        }
+    }
+}
+
+enum Outcome {
+    Done(i32),
+    /// Crashed or hung before the guest init reported START.
+    BootFailed(i32),
+}
+
+fn run_once(
+    kernel: &Kernel,
+    cwd: &Path,
+    command: &[String],
+    env: &[String],
+    timeout: u64,
+    memory: u32,
+) -> Result<Outcome> {
     let work = tempdir()?;
     let nonce = format!("NOFAIL-VM-{:016x}", rand64());
     let initrd = work.join("initrd.cpio");
@@ -147,17 +176,18 @@ pub fn run(
 
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut status: Option<i32> = None;
+    let mut started_command = false;
     let mut failure: Option<(i32, String)> = None;
     let mut last_beat = (0u64, Instant::now());
     let stdout = std::io::stdout();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
-                if let Some(code) = line
-                    .strip_prefix(&nonce)
-                    .and_then(|r| r.trim().strip_prefix("EXIT "))
-                {
-                    status = code.trim().parse().ok();
+                if let Some(rest) = line.strip_prefix(&nonce) {
+                    match rest.trim().strip_prefix("EXIT ") {
+                        Some(code) => status = code.trim().parse().ok(),
+                        None => started_command = true,
+                    }
                     continue;
                 }
                 let _ = writeln!(stdout.lock(), "{line}");
@@ -212,7 +242,11 @@ pub fn run(
         for line in tail.iter().rev().take(TAIL_LINES).rev() {
             eprintln!("  | {line}");
         }
-        return Ok(code);
+        return Ok(if started_command || code == EXIT_TIMEOUT {
+            Outcome::Done(code)
+        } else {
+            Outcome::BootFailed(code)
+        });
     }
     match status {
         Some(code) => {
@@ -220,7 +254,7 @@ pub fn run(
                 "xtask vm: {} exited {code} ({elapsed:.1} s)",
                 kernel.name.as_str()
             );
-            Ok(code)
+            Ok(Outcome::Done(code))
         }
         None => {
             eprintln!(
@@ -229,7 +263,11 @@ pub fn run(
             for line in &tail {
                 eprintln!("  | {line}");
             }
-            Ok(EXIT_CRASH)
+            Ok(if started_command {
+                Outcome::Done(EXIT_CRASH)
+            } else {
+                Outcome::BootFailed(EXIT_CRASH)
+            })
         }
     }
 }

@@ -188,7 +188,12 @@ fn main() {
     heartbeat();
     let (nonce, status) = match read_config() {
         Ok(cfg) => match setup(&cfg) {
-            Ok(()) => (cfg.nonce.clone(), run(&cfg)),
+            Ok(()) => {
+                // Tells the host the guest booted: a crash before this line
+                // is a boot failure, not the command's.
+                println!("\n{} START", cfg.nonce);
+                (cfg.nonce.clone(), run(&cfg))
+            }
             Err(e) => {
                 eprintln!("vm-init: {e}");
                 (cfg.nonce.clone(), 125)

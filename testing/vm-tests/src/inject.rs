@@ -248,6 +248,51 @@ pub fn bpf_map_error_to_userspace(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// --dry-run counts what it would fail and fails nothing.
+pub fn dry_run_fails_nothing(ctx: &Ctx) -> Result<()> {
+    let inj = start(
+        ctx,
+        "inject_dry_run",
+        &["--stage", "area", "--caller", "site_vmalloc", "--dry-run"],
+    )?;
+    let run = trigger::run("vmalloc", 4, 64 << 10, Arm::Off);
+    let report = inj.finish()?;
+    let run = run?;
+    ensure!(run.null == 0, "a dry run failed {} calls", run.null);
+    // Each call's area stage makes two slab allocations (vm_struct, vmap_area).
+    ensure!(
+        report["counts"]["injected"].as_u64().unwrap_or(0) >= 4,
+        "would-inject count: {}",
+        report["counts"]
+    );
+    expect_fields(
+        &report["trace"],
+        "site_vmalloc",
+        &[("calls", 4), ("null_returns", 0)],
+    )
+}
+
+/// On a stock kernel (no CONFIG_BPF_KPROBE_OVERRIDE) inject refuses before
+/// attaching anything, in one line naming what is missing.
+pub fn refused_without_injection_support(ctx: &Ctx) -> Result<()> {
+    let out = std::process::Command::new(&ctx.nofail)
+        .args(["inject", "--stage", "area", "--duration", "1s"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
+    ensure!(stderr.lines().count() == 1, "not one line: {stderr}");
+    ensure!(
+        stderr.contains("CONFIG_BPF_KPROBE_OVERRIDE") && stderr.contains("--kernel test"),
+        "{stderr}"
+    );
+    ensure!(nofail_programs_loaded()? == 0, "programs left attached");
+    Ok(())
+}
+
 /// --fail-first above --max-consecutive: the guard lets the NOFAIL call
 /// through after max-consecutive failures.
 pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {

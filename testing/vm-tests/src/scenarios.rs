@@ -18,9 +18,19 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
         ("bpf_array_map_calls_exact", bpf_array_map_calls_exact),
         ("doctor_matches_kernel", doctor_matches_kernel),
     ];
+    if ctx.trigger.is_none() {
+        list.push((
+            "inject_refused_without_injection_support",
+            crate::inject::refused_without_injection_support,
+        ));
+    }
     if ctx.trigger.is_some() {
         list.extend([
-            ("trigger_sites_exact", trigger_sites_exact as Scenario),
+            (
+                "inject_dry_run_fails_nothing",
+                crate::inject::dry_run_fails_nothing as Scenario,
+            ),
+            ("trigger_sites_exact", trigger_sites_exact),
             (
                 "nested_page_array_counted_once",
                 nested_page_array_counted_once,
