@@ -207,16 +207,38 @@ fn render(d: &Doctor) -> String {
         "{:<14} {:<34} {:<7} {}\n",
         "ROLE", "FUNCTION", "MODE", "NOTE"
     ));
+    // A note shared by several roles (one fallback reason for all) is
+    // printed once, below the table, and referenced by number.
+    let mut notes: Vec<&str> = Vec::new();
     for r in &d.roles {
+        let note = match r.note.as_deref() {
+            Some(n)
+                if d.roles
+                    .iter()
+                    .filter(|o| o.note.as_deref() == Some(n))
+                    .count()
+                    > 1 =>
+            {
+                let i = notes.iter().position(|x| *x == n).unwrap_or_else(|| {
+                    notes.push(n);
+                    notes.len() - 1
+                });
+                format!("[{}]", i + 1)
+            }
+            Some(n) => n.to_string(),
+            None if r.required => "required".to_string(),
+            None => String::new(),
+        };
         out.push_str(&format!(
             "{:<14} {:<34} {:<7} {}\n",
             r.role,
             r.function.unwrap_or("-"),
             r.mode.as_deref().unwrap_or("-"),
-            r.note
-                .as_deref()
-                .unwrap_or(if r.required { "required" } else { "" })
+            note
         ));
+    }
+    for (i, n) in notes.iter().enumerate() {
+        out.push_str(&format!("[{}] {n}\n", i + 1));
     }
     out.push_str("\ninjection:\n");
     for (opt, on) in &d.injection_options {
