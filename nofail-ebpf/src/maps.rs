@@ -47,9 +47,7 @@ pub static INJECT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(INJECT
 
 #[inline(always)]
 pub fn inject_count(slot: InjectCounter) {
-    if let Some(counter) = INJECT_STATS.get_ptr_mut(slot as u32) {
-        unsafe { *counter += 1 };
-    }
+    bump_percpu(&INJECT_STATS, slot as u32);
 }
 
 /// NULL returns that became a system call failing with -ENOMEM, per call
@@ -63,7 +61,13 @@ pub static HEALTH: PerCpuArray<u64> = PerCpuArray::with_max_entries(HEALTH_SLOTS
 
 #[inline(always)]
 pub fn health(slot: Health) {
-    if let Some(counter) = HEALTH.get_ptr_mut(slot as u32) {
+    bump_percpu(&HEALTH, slot as u32);
+}
+
+/// Adds one to this CPU's counter `slot` (no atomics needed: per CPU).
+#[inline(always)]
+fn bump_percpu(map: &PerCpuArray<u64>, slot: u32) {
+    if let Some(counter) = map.get_ptr_mut(slot) {
         unsafe { *counter += 1 };
     }
 }
