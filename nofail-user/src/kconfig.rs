@@ -1,5 +1,6 @@
 //! The running kernel's build configuration, where it can be found:
-//! /proc/config.gz (CONFIG_IKCONFIG_PROC) or /boot/config-<release>.
+//! `$NOFAIL_KERNEL_CONFIG`, /proc/config.gz (CONFIG_IKCONFIG_PROC) or
+//! /boot/config-<release>.
 
 use std::{collections::HashMap, io::Read as _, path::Path};
 
@@ -12,8 +13,10 @@ pub struct KernelConfig {
 
 impl KernelConfig {
     pub fn load(release: &str, explicit: Option<&Path>) -> Self {
-        let candidates: Vec<std::path::PathBuf> = match explicit {
-            Some(p) => vec![p.to_path_buf()],
+        let from_env = std::env::var_os("NOFAIL_KERNEL_CONFIG").map(std::path::PathBuf::from);
+        let candidates: Vec<std::path::PathBuf> = match explicit.map(Path::to_path_buf).or(from_env)
+        {
+            Some(p) => vec![p],
             None => vec![
                 "/proc/config.gz".into(),
                 format!("/boot/config-{release}").into(),

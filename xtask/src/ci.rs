@@ -199,7 +199,13 @@ pub fn vm_suite(kernel: &Kernel, filter: Option<&str>) -> Result<bool> {
     if let Some(f) = filter {
         command.extend(["--filter".into(), f.to_string()]);
     }
-    Ok(vm::run(kernel, &root, &command, &[], 900, 2048)? == 0)
+    // nofail reads the kernel config from here when the guest has none.
+    let env: Vec<String> = kernel
+        .config
+        .iter()
+        .map(|c| format!("NOFAIL_KERNEL_CONFIG={}", c.display()))
+        .collect();
+    Ok(vm::run(kernel, &root, &command, &env, 900, 2048)? == 0)
 }
 
 /// `cargo xtask vm-test`: build, then the VM scenarios on one kernel.

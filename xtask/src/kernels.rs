@@ -55,6 +55,9 @@ pub struct Kernel {
     pub modules: Option<PathBuf>,
     /// Built source tree of the test kernel (for out-of-tree modules).
     pub build_tree: Option<PathBuf>,
+    /// The kernel's build configuration, as Debian ships it (the guest
+    /// cannot see it otherwise: stock kernels have no /proc/config.gz).
+    pub config: Option<PathBuf>,
 }
 
 pub fn ensure(name: KernelName) -> Result<Kernel> {
@@ -149,10 +152,17 @@ fn ensure_stock(name: KernelName) -> Result<Kernel> {
     .into_iter()
     .find(|p| p.exists())
     .context("kernel package has no vmlinuz")?;
+    let config = [
+        root.join(format!("boot/config-{release}")),
+        modules.join("config"),
+    ]
+    .into_iter()
+    .find(|p| p.exists());
     Ok(Kernel {
         name,
         release,
         image,
+        config,
         modules: Some(modules),
         build_tree: None,
     })
@@ -212,6 +222,7 @@ fn ensure_test_kernel() -> Result<Kernel> {
         release,
         image: src.join("arch/x86/boot/bzImage"),
         modules: None,
+        config: Some(src.join(".config")),
         build_tree: Some(src),
     })
 }

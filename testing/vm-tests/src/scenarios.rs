@@ -189,9 +189,21 @@ fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
         d["injection_supported"],
         if test_kernel { "the test" } else { "a stock" }
     );
-    if test_kernel {
-        ensure!(d["hz"] == "250", "HZ {} != 250", d["hz"]);
-    }
+    ensure!(
+        d["hz"] == "250",
+        "HZ {} != 250 (Debian and the test kernel use 250)",
+        d["hz"]
+    );
+    // The kernel's own config (passed in by xtask) is the ground truth.
+    let override_opt = d["injection_options"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o[0] == "CONFIG_BPF_KPROBE_OVERRIDE"))
+        .context("no CONFIG_BPF_KPROBE_OVERRIDE line")?;
+    ensure!(
+        override_opt[1] == test_kernel,
+        "CONFIG_BPF_KPROBE_OVERRIDE reported {}",
+        override_opt[1]
+    );
     Ok(())
 }
 
