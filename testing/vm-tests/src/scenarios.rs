@@ -321,7 +321,7 @@ fn area_stage_retries_exact(ctx: &Ctx) -> Result<()> {
 /// * the failure hit before any PTE of the range was written: one retry,
 ///   then success;
 /// * it hit after part of the range was mapped: every retry then finds
-///   those PTEs set (WARN in vmap_pages_pte_range, -EBUSY) and the NOFAIL
+///   those PTEs set (WARN in vmap_pages_pte_range, inlined into vmap_small_pages_range_noflush; -EBUSY) and the NOFAIL
 ///   loop never ends, the one page-table failure followed by endless
 ///   mapping failures. The call is seen stuck while it spins. This runs
 ///   last, in a child process left spinning until power-off.
@@ -331,7 +331,7 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
     Injector::FailPageAlloc.arm(1)?;
     std::fs::write(
         "/sys/kernel/debug/nofail_trigger/size",
-        (64u64 << 20).to_string(),
+        (128u64 << 20).to_string(),
     )?;
     std::fs::write("/sys/kernel/debug/nofail_trigger/count", "1")?;
     std::fs::write(
