@@ -176,6 +176,28 @@ pub const ROLES: &[Role] = &[
     },
 ];
 
+/// An error-injectable kernel function `nofail inject` overrides, and the
+/// kprobe program (nofail-ebpf/src/inject.rs) doing it.
+#[derive(Debug)]
+pub struct InjectHook {
+    pub function: &'static str,
+    pub program: &'static str,
+}
+
+/// Area stage: the vm_struct/vmap_area slabs of `__get_vm_area_node`.
+pub const AREA_INJECT: InjectHook = InjectHook {
+    function: "should_failslab",
+    program: "inject_failslab",
+};
+/// Mapping stage: page-table pages inside `__vmap_pages_range_noflush`.
+pub const MAPPING_INJECT: InjectHook = InjectHook {
+    function: "should_fail_alloc_page",
+    program: "inject_fail_page",
+};
+/// Where a NULL surfaces in userspace as -ENOMEM (nofail-ebpf/src/syscall.rs):
+/// tracepoint category, name, program.
+pub const SYSCALL_EXIT: (&str, &str, &str) = ("raw_syscalls", "sys_exit", "syscall_exit");
+
 /// A role matched to a function of the running kernel.
 #[derive(Debug)]
 pub struct Resolved {

@@ -2,11 +2,9 @@
 //! sub-allocations only inside targeted stages of targeted calls, and the
 //! report of how each caller copes.
 
-use std::time::{Duration, Instant};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use std::collections::BTreeMap;
-
 use aya::{
     maps::{Array, HashMap, PerCpuArray},
     programs::{KProbe, TracePoint},
@@ -15,19 +13,17 @@ use nofail_common::{
     INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING, SyscallKey,
 };
 use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    attach::Mode,
+    attach::{AREA_INJECT, InjectHook, MAPPING_INJECT, Mode, SYSCALL_EXIT},
     cli::parse_duration,
     doctor,
     filter::FilterArgs,
     kconfig::KernelConfig,
     kernel::KernelView,
-    report::{self, CallerRow, InflightRow, Report},
-    symbols::Kallsyms,
-    trace::print_attach_plan,
-    tracer::{Tracer, one_line},
+    report::{CallerRow, InflightRow, Report},
+    session::{Session, Stop, write_json},
+    tracer::one_line,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -47,11 +43,12 @@ impl Stage {
         }
     }
 
-    /// The error-injectable kernel function and the program overriding it.
-    fn hook(self) -> (&'static str, &'static str) {
+    /// The error-injectable kernel function and the program overriding it
+    /// (declared with the attach table).
+    fn hook(self) -> &'static InjectHook {
         match self {
-            Stage::Area => ("should_failslab", "inject_failslab"),
-            Stage::Mapping => ("should_fail_alloc_page", "inject_fail_page"),
+            Stage::Area => &AREA_INJECT,
+            Stage::Mapping => &MAPPING_INJECT,
         }
     }
 }
@@ -167,8 +164,7 @@ pub fn missing_injection_support(
         add("CONFIG_BPF_KPROBE_OVERRIDE");
     }
     for stage in stages {
-        let (function, _) = stage.hook();
-        if !view.is_traceable(function) {
+        if !view.is_traceable(stage.hook().function) {
             add(if *stage == Stage::Area {
                 "CONFIG_FAILSLAB"
             } else {
@@ -361,31 +357,24 @@ fn read_counts(ebpf: &aya::Ebpf) -> Result<InjectCounts> {
 }
 
 pub async fn run(args: InjectArgs) -> Result<()> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let view = KernelView::probe();
-    let config = KernelConfig::load(&view.release, None);
+    let mut stop = Stop::listen()?;
     // Every rule is checked before anything is loaded or attached.
-    let syms = Kallsyms::load()?;
-    let filter = args.filter.build(&syms)?;
-    let missing = missing_injection_support(&view, &config, &args.stages);
-    if !missing.is_empty() {
-        bail!(
-            "kernel {} cannot inject failures: it lacks {}; use the test kernel (cargo xtask vm --kernel test -- nofail inject ...)",
-            view.release,
-            missing.join(", ")
-        );
-    }
-    let mut tracer = Tracer::attach(
-        &view,
-        args.mode,
-        args.retry_window.as_nanos() as u64,
-        &filter,
-    )?;
+    let mut session = Session::start(&args.filter, args.mode, args.retry_window, |view| {
+        let config = KernelConfig::load(&view.release, None);
+        let missing = missing_injection_support(view, &config, &args.stages);
+        if !missing.is_empty() {
+            bail!(
+                "kernel {} cannot inject failures: it lacks {}; use the test kernel (cargo xtask vm --kernel test -- nofail inject ...)",
+                view.release,
+                missing.join(", ")
+            );
+        }
+        Ok(())
+    })?;
+    let ebpf = &mut session.tracer.ebpf;
     for stage in &args.stages {
-        let (function, program) = stage.hook();
-        let prog: &mut KProbe = tracer
-            .ebpf
+        let InjectHook { function, program } = stage.hook();
+        let prog: &mut KProbe = ebpf
             .program_mut(program)
             .context("injection program missing")?
             .try_into()?;
@@ -394,53 +383,39 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         prog.attach(function, 0)
             .map_err(|e| anyhow::anyhow!("cannot attach to {function}: {}", one_line(&e)))?;
     }
-    let exit: &mut TracePoint = tracer
-        .ebpf
-        .program_mut("syscall_exit")
+    let (category, name, program) = SYSCALL_EXIT;
+    let exit: &mut TracePoint = ebpf
+        .program_mut(program)
         .context("syscall_exit program missing")?
         .try_into()?;
     exit.load()
-        .map_err(|e| anyhow::anyhow!("cannot load syscall_exit: {}", one_line(&e)))?;
-    exit.attach("raw_syscalls", "sys_exit")
-        .map_err(|e| anyhow::anyhow!("cannot attach to raw_syscalls:sys_exit: {}", one_line(&e)))?;
-    let mut rule_map: Array<_, InjectRule> = Array::try_from(
-        tracer
-            .ebpf
-            .map_mut("INJECT_RULE")
-            .context("INJECT_RULE missing")?,
-    )?;
+        .map_err(|e| anyhow::anyhow!("cannot load {program}: {}", one_line(&e)))?;
+    exit.attach(category, name)
+        .map_err(|e| anyhow::anyhow!("cannot attach to {category}:{name}: {}", one_line(&e)))?;
+    let mut rule_map: Array<_, InjectRule> =
+        Array::try_from(ebpf.map_mut("INJECT_RULE").context("INJECT_RULE missing")?)?;
     rule_map.set(0, args.rule(), 0)?;
-    print_attach_plan(&tracer.attached);
+    session.tracer.announce();
     eprintln!(
         "nofail: injecting into {:?} for {:?}{} (Ctrl-C to stop early)",
         args.stages,
         args.duration,
         if args.dry_run { ", dry run" } else { "" }
     );
-    let started = Instant::now();
-    tokio::select! {
-        _ = tokio::time::sleep(args.duration) => {}
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    stop.wait(args.duration).await;
     // Stop injecting before reading, so the numbers are final.
+    let mut rule_map: Array<_, InjectRule> = Array::try_from(
+        session
+            .tracer
+            .ebpf
+            .map_mut("INJECT_RULE")
+            .context("INJECT_RULE missing")?,
+    )?;
     rule_map.set(0, InjectRule::default(), 0)?;
-    let syms = Kallsyms::load().unwrap_or(syms);
-    let counts = read_counts(&tracer.ebpf)?;
-    let callers = report::rows(&report::read_callers(&tracer.ebpf)?, &syms);
-    let in_flight = report::read_inflight(&tracer.ebpf, &syms, args.stuck_after.as_nanos() as u64)?;
-    let health = report::read_health(&tracer.ebpf)?;
-    let enomem = read_enomem(&tracer.ebpf)?;
-    let trace = Report {
-        kernel: view.release.clone(),
-        duration_s: started.elapsed().as_secs_f64(),
-        attached: tracer.attached.clone(),
-        warnings: tracer.warnings.clone(),
-        callers,
-        in_flight,
-        health,
-    };
-    drop(tracer);
+    let counts = read_counts(&session.tracer.ebpf)?;
+    let enomem = read_enomem(&session.tracer.ebpf)?;
+    let trace = session.collect(args.stuck_after)?;
+    drop(session);
     let behaviour = behaviour(&trace.callers, &trace.in_flight, &enomem);
     print!("{}", render_behaviour(&counts, &behaviour));
     let report = InjectReport {
@@ -458,8 +433,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         trace,
     };
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_json(path, &report)?;
     }
     Ok(())
 }

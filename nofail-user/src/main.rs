@@ -11,6 +11,7 @@ mod kconfig;
 mod kernel;
 mod progstats;
 mod report;
+mod session;
 mod symbols;
 mod trace;
 mod tracer;

@@ -73,7 +73,6 @@ pub struct InflightRow {
     pub caller: String,
     pub size: u64,
     pub age_ns: u64,
-    pub failures_so_far: u64,
     pub area_failures: u64,
     pub mapping_failures: u64,
     pub pt_failures: BTreeMap<&'static str, u64>,
@@ -178,7 +177,6 @@ pub fn read_inflight(
             caller: syms.resolve(call.caller),
             size: call.size,
             age_ns,
-            failures_so_far: (call.area_failures + call.mapping_failures) as u64,
             area_failures: call.area_failures as u64,
             mapping_failures: call.mapping_failures as u64,
             pt_failures: PT_LEVEL_NAMES
@@ -332,7 +330,7 @@ pub fn render_inflight(rows: &[InflightRow]) -> String {
             r.tid,
             r.caller,
             r.size,
-            r.failures_so_far,
+            r.area_failures + r.mapping_failures,
             r.area_failures,
             r.mapping_failures,
             r.sleeps_so_far
@@ -521,7 +519,6 @@ mod tests {
             caller: "a_fn+0x1".into(),
             size: 4096,
             age_ns: 3_000_000_000,
-            failures_so_far: 12,
             area_failures: 0,
             mapping_failures: 12,
             pt_failures: PT_LEVEL_NAMES

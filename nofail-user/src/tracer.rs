@@ -99,6 +99,31 @@ impl Tracer {
     }
 }
 
+impl Tracer {
+    /// Warnings, then one line per attach mode with the reason fentry was
+    /// not used said once.
+    pub fn announce(&self) {
+        for w in &self.warnings {
+            eprintln!("nofail: warning: {w}");
+        }
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for a in &self.attached {
+            let key = match &a.fallback_reason {
+                Some(why) => format!("{}; fentry {why}", a.mode),
+                None => a.mode.to_string(),
+            };
+            let item = format!("{} {}", a.role, a.function);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, items)) => items.push(item),
+                None => groups.push((key, vec![item])),
+            }
+        }
+        for (key, items) in groups {
+            eprintln!("nofail: attached ({key}): {}", items.join(", "));
+        }
+    }
+}
+
 fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }

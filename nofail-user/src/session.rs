@@ -1,0 +1,108 @@
+//! What `nofail trace` and `nofail inject` share: listening for Ctrl-C
+//! before anything else, loading symbols, attaching the tracer, and
+//! collecting the final report.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::{
+    attach::Mode,
+    filter::FilterArgs,
+    kernel::KernelView,
+    report::{self, Report},
+    symbols::Kallsyms,
+    tracer::Tracer,
+};
+
+/// SIGINT/SIGTERM, listened to from the start: whoever waits for nofail's
+/// "(Ctrl-C to stop early)" line may signal right away.
+pub struct Stop {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Stop {
+    pub fn listen() -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    pub async fn signalled(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+
+    /// Sleeps `duration` unless signalled first.
+    pub async fn wait(&mut self, duration: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.signalled() => {}
+        }
+    }
+}
+
+/// An attached tracer and what its report needs.
+pub struct Session {
+    pub view: KernelView,
+    pub syms: Kallsyms,
+    pub tracer: Tracer,
+    pub started: Instant,
+}
+
+impl Session {
+    /// Loads symbols, builds the filter (a bad one fails before anything is
+    /// loaded), runs `preflight`, attaches and announces.
+    pub fn start(
+        filter: &FilterArgs,
+        mode: Mode,
+        retry_window: Duration,
+        preflight: impl FnOnce(&KernelView) -> Result<()>,
+    ) -> Result<Self> {
+        let view = KernelView::probe();
+        let syms = Kallsyms::load()?;
+        if !syms.has_addresses() {
+            eprintln!(
+                "nofail: warning: /proc/kallsyms hides addresses (kptr_restrict): callers shown as raw addresses"
+            );
+        }
+        let rules = filter.build(&syms)?;
+        preflight(&view)?;
+        let tracer = Tracer::attach(&view, mode, retry_window.as_nanos() as u64, &rules)?;
+        Ok(Self {
+            view,
+            syms,
+            tracer,
+            started: Instant::now(),
+        })
+    }
+
+    /// Re-reads the symbols (modules loaded while tracing have call sites
+    /// too) and reads every aggregate into the report.
+    pub fn collect(&mut self, stuck_after: Duration) -> Result<Report> {
+        if let Ok(syms) = Kallsyms::load() {
+            self.syms = syms;
+        }
+        let ebpf = &self.tracer.ebpf;
+        Ok(Report {
+            kernel: self.view.release.clone(),
+            duration_s: self.started.elapsed().as_secs_f64(),
+            attached: self.tracer.attached.clone(),
+            warnings: self.tracer.warnings.clone(),
+            callers: report::rows(&report::read_callers(ebpf)?, &self.syms),
+            in_flight: report::read_inflight(ebpf, &self.syms, stuck_after.as_nanos() as u64)?,
+            health: report::read_health(ebpf)?,
+        })
+    }
+}
+
+pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))
+}
