@@ -94,6 +94,14 @@ impl Trace {
         Ok(self.child.wait()?)
     }
 
+    /// Runs `work` while nofail is attached, then stops it; nofail is
+    /// stopped even when `work` fails.
+    pub fn around<T>(self, work: impl FnOnce() -> Result<T>) -> Result<(T, Value)> {
+        let result = work();
+        let report = self.finish()?;
+        Ok((result?, report))
+    }
+
     /// Stops tracing (SIGINT, as Ctrl-C) and returns the JSON report.
     pub fn finish(mut self) -> Result<Value> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -107,15 +115,6 @@ impl Trace {
         let text = std::fs::read_to_string(&self.json).context("nofail wrote no JSON report")?;
         Ok(serde_json::from_str(&text)?)
     }
-}
-
-/// Totals of every caller row whose symbol starts with `symbol+`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub rows: u64,
-    pub calls: u64,
-    pub nofail_calls: u64,
-    pub null_returns: u64,
 }
 
 /// The one caller row of `symbol` (its call site), or an error naming
@@ -163,28 +162,10 @@ pub fn expect_fields(report: &Value, symbol: &str, want: &[(&str, u64)]) -> Resu
     Ok(())
 }
 
-pub fn counts_for(report: &Value, symbol: &str) -> Counts {
-    let mut c = Counts::default();
-    let prefix = format!("{symbol}+");
-    for row in report["callers"].as_array().into_iter().flatten() {
-        if row["caller"]
-            .as_str()
-            .is_some_and(|s| s.starts_with(&prefix))
-        {
-            c.rows += 1;
-            c.calls += row["calls"].as_u64().unwrap_or(0);
-            c.nofail_calls += row["nofail_calls"].as_u64().unwrap_or(0);
-            c.null_returns += row["null_returns"].as_u64().unwrap_or(0);
-        }
-    }
-    c
-}
-
-pub fn expect_counts(report: &Value, symbol: &str, want: Counts) -> Result<()> {
-    let got = counts_for(report, symbol);
-    ensure!(
-        got == want,
-        "{symbol}: nofail counted {got:?}, ground truth {want:?}"
-    );
-    Ok(())
+/// Page-table allocation failures of a caller or in-flight row, all levels.
+pub fn pt_total(row: &Value) -> u64 {
+    ["pte", "pmd", "pud", "p4d"]
+        .iter()
+        .map(|l| row["pt_failures"][l].as_u64().unwrap_or(0))
+        .sum()
 }

@@ -44,9 +44,7 @@ pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
             "3",
         ],
     )?;
-    let run = trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off);
-    let report = inj.finish()?;
-    let run = run?;
+    let (run, report) = inj.around(|| trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off))?;
     ensure!(
         run.null == 0 && run.calls == 1,
         "the NOFAIL call did not succeed: {run:?}"
@@ -135,9 +133,7 @@ pub fn retried_by_hand(ctx: &Ctx) -> Result<()> {
             "2",
         ],
     )?;
-    let run = trigger::run("vmalloc_retry", 1, 64 << 10, Arm::Off);
-    let report = inj.finish()?;
-    let run = run?;
+    let (run, report) = inj.around(|| trigger::run("vmalloc_retry", 1, 64 << 10, Arm::Off))?;
     ensure!(run.null == 0 && run.retries == 2, "trigger: {run:?}");
     let b = behaviour(&report, "site_vmalloc_retry")?;
     ensure!(
@@ -169,9 +165,7 @@ pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
             "50ms",
         ],
     )?;
-    let run = trigger::run("vmalloc", 1, 64 << 20, Arm::Off);
-    let report = inj.finish()?;
-    let run = run?;
+    let (run, report) = inj.around(|| trigger::run("vmalloc", 1, 64 << 20, Arm::Off))?;
     ensure!(
         report["counts"]["injected"] == 1,
         "injected {}",
@@ -181,10 +175,7 @@ pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
     let b = behaviour(&report, "site_vmalloc")?;
     ensure!(b["null_returned"] == 1 && b["absorbed"] == 1, "{b}");
     let row = crate::harness::row(&report["trace"], "site_vmalloc")?;
-    let pt: u64 = ["pte", "pmd", "pud", "p4d"]
-        .iter()
-        .map(|l| row["pt_failures"][l].as_u64().unwrap_or(0))
-        .sum();
+    let pt = crate::harness::pt_total(row);
     ensure!(pt == 1, "page-table failures {pt} != 1");
     expect_fields(
         &report["trace"],
@@ -255,9 +246,7 @@ pub fn dry_run_fails_nothing(ctx: &Ctx) -> Result<()> {
         "inject_dry_run",
         &["--stage", "area", "--caller", "site_vmalloc", "--dry-run"],
     )?;
-    let run = trigger::run("vmalloc", 4, 64 << 10, Arm::Off);
-    let report = inj.finish()?;
-    let run = run?;
+    let (run, report) = inj.around(|| trigger::run("vmalloc", 4, 64 << 10, Arm::Off))?;
     ensure!(run.null == 0, "a dry run failed {} calls", run.null);
     // Each call's area stage makes two slab allocations (vm_struct, vmap_area).
     ensure!(
@@ -310,9 +299,7 @@ pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {
             "4",
         ],
     )?;
-    let run = trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off);
-    let report = inj.finish()?;
-    let run = run?;
+    let (run, report) = inj.around(|| trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off))?;
     ensure!(run.null == 0 && run.calls == 1, "{run:?}");
     ensure!(
         report["counts"]["injected"] == 4,
