@@ -64,7 +64,7 @@ struct Doctor {
 
 pub fn run(args: DoctorArgs) -> Result<()> {
     let view = KernelView::probe();
-    let config = KernelConfig::load(&view.release, None);
+    let config = KernelConfig::load(&view.release);
     let attached = Tracer::attach(&view, args.mode, 0, &Default::default());
     let mut roles = Vec::new();
     for role in ROLES {

@@ -360,7 +360,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     // Every rule is checked before anything is loaded or attached.
     let mut session = Session::start(&args.filter, args.mode, args.retry_window, |view| {
-        let config = KernelConfig::load(&view.release, None);
+        let config = KernelConfig::load(&view.release);
         let missing = missing_injection_support(view, &config, &args.stages);
         if !missing.is_empty() {
             bail!(

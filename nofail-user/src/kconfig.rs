@@ -2,7 +2,7 @@
 //! `$NOFAIL_KERNEL_CONFIG`, /proc/config.gz (CONFIG_IKCONFIG_PROC) or
 //! /boot/config-<release>.
 
-use std::{collections::HashMap, io::Read as _, path::Path};
+use std::{collections::HashMap, io::Read as _};
 
 #[derive(Debug, Default)]
 pub struct KernelConfig {
@@ -12,11 +12,9 @@ pub struct KernelConfig {
 }
 
 impl KernelConfig {
-    pub fn load(release: &str, explicit: Option<&Path>) -> Self {
-        let from_env = std::env::var_os("NOFAIL_KERNEL_CONFIG").map(std::path::PathBuf::from);
-        let candidates: Vec<std::path::PathBuf> = match explicit.map(Path::to_path_buf).or(from_env)
-        {
-            Some(p) => vec![p],
+    pub fn load(release: &str) -> Self {
+        let candidates: Vec<std::path::PathBuf> = match std::env::var_os("NOFAIL_KERNEL_CONFIG") {
+            Some(p) => vec![p.into()],
             None => vec![
                 "/proc/config.gz".into(),
                 format!("/boot/config-{release}").into(),
