@@ -9,7 +9,9 @@ use anyhow::{Result, bail};
 use crate::kernel::KernelView;
 
 /// How a role's programs are attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// fentry/fexit when the kernel allows, kprobes otherwise (per role).

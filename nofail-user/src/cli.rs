@@ -28,6 +28,12 @@ pub enum Command {
     /// Show how nofail would attach on this kernel: roles, functions,
     /// modes, injection support, HZ and gfp bits.
     Doctor(DoctorArgs),
+    /// Read a JSON report back: print it, compare it with a baseline, gate
+    /// on thresholds, draw it as SVG, convert it to Prometheus text.
+    Report(crate::export::ReportArgs),
+    /// Serve Prometheus metrics over HTTP: live counts, or a recorded
+    /// report with --report.
+    Serve(crate::export::serve::ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,9 +51,8 @@ pub struct TraceArgs {
     /// How long to trace: 10s, 500ms, 2m, or plain seconds.
     #[arg(long, short, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,
-    /// Also write the report as JSON to this file.
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub outputs: crate::export::Outputs,
     /// Attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,

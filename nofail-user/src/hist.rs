@@ -1,7 +1,83 @@
 //! Log2 histograms as the kernel keeps them (`nofail_common::log2_bucket`):
-//! quantiles and text bars with empty runs trimmed.
+//! quantiles, text bars with empty runs trimmed, and the explicit-bounds
+//! form the JSON report carries.
 
+use anyhow::{Result, bail};
 use nofail_common::HIST_BUCKETS;
+use serde::{Deserialize, Serialize};
+
+/// One non-empty bucket: values `lo <= v < hi`; `hi` is absent for the
+/// last bucket, which has no upper bound.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub lo: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hi: Option<u64>,
+    pub count: u64,
+}
+
+/// A log2 histogram with its bounds spelled out, non-empty buckets only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hist {
+    /// What is counted: "retries" or "ns".
+    pub unit: String,
+    pub buckets: Vec<Bucket>,
+}
+
+impl Hist {
+    pub fn from_log2(h: &[u64; HIST_BUCKETS], unit: &str) -> Self {
+        let buckets = h
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, &count)| {
+                let (lo, hi) = bounds(i);
+                Bucket {
+                    lo,
+                    hi: (i + 1 < HIST_BUCKETS).then_some(hi),
+                    count,
+                }
+            })
+            .collect();
+        Self {
+            unit: unit.into(),
+            buckets,
+        }
+    }
+
+    /// Back to the kernel's buckets; refuses bounds nofail never writes.
+    pub fn to_log2(&self) -> Result<[u64; HIST_BUCKETS]> {
+        let mut h = [0u64; HIST_BUCKETS];
+        for b in &self.buckets {
+            let i = match b.lo {
+                0 => 0,
+                lo if lo.is_power_of_two() => lo.trailing_zeros() as usize + 1,
+                lo => bail!("histogram bucket lower bound {lo} is not a power of two"),
+            };
+            let last = i + 1 >= HIST_BUCKETS;
+            if i >= HIST_BUCKETS || b.hi != (!last).then(|| bounds(i).1) {
+                bail!(
+                    "histogram bucket [{}, {}) is not one of nofail's log2 buckets",
+                    b.lo,
+                    b.hi.map_or("inf".into(), |v| v.to_string())
+                );
+            }
+            if h[i] != 0 {
+                bail!("histogram bucket [{}, ...) appears twice", b.lo);
+            }
+            h[i] = b.count;
+        }
+        if h.iter()
+            .try_fold(0u64, |acc, &n| acc.checked_add(n))
+            .is_none()
+        {
+            bail!("histogram counts overflow");
+        }
+        Ok(h)
+    }
+}
 
 /// Lower and upper (exclusive) bound of bucket `i`.
 pub fn bounds(i: usize) -> (u64, u64) {
@@ -117,6 +193,47 @@ mod tests {
         assert!(lines[2].trim() == "...");
         assert!(lines[3].contains("[256, 512)"));
         assert_eq!(render(&[0; HIST_BUCKETS], count_unit, ""), "");
+    }
+
+    #[test]
+    fn explicit_bounds_round_trip() {
+        let h = hist(&[(0, 3), (2, 10), (HIST_BUCKETS - 1, 1)]);
+        let e = Hist::from_log2(&h, "retries");
+        assert_eq!(e.buckets.len(), 3);
+        assert_eq!(
+            e.buckets[1],
+            Bucket {
+                lo: 2,
+                hi: Some(4),
+                count: 10
+            }
+        );
+        assert_eq!(e.buckets[2].hi, None);
+        assert_eq!(e.to_log2().unwrap(), h);
+    }
+
+    #[test]
+    fn foreign_bounds_are_refused() {
+        let bad = |lo, hi| Hist {
+            unit: "ns".into(),
+            buckets: vec![Bucket { lo, hi, count: 1 }],
+        };
+        assert!(bad(3, Some(4)).to_log2().is_err());
+        assert!(bad(2, Some(8)).to_log2().is_err());
+        assert!(bad(2, None).to_log2().is_err());
+        assert!(bad(1 << 63, None).to_log2().is_err());
+        let twice = Hist {
+            unit: "ns".into(),
+            buckets: vec![
+                Bucket {
+                    lo: 1,
+                    hi: Some(2),
+                    count: 1
+                };
+                2
+            ],
+        };
+        assert!(twice.to_log2().is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use aya::{
 use nofail_common::{
     INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING, SyscallKey,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     attach::{AREA_INJECT, InjectHook, MAPPING_INJECT, Mode, SYSCALL_EXIT},
@@ -21,12 +21,12 @@ use crate::{
     filter::FilterArgs,
     kconfig::KernelConfig,
     kernel::KernelView,
-    report::{CallerRow, InflightRow, Report},
-    session::{Session, Stop, write_json},
+    report::{CallerRow, InflightRow, Injection},
+    session::{Session, Stop},
     tracer::one_line,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// `should_failslab` inside `__get_vm_area_node`.
@@ -93,9 +93,8 @@ pub struct InjectArgs {
     /// Attach mode of the tracer (the injection programs are kprobes).
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
-    /// Also write the report as JSON to this file.
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub outputs: crate::export::Outputs,
     /// Calls still in vmalloc after this long are flagged stuck.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub stuck_after: Duration,
@@ -175,7 +174,7 @@ pub fn missing_injection_support(
     missing
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct InjectCounts {
     pub eligible: u64,
     pub injected: u64,
@@ -185,7 +184,7 @@ pub struct InjectCounts {
 }
 
 /// How one caller coped with the failures it was given.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Behaviour {
     pub caller: String,
     pub nofail: bool,
@@ -247,15 +246,7 @@ fn read_enomem(ebpf: &aya::Ebpf) -> Result<BTreeMap<u64, BTreeMap<String, u64>>>
     Ok(out)
 }
 
-#[derive(Debug, Serialize)]
-pub struct InjectReport {
-    pub rule: InjectRuleView,
-    pub counts: InjectCounts,
-    pub behaviour: Vec<Behaviour>,
-    pub trace: Report,
-}
-
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InjectRuleView {
     pub stages: Vec<Stage>,
     pub probability: f64,
@@ -358,6 +349,7 @@ fn read_counts(ebpf: &aya::Ebpf) -> Result<InjectCounts> {
 
 pub async fn run(args: InjectArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
+    args.outputs.check()?;
     // Every rule is checked before anything is loaded or attached.
     let mut session = Session::start(&args.filter, args.mode, args.retry_window, |view| {
         let config = KernelConfig::load(&view.release);
@@ -414,11 +406,11 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     rule_map.set(0, InjectRule::default(), 0)?;
     let counts = read_counts(&session.tracer.ebpf)?;
     let enomem = read_enomem(&session.tracer.ebpf)?;
-    let trace = session.collect(args.stuck_after)?;
+    let mut report = session.collect("inject", args.stuck_after)?;
     drop(session);
-    let behaviour = behaviour(&trace.callers, &trace.in_flight, &enomem);
+    let behaviour = behaviour(&report.callers, &report.in_flight, &enomem);
     print!("{}", render_behaviour(&counts, &behaviour));
-    let report = InjectReport {
+    report.injection = Some(Injection {
         rule: InjectRuleView {
             stages: args.stages.clone(),
             probability: args.probability,
@@ -430,12 +422,8 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         },
         counts,
         behaviour,
-        trace,
-    };
-    if let Some(path) = &args.json {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    });
+    args.outputs.write(&report)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ mod attach;
 mod btf;
 mod cli;
 mod doctor;
+mod export;
 mod filter;
 mod hist;
 mod inject;
@@ -43,9 +44,15 @@ async fn main() -> ExitCode {
         cli::Command::Trace(args) => trace::run(args).await,
         cli::Command::Doctor(args) => doctor::run(args),
         cli::Command::Inject(args) => inject::run(args).await,
+        cli::Command::Report(args) => export::run_report(args),
+        cli::Command::Serve(args) => export::serve::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<export::GateFailed>().is_some() => {
+            eprintln!("nofail: {err}");
+            ExitCode::from(3)
+        }
         Err(err) => {
             // One line: the context chain joined, never a backtrace.
             eprintln!("nofail: error: {}", tracer::one_line(&format!("{err:#}")));

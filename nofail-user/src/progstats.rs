@@ -15,7 +15,7 @@ const RUN_CNT_OFF: usize = 200;
 const RECURSION_MISSES_OFF: usize = 208;
 const INFO_LEN: usize = 256;
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ProgStats {
     pub program: String,
     pub run_count: u64,

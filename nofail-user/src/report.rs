@@ -9,14 +9,25 @@ use aya::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
 use nofail_common::{CallerStats, HIST_BUCKETS, Health, Inflight, PT_LEVELS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{hist, symbols::Kallsyms, tracer::Attached};
+use crate::{
+    filter::FilterArgs,
+    hist::{self, Hist},
+    inject::{Behaviour, InjectCounts, InjectRuleView},
+    symbols::Kallsyms,
+    tracer::Attached,
+};
+
+/// What the JSON report calls itself; `SCHEMA_VERSION` changes whenever a
+/// field changes meaning or goes away (docs/report-schema.md).
+pub const SCHEMA: &str = "nofail-report";
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Page-table levels in `pt_failures` order.
 pub const PT_LEVEL_NAMES: [&str; PT_LEVELS] = ["pte", "pmd", "pud", "p4d"];
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CallerRow {
     /// `symbol+0xoff` of the call site.
     pub caller: String,
@@ -31,7 +42,7 @@ pub struct CallerRow {
     /// Loop turns of NOFAIL calls, per stage.
     pub area_retries: u64,
     pub mapping_retries: u64,
-    pub pt_failures: BTreeMap<&'static str, u64>,
+    pub pt_failures: BTreeMap<String, u64>,
     pub sleeps: u64,
     pub sleep_jiffies: u64,
     pub slept_ns: u64,
@@ -49,9 +60,17 @@ pub struct CallerRow {
     pub p99_latency_ns: Option<u64>,
     pub p50_retries: Option<u64>,
     pub p99_retries: Option<u64>,
-    pub latency_hist_log2_ns: Vec<u64>,
-    pub retries_hist_log2: Vec<u64>,
-    pub slept_hist_log2_ns: Vec<u64>,
+    pub histograms: CallerHists,
+}
+
+/// Per-call histograms of one call site; each counts every finished call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CallerHists {
+    /// NOFAIL loop turns per call (0 for calls without __GFP_NOFAIL).
+    pub retries_per_call: Hist,
+    pub latency_ns: Hist,
+    /// Time slept in retry sleeps per call.
+    pub slept_per_call_ns: Hist,
 }
 
 impl CallerRow {
@@ -65,7 +84,7 @@ impl CallerRow {
 }
 
 /// A call still inside vmalloc when the report was taken.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InflightRow {
     pub tid: u32,
     pub pid: u32,
@@ -75,14 +94,14 @@ pub struct InflightRow {
     pub age_ns: u64,
     pub area_failures: u64,
     pub mapping_failures: u64,
-    pub pt_failures: BTreeMap<&'static str, u64>,
+    pub pt_failures: BTreeMap<String, u64>,
     pub sleeps_so_far: u64,
     pub slept_ns: u64,
     /// Older than the --stuck-after threshold.
     pub stuck: bool,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct HealthCounts {
     /// Calls not tracked because the in-flight map was full.
     pub inflight_full: u64,
@@ -98,15 +117,111 @@ pub struct HealthCounts {
     pub programs: Vec<crate::progstats::ProgStats>,
 }
 
-#[derive(Debug, Serialize)]
+/// The report `trace`, `inject` and `serve` produce, and `report` reads
+/// back. Documented field by field in docs/report-schema.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    pub schema: String,
+    pub schema_version: u32,
+    pub nofail_version: String,
+    /// "trace" or "inject".
+    pub command: String,
     pub kernel: String,
+    /// "kprobe", "fentry", or "mixed" when roles differ.
+    pub mode: String,
+    /// Unix time the tracer was attached.
+    pub started_unix_s: u64,
     pub duration_s: f64,
+    pub filters: FilterView,
     pub attached: Vec<Attached>,
     pub warnings: Vec<String>,
+    /// Sums over `callers`.
+    pub totals: Totals,
     pub callers: Vec<CallerRow>,
     pub in_flight: Vec<InflightRow>,
     pub health: HealthCounts,
+    /// Present for `nofail inject`.
+    pub injection: Option<Injection>,
+}
+
+/// The in-kernel filter the counts were taken under.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FilterView {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub caller: Option<String>,
+    pub nofail_only: bool,
+    pub min_size: Option<u64>,
+}
+
+impl From<&FilterArgs> for FilterView {
+    fn from(f: &FilterArgs) -> Self {
+        Self {
+            pid: f.pid,
+            comm: f.comm.clone(),
+            caller: f.caller.clone(),
+            nofail_only: f.nofail_only,
+            min_size: f.min_size,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub callers: u64,
+    pub calls: u64,
+    pub nofail_calls: u64,
+    pub null_returns: u64,
+    pub area_failures: u64,
+    pub mapping_failures: u64,
+    pub area_retries: u64,
+    pub mapping_retries: u64,
+    pub sleeps: u64,
+    pub slept_ns: u64,
+    pub open_coded_retries: u64,
+    pub injected: u64,
+}
+
+impl Totals {
+    pub fn of(callers: &[CallerRow]) -> Self {
+        let mut t = Totals {
+            callers: callers.len() as u64,
+            ..Default::default()
+        };
+        for r in callers {
+            t.calls = t.calls.saturating_add(r.calls);
+            t.nofail_calls = t.nofail_calls.saturating_add(r.nofail_calls);
+            t.null_returns = t.null_returns.saturating_add(r.null_returns);
+            t.area_failures = t.area_failures.saturating_add(r.area_failures);
+            t.mapping_failures = t.mapping_failures.saturating_add(r.mapping_failures);
+            t.area_retries = t.area_retries.saturating_add(r.area_retries);
+            t.mapping_retries = t.mapping_retries.saturating_add(r.mapping_retries);
+            t.sleeps = t.sleeps.saturating_add(r.sleeps);
+            t.slept_ns = t.slept_ns.saturating_add(r.slept_ns);
+            t.open_coded_retries = t.open_coded_retries.saturating_add(r.open_coded_retries);
+            t.injected = t.injected.saturating_add(r.injected);
+        }
+        t
+    }
+}
+
+/// What `nofail inject` did and how each caller coped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Injection {
+    pub rule: InjectRuleView,
+    pub counts: InjectCounts,
+    pub behaviour: Vec<Behaviour>,
+}
+
+/// "kprobe", "fentry", or "mixed" across the attached roles.
+pub fn mode_of(attached: &[Attached]) -> String {
+    let mut modes: Vec<String> = attached.iter().map(|a| a.mode.to_string()).collect();
+    modes.dedup();
+    match modes.as_slice() {
+        [] => "none".into(),
+        [one] => one.clone(),
+        _ => "mixed".into(),
+    }
 }
 
 /// Sums the per-CPU aggregates of every call site.
@@ -179,11 +294,7 @@ pub fn read_inflight(
             age_ns,
             area_failures: call.area_failures as u64,
             mapping_failures: call.mapping_failures as u64,
-            pt_failures: PT_LEVEL_NAMES
-                .iter()
-                .copied()
-                .zip(call.pt_failures.map(u64::from))
-                .collect(),
+            pt_failures: pt_map(call.pt_failures.map(u64::from)),
             sleeps_so_far: call.sleeps as u64,
             slept_ns: call.slept_ns,
             stuck: age_ns >= stuck_after_ns,
@@ -205,7 +316,7 @@ fn row(addr: u64, s: &CallerStats, syms: &Kallsyms) -> CallerRow {
         mapping_failures: s.mapping_failures,
         area_retries: s.area_retries,
         mapping_retries: s.mapping_retries,
-        pt_failures: PT_LEVEL_NAMES.iter().copied().zip(s.pt_failures).collect(),
+        pt_failures: pt_map(s.pt_failures),
         sleeps: s.sleeps,
         sleep_jiffies: s.sleep_jiffies,
         slept_ns: s.slept_ns,
@@ -220,23 +331,20 @@ fn row(addr: u64, s: &CallerStats, syms: &Kallsyms) -> CallerRow {
         p99_latency_ns: hist::quantile(&s.latency_hist, 0.99),
         p50_retries: hist::quantile(&s.retries_hist, 0.5),
         p99_retries: hist::quantile(&s.retries_hist, 0.99),
-        latency_hist_log2_ns: trim(&s.latency_hist),
-        retries_hist_log2: trim(&s.retries_hist),
-        slept_hist_log2_ns: trim(&s.slept_hist),
+        histograms: CallerHists {
+            retries_per_call: Hist::from_log2(&s.retries_hist, "retries"),
+            latency_ns: Hist::from_log2(&s.latency_hist, "ns"),
+            slept_per_call_ns: Hist::from_log2(&s.slept_hist, "ns"),
+        },
     }
 }
 
-/// Histogram buckets up to the last non-empty one (JSON keeps bucket
-/// indices, so only trailing zeros can go).
-fn trim(h: &[u64; HIST_BUCKETS]) -> Vec<u64> {
-    let end = h.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
-    h[..end].to_vec()
-}
-
-fn untrim(v: &[u64]) -> [u64; HIST_BUCKETS] {
-    let mut h = [0; HIST_BUCKETS];
-    h[..v.len()].copy_from_slice(v);
-    h
+fn pt_map(levels: [u64; PT_LEVELS]) -> BTreeMap<String, u64> {
+    PT_LEVEL_NAMES
+        .iter()
+        .map(|l| l.to_string())
+        .zip(levels)
+        .collect()
 }
 
 /// Rows sorted by retries, then calls (descending), then caller name. Call
@@ -379,16 +487,18 @@ pub fn render_report(report: &Report) -> String {
             ms(r.slept_ns),
             r.null_returns
         ));
+        let hists = &r.histograms;
         for (title, h, unit) in [
             (
                 "retries per call",
-                &r.retries_hist_log2,
+                &hists.retries_per_call,
                 hist::count_unit as fn(u64) -> String,
             ),
-            ("latency", &r.latency_hist_log2_ns, hist::ns_unit),
-            ("slept per call", &r.slept_hist_log2_ns, hist::ns_unit),
+            ("latency", &hists.latency_ns, hist::ns_unit),
+            ("slept per call", &hists.slept_per_call_ns, hist::ns_unit),
         ] {
-            let text = hist::render(&untrim(h), unit, "    ");
+            // Reports read back were validated; a live one always converts.
+            let text = hist::render(&h.to_log2().unwrap_or([0; HIST_BUCKETS]), unit, "    ");
             if !text.is_empty() {
                 out.push_str(&format!("  {title}:\n{text}"));
             }
@@ -419,6 +529,38 @@ pub fn render_report(report: &Report) -> String {
         ));
     }
     out
+}
+
+/// A report around `callers`, for tests.
+#[cfg(test)]
+pub fn sample(callers: Vec<CallerRow>) -> Report {
+    Report {
+        schema: SCHEMA.into(),
+        schema_version: SCHEMA_VERSION,
+        nofail_version: "0.1.0".into(),
+        command: "trace".into(),
+        kernel: "7.2.13".into(),
+        mode: "kprobe".into(),
+        started_unix_s: 0,
+        duration_s: 1.0,
+        filters: FilterView::default(),
+        attached: vec![],
+        warnings: vec![],
+        totals: Totals::of(&callers),
+        callers,
+        in_flight: vec![],
+        health: HealthCounts::default(),
+        injection: None,
+    }
+}
+
+/// A caller row from kernel-style stats, for tests.
+#[cfg(test)]
+pub fn sample_row(caller: &str, s: &CallerStats) -> CallerRow {
+    CallerRow {
+        caller: caller.into(),
+        ..row(0xffffffff81000000, s, &Kallsyms::default())
+    }
 }
 
 #[cfg(test)]
@@ -485,15 +627,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let report = Report {
-            kernel: "k".into(),
-            duration_s: 1.0,
-            attached: vec![],
-            warnings: vec![],
-            callers: rows(&stats, &syms()),
-            in_flight: vec![],
-            health: HealthCounts::default(),
-        };
+        let report = sample(rows(&stats, &syms()));
         let text = render_report(&report);
         assert!(text.contains("a_fn+0x10 (4 calls, 4 NOFAIL)"), "{text}");
         assert!(
@@ -521,10 +655,7 @@ mod tests {
             age_ns: 3_000_000_000,
             area_failures: 0,
             mapping_failures: 12,
-            pt_failures: PT_LEVEL_NAMES
-                .iter()
-                .map(|l| (*l, u64::from(*l == "pte")))
-                .collect(),
+            pt_failures: pt_map([1, 0, 0, 0]),
             sleeps_so_far: 12,
             slept_ns: 48_000_000,
             stuck: true,

@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     attach::Mode,
     filter::FilterArgs,
     kernel::KernelView,
-    report::{self, Report},
+    report::{self, FilterView, Report, SCHEMA, SCHEMA_VERSION, Totals},
     symbols::Kallsyms,
     tracer::Tracer,
 };
@@ -53,7 +53,9 @@ pub struct Session {
     pub view: KernelView,
     pub syms: Kallsyms,
     pub tracer: Tracer,
+    pub filters: FilterView,
     pub started: Instant,
+    pub started_unix_s: u64,
 }
 
 impl Session {
@@ -79,30 +81,40 @@ impl Session {
             view,
             syms,
             tracer,
+            filters: filter.into(),
             started: Instant::now(),
+            started_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         })
     }
 
     /// Re-reads the symbols (modules loaded while tracing have call sites
     /// too) and reads every aggregate into the report.
-    pub fn collect(&mut self, stuck_after: Duration) -> Result<Report> {
+    /// `command` names what produced the report ("trace", "inject").
+    pub fn collect(&mut self, command: &str, stuck_after: Duration) -> Result<Report> {
         if let Ok(syms) = Kallsyms::load() {
             self.syms = syms;
         }
         let ebpf = &self.tracer.ebpf;
+        let callers = report::rows(&report::read_callers(ebpf)?, &self.syms);
         Ok(Report {
+            schema: SCHEMA.into(),
+            schema_version: SCHEMA_VERSION,
+            nofail_version: env!("CARGO_PKG_VERSION").into(),
+            command: command.into(),
             kernel: self.view.release.clone(),
+            mode: report::mode_of(&self.tracer.attached),
+            started_unix_s: self.started_unix_s,
             duration_s: self.started.elapsed().as_secs_f64(),
+            filters: self.filters.clone(),
             attached: self.tracer.attached.clone(),
             warnings: self.tracer.warnings.clone(),
-            callers: report::rows(&report::read_callers(ebpf)?, &self.syms),
+            totals: Totals::of(&callers),
+            callers,
             in_flight: report::read_inflight(ebpf, &self.syms, stuck_after.as_nanos() as u64)?,
             health: report::read_health(ebpf)?,
+            injection: None,
         })
     }
-}
-
-pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))
 }

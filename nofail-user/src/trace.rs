@@ -7,12 +7,13 @@ use anyhow::Result;
 use crate::{
     cli::TraceArgs,
     report,
-    session::{Session, Stop, write_json},
+    session::{Session, Stop},
     symbols::Kallsyms,
 };
 
 pub async fn run(args: TraceArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
+    args.outputs.check()?;
     let mut session = Session::start(&args.filter, args.mode, args.retry_window, |_| Ok(()))?;
     session.tracer.announce();
     eprintln!(
@@ -38,11 +39,8 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             }
         }
     }
-    let report = session.collect(args.stuck_after)?;
+    let report = session.collect("trace", args.stuck_after)?;
     drop(session);
     print!("{}", report::render_report(&report));
-    if let Some(path) = &args.json {
-        write_json(path, &report)?;
-    }
-    Ok(())
+    args.outputs.write(&report)
 }

@@ -18,10 +18,10 @@ use crate::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nofail"));
 
 /// One role as it ended up attached.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Attached {
-    pub role: &'static str,
-    pub function: &'static str,
+    pub role: String,
+    pub function: String,
     pub mode: Mode,
     /// Why fentry was not used, when auto mode fell back to kprobes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,8 +137,8 @@ fn attach_role(
     mode: Mode,
 ) -> Result<Attached> {
     let attached = |mode, fallback_reason| Attached {
-        role: role.name,
-        function,
+        role: role.name.to_string(),
+        function: function.to_string(),
         mode,
         fallback_reason,
     };
