@@ -135,7 +135,8 @@ pub struct Report {
     pub filters: FilterView,
     pub attached: Vec<Attached>,
     pub warnings: Vec<String>,
-    /// Sums over `callers`.
+    /// Sums over `callers` (recomputed when a report is read back).
+    #[serde(default)]
     pub totals: Totals,
     pub callers: Vec<CallerRow>,
     pub in_flight: Vec<InflightRow>,
@@ -167,6 +168,7 @@ impl From<&FilterArgs> for FilterView {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Totals {
     pub callers: u64,
     pub calls: u64,

@@ -8,7 +8,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{self, cache_dir, is_root};
 
 /// Debian packages the project needs: QEMU, the kernel build, module tools,
-/// and the guest-side tools the tests and benchmark run through the shared root.
+/// the guest-side tools the tests and benchmark run through the shared root,
+/// and Prometheus (server and promtool) for the export tests.
 const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "build-essential",
@@ -25,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
     "xfsprogs",
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -119,7 +119,7 @@ pub fn render(changes: &[Change]) -> String {
         .unwrap_or(6)
         .max(6);
     let mut out = format!(
-        "{:<width$} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9}\n",
+        "{:<width$} {:>9} {:>9} {:>10} {:>10} {:>7} {:>7} {:>9}\n",
         "CALLER",
         "CALLS OLD",
         "CALLS NEW",

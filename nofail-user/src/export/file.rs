@@ -132,8 +132,8 @@ pub fn parse_report(text: &str) -> Result<Report> {
         Some(v) => bail!("report schema version {v}; this nofail reads version {SCHEMA_VERSION}"),
         None => bail!("report has no schema_version"),
     }
-    let mut report: Report =
-        serde_json::from_value(value).map_err(|e| anyhow::anyhow!("not a valid report: {e}"))?;
+    let mut report: Report = serde_path_to_error::deserialize(value)
+        .map_err(|e| anyhow::anyhow!("not a valid report: {}: {}", e.path(), e.inner()))?;
     if !report.duration_s.is_finite() || report.duration_s < 0.0 {
         bail!("not a valid report: duration_s is {}", report.duration_s);
     }

@@ -12,7 +12,7 @@ use crate::{
     report::{CallerRow, Report},
 };
 
-const PANEL: (u32, u32) = (560, 260);
+const PANEL: (u32, u32) = (640, 260);
 
 /// Label of log2 bucket `i` for the x axis.
 fn bucket_label(i: usize, unit: fn(u64) -> String) -> String {
@@ -25,16 +25,21 @@ fn bucket_label(i: usize, unit: fn(u64) -> String) -> String {
     }
 }
 
-/// One histogram panel: bars over the bucket range that holds data.
+/// One histogram panel: bars over the bucket range that holds data
+/// (`skip_zero` leaves out the "0" bucket, e.g. calls that never slept).
 fn panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
     x_desc: &str,
     h: &Hist,
     unit: fn(u64) -> String,
+    skip_zero: bool,
 ) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {title}: {e}");
-    let buckets = h.to_log2()?;
+    let mut buckets = h.to_log2()?;
+    if skip_zero {
+        buckets[0] = 0;
+    }
     let first = buckets.iter().position(|&n| n > 0).unwrap_or(0);
     let last = buckets.iter().rposition(|&n| n > 0).unwrap_or(0);
     // At least four buckets wide, so one bar does not fill the panel.
@@ -54,7 +59,8 @@ fn panel(
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels((hi - lo + 1) as usize)
+        // Every bucket labelled while that stays readable.
+        .x_labels(((hi - lo + 1) as usize).min(10))
         .x_label_formatter(&label)
         .x_desc(x_desc)
         .y_desc("calls")
@@ -119,18 +125,21 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
                 "NOFAIL retries in one call",
                 &h.retries_per_call,
                 hist::count_unit,
+                false,
             )?;
             panel(
                 &cells[1],
                 &format!(
-                    "{}: stall per call ({} sleeps, {:.1} ms)",
+                    "{}: stall per call ({} sleeps, {:.1} ms; {} calls never slept)",
                     row.caller,
                     row.sleeps,
-                    row.slept_ns as f64 / 1e6
+                    row.slept_ns as f64 / 1e6,
+                    h.slept_per_call_ns.to_log2()?[0]
                 ),
-                "time slept in retry sleeps",
+                "time slept in retry sleeps (calls that slept)",
                 &h.slept_per_call_ns,
                 stall_unit,
+                true,
             )?;
         }
         root.present().map_err(|e| err(&e))?;

@@ -90,10 +90,32 @@ fn load_module(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Brings up `lo`, so tests can serve and scrape on 127.0.0.1 (the guest
+/// has no other network).
+fn loopback_up() -> Result<(), String> {
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as i16;
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(format!("bringing up lo: {err}"));
+    }
+    Ok(())
+}
+
 fn setup(cfg: &Config) -> Result<(), String> {
     for module in &cfg.modules {
         load_module(&format!("/modules/{module}"))?;
     }
+    loopback_up()?;
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
     mount(
         "hostroot",

@@ -19,12 +19,17 @@ fn start(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<Trace> {
 
 fn behaviour<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
     let prefix = format!("{symbol}+");
-    report["behaviour"]
+    report["injection"]["behaviour"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|b| b["caller"].as_str().is_some_and(|c| c.starts_with(&prefix)))
-        .with_context(|| format!("no behaviour row for {symbol}: {}", report["behaviour"]))
+        .with_context(|| {
+            format!(
+                "no behaviour row for {symbol}: {}",
+                report["injection"]["behaviour"]
+            )
+        })
 }
 
 /// --fail-first K on the NOFAIL site, area stage: exactly K failures, the
@@ -50,9 +55,9 @@ pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
         "the NOFAIL call did not succeed: {run:?}"
     );
     ensure!(
-        report["counts"]["injected"] == K,
+        report["injection"]["counts"]["injected"] == K,
         "injected {} != {K}",
-        report["counts"]["injected"]
+        report["injection"]["counts"]["injected"]
     );
     let b = behaviour(&report, "site_vmalloc_nofail")?;
     ensure!(
@@ -69,7 +74,7 @@ pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
         "stalled {stall} ms < {K} jiffies"
     );
     expect_fields(
-        &report["trace"],
+        &report,
         "site_vmalloc_nofail",
         &[("injected", K), ("area_retries", K), ("max_retries", K)],
     )
@@ -111,9 +116,12 @@ pub fn times_one_plain(ctx: &Ctx) -> Result<()> {
         "{b}"
     );
     ensure!(
-        report["counts"]["skipped_budget"].as_u64().unwrap_or(0) >= 2,
+        report["injection"]["counts"]["skipped_budget"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
         "budget skips: {}",
-        report["counts"]
+        report["injection"]["counts"]
     );
     Ok(())
 }
@@ -167,18 +175,18 @@ pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
     )?;
     let (run, report) = inj.around(|| trigger::run("vmalloc", 1, 64 << 20, Arm::Off))?;
     ensure!(
-        report["counts"]["injected"] == 1,
+        report["injection"]["counts"]["injected"] == 1,
         "injected {}",
-        report["counts"]["injected"]
+        report["injection"]["counts"]["injected"]
     );
     ensure!(run.null == 1, "trigger saw {} NULLs", run.null);
     let b = behaviour(&report, "site_vmalloc")?;
     ensure!(b["null_returned"] == 1 && b["absorbed"] == 1, "{b}");
-    let row = crate::harness::row(&report["trace"], "site_vmalloc")?;
+    let row = crate::harness::row(&report, "site_vmalloc")?;
     let pt = crate::harness::pt_total(row);
     ensure!(pt == 1, "page-table failures {pt} != 1");
     expect_fields(
-        &report["trace"],
+        &report,
         "site_vmalloc",
         &[
             ("mapping_failures", 1),
@@ -250,12 +258,15 @@ pub fn dry_run_fails_nothing(ctx: &Ctx) -> Result<()> {
     ensure!(run.null == 0, "a dry run failed {} calls", run.null);
     // Each call's area stage makes two slab allocations (vm_struct, vmap_area).
     ensure!(
-        report["counts"]["injected"].as_u64().unwrap_or(0) >= 4,
+        report["injection"]["counts"]["injected"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 4,
         "would-inject count: {}",
-        report["counts"]
+        report["injection"]["counts"]
     );
     expect_fields(
-        &report["trace"],
+        &report,
         "site_vmalloc",
         &[("calls", 4), ("null_returns", 0)],
     )
@@ -302,17 +313,20 @@ pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {
     let (run, report) = inj.around(|| trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off))?;
     ensure!(run.null == 0 && run.calls == 1, "{run:?}");
     ensure!(
-        report["counts"]["injected"] == 4,
+        report["injection"]["counts"]["injected"] == 4,
         "injected {} != 4",
-        report["counts"]["injected"]
+        report["injection"]["counts"]["injected"]
     );
     ensure!(
-        report["counts"]["skipped_guard"].as_u64().unwrap_or(0) >= 1,
+        report["injection"]["counts"]["skipped_guard"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
         "{}",
-        report["counts"]
+        report["injection"]["counts"]
     );
     expect_fields(
-        &report["trace"],
+        &report,
         "site_vmalloc_nofail",
         &[("area_retries", 4), ("calls", 1)],
     )

@@ -32,6 +32,14 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
             ),
             ("trigger_sites_exact", trigger_sites_exact),
             (
+                "export_formats_from_live_run",
+                crate::export::formats_from_live_run,
+            ),
+            (
+                "export_baseline_gate_on_recorded_runs",
+                crate::export::baseline_gate_on_recorded_runs,
+            ),
+            (
                 "nested_page_array_counted_once",
                 nested_page_array_counted_once,
             ),

@@ -1,0 +1,269 @@
+//! Export formats from real runs: the Prometheus endpoint scraped while
+//! the trigger makes calls with a known number of forced retries, promtool
+//! on every output, the JSON read back into a picture and through the
+//! baseline gate. The reports written here are the ones recorded under
+//! testing/reports/ for the host tests.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::{
+    harness::{Ctx, Trace, expect_fields},
+    trigger::{self, Arm, Injector},
+};
+
+const SIZE: u64 = 64 << 10;
+
+/// `nofail serve` on an ephemeral loopback port.
+struct Serve {
+    child: Child,
+    port: u16,
+}
+
+impl Serve {
+    fn start(ctx: &Ctx) -> Result<Self> {
+        let mut child = Command::new(&ctx.nofail)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  [serve] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) if line.contains("serving http://") => {
+                    let port = line
+                        .split("127.0.0.1:")
+                        .nth(1)
+                        .and_then(|s| s.split('/').next())
+                        .and_then(|p| p.parse().ok())
+                        .with_context(|| format!("no port in {line:?}"))?;
+                    return Ok(Self { child, port });
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("nofail serve did not start: {:?}", child.wait()?);
+                }
+            }
+        }
+    }
+
+    fn stop(mut self) -> Result<()> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait()?;
+        ensure!(status.success(), "nofail serve exited {status}");
+        Ok(())
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and body.
+pub fn http_get(port: u16, path: &str) -> Result<(u32, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP head")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    Ok((code, body.to_string()))
+}
+
+/// Debian's promtool must accept the exposition without a lint complaint.
+fn promtool(file: &Path) -> Result<()> {
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(file)?)
+        .output()
+        .context("promtool not found (cargo xtask setup installs prometheus)")?;
+    ensure!(
+        out.status.success(),
+        "promtool check metrics {}: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The value of `name{caller="<symbol>+...",<extra>}`.
+fn sample(text: &str, name: &str, symbol: &str, extra: &str) -> Result<f64> {
+    let prefix = format!("{name}{{caller=\"{symbol}+");
+    let hits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(extra))
+        .collect();
+    ensure!(hits.len() == 1, "{} lines {prefix}..{extra}", hits.len());
+    let value = hits[0].rsplit(' ').next().unwrap_or_default();
+    value
+        .parse()
+        .with_context(|| format!("bad value {value:?}"))
+}
+
+/// The Prometheus view of the site must equal the trigger's ground truth:
+/// 7 calls, retries 0 x5, 3 x1, 1 x1.
+fn check_exposition(text: &str) -> Result<()> {
+    let site = "site_vmalloc_nofail";
+    let want = [
+        ("nofail_vmalloc_calls_total", "", 7.0),
+        ("nofail_vmalloc_retries_total", "stage=\"area\"", 4.0),
+        ("nofail_vmalloc_retries_total", "stage=\"mapping\"", 0.0),
+        ("nofail_retry_sleeps_total", "", 4.0),
+        ("nofail_vmalloc_retries_per_call_bucket", "le=\"0\"", 5.0),
+        ("nofail_vmalloc_retries_per_call_bucket", "le=\"1\"", 6.0),
+        ("nofail_vmalloc_retries_per_call_bucket", "le=\"3\"", 7.0),
+        ("nofail_vmalloc_retries_per_call_bucket", "le=\"+Inf\"", 7.0),
+        ("nofail_vmalloc_retries_per_call_sum", "", 4.0),
+        ("nofail_vmalloc_retries_per_call_count", "", 7.0),
+    ];
+    for (name, extra, value) in want {
+        let got = sample(text, name, site, extra)?;
+        ensure!(
+            got == value,
+            "{name}{{{extra}}}: nofail {got} != truth {value}"
+        );
+    }
+    Ok(())
+}
+
+/// Seven NOFAIL calls from the trigger: five clean, one whose vm_struct
+/// allocation fails 3 times (fail_function), one that fails once.
+fn seven_calls() -> Result<()> {
+    let clean = trigger::run("vmalloc_nofail", 5, SIZE, Arm::Off)?;
+    ensure!(clean.calls == 5 && clean.null == 0, "{clean:?}");
+    for k in [3, 1] {
+        let (run, left) =
+            trigger::run_injected(Injector::ShouldFailslab, k, "vmalloc_nofail", 1, SIZE)?;
+        ensure!(run.null == 0 && left == 0, "K={k}: {run:?}, {left} left");
+    }
+    Ok(())
+}
+
+pub fn formats_from_live_run(ctx: &Ctx) -> Result<()> {
+    trigger::load(ctx.trigger.as_ref().expect("trigger"))?;
+    let prom = ctx.out.join("export_live.prom");
+    let scraped = ctx.out.join("export_scrape.prom");
+    let svg = ctx.out.join("export_live.svg");
+    let serve = Serve::start(ctx)?;
+    let trace = Trace::start(
+        ctx,
+        "export_live",
+        &["--prometheus", prom.to_str().context("path")?],
+    )?;
+    let work = seven_calls().and_then(|_| http_get(serve.port, "/metrics"));
+    let report = trace.finish()?;
+    serve.stop()?;
+    let (code, body) = work?;
+    ensure!(code == 200, "GET /metrics answered {code}");
+    std::fs::write(&scraped, &body)?;
+    expect_fields(
+        &report,
+        "site_vmalloc_nofail",
+        &[
+            ("calls", 7),
+            ("area_retries", 4),
+            ("sleeps", 4),
+            ("max_retries", 3),
+        ],
+    )?;
+    for file in [&scraped, &prom] {
+        promtool(file)?;
+        check_exposition(&std::fs::read_to_string(file)?)
+            .with_context(|| file.display().to_string())?;
+    }
+    let out = Command::new(&ctx.nofail)
+        .arg("report")
+        .arg(ctx.out.join("export_live.json"))
+        .arg("--svg")
+        .arg(&svg)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "nofail report --svg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let picture = std::fs::read_to_string(&svg)?;
+    ensure!(
+        picture.starts_with("<svg") && picture.contains("site_vmalloc_nofail"),
+        "not the expected SVG"
+    );
+    Ok(())
+}
+
+/// Records `runs` NOFAIL calls, `spins` of them failing `k` times each.
+fn record(ctx: &Ctx, name: &str, runs: u64, spins: u64, k: u64) -> Result<()> {
+    let trace = Trace::start(ctx, name, &[])?;
+    let work = || -> Result<()> {
+        trigger::run("vmalloc_nofail", runs - spins, SIZE, Arm::Off)?;
+        for _ in 0..spins {
+            let (run, left) =
+                trigger::run_injected(Injector::ShouldFailslab, k, "vmalloc_nofail", 1, SIZE)?;
+            ensure!(run.null == 0 && left == 0, "{run:?}, {left} left");
+        }
+        Ok(())
+    };
+    let ((), report) = trace.around(work)?;
+    expect_fields(
+        &report,
+        "site_vmalloc_nofail",
+        &[("calls", runs), ("area_retries", spins * k)],
+    )
+}
+
+/// The gate both ways on two real runs: a kernel whose loop spins more
+/// (3 of 10 calls retrying 3 times, against 1 of 10 retrying once) fails
+/// it with exit status 3; the baseline against itself passes.
+pub fn baseline_gate_on_recorded_runs(ctx: &Ctx) -> Result<()> {
+    trigger::load(ctx.trigger.as_ref().expect("trigger"))?;
+    record(ctx, "export_base", 10, 1, 1)?;
+    record(ctx, "export_spin", 10, 3, 3)?;
+    let gate = |new: &str, old: &str| -> Result<(Option<i32>, String)> {
+        let out = Command::new(&ctx.nofail)
+            .arg("report")
+            .arg(ctx.out.join(format!("{new}.json")))
+            .arg("--baseline")
+            .arg(ctx.out.join(format!("{old}.json")))
+            .args(["--fail-if-retries-increase", "50"])
+            .output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (code, err) = gate("export_spin", "export_base")?;
+    ensure!(
+        code == Some(3),
+        "spinning run passed the gate: {code:?} {err}"
+    );
+    ensure!(
+        err.contains("site_vmalloc_nofail") && err.contains("0.10 -> 0.90"),
+        "{err}"
+    );
+    let (code, err) = gate("export_base", "export_base")?;
+    ensure!(
+        code == Some(0),
+        "baseline failed against itself: {code:?} {err}"
+    );
+    Ok(())
+}
