@@ -215,4 +215,90 @@ mod tests {
         assert_eq!(fs::read(d.join("ok.prom")).unwrap(), b"2");
         let _ = fs::remove_dir_all(&d);
     }
+
+    /// Every field a report can carry is documented in docs/report-schema.md.
+    #[test]
+    fn schema_doc_names_every_field() {
+        use std::collections::BTreeMap;
+
+        use crate::{
+            inject::{Behaviour, InjectCounts, InjectRuleView, Stage},
+            progstats::ProgStats,
+            report::{InflightRow, Injection},
+            tracer::Attached,
+        };
+
+        let mut report = sample(vec![sample_row("a+0x1", &CallerStats::default())]);
+        report.attached.push(Attached {
+            role: "vmalloc-core".into(),
+            function: "f".into(),
+            mode: crate::attach::Mode::Kprobe,
+            fallback_reason: Some("why".into()),
+        });
+        report.in_flight.push(InflightRow {
+            tid: 1,
+            pid: 1,
+            comm: "c".into(),
+            caller: "a+0x1".into(),
+            size: 1,
+            age_ns: 1,
+            area_failures: 0,
+            mapping_failures: 0,
+            pt_failures: BTreeMap::new(),
+            sleeps_so_far: 0,
+            slept_ns: 0,
+            stuck: false,
+        });
+        report.health.programs.push(ProgStats::default());
+        report.injection = Some(Injection {
+            rule: InjectRuleView {
+                stages: vec![Stage::Area],
+                probability: 1.0,
+                every: None,
+                times: None,
+                fail_first: None,
+                max_consecutive: 50,
+                dry_run: false,
+            },
+            counts: InjectCounts::default(),
+            behaviour: vec![Behaviour {
+                caller: "a+0x1".into(),
+                nofail: true,
+                injected: 0,
+                calls: 0,
+                area_retries: 0,
+                mapping_retries: 0,
+                sleeps: 0,
+                stall_ms: 0.0,
+                max_stall_ms: 0.0,
+                still_looping: 0,
+                null_returned: 0,
+                retried_by_hand: 0,
+                retry_sleeps_by_hand: 0,
+                error_to_userspace: 0,
+                syscalls: BTreeMap::new(),
+                absorbed: 0,
+            }],
+        });
+        fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        out.push(k.clone());
+                        keys(v, out);
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        keys(&serde_json::to_value(&report).unwrap(), &mut all);
+        let doc = include_str!("../../../docs/report-schema.md");
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|k| !doc.contains(&format!("`{k}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/report-schema.md: {missing:?}");
+    }
 }
