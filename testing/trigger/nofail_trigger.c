@@ -22,12 +22,23 @@
  *   vmalloc          vmalloc(size)
  *   vmalloc_retry    vmalloc(size) retried by hand on NULL, sleeping with
  *                    memalloc_retry_wait() like xfs_buf_alloc_vmalloc()
+ *   vmalloc_nofail_fresh
+ *                    a NOFAIL vmalloc placed in vmalloc address space no
+ *                    call used before (a new 1 GiB slot each call), so its
+ *                    mapping stage allocates a page-table page before it
+ *                    writes any PTE: a failed mapping attempt leaves nothing
+ *                    mapped and the retry can succeed. Elsewhere the range
+ *                    may start inside an existing PTE page, and a failure
+ *                    after some PTEs were written makes every retry fail
+ *                    with -EBUSY (vmap_pages_pte_range), for ever.
  */
 #include <linux/debugfs.h>
 #include <linux/kprobes.h>
 #include <linux/fs.h>
+#include <linux/instruction_pointer.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/pgtable.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
@@ -69,6 +80,36 @@ static struct kprobe mapping_probe = {
 	.pre_handler = mapping_enter,
 };
 static bool mapping_probe_registered;
+
+/* __vmalloc_node_range_noprof() takes the address range but is not
+ * exported; a test module may look it up through a kprobe. */
+typedef void *(*vmalloc_range_fn)(unsigned long size, unsigned long align,
+				  unsigned long start, unsigned long end,
+				  gfp_t gfp_mask, pgprot_t prot,
+				  unsigned long vm_flags, int node,
+				  const void *caller);
+static vmalloc_range_fn vmalloc_range;
+static atomic_t fresh_slot;
+
+static vmalloc_range_fn find_vmalloc_range(void)
+{
+	static const char *const names[] = {
+		"__vmalloc_node_range_noprof", "__vmalloc_node_range",
+	};
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(names); i++) {
+		struct kprobe kp = { .symbol_name = names[i] };
+		void *addr;
+
+		if (register_kprobe(&kp))
+			continue;
+		addr = kp.addr;
+		unregister_kprobe(&kp);
+		return (vmalloc_range_fn)addr;
+	}
+	return NULL;
+}
 
 /* barrier() after each call keeps it out of tail position, so the return
  * address the allocator records really is inside the site function. */
@@ -114,6 +155,23 @@ static noinline void *site_vmalloc_retry(unsigned long sz, u32 *retries)
 	return p;
 }
 
+/* Upper half of the vmalloc space, one PUD-sized slot per call: the
+ * allocator picks the lowest free address, so nothing else maps there. */
+static noinline void *site_vmalloc_nofail_fresh(unsigned long sz)
+{
+	unsigned long base = ALIGN(VMALLOC_START + (VMALLOC_END - VMALLOC_START) / 2,
+				   PUD_SIZE);
+	unsigned long start = base + (unsigned long)atomic_inc_return(&fresh_slot) * PUD_SIZE;
+	void *p;
+
+	if (start + PUD_SIZE > VMALLOC_END)
+		return NULL;
+	p = vmalloc_range(sz, 1, start, VMALLOC_END, GFP_KERNEL | __GFP_NOFAIL,
+			  PAGE_KERNEL, 0, NUMA_NO_NODE, (void *)_THIS_IP_);
+	barrier();
+	return p;
+}
+
 static int run_site(const char *site)
 {
 	void *(*fn)(unsigned long) = NULL;
@@ -131,6 +189,8 @@ static int run_site(const char *site)
 		fn = site_vmalloc;
 	else if (!strcmp(site, "vmalloc_retry"))
 		retry = true;
+	else if (!strcmp(site, "vmalloc_nofail_fresh") && vmalloc_range)
+		fn = site_vmalloc_nofail_fresh;
 	else
 		return -EINVAL;
 
@@ -224,6 +284,9 @@ static int __init trigger_init(void)
 	}
 	if (!mapping_probe_registered)
 		pr_warn("nofail_trigger: no mapping function to probe: fail=2 unavailable\n");
+	vmalloc_range = find_vmalloc_range();
+	if (!vmalloc_range)
+		pr_warn("nofail_trigger: __vmalloc_node_range not found: vmalloc_nofail_fresh unavailable\n");
 	dir = debugfs_create_dir("nofail_trigger", NULL);
 	debugfs_create_u64("size", 0600, dir, &size);
 	debugfs_create_u32("count", 0600, dir, &count);

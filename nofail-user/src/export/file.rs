@@ -299,6 +299,9 @@ mod tests {
             .iter()
             .filter(|k| !doc.contains(&format!("`{k}`")))
             .collect();
-        assert!(missing.is_empty(), "not in docs/report-schema.md: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "not in docs/report-schema.md: {missing:?}"
+        );
     }
 }

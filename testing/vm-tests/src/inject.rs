@@ -32,24 +32,20 @@ fn behaviour<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
         })
 }
 
-/// --fail-first K on the NOFAIL site, area stage: exactly K failures, the
-/// loop turns K times with a jiffy each, and the call succeeds.
-pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
+/// --fail-first K on a NOFAIL site in one stage: exactly K failures, the
+/// loop turns K times in that stage with a jiffy each, and the call
+/// succeeds. `site` must be one whose first attempt leaves nothing behind
+/// (for the mapping stage, the trigger's fresh-address-space site).
+fn fail_first(ctx: &Ctx, stage: &str, site: &str) -> Result<()> {
     const K: u64 = 3;
     let hz = trigger::hz()?;
+    let symbol = format!("site_{site}");
     let inj = start(
         ctx,
-        "inject_fail_first",
-        &[
-            "--stage",
-            "area",
-            "--caller",
-            "site_vmalloc_nofail",
-            "--fail-first",
-            "3",
-        ],
+        &format!("inject_fail_first_{stage}"),
+        &["--stage", stage, "--caller", &symbol, "--fail-first", "3"],
     )?;
-    let (run, report) = inj.around(|| trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off))?;
+    let (run, report) = inj.around(|| trigger::run(site, 1, 64 << 10, Arm::Off))?;
     ensure!(
         run.null == 0 && run.calls == 1,
         "the NOFAIL call did not succeed: {run:?}"
@@ -59,14 +55,18 @@ pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
         "injected {} != {K}",
         report["injection"]["counts"]["injected"]
     );
-    let b = behaviour(&report, "site_vmalloc_nofail")?;
+    let b = behaviour(&report, &symbol)?;
     ensure!(
         b["nofail"] == true && b["still_looping"] == 0 && b["calls"] == 1,
         "{b}"
     );
+    let (this, other) = match stage {
+        "area" => ("area_retries", "mapping_retries"),
+        _ => ("mapping_retries", "area_retries"),
+    };
     ensure!(
-        b["area_retries"] == K && b["sleeps"] == K,
-        "retries/sleeps != {K}: {b}"
+        b[this] == K && b[other] == 0 && b["sleeps"] == K,
+        "{this}/sleeps != {K}: {b}"
     );
     let stall = b["stall_ms"].as_f64().unwrap_or(0.0);
     ensure!(
@@ -75,9 +75,22 @@ pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
     );
     expect_fields(
         &report,
-        "site_vmalloc_nofail",
-        &[("injected", K), ("area_retries", K), ("max_retries", K)],
-    )
+        &symbol,
+        &[("injected", K), (this, K), (other, 0), ("max_retries", K)],
+    )?;
+    if stage == "mapping" {
+        let pt = crate::harness::pt_total(crate::harness::row(&report, &symbol)?);
+        ensure!(pt == K, "page-table failures {pt} != {K}");
+    }
+    Ok(())
+}
+
+pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
+    fail_first(ctx, "area", "vmalloc_nofail")
+}
+
+pub fn fail_first_mapping(ctx: &Ctx) -> Result<()> {
+    fail_first(ctx, "mapping", "vmalloc_nofail_fresh")
 }
 
 /// --times 1 on the plain site: the trigger sees exactly one NULL, which

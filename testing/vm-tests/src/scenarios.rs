@@ -64,6 +64,10 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 crate::inject::fail_first_area,
             ),
             (
+                "inject_fail_first_mapping_exact",
+                crate::inject::fail_first_mapping,
+            ),
+            (
                 "inject_times_one_plain_null",
                 crate::inject::times_one_plain,
             ),
@@ -81,10 +85,14 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 "inject_bpf_map_error_to_userspace",
                 crate::inject::bpf_map_error_to_userspace,
             ),
-            // Last: it may leave a task spinning in the kernel.
             (
                 "mapping_stage_failure_counted",
                 mapping_stage_failure_counted,
+            ),
+            // Last: it leaves a task spinning in the kernel.
+            (
+                "mapping_failure_after_partial_map_spins",
+                mapping_failure_after_partial_map_spins,
             ),
         ]);
     }
@@ -300,78 +308,98 @@ fn area_stage_retries_exact(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// fail_page_alloc fails exactly one page-table page of a NOFAIL vmalloc's
-/// mapping stage (the trigger's kprobe scopes make_it_fail to the outer
-/// call's mapping function, where page tables are the only allocations).
-/// nofail must put that failure in the mapping stage at the right level,
-/// with one retry sleep per failed attempt. Two outcomes are possible, and
-/// both are checked exactly:
-/// * the failure hit before any PTE of the range was written: one retry,
-///   then success;
-/// * it hit after part of the range was mapped: every retry then finds
-///   those PTEs set (WARN in vmap_pages_pte_range, inlined into vmap_small_pages_range_noflush; -EBUSY) and the NOFAIL
-///   loop never ends, the one page-table failure followed by endless
-///   mapping failures. The call is seen stuck while it spins. This runs
-///   last, in a child process left spinning until power-off.
-fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
-    let trace = Trace::start(ctx, "mapping_stage", &["--stuck-after", "500ms"])?;
-    Injector::FailPageAlloc.arm(1)?;
-    std::fs::write(
-        "/sys/kernel/debug/nofail_trigger/size",
-        (128u64 << 20).to_string(),
-    )?;
-    std::fs::write("/sys/kernel/debug/nofail_trigger/count", "1")?;
-    std::fs::write(
-        "/sys/kernel/debug/nofail_trigger/fail",
-        (Arm::Mapping as u32).to_string(),
-    )?;
+/// Starts the trigger's fresh-address-space NOFAIL site in a child with
+/// fail_page_alloc armed from the entry of its mapping function (the
+/// trigger's kprobe), so the kernel fails page-table pages and nothing
+/// else: `times` failures after `space` were allowed through (its unit is
+/// the allocation's 1 << order: pages, for page tables).
+/// Returns the child's exit status if it ended within 5 s.
+fn run_mapping_injected(
+    size: u64,
+    times: u64,
+    space: u64,
+) -> Result<Option<std::process::ExitStatus>> {
+    Injector::FailPageAlloc.arm_after(times, space)?;
+    let dir = "/sys/kernel/debug/nofail_trigger";
+    std::fs::write(format!("{dir}/size"), size.to_string())?;
+    std::fs::write(format!("{dir}/count"), "1")?;
+    std::fs::write(format!("{dir}/fail"), (Arm::Mapping as u32).to_string())?;
     let mut child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "echo vmalloc_nofail > /sys/kernel/debug/nofail_trigger/run",
-        ])
+        .args(["-c", &format!("echo vmalloc_nofail_fresh > {dir}/run")])
         .spawn()?;
-    let mut finished = None;
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(status) = child.try_wait()? {
-            finished = Some(status);
-            break;
+            return Ok(Some(status));
         }
     }
-    if finished.is_none() {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let left = Injector::FailPageAlloc.remaining()?;
+    // Left running: a spinning NOFAIL call cannot be interrupted.
+    std::mem::forget(child);
+    Ok(None)
+}
+
+/// fail_page_alloc fails the first page-table page of a NOFAIL vmalloc's
+/// mapping stage, in address space no call used before: nothing is mapped
+/// yet, so the loop turns exactly once and the call succeeds. nofail must
+/// put that failure in the mapping stage, at one page-table level, with
+/// one retry sleep.
+fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
+    trigger(ctx)?;
+    let trace = Trace::start(ctx, "mapping_stage", &[])?;
+    let finished = run_mapping_injected(64 << 10, 1, 0);
+    let left = Injector::FailPageAlloc.remaining();
+    Injector::FailPageAlloc.disarm()?;
     let report = trace.finish()?;
+    let status = finished?.context("the NOFAIL call did not finish in 5 s")?;
+    ensure!(status.success(), "trigger run failed: {status}");
     ensure!(
-        left == 0,
+        left? == 0,
         "fail_page_alloc never failed the mapping stage's page-table page"
     );
-    if let Some(status) = finished {
-        ensure!(status.success(), "trigger run failed: {status}");
-        let r = row(&report, "site_vmalloc_nofail")?;
-        let pt = pt_total(r);
-        ensure!(
-            pt == 1,
-            "page-table failures {pt} != 1: {}",
-            r["pt_failures"]
-        );
-        println!("  (the injected failure came before any PTE was written: one retry)");
-        return expect_fields(
-            &report,
-            "site_vmalloc_nofail",
-            &[
-                ("calls", 1),
-                ("mapping_failures", 1),
-                ("mapping_retries", 1),
-                ("area_retries", 0),
-                ("sleeps", 1),
-            ],
-        );
+    let r = row(&report, "site_vmalloc_nofail_fresh")?;
+    let pt = pt_total(r);
+    ensure!(
+        pt == 1,
+        "page-table failures {pt} != 1: {}",
+        r["pt_failures"]
+    );
+    expect_fields(
+        &report,
+        "site_vmalloc_nofail_fresh",
+        &[
+            ("calls", 1),
+            ("nofail_calls", 1),
+            ("mapping_failures", 1),
+            ("mapping_retries", 1),
+            ("area_failures", 0),
+            ("sleeps", 1),
+            ("null_returns", 0),
+        ],
+    )
+}
+
+/// A kernel behaviour nofail exists to show: a page-table page failing
+/// after part of a NOFAIL call's range was mapped. fail_page_alloc lets
+/// three page-table pages through (enough for the first 2 MiB of PTEs)
+/// and fails the next one of a 6 MiB call; every retry then finds those
+/// PTEs set (WARN in vmap_pages_pte_range, -EBUSY) and sleeps again, for
+/// ever. nofail must show the call stuck, with exactly one page-table
+/// failure and mapping failures that keep coming. Runs last: the task
+/// spins until power-off.
+fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
+    trigger(ctx)?;
+    let trace = Trace::start(ctx, "mapping_spin", &["--stuck-after", "500ms"])?;
+    let finished = run_mapping_injected(6 << 20, 1, 3);
+    if matches!(finished, Ok(None)) {
+        std::thread::sleep(Duration::from_secs(1));
     }
-    // Still spinning: the in-flight view must show it, exactly.
+    let left = Injector::FailPageAlloc.remaining();
+    let report = trace.finish()?;
+    ensure!(
+        finished?.is_none(),
+        "the call finished: the failure came before any PTE was written"
+    );
+    ensure!(left? == 0, "fail_page_alloc never failed a page-table page");
     let stuck: Vec<&serde_json::Value> = report["in_flight"]
         .as_array()
         .into_iter()
@@ -379,7 +407,7 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
         .filter(|r| {
             r["caller"]
                 .as_str()
-                .is_some_and(|c| c.starts_with("site_vmalloc_nofail+"))
+                .is_some_and(|c| c.starts_with("site_vmalloc_nofail_fresh+"))
         })
         .collect();
     ensure!(
@@ -408,9 +436,7 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
         r["stuck"] == true,
         "the spinning call is not flagged stuck: {r}"
     );
-    println!(
-        "  (the injected failure came after part of the range was mapped: the NOFAIL loop spins on -EBUSY, {mapping} failures so far)"
-    );
+    println!("  (the NOFAIL loop spins on -EBUSY: {mapping} mapping failures so far)");
     Ok(())
 }
 

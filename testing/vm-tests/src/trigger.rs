@@ -93,6 +93,13 @@ impl Injector {
 
     /// Fail the next `times` eligible calls of tasks with make_it_fail.
     pub fn arm(self, times: u64) -> Result<()> {
+        self.arm_after(times, 0)
+    }
+
+    /// Like `arm`, after letting `space` of eligible allocations through
+    /// (the injector's `space` budget: bytes for failslab, 1 << order per
+    /// allocation for fail_page_alloc).
+    pub fn arm_after(self, times: u64, space: u64) -> Result<()> {
         let d = self.dir();
         let set = |file: &str, value: &str| -> Result<()> {
             std::fs::write(format!("{d}/{file}"), value)
@@ -119,7 +126,7 @@ impl Injector {
         set("verbose", "0")?;
         set("interval", "1")?;
         set("probability", "100")?;
-        set("space", "0")?;
+        set("space", &space.to_string())?;
         set("times", &times.to_string())
     }
 
