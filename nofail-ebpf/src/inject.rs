@@ -45,19 +45,25 @@ pub fn inject_fail_page(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Adds one to a shared counter and returns the value before. Not atomic
-/// (the bpfel target has no fetch-and-add without cpu v3): tasks failing
-/// on several CPUs at the same instant may overshoot --times by a few.
+/// Adds one to a shared counter and returns the value before, atomically
+/// (BPF_ATOMIC | BPF_FETCH), so tasks on several CPUs never overshoot
+/// --times.
 #[inline(always)]
 fn bump(slot: u32) -> u64 {
     let Some(v) = INJECT_SEQ.get_ptr_mut(slot) else {
         return 0;
     };
+    // BPF_ATOMIC | BPF_FETCH (kernel 5.12+). Written out because rustc
+    // compiles bpfel for cpu v1, where LLVM refuses a fetching add.
+    let mut before: u64 = 1;
     unsafe {
-        let before = *v;
-        *v = before + 1;
-        before
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) v,
+            v = inout(reg) before,
+        );
     }
+    before
 }
 
 fn try_inject(ctx: &ProbeContext, stage: u32, rc: u64) {

@@ -347,6 +347,36 @@ fn read_counts(ebpf: &aya::Ebpf) -> Result<InjectCounts> {
     })
 }
 
+/// With the rule live, nofail makes a vmalloc of its own (a 1 MiB BPF
+/// array map: `bpf_map_area_alloc` takes vmalloc above 32 KiB). The kernel
+/// programs exclude nofail's process (SELF_TGID), so it must succeed
+/// whatever the rule targets; if it fails, the guard is broken and nofail
+/// stops (dropping the session detaches everything).
+fn own_process_exempt() -> Result<()> {
+    let mut attr = [0u32; 32];
+    attr[0] = 2; // BPF_MAP_TYPE_ARRAY
+    attr[1] = 4; // key_size
+    attr[2] = 4096; // value_size
+    attr[3] = 256; // max_entries
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0, // BPF_MAP_CREATE
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "nofail's own 1 MiB allocation failed while injecting ({}): the own-process guard did not hold; stopped",
+            std::io::Error::last_os_error()
+        );
+    }
+    unsafe { libc::close(fd as i32) };
+    eprintln!("nofail: own-process guard checked: a 1 MiB vmalloc of nofail's own went through");
+    Ok(())
+}
+
 pub async fn run(args: InjectArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
@@ -388,6 +418,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         Array::try_from(ebpf.map_mut("INJECT_RULE").context("INJECT_RULE missing")?)?;
     rule_map.set(0, args.rule(), 0)?;
     session.tracer.announce();
+    own_process_exempt()?;
     eprintln!(
         "nofail: injecting into {:?} for {:?}{} (Ctrl-C to stop early)",
         args.stages,

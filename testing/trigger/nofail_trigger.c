@@ -56,6 +56,8 @@ static u32 fail;
 /* Results of the last finished run. Runs themselves are not serialised:
  * several tasks may run sites at once (the stress test does). */
 static u32 last_calls, last_null, last_retries;
+/* Totals since load, over all runs, concurrent ones included. */
+static atomic64_t total_calls, total_null;
 
 /* fail=2: the task whose mapping stage gets make_it_fail, and the size of
  * its call's mapping (the nested page-array vmalloc maps a smaller range
@@ -224,6 +226,8 @@ static int run_site(const char *site)
 		cond_resched();
 	}
 
+	atomic64_add(calls, &total_calls);
+	atomic64_add(nulls, &total_null);
 	mutex_lock(&lock);
 	last_calls = calls;
 	last_null = nulls;
@@ -249,12 +253,15 @@ static ssize_t run_write(struct file *file, const char __user *buf, size_t len, 
 
 static ssize_t results_read(struct file *file, char __user *buf, size_t len, loff_t *ppos)
 {
-	char text[96];
+	char text[160];
 	int n;
 
 	mutex_lock(&lock);
-	n = scnprintf(text, sizeof(text), "calls=%u null=%u retries=%u\n",
-		      last_calls, last_null, last_retries);
+	n = scnprintf(text, sizeof(text),
+		      "calls=%u null=%u retries=%u total_calls=%lld total_null=%lld\n",
+		      last_calls, last_null, last_retries,
+		      (long long)atomic64_read(&total_calls),
+		      (long long)atomic64_read(&total_null));
 	mutex_unlock(&lock);
 	return simple_read_from_buffer(buf, len, ppos, text, n);
 }

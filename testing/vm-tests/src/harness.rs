@@ -34,6 +34,8 @@ pub struct Trace {
     json: PathBuf,
     /// nofail's stdout (tables) goes here.
     pub stdout: PathBuf,
+    /// What nofail printed on stderr until it was attached.
+    pub startup: Vec<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -67,10 +69,11 @@ impl Trace {
                 }
             }
         });
+        let mut startup = Vec::new();
         loop {
             match rx.recv_timeout(Duration::from_secs(120)) {
                 Ok(line) if line.contains("(Ctrl-C to stop early)") => break,
-                Ok(_) => {}
+                Ok(line) => startup.push(line),
                 Err(_) => {
                     let _ = child.kill();
                     bail!("nofail did not start tracing: {:?}", child.wait()?);
@@ -81,6 +84,7 @@ impl Trace {
             child,
             json,
             stdout,
+            startup,
             stderr: rx,
         })
     }

@@ -93,6 +93,97 @@ pub fn fail_first_mapping(ctx: &Ctx) -> Result<()> {
     fail_first(ctx, "mapping", "vmalloc_nofail_fresh")
 }
 
+/// --times is one budget for the whole run: 4 tasks calling the plain site
+/// at once on 2 CPUs get exactly 5 NULLs between them (the kernel side
+/// takes the budget with an atomic fetch-and-add).
+pub fn times_budget_exact_concurrent(ctx: &Ctx) -> Result<()> {
+    const TIMES: u64 = 5;
+    const TASKS: u64 = 4;
+    const CALLS: u64 = 300;
+    let inj = start(
+        ctx,
+        "inject_times_concurrent",
+        &[
+            "--stage",
+            "area",
+            "--caller",
+            "site_vmalloc",
+            "--times",
+            "5",
+        ],
+    )?;
+    let (before_calls, before_null) = trigger::totals()?;
+    let work = || -> Result<()> {
+        let dir = "/sys/kernel/debug/nofail_trigger";
+        std::fs::write(format!("{dir}/size"), "8192")?;
+        std::fs::write(format!("{dir}/count"), CALLS.to_string())?;
+        std::fs::write(format!("{dir}/fail"), "0")?;
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| std::thread::spawn(move || std::fs::write(format!("{dir}/run"), "vmalloc")))
+            .collect();
+        for t in tasks {
+            t.join()
+                .map_err(|_| anyhow::anyhow!("thread panicked"))?
+                .context("trigger run")?;
+        }
+        Ok(())
+    };
+    let ((), report) = inj.around(work)?;
+    let (after_calls, after_null) = trigger::totals()?;
+    ensure!(
+        after_calls - before_calls == TASKS * CALLS,
+        "{} calls made",
+        after_calls - before_calls
+    );
+    ensure!(
+        after_null - before_null == TIMES,
+        "the trigger saw {} NULLs for --times {TIMES}",
+        after_null - before_null
+    );
+    let counts = &report["injection"]["counts"];
+    ensure!(
+        counts["injected"] == TIMES,
+        "injected {}",
+        counts["injected"]
+    );
+    expect_fields(
+        &report,
+        "site_vmalloc",
+        &[("injected", TIMES), ("null_returns", TIMES)],
+    )
+}
+
+/// nofail never injects into its own process: with every array_map_alloc
+/// call targeted, nofail's own array map (its guard self-check) goes
+/// through and is not even eligible, while this process's map creation
+/// gets ENOMEM.
+pub fn own_process_exempt(ctx: &Ctx) -> Result<()> {
+    let inj = start(
+        ctx,
+        "inject_own_process",
+        &["--stage", "area", "--caller", "array_map_alloc"],
+    )?;
+    let startup = inj.startup.join("\n");
+    let (created, report) = inj.around(|| Ok(crate::scenarios::create_big_array_map()))?;
+    let err = created
+        .err()
+        .context("this process's map creation was not failed")?;
+    ensure!(
+        format!("{err:#}").contains("Cannot allocate memory"),
+        "{err:#}"
+    );
+    ensure!(
+        startup.contains("own-process guard checked"),
+        "nofail did not report its self-check: {startup}"
+    );
+    let counts = &report["injection"]["counts"];
+    ensure!(
+        counts["eligible"] == 1 && counts["injected"] == 1,
+        "nofail's own allocation was eligible: {counts}"
+    );
+    expect_fields(&report, "array_map_alloc", &[("calls", 1), ("injected", 1)])
+}
+
 /// --times 1 on the plain site: the trigger sees exactly one NULL, which
 /// the report calls NULL returned and absorbed (nothing calls again from
 /// that site within the retry window); later calls pass (budget spent).

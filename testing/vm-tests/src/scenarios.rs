@@ -71,6 +71,14 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 "inject_times_one_plain_null",
                 crate::inject::times_one_plain,
             ),
+            (
+                "inject_times_budget_exact_concurrent",
+                crate::inject::times_budget_exact_concurrent,
+            ),
+            (
+                "inject_own_process_exempt",
+                crate::inject::own_process_exempt,
+            ),
             ("inject_retried_by_hand", crate::inject::retried_by_hand),
             (
                 "inject_guard_ends_nofail_loop",
@@ -105,7 +113,7 @@ fn trigger(ctx: &Ctx) -> Result<()> {
 
 /// bpf(BPF_MAP_CREATE) of a 16 MiB array: one vmalloc from array_map_alloc
 /// (plus the nested page-array vmalloc, which must not count).
-fn create_big_array_map() -> Result<()> {
+pub fn create_big_array_map() -> Result<()> {
     let mut attr = [0u32; 32];
     attr[0] = 2; // BPF_MAP_TYPE_ARRAY
     attr[1] = 4; // key_size

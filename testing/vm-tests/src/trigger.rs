@@ -66,6 +66,20 @@ pub fn run(site: &str, count: u64, size: u64, arm: Arm) -> Result<Results> {
     })
 }
 
+/// Calls and NULLs of every run since the module was loaded, concurrent
+/// runs included.
+pub fn totals() -> Result<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("{DIR}/results"))?;
+    let field = |name: &str| -> Result<u64> {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .with_context(|| format!("no {name} in {text:?}"))?
+            .parse()
+            .context("bad number")
+    };
+    Ok((field("total_calls")?, field("total_null")?))
+}
+
 /// The kernel's own fault injectors, armed only for tasks with
 /// `make_it_fail` (the trigger sets it around its own calls).
 #[derive(Clone, Copy, Debug)]
