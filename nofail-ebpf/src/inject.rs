@@ -9,6 +9,14 @@
 //! * mapping: `should_fail_alloc_page` inside `__vmap_pages_range_noflush()`,
 //!   where the only page allocations are page-table pages.
 //!
+//! Two mechanisms, chosen by userspace (`--inject-mode`):
+//!
+//! * kprobe + `bpf_override_return` (needs CONFIG_BPF_KPROBE_OVERRIDE);
+//! * fmod_ret (needs only CONFIG_FUNCTION_ERROR_INJECTION and BTF): an
+//!   fentry program here decides and leaves the verdict in `VERDICT`; the
+//!   fmod_ret program on the same trampoline returns it (userspace
+//!   assembles that one: aya cannot load BPF_MODIFY_RETURN).
+//!
 //! An override skips the kernel's own guard that never fails a
 //! `__GFP_NOFAIL` request, so the guards live here: stage scoping (a NOFAIL
 //! call's data pages are allocated outside both stages and are never
@@ -16,15 +24,15 @@
 //! and `max_consecutive` so a NOFAIL loop always ends.
 
 use aya_ebpf::{
-    helpers::{bpf_get_prandom_u32, bpf_override_return},
-    macros::kprobe,
-    programs::ProbeContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_override_return},
+    macros::{fentry, kprobe},
+    programs::{FEntryContext, ProbeContext},
 };
 use nofail_common::{InjectCounter, STAGE_AREA, STAGE_MAPPING};
 
 use crate::{
     config::gfp_nofail,
-    maps::{INJECT_RULE, INJECT_SEQ, inject_count},
+    maps::{INJECT_RULE, INJECT_SEQ, VERDICT, inject_count},
     task::current_call,
 };
 
@@ -35,14 +43,48 @@ const FAIL_PAGE_RC: u64 = 1;
 
 #[kprobe]
 pub fn inject_failslab(ctx: ProbeContext) -> u32 {
-    try_inject(&ctx, STAGE_AREA, FAILSLAB_RC);
+    override_with(&ctx, try_decide(STAGE_AREA, FAILSLAB_RC));
     0
 }
 
 #[kprobe]
 pub fn inject_fail_page(ctx: ProbeContext) -> u32 {
-    try_inject(&ctx, STAGE_MAPPING, FAIL_PAGE_RC);
+    override_with(&ctx, try_decide(STAGE_MAPPING, FAIL_PAGE_RC));
     0
+}
+
+#[fentry(function = "should_failslab")]
+pub fn decide_failslab(_ctx: FEntryContext) -> u32 {
+    leave_verdict(try_decide(STAGE_AREA, FAILSLAB_RC));
+    0
+}
+
+#[fentry(function = "should_fail_alloc_page")]
+pub fn decide_fail_page(_ctx: FEntryContext) -> u32 {
+    leave_verdict(try_decide(STAGE_MAPPING, FAIL_PAGE_RC));
+    0
+}
+
+fn override_with(ctx: &ProbeContext, rc: Option<u64>) {
+    if let Some(rc) = rc {
+        unsafe { bpf_override_return(ctx.regs, rc) };
+    }
+}
+
+/// Every decision overwrites the task's verdict, so one the fmod_ret
+/// program missed (a skipped run) cannot fail a later allocation.
+fn leave_verdict(rc: Option<u64>) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    match rc {
+        Some(rc) => {
+            let _ = VERDICT.insert(tid, rc, 0);
+        }
+        None => {
+            if unsafe { VERDICT.get(tid) }.is_some() {
+                let _ = VERDICT.remove(tid);
+            }
+        }
+    }
 }
 
 /// Adds one to a shared counter and returns the value before, atomically
@@ -66,45 +108,39 @@ fn bump(slot: u32) -> u64 {
     before
 }
 
-fn try_inject(ctx: &ProbeContext, stage: u32, rc: u64) {
-    let Some(rule) = INJECT_RULE.get(0) else {
-        return;
-    };
+/// Whether to fail this `should_*` call, and with which return value.
+fn try_decide(stage: u32, rc: u64) -> Option<u64> {
+    let rule = INJECT_RULE.get(0)?;
     if rule.enabled == 0 || rule.stages & stage == 0 {
-        return;
+        return None;
     }
-    let Some(call) = current_call() else {
-        return;
-    };
-    let call = unsafe { &mut *call };
+    let call = unsafe { &mut *current_call()? };
     if call.stage != stage {
-        return;
+        return None;
     }
     let nofail = call.gfp & gfp_nofail() != 0;
     if (rule.nofail == 1 && !nofail) || (rule.nofail == 2 && nofail) {
-        return;
+        return None;
     }
     inject_count(InjectCounter::Eligible);
     let seq = bump(1);
     if call.consecutive >= rule.max_consecutive {
         inject_count(InjectCounter::SkippedGuard);
-        return;
+        return None;
     }
     let skip = (rule.fail_first != 0 && call.injected >= rule.fail_first)
         || (rule.every > 1 && !(seq + 1).is_multiple_of(rule.every as u64))
         || (rule.probability != u32::MAX && unsafe { bpf_get_prandom_u32() } >= rule.probability);
     if skip {
         inject_count(InjectCounter::SkippedSelection);
-        return;
+        return None;
     }
     if rule.times != u64::MAX && bump(0) >= rule.times {
         inject_count(InjectCounter::SkippedBudget);
-        return;
+        return None;
     }
     call.injected += 1;
     call.consecutive += 1;
     inject_count(InjectCounter::Injected);
-    if rule.dry_run == 0 {
-        unsafe { bpf_override_return(ctx.regs, rc) };
-    }
+    (rule.dry_run == 0).then_some(rc)
 }

@@ -52,6 +52,13 @@ pub fn inject_count(slot: InjectCounter) {
 
 /// NULL returns that became a system call failing with -ENOMEM, per call
 /// site and system call number.
+/// fmod_ret mode: the verdict the fentry decision program left for the
+/// task's fmod_ret program on the same `should_*` call (tid -> return
+/// value). The fmod_ret program, assembled by userspace (aya cannot load
+/// BPF_MODIFY_RETURN), takes and deletes it.
+#[map]
+pub static VERDICT: HashMap<u32, u64> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
 #[map]
 pub static ENOMEM_SYSCALLS: HashMap<SyscallKey, u64> = HashMap::with_max_entries(1024, 0);
 

@@ -179,22 +179,30 @@ pub const ROLES: &[Role] = &[
 ];
 
 /// An error-injectable kernel function `nofail inject` overrides, and the
-/// kprobe program (nofail-ebpf/src/inject.rs) doing it.
+/// programs doing it (nofail-ebpf/src/inject.rs): a kprobe calling
+/// bpf_override_return, or an fentry deciding plus the fmod_ret program
+/// userspace assembles (fmodret.rs), named here.
 #[derive(Debug)]
 pub struct InjectHook {
     pub function: &'static str,
-    pub program: &'static str,
+    pub kprobe: &'static str,
+    pub decide: &'static str,
+    pub fmod_ret: &'static str,
 }
 
 /// Area stage: the vm_struct/vmap_area slabs of `__get_vm_area_node`.
 pub const AREA_INJECT: InjectHook = InjectHook {
     function: "should_failslab",
-    program: "inject_failslab",
+    kprobe: "inject_failslab",
+    decide: "decide_failslab",
+    fmod_ret: "fmodret_slab",
 };
 /// Mapping stage: page-table pages inside `__vmap_pages_range_noflush`.
 pub const MAPPING_INJECT: InjectHook = InjectHook {
     function: "should_fail_alloc_page",
-    program: "inject_fail_page",
+    kprobe: "inject_fail_page",
+    decide: "decide_fail_page",
+    fmod_ret: "fmodret_page",
 };
 /// Where a NULL surfaces in userspace as -ENOMEM (nofail-ebpf/src/syscall.rs):
 /// tracepoint category, name, program.

@@ -3,7 +3,7 @@
 //! `___GFP_NOFAIL_BIT`, which the kernel defines in an anonymous enum that
 //! aya's BTF API cannot look up by name.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -22,7 +22,8 @@ const KIND_ENUM64: u32 = 19;
 
 #[derive(Debug, Default)]
 pub struct KernelBtf {
-    pub funcs: HashSet<String>,
+    /// FUNC names and their type ids (fmod_ret attaches by id).
+    pub funcs: HashMap<String, u32>,
     pub enumerators: HashMap<String, i64>,
 }
 
@@ -62,7 +63,10 @@ impl KernelBtf {
         let mut btf = KernelBtf::default();
         let mut pos = type_off;
         let end = type_off + type_len;
+        // Type ids count from 1 in section order.
+        let mut id = 0u32;
         while pos < end {
+            id += 1;
             let name_off = u32_at(pos)?;
             let info = u32_at(pos + 4)?;
             let kind = (info >> 24) & 0x1f;
@@ -70,7 +74,7 @@ impl KernelBtf {
             pos += 12;
             match kind {
                 KIND_FUNC => {
-                    btf.funcs.insert(name(name_off));
+                    btf.funcs.insert(name(name_off), id);
                 }
                 KIND_ENUM => {
                     for i in 0..vlen {
@@ -149,7 +153,7 @@ mod tests {
         let btf = KernelBtf::parse(&sample()).unwrap();
         assert_eq!(btf.gfp_flag("___GFP_NOFAIL_BIT"), Some(0x8000));
         assert_eq!(btf.gfp_flag("___GFP_IO_BIT"), Some(0x40));
-        assert!(btf.funcs.contains("vmalloc"));
+        assert_eq!(btf.funcs.get("vmalloc"), Some(&2));
         assert_eq!(btf.gfp_flag("missing"), None);
     }
 

@@ -6,8 +6,9 @@ use aya::{Ebpf, programs::KProbe};
 use serde::Serialize;
 
 use crate::{
-    attach::ROLES,
+    attach::{AREA_INJECT, MAPPING_INJECT, ROLES},
     cli::DoctorArgs,
+    injector::{self, InjectMode},
     kconfig::KernelConfig,
     kernel::KernelView,
     tracer::{Tracer, one_line},
@@ -59,6 +60,9 @@ struct Doctor {
     roles: Vec<RoleLine>,
     injection_options: Vec<(&'static str, Option<bool>)>,
     override_return_loads: Result<(), String>,
+    /// What each injection mechanism lacks here (empty: usable).
+    kprobe_override_missing: Vec<String>,
+    fmod_ret_missing: Vec<String>,
     injection_supported: bool,
 }
 
@@ -109,9 +113,10 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         .iter()
         .map(|o| (*o, config.enabled(o)))
         .collect();
-    let injection_supported = override_return_loads.is_ok()
-        && injection_options.iter().all(|(_, on)| *on != Some(false))
-        && view.kprobes;
+    let hooks = [&AREA_INJECT, &MAPPING_INJECT];
+    let kprobe_override_missing = injector::missing(InjectMode::Kprobe, &view, &config, &hooks);
+    let fmod_ret_missing = injector::missing(InjectMode::FmodRet, &view, &config, &hooks);
+    let injection_supported = kprobe_override_missing.is_empty() || fmod_ret_missing.is_empty();
     let doctor = Doctor {
         kernel: view.release.clone(),
         btf: view.btf.is_some(),
@@ -145,6 +150,8 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         roles,
         injection_options,
         override_return_loads,
+        kprobe_override_missing,
+        fmod_ret_missing,
         injection_supported,
     };
     print!("{}", render(&doctor));
@@ -251,6 +258,19 @@ fn render(d: &Doctor) -> String {
             Err(e) => format!("refused ({e})"),
         }
     ));
+    for (name, missing) in [
+        ("kprobe override", &d.kprobe_override_missing),
+        ("fmod_ret", &d.fmod_ret_missing),
+    ] {
+        out.push_str(&format!(
+            "  {name:<34} {}\n",
+            if missing.is_empty() {
+                "usable".to_string()
+            } else {
+                format!("lacks {}", missing.join(", "))
+            }
+        ));
+    }
     out.push_str(&format!(
         "  => fault injection {}\n",
         if d.injection_supported {

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     maps::{Array, HashMap, PerCpuArray},
-    programs::{KProbe, TracePoint},
+    programs::TracePoint,
 };
 use nofail_common::{
     INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING, SyscallKey,
@@ -17,10 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     attach::{AREA_INJECT, InjectHook, MAPPING_INJECT, Mode, SYSCALL_EXIT},
     cli::parse_duration,
-    doctor,
     filter::FilterArgs,
+    injector::{self, InjectMode},
     kconfig::KernelConfig,
-    kernel::KernelView,
     report::{CallerRow, InflightRow, Injection},
     session::{Session, Stop},
     tracer::one_line,
@@ -90,9 +89,12 @@ pub struct InjectArgs {
     /// Count what would be failed, fail nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Attach mode of the tracer (the injection programs are kprobes).
+    /// Attach mode of the tracer.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+    /// How failures are injected: kprobe override or fmod_ret.
+    #[arg(long, value_enum, default_value_t = InjectMode::Auto)]
+    pub inject_mode: InjectMode,
     #[command(flatten)]
     pub outputs: crate::export::Outputs,
     /// Calls still in vmalloc after this long are flagged stuck.
@@ -137,41 +139,6 @@ impl InjectArgs {
             times: self.times.unwrap_or(u64::MAX),
         }
     }
-}
-
-/// The kernel options injection needs that this kernel lacks, from its
-/// config when known and from what the kernel shows otherwise.
-pub fn missing_injection_support(
-    view: &KernelView,
-    config: &KernelConfig,
-    stages: &[Stage],
-) -> Vec<String> {
-    let mut missing: Vec<String> = doctor::INJECTION_OPTIONS
-        .iter()
-        .filter(|o| config.enabled(o) == Some(false))
-        .map(|o| o.to_string())
-        .collect();
-    let mut add = |what: &str| {
-        if !missing.iter().any(|m| m == what) {
-            missing.push(what.to_string());
-        }
-    };
-    if !view.kprobes {
-        add("CONFIG_KPROBES");
-    }
-    if doctor::probe_override_return().is_err() {
-        add("CONFIG_BPF_KPROBE_OVERRIDE");
-    }
-    for stage in stages {
-        if !view.is_traceable(stage.hook().function) {
-            add(if *stage == Stage::Area {
-                "CONFIG_FAILSLAB"
-            } else {
-                "CONFIG_FAIL_PAGE_ALLOC"
-            });
-        }
-    }
-    missing
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -248,6 +215,8 @@ fn read_enomem(ebpf: &aya::Ebpf) -> Result<BTreeMap<u64, BTreeMap<String, u64>>>
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InjectRuleView {
+    /// The mechanism used: "kprobe" or "fmod-ret".
+    pub mechanism: InjectMode,
     pub stages: Vec<Stage>,
     pub probability: f64,
     pub every: Option<u32>,
@@ -380,31 +349,16 @@ fn own_process_exempt() -> Result<()> {
 pub async fn run(args: InjectArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
+    let hooks: Vec<&InjectHook> = args.stages.iter().map(|s| s.hook()).collect();
     // Every rule is checked before anything is loaded or attached.
+    let mut mechanism = InjectMode::Auto;
     let mut session = Session::start(&args.filter, args.mode, args.retry_window, |view| {
         let config = KernelConfig::load(&view.release);
-        let missing = missing_injection_support(view, &config, &args.stages);
-        if !missing.is_empty() {
-            bail!(
-                "kernel {} cannot inject failures: it lacks {}; use the test kernel (cargo xtask vm --kernel test -- nofail inject ...)",
-                view.release,
-                missing.join(", ")
-            );
-        }
+        mechanism = injector::choose(args.inject_mode, view, &config, &hooks)?;
         Ok(())
     })?;
     let ebpf = &mut session.tracer.ebpf;
-    for stage in &args.stages {
-        let InjectHook { function, program } = stage.hook();
-        let prog: &mut KProbe = ebpf
-            .program_mut(program)
-            .context("injection program missing")?
-            .try_into()?;
-        prog.load()
-            .map_err(|e| anyhow::anyhow!("cannot load {program}: {}", one_line(&e)))?;
-        prog.attach(function, 0)
-            .map_err(|e| anyhow::anyhow!("cannot attach to {function}: {}", one_line(&e)))?;
-    }
+    let injecting = injector::attach(ebpf, mechanism, &hooks)?;
     let (category, name, program) = SYSCALL_EXIT;
     let exit: &mut TracePoint = ebpf
         .program_mut(program)
@@ -420,7 +374,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     session.tracer.announce();
     own_process_exempt()?;
     eprintln!(
-        "nofail: injecting into {:?} for {:?}{} (Ctrl-C to stop early)",
+        "nofail: injecting ({mechanism}) into {:?} for {:?}{} (Ctrl-C to stop early)",
         args.stages,
         args.duration,
         if args.dry_run { ", dry run" } else { "" }
@@ -438,11 +392,13 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let counts = read_counts(&session.tracer.ebpf)?;
     let enomem = read_enomem(&session.tracer.ebpf)?;
     let mut report = session.collect("inject", args.stuck_after)?;
+    drop(injecting);
     drop(session);
     let behaviour = behaviour(&report.callers, &report.in_flight, &enomem);
     print!("{}", render_behaviour(&counts, &behaviour));
     report.injection = Some(Injection {
         rule: InjectRuleView {
+            mechanism,
             stages: args.stages.clone(),
             probability: args.probability,
             every: args.every,

@@ -58,14 +58,14 @@ impl KernelView {
             None => self
                 .btf
                 .as_ref()
-                .is_some_and(|b| b.funcs.contains(function)),
+                .is_some_and(|b| b.funcs.contains_key(function)),
         }
     }
 
     pub fn has_btf_func(&self, function: &str) -> bool {
         self.btf
             .as_ref()
-            .is_some_and(|b| b.funcs.contains(function))
+            .is_some_and(|b| b.funcs.contains_key(function))
     }
 
     /// `__GFP_NOFAIL` from BTF; 0x8000 (6.x/7.x) when BTF is absent.

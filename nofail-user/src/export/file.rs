@@ -252,6 +252,7 @@ mod tests {
         report.health.programs.push(ProgStats::default());
         report.injection = Some(Injection {
             rule: InjectRuleView {
+                mechanism: crate::injector::InjectMode::FmodRet,
                 stages: vec![Stage::Area],
                 probability: 1.0,
                 every: None,

@@ -36,14 +36,24 @@ fn behaviour<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
 /// loop turns K times in that stage with a jiffy each, and the call
 /// succeeds. `site` must be one whose first attempt leaves nothing behind
 /// (for the mapping stage, the trigger's fresh-address-space site).
-fn fail_first(ctx: &Ctx, stage: &str, site: &str) -> Result<()> {
+/// `mode` is the --inject-mode, checked in the report.
+fn fail_first(ctx: &Ctx, stage: &str, site: &str, mode: &str) -> Result<()> {
     const K: u64 = 3;
     let hz = trigger::hz()?;
     let symbol = format!("site_{site}");
     let inj = start(
         ctx,
-        &format!("inject_fail_first_{stage}"),
-        &["--stage", stage, "--caller", &symbol, "--fail-first", "3"],
+        &format!("inject_fail_first_{stage}_{mode}"),
+        &[
+            "--stage",
+            stage,
+            "--caller",
+            &symbol,
+            "--fail-first",
+            "3",
+            "--inject-mode",
+            mode,
+        ],
     )?;
     let (run, report) = inj.around(|| trigger::run(site, 1, 64 << 10, Arm::Off))?;
     ensure!(
@@ -54,6 +64,11 @@ fn fail_first(ctx: &Ctx, stage: &str, site: &str) -> Result<()> {
         report["injection"]["counts"]["injected"] == K,
         "injected {} != {K}",
         report["injection"]["counts"]["injected"]
+    );
+    ensure!(
+        report["injection"]["rule"]["mechanism"] == mode,
+        "mechanism {}",
+        report["injection"]["rule"]["mechanism"]
     );
     let b = behaviour(&report, &symbol)?;
     ensure!(
@@ -86,11 +101,19 @@ fn fail_first(ctx: &Ctx, stage: &str, site: &str) -> Result<()> {
 }
 
 pub fn fail_first_area(ctx: &Ctx) -> Result<()> {
-    fail_first(ctx, "area", "vmalloc_nofail")
+    fail_first(ctx, "area", "vmalloc_nofail", "kprobe")
 }
 
 pub fn fail_first_mapping(ctx: &Ctx) -> Result<()> {
-    fail_first(ctx, "mapping", "vmalloc_nofail_fresh")
+    fail_first(ctx, "mapping", "vmalloc_nofail_fresh", "kprobe")
+}
+
+pub fn fail_first_area_fmod_ret(ctx: &Ctx) -> Result<()> {
+    fail_first(ctx, "area", "vmalloc_nofail", "fmod-ret")
+}
+
+pub fn fail_first_mapping_fmod_ret(ctx: &Ctx) -> Result<()> {
+    fail_first(ctx, "mapping", "vmalloc_nofail_fresh", "fmod-ret")
 }
 
 /// --times is one budget for the whole run: 4 tasks calling the plain site
@@ -394,6 +417,29 @@ pub fn refused_without_injection_support(ctx: &Ctx) -> Result<()> {
         "{stderr}"
     );
     ensure!(nofail_programs_loaded()? == 0, "programs left attached");
+    // fmod_ret needs CONFIG_FUNCTION_ERROR_INJECTION, which Debian leaves off.
+    let out = std::process::Command::new(&ctx.nofail)
+        .args([
+            "inject",
+            "--stage",
+            "area",
+            "--inject-mode",
+            "fmod-ret",
+            "--duration",
+            "1s",
+        ])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && stderr.lines().count() == 1,
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
+    ensure!(
+        stderr.contains("fmod_ret needs CONFIG_FUNCTION_ERROR_INJECTION"),
+        "{stderr}"
+    );
+    ensure!(nofail_programs_loaded()? == 0, "programs left attached");
     Ok(())
 }
 
@@ -441,19 +487,40 @@ fn nofail_programs_loaded() -> Result<usize> {
         .args(["prog", "show"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(["inject_failslab", "vmalloc_core", "area_stage"]
-        .iter()
-        .map(|n| text.matches(n).count())
-        .sum())
+    Ok([
+        "inject_failslab",
+        "decide_failslab",
+        "fmodret_slab",
+        "vmalloc_core",
+        "area_stage",
+    ]
+    .iter()
+    .map(|n| text.matches(n).count())
+    .sum())
 }
 
 /// kill -9 in the middle of an unbounded injection: the BPF links die with
 /// the process, nothing stays attached, the next allocations succeed.
 pub fn kill_9_detaches(ctx: &Ctx) -> Result<()> {
+    kill_9(ctx, "kprobe")
+}
+
+pub fn kill_9_detaches_fmod_ret(ctx: &Ctx) -> Result<()> {
+    kill_9(ctx, "fmod-ret")
+}
+
+fn kill_9(ctx: &Ctx, mode: &str) -> Result<()> {
     let inj = start(
         ctx,
-        "inject_kill",
-        &["--stage", "area", "--caller", "site_vmalloc"],
+        &format!("inject_kill_{mode}"),
+        &[
+            "--stage",
+            "area",
+            "--caller",
+            "site_vmalloc",
+            "--inject-mode",
+            mode,
+        ],
     )?;
     let during = trigger::run("vmalloc", 2, 64 << 10, Arm::Off)?;
     ensure!(during.null == 2, "injection was not active: {during:?}");

@@ -68,6 +68,14 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 crate::inject::fail_first_mapping,
             ),
             (
+                "inject_fail_first_area_exact_fmod_ret",
+                crate::inject::fail_first_area_fmod_ret,
+            ),
+            (
+                "inject_fail_first_mapping_exact_fmod_ret",
+                crate::inject::fail_first_mapping_fmod_ret,
+            ),
+            (
                 "inject_times_one_plain_null",
                 crate::inject::times_one_plain,
             ),
@@ -85,6 +93,10 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 crate::inject::guard_ends_nofail_loop,
             ),
             ("inject_kill_9_detaches", crate::inject::kill_9_detaches),
+            (
+                "inject_kill_9_detaches_fmod_ret",
+                crate::inject::kill_9_detaches_fmod_ret,
+            ),
             (
                 "inject_mapping_stage_plain",
                 crate::inject::mapping_stage_plain,
