@@ -401,6 +401,59 @@ pub fn dry_run_fails_nothing(ctx: &Ctx) -> Result<()> {
 
 /// On a stock kernel (no CONFIG_BPF_KPROBE_OVERRIDE) inject refuses before
 /// attaching anything, in one line naming what is missing.
+/// On the kernel where injection works, every bad rule is still one line,
+/// a non-zero exit, and nothing loaded: the rules are checked before the
+/// object is loaded.
+pub fn bad_rules_attach_nothing(ctx: &Ctx) -> Result<()> {
+    trigger::load(ctx.trigger.as_ref().expect("trigger"))?;
+    for (args, code, needle) in [
+        (
+            &["--stage", "pagetable"][..],
+            2,
+            "invalid value 'pagetable'",
+        ),
+        (
+            &["--stage", "area", "--probability", "1.5"],
+            2,
+            "from 0 to 1",
+        ),
+        (&["--stage", "area", "--times", "-3"], 2, "--times"),
+        (
+            &["--stage", "area", "--fail-first", "-1"],
+            2,
+            "--fail-first",
+        ),
+        (
+            &["--stage", "area", "--inject-mode", "uprobe"],
+            2,
+            "invalid value 'uprobe'",
+        ),
+        (
+            &["--stage", "area", "--caller", "no_such_function_xyz"],
+            1,
+            "no_such_function_xyz",
+        ),
+    ] {
+        let out = std::process::Command::new(&ctx.nofail)
+            .arg("inject")
+            .args(args)
+            .args(["--duration", "5s"])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(code) && stderr.lines().count() == 1,
+            "{args:?}: exit {:?}: {stderr}",
+            out.status.code()
+        );
+        ensure!(stderr.contains(needle), "{args:?}: {stderr}");
+        ensure!(
+            nofail_programs_loaded()? == 0,
+            "{args:?}: programs left attached"
+        );
+    }
+    Ok(())
+}
+
 pub fn refused_without_injection_support(ctx: &Ctx) -> Result<()> {
     let out = std::process::Command::new(&ctx.nofail)
         .args(["inject", "--stage", "area", "--duration", "1s"])

@@ -27,8 +27,12 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
     if ctx.trigger.is_some() {
         list.extend([
             (
+                "inject_bad_rules_attach_nothing",
+                crate::inject::bad_rules_attach_nothing as Scenario,
+            ),
+            (
                 "inject_dry_run_fails_nothing",
-                crate::inject::dry_run_fails_nothing as Scenario,
+                crate::inject::dry_run_fails_nothing,
             ),
             ("trigger_sites_exact", trigger_sites_exact),
             (
