@@ -52,32 +52,27 @@ pub fn run(site: &str, count: u64, size: u64, arm: Arm) -> Result<Results> {
     write("fail", &(arm as u32).to_string())?;
     write("run", site)?;
     let text = std::fs::read_to_string(format!("{DIR}/results"))?;
-    let field = |name: &str| -> Result<u64> {
-        text.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .with_context(|| format!("no {name} in {text:?}"))?
-            .parse()
-            .context("bad number")
-    };
     Ok(Results {
-        calls: field("calls")?,
-        null: field("null")?,
-        retries: field("retries")?,
+        calls: field(&text, "calls")?,
+        null: field(&text, "null")?,
+        retries: field(&text, "retries")?,
     })
+}
+
+/// `name=value` from the trigger's results line.
+fn field(text: &str, name: &str) -> Result<u64> {
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .with_context(|| format!("no {name} in {text:?}"))?
+        .parse()
+        .context("bad number")
 }
 
 /// Calls and NULLs of every run since the module was loaded, concurrent
 /// runs included.
 pub fn totals() -> Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("{DIR}/results"))?;
-    let field = |name: &str| -> Result<u64> {
-        text.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .with_context(|| format!("no {name} in {text:?}"))?
-            .parse()
-            .context("bad number")
-    };
-    Ok((field("total_calls")?, field("total_null")?))
+    Ok((field(&text, "total_calls")?, field(&text, "total_null")?))
 }
 
 /// The kernel's own fault injectors, armed only for tasks with
