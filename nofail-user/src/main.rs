@@ -13,6 +13,7 @@ mod injector;
 mod kconfig;
 mod kernel;
 mod progstats;
+mod render;
 mod report;
 mod session;
 mod symbols;

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::{
     cli::TraceArgs,
-    report,
+    render, report,
     session::{Session, Stop},
     symbols::Kallsyms,
 };
@@ -35,12 +35,12 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 let rows = report::rows(&report::read_callers(ebpf)?, &syms);
                 let stuck = report::read_inflight(ebpf, &syms, stuck_after)?;
                 println!("--- {:.0} s ---", session.started.elapsed().as_secs_f64());
-                print!("{}{}", report::render_top(&rows, args.top), report::render_inflight(&stuck));
+                print!("{}{}", render::render_top(&rows, args.top), render::render_inflight(&stuck));
             }
         }
     }
     let report = session.collect("trace", args.stuck_after)?;
     drop(session);
-    print!("{}", report::render_report(&report));
+    print!("{}", render::render_report(&report));
     args.outputs.write(&report)
 }

@@ -160,8 +160,9 @@ mod tests {
     use super::*;
     use crate::report::{sample, sample_row};
 
-    fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("nofail-file-test-{}", std::process::id()));
+    /// A directory of this test's own (tests run in parallel).
+    fn dir(test: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("nofail-file-{test}-{}", std::process::id()));
         fs::create_dir_all(&d).unwrap();
         d
     }
@@ -176,7 +177,7 @@ mod tests {
         s.retries_hist[0] = 2;
         s.slept_hist[0] = 2;
         let report = sample(vec![sample_row("a+0x1", &s)]);
-        let path = dir().join("r.json");
+        let path = dir("round_trip").join("r.json");
         write_json(&path, &report).unwrap();
         let back = read_report(&path).unwrap();
         assert_eq!(back.callers, report.callers);
@@ -196,12 +197,12 @@ mod tests {
         assert!(err(&text.replace("\"lo\": 2048", "\"lo\": 2047")).contains("power of two"));
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(err(&deep).starts_with("not valid JSON"));
-        let _ = fs::remove_dir_all(dir());
+        let _ = fs::remove_dir_all(dir("round_trip"));
     }
 
     #[test]
     fn failed_writes_leave_nothing() {
-        let d = dir().join("w");
+        let d = dir("failed_writes");
         fs::create_dir_all(&d).unwrap();
         assert!(atomic_write(&d.join("missing/x.prom"), b"x").is_err());
         assert!(atomic_write(&d, b"x").is_err());

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::report::{self, Report};
+use crate::{render, report::Report};
 
 /// Report files `trace` and `inject` write when they finish.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -99,7 +99,7 @@ pub fn run_report(args: ReportArgs) -> Result<()> {
         .as_ref()
         .map(|_| svg::render(&new, args.svg_callers as usize))
         .transpose()?;
-    print!("{}", report::render_report(&new));
+    print!("{}", render::render_report(&new));
     let changes = old.as_ref().map(|old| baseline::diff(old, &new));
     if let (Some(changes), Some(base)) = (&changes, &args.baseline) {
         println!("\nagainst baseline {}:", base.display());

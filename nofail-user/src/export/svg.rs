@@ -77,10 +77,6 @@ fn panel(
     Ok(())
 }
 
-fn stall_unit(ns: u64) -> String {
-    hist::ns_unit(ns)
-}
-
 /// The callers worth a picture: those that retried or slept first (the
 /// report's order), at most `top`.
 fn pick(report: &Report, top: usize) -> Vec<&CallerRow> {
@@ -138,7 +134,7 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
                 ),
                 "time slept in retry sleeps (calls that slept)",
                 &h.slept_per_call_ns,
-                stall_unit,
+                hist::ns_unit,
                 true,
             )?;
         }

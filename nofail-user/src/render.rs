@@ -1,0 +1,267 @@
+//! The text report: the per-caller table, the details of callers that
+//! failed, retried or slept (with their histograms), stuck calls, and what
+//! nofail could not count.
+
+use nofail_common::HIST_BUCKETS;
+
+use crate::{
+    hist,
+    report::{CallerRow, InflightRow, Report},
+};
+
+fn ms(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1e6)
+}
+
+fn opt_ns(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| format!("<{}", hist::ns_unit(v + 1)))
+}
+
+/// The compact table: one line per caller, at most `top` rows (0 = all).
+pub fn render_top(callers: &[CallerRow], top: usize) -> String {
+    let shown = if top == 0 {
+        callers.len()
+    } else {
+        top.min(callers.len())
+    };
+    let width = callers[..shown]
+        .iter()
+        .map(|r| r.caller.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:<width$} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>9} {:>9}\n",
+        "CALLER",
+        "CALLS",
+        "NOFAIL",
+        "NULL",
+        "FAILS",
+        "R-AREA",
+        "R-MAP",
+        "SLEEPS",
+        "SLEPT ms",
+        "MAXR",
+        "HANDR",
+        "P50 LAT",
+        "P99 LAT"
+    );
+    for r in &callers[..shown] {
+        out.push_str(&format!(
+            "{:<width$} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>9} {:>9}\n",
+            r.caller,
+            r.calls,
+            r.nofail_calls,
+            r.null_returns,
+            r.failures,
+            r.area_retries,
+            r.mapping_retries,
+            r.sleeps,
+            ms(r.slept_ns),
+            r.max_retries,
+            r.open_coded_retries,
+            opt_ns(r.p50_latency_ns),
+            opt_ns(r.p99_latency_ns),
+        ));
+    }
+    if callers.is_empty() {
+        out.push_str("(no vmalloc calls seen)\n");
+    } else if shown < callers.len() {
+        out.push_str(&format!("({} more callers)\n", callers.len() - shown));
+    }
+    out
+}
+
+pub fn render_inflight(rows: &[InflightRow]) -> String {
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| r.stuck) {
+        out.push_str(&format!(
+            "STUCK {:.1} s in vmalloc: {} (pid {} tid {}) from {}, {} bytes, {} failures (area {}, mapping {}), {} sleeps so far\n",
+            r.age_ns as f64 / 1e9,
+            r.comm,
+            r.pid,
+            r.tid,
+            r.caller,
+            r.size,
+            r.area_failures + r.mapping_failures,
+            r.area_failures,
+            r.mapping_failures,
+            r.sleeps_so_far
+        ));
+    }
+    out
+}
+
+/// The final report: the table, then per-caller details for callers that
+/// failed, retried or slept, with their histograms.
+pub fn render_report(report: &Report) -> String {
+    let mut out = render_top(&report.callers, 0);
+    for r in &report.callers {
+        if r.failures + r.sleeps + r.open_coded_retries == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n{} ({} calls, {} NOFAIL)\n",
+            r.caller, r.calls, r.nofail_calls
+        ));
+        if r.is_open_coded_loop() {
+            out.push_str(&format!(
+                "  open-coded retry loop: {} retries by hand after NULL, {} sleeps between them\n",
+                r.open_coded_retries, r.open_coded_retry_sleeps
+            ));
+        }
+        let pt: Vec<String> = r
+            .pt_failures
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(l, n)| format!("{l} {n}"))
+            .collect();
+        out.push_str(&format!(
+            "  failures: area {}, mapping {}{}; NOFAIL retries: area {}, mapping {}; max {} in one call\n",
+            r.area_failures,
+            r.mapping_failures,
+            if pt.is_empty() { String::new() } else { format!(" (page tables: {})", pt.join(", ")) },
+            r.area_retries,
+            r.mapping_retries,
+            r.max_retries
+        ));
+        out.push_str(&format!(
+            "  retry sleeps: {} ({} jiffies asked), slept {} ms; NULL returned {}\n",
+            r.sleeps,
+            r.sleep_jiffies,
+            ms(r.slept_ns),
+            r.null_returns
+        ));
+        let hists = &r.histograms;
+        for (title, h, unit) in [
+            (
+                "retries per call",
+                &hists.retries_per_call,
+                hist::count_unit as fn(u64) -> String,
+            ),
+            ("latency", &hists.latency_ns, hist::ns_unit),
+            ("slept per call", &hists.slept_per_call_ns, hist::ns_unit),
+        ] {
+            // Reports read back were validated; a live one always converts.
+            let text = hist::render(&h.to_log2().unwrap_or([0; HIST_BUCKETS]), unit, "    ");
+            if !text.is_empty() {
+                out.push_str(&format!("  {title}:\n{text}"));
+            }
+        }
+    }
+    if !report.in_flight.is_empty() {
+        out.push('\n');
+        out.push_str(&render_inflight(&report.in_flight));
+    }
+    let h = &report.health;
+    if h.missed_runs > 0 {
+        let worst: Vec<String> = h
+            .programs
+            .iter()
+            .filter(|p| p.recursion_misses > 0)
+            .map(|p| format!("{} {}", p.program, p.recursion_misses))
+            .collect();
+        out.push_str(&format!(
+            "warning: the kernel skipped {} program runs (recursion protection: {}); counts above miss those events\n",
+            h.missed_runs,
+            worst.join(", ")
+        ));
+    }
+    if h.inflight_full + h.callers_full > 0 {
+        out.push_str(&format!(
+            "warning: {} calls not tracked (in-flight map full), {} not counted (caller map full)\n",
+            h.inflight_full, h.callers_full
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nofail_common::CallerStats;
+
+    use super::*;
+    use crate::{
+        report::{rows, sample},
+        symbols::Kallsyms,
+    };
+
+    fn syms() -> Kallsyms {
+        Kallsyms::parse("ffffffff81000000 T a_fn\nffffffff82000000 T b_fn\n")
+    }
+
+    #[test]
+    fn report_details_failing_callers_only() {
+        let mut s = CallerStats {
+            calls: 4,
+            nofail_calls: 4,
+            area_failures: 6,
+            area_retries: 6,
+            sleeps: 6,
+            sleep_jiffies: 6,
+            slept_ns: 24_000_000,
+            max_retries: 3,
+            ..Default::default()
+        };
+        s.retries_hist[0] = 1;
+        s.retries_hist[2] = 3;
+        s.latency_hist[20] = 4;
+        let mut stats = BTreeMap::new();
+        stats.insert(0xffffffff81000010, s);
+        stats.insert(
+            0xffffffff82000000,
+            CallerStats {
+                calls: 1,
+                ..Default::default()
+            },
+        );
+        let report = sample(rows(&stats, &syms()));
+        let text = render_report(&report);
+        assert!(text.contains("a_fn+0x10 (4 calls, 4 NOFAIL)"), "{text}");
+        assert!(
+            text.contains("NOFAIL retries: area 6, mapping 0; max 3 in one call"),
+            "{text}"
+        );
+        assert!(text.contains("slept 24.0 ms"), "{text}");
+        assert!(text.contains("retries per call:"), "{text}");
+        assert!(!text.contains("b_fn+0x0 ("), "{text}");
+    }
+
+    #[test]
+    fn empty_table_says_so() {
+        assert!(render_top(&[], 10).contains("no vmalloc calls seen"));
+    }
+
+    #[test]
+    fn stuck_calls_are_flagged() {
+        let row = InflightRow {
+            tid: 7,
+            pid: 7,
+            comm: "xfsaild".into(),
+            caller: "a_fn+0x1".into(),
+            size: 4096,
+            age_ns: 3_000_000_000,
+            area_failures: 0,
+            mapping_failures: 12,
+            pt_failures: [("pte".to_string(), 1)].into(),
+            sleeps_so_far: 12,
+            slept_ns: 48_000_000,
+            stuck: true,
+        };
+        let text = render_inflight(&[
+            row.clone(),
+            InflightRow {
+                stuck: false,
+                ..row
+            },
+        ]);
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.starts_with("STUCK 3.0 s in vmalloc: xfsaild (pid 7 tid 7) from a_fn+0x1"));
+        assert!(
+            text.contains("12 failures (area 0, mapping 12), 12 sleeps"),
+            "{text}"
+        );
+    }
+}
