@@ -211,6 +211,36 @@ pub fn formats_from_live_run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Every kernel: `nofail serve` live while this process creates 3 BPF
+/// array maps of 16 MiB; the scrape passes promtool and counts exactly 3
+/// calls from array_map_alloc, with no retry.
+pub fn serve_scrape_on_every_kernel(ctx: &Ctx) -> Result<()> {
+    let serve = Serve::start(ctx)?;
+    let work = (0..3)
+        .try_for_each(|_| crate::scenarios::create_big_array_map())
+        .and_then(|_| http_get(serve.port, "/metrics"));
+    serve.stop()?;
+    let (code, body) = work?;
+    ensure!(code == 200, "GET /metrics answered {code}");
+    let scraped = ctx.out.join("serve_scrape.prom");
+    std::fs::write(&scraped, &body)?;
+    promtool(&scraped)?;
+    for (name, extra, value) in [
+        ("nofail_vmalloc_calls_total", "", 3.0),
+        ("nofail_vmalloc_nofail_calls_total", "", 0.0),
+        ("nofail_vmalloc_retries_total", "stage=\"area\"", 0.0),
+        ("nofail_vmalloc_retries_per_call_count", "", 3.0),
+        ("nofail_vmalloc_retries_per_call_bucket", "le=\"0\"", 3.0),
+    ] {
+        let got = sample(&body, name, "array_map_alloc", extra)?;
+        ensure!(
+            got == value,
+            "{name}{{{extra}}}: nofail {got} != truth {value}"
+        );
+    }
+    Ok(())
+}
+
 /// Records `runs` NOFAIL calls, `spins` of them failing `k` times each.
 fn record(ctx: &Ctx, name: &str, runs: u64, spins: u64, k: u64) -> Result<()> {
     let trace = Trace::start(ctx, name, &[])?;

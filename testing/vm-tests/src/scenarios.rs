@@ -17,6 +17,10 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
     let mut list: Vec<(&'static str, Scenario)> = vec![
         ("bpf_array_map_calls_exact", bpf_array_map_calls_exact),
         ("doctor_matches_kernel", doctor_matches_kernel),
+        (
+            "serve_scrape_on_every_kernel",
+            crate::export::serve_scrape_on_every_kernel,
+        ),
     ];
     if ctx.trigger.is_none() {
         list.push((
