@@ -123,7 +123,12 @@ fn free_port() -> u16 {
 fn promtool_accepts_file_and_scrape() {
     let dir = scratch("promtool");
     let prom = dir.join("nofail.prom");
-    for report in ["export_live.json", "export_base.json", "export_spin.json"] {
+    for report in [
+        "export_live.json",
+        "export_base.json",
+        "export_spin.json",
+        "inject_fmod_ret_mapping.json",
+    ] {
         let out = nofail()
             .arg("report")
             .arg(recorded(report))
@@ -132,7 +137,15 @@ fn promtool_accepts_file_and_scrape() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{report}: {}", stderr(&out));
-        promtool_check(&std::fs::read(&prom).unwrap());
+        let text = std::fs::read(&prom).unwrap();
+        promtool_check(&text);
+        if report.starts_with("inject") {
+            let text = String::from_utf8_lossy(&text);
+            assert!(
+                text.contains("nofail_injection_decisions_total{outcome=\"injected\"} 3\n"),
+                "{text}"
+            );
+        }
     }
     let serve = Serve::start(&recorded("export_live.json"));
     let (code, body) = http_get(serve.port, "/metrics");
