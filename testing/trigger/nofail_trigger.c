@@ -33,6 +33,7 @@
  *                    with -EBUSY (vmap_pages_pte_range), for ever.
  */
 #include <linux/debugfs.h>
+#include <linux/kallsyms.h>
 #include <linux/kprobes.h>
 #include <linux/fs.h>
 #include <linux/instruction_pointer.h>
@@ -84,33 +85,28 @@ static struct kprobe mapping_probe = {
 static bool mapping_probe_registered;
 
 /* __vmalloc_node_range_noprof() takes the address range but is not
- * exported; a test module may look it up through a kprobe. */
+ * exported: the test writes its address (from /proc/kallsyms) to
+ * vmalloc_range, and the module checks it names that function before
+ * calling it. */
 typedef void *(*vmalloc_range_fn)(unsigned long size, unsigned long align,
 				  unsigned long start, unsigned long end,
 				  gfp_t gfp_mask, pgprot_t prot,
 				  unsigned long vm_flags, int node,
 				  const void *caller);
-static vmalloc_range_fn vmalloc_range;
+static u64 vmalloc_range_addr;
 static atomic_t fresh_slot;
 
-static vmalloc_range_fn find_vmalloc_range(void)
+static vmalloc_range_fn vmalloc_range(void)
 {
-	static const char *const names[] = {
-		"__vmalloc_node_range_noprof", "__vmalloc_node_range",
-	};
-	int i;
+	char name[KSYM_SYMBOL_LEN];
+	unsigned long addr = READ_ONCE(vmalloc_range_addr);
 
-	for (i = 0; i < ARRAY_SIZE(names); i++) {
-		struct kprobe kp = { .symbol_name = names[i] };
-		void *addr;
-
-		if (register_kprobe(&kp))
-			continue;
-		addr = kp.addr;
-		unregister_kprobe(&kp);
-		return (vmalloc_range_fn)addr;
-	}
-	return NULL;
+	if (!addr)
+		return NULL;
+	sprint_symbol(name, addr);
+	if (strncmp(name, "__vmalloc_node_range", 20) || !strstr(name, "+0x0/"))
+		return NULL;
+	return (vmalloc_range_fn)addr;
 }
 
 /* barrier() after each call keeps it out of tail position, so the return
@@ -164,12 +160,13 @@ static noinline void *site_vmalloc_nofail_fresh(unsigned long sz)
 	unsigned long base = ALIGN(VMALLOC_START + (VMALLOC_END - VMALLOC_START) / 2,
 				   PUD_SIZE);
 	unsigned long start = base + (unsigned long)atomic_inc_return(&fresh_slot) * PUD_SIZE;
+	vmalloc_range_fn fn = vmalloc_range();
 	void *p;
 
-	if (start + PUD_SIZE > VMALLOC_END)
+	if (!fn || start + PUD_SIZE > VMALLOC_END)
 		return NULL;
-	p = vmalloc_range(sz, 1, start, VMALLOC_END, GFP_KERNEL | __GFP_NOFAIL,
-			  PAGE_KERNEL, 0, NUMA_NO_NODE, (void *)_THIS_IP_);
+	p = fn(sz, 1, start, VMALLOC_END, GFP_KERNEL | __GFP_NOFAIL,
+	       PAGE_KERNEL, 0, NUMA_NO_NODE, (void *)_THIS_IP_);
 	barrier();
 	return p;
 }
@@ -191,7 +188,7 @@ static int run_site(const char *site)
 		fn = site_vmalloc;
 	else if (!strcmp(site, "vmalloc_retry"))
 		retry = true;
-	else if (!strcmp(site, "vmalloc_nofail_fresh") && vmalloc_range)
+	else if (!strcmp(site, "vmalloc_nofail_fresh") && vmalloc_range())
 		fn = site_vmalloc_nofail_fresh;
 	else
 		return -EINVAL;
@@ -291,13 +288,11 @@ static int __init trigger_init(void)
 	}
 	if (!mapping_probe_registered)
 		pr_warn("nofail_trigger: no mapping function to probe: fail=2 unavailable\n");
-	vmalloc_range = find_vmalloc_range();
-	if (!vmalloc_range)
-		pr_warn("nofail_trigger: __vmalloc_node_range not found: vmalloc_nofail_fresh unavailable\n");
 	dir = debugfs_create_dir("nofail_trigger", NULL);
 	debugfs_create_u64("size", 0600, dir, &size);
 	debugfs_create_u32("count", 0600, dir, &count);
 	debugfs_create_u32("fail", 0600, dir, &fail);
+	debugfs_create_x64("vmalloc_range", 0600, dir, &vmalloc_range_addr);
 	debugfs_create_file("run", 0200, dir, NULL, &run_fops);
 	debugfs_create_file("results", 0400, dir, NULL, &results_fops);
 	return 0;

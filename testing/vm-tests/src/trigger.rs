@@ -18,7 +18,18 @@ pub fn load(module: &Path) -> Result<()> {
         module.display(),
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    Ok(())
+    // The fresh-address-space site calls __vmalloc_node_range, which is
+    // not exported: the module gets its address from here (and checks it).
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms")?;
+    let addr = kallsyms
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (addr, _, name) = (f.next()?, f.next()?, f.next()?);
+            matches!(name, "__vmalloc_node_range_noprof" | "__vmalloc_node_range").then_some(addr)
+        })
+        .context("no __vmalloc_node_range in /proc/kallsyms")?;
+    write("vmalloc_range", &format!("0x{addr}"))
 }
 
 fn write(file: &str, value: &str) -> Result<()> {
