@@ -134,31 +134,32 @@ impl Default for CallerStats {
 }
 
 impl CallerStats {
-    /// Adds another CPU's (or another snapshot's) counts into this one.
+    /// Adds another CPU's (or another caller's) counts into this one;
+    /// saturating, since read-back reports may carry any value.
     pub fn merge(&mut self, o: &Self) {
-        self.calls += o.calls;
-        self.nofail_calls += o.nofail_calls;
-        self.null_returns += o.null_returns;
-        self.latency_ns += o.latency_ns;
-        self.area_failures += o.area_failures;
-        self.mapping_failures += o.mapping_failures;
-        self.area_retries += o.area_retries;
-        self.mapping_retries += o.mapping_retries;
+        self.calls = self.calls.saturating_add(o.calls);
+        self.nofail_calls = self.nofail_calls.saturating_add(o.nofail_calls);
+        self.null_returns = self.null_returns.saturating_add(o.null_returns);
+        self.latency_ns = self.latency_ns.saturating_add(o.latency_ns);
+        self.area_failures = self.area_failures.saturating_add(o.area_failures);
+        self.mapping_failures = self.mapping_failures.saturating_add(o.mapping_failures);
+        self.area_retries = self.area_retries.saturating_add(o.area_retries);
+        self.mapping_retries = self.mapping_retries.saturating_add(o.mapping_retries);
         for i in 0..PT_LEVELS {
-            self.pt_failures[i] += o.pt_failures[i];
+            self.pt_failures[i] = self.pt_failures[i].saturating_add(o.pt_failures[i]);
         }
-        self.sleeps += o.sleeps;
-        self.slept_ns += o.slept_ns;
-        self.sleep_jiffies += o.sleep_jiffies;
+        self.sleeps = self.sleeps.saturating_add(o.sleeps);
+        self.slept_ns = self.slept_ns.saturating_add(o.slept_ns);
+        self.sleep_jiffies = self.sleep_jiffies.saturating_add(o.sleep_jiffies);
         self.max_retries = self.max_retries.max(o.max_retries);
-        self.hand_retries += o.hand_retries;
-        self.hand_retry_sleeps += o.hand_retry_sleeps;
-        self.injected += o.injected;
+        self.hand_retries = self.hand_retries.saturating_add(o.hand_retries);
+        self.hand_retry_sleeps = self.hand_retry_sleeps.saturating_add(o.hand_retry_sleeps);
+        self.injected = self.injected.saturating_add(o.injected);
         self.max_slept_ns = self.max_slept_ns.max(o.max_slept_ns);
         for i in 0..HIST_BUCKETS {
-            self.latency_hist[i] += o.latency_hist[i];
-            self.retries_hist[i] += o.retries_hist[i];
-            self.slept_hist[i] += o.slept_hist[i];
+            self.latency_hist[i] = self.latency_hist[i].saturating_add(o.latency_hist[i]);
+            self.retries_hist[i] = self.retries_hist[i].saturating_add(o.retries_hist[i]);
+            self.slept_hist[i] = self.slept_hist[i].saturating_add(o.slept_hist[i]);
         }
     }
 }

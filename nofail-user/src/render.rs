@@ -2,8 +2,6 @@
 //! failed, retried or slept (with their histograms), stuck calls, and what
 //! nofail could not count.
 
-use nofail_common::HIST_BUCKETS;
-
 use crate::{
     hist,
     report::{CallerRow, InflightRow, Report},
@@ -132,18 +130,17 @@ pub fn render_report(report: &Report) -> String {
             ms(r.slept_ns),
             r.null_returns
         ));
-        let hists = &r.histograms;
+        let s = r.stats();
         for (title, h, unit) in [
             (
                 "retries per call",
-                &hists.retries_per_call,
+                &s.retries_hist,
                 hist::count_unit as fn(u64) -> String,
             ),
-            ("latency", &hists.latency_ns, hist::ns_unit),
-            ("slept per call", &hists.slept_per_call_ns, hist::ns_unit),
+            ("latency", &s.latency_hist, hist::ns_unit),
+            ("slept per call", &s.slept_hist, hist::ns_unit),
         ] {
-            // Reports read back were validated; a live one always converts.
-            let text = hist::render(&h.to_log2().unwrap_or([0; HIST_BUCKETS]), unit, "    ");
+            let text = hist::render(h, unit, "    ");
             if !text.is_empty() {
                 out.push_str(&format!("  {title}:\n{text}"));
             }

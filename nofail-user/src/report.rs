@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
-use nofail_common::{CallerStats, Health, Inflight, PT_LEVELS};
+use nofail_common::{CallerStats, HIST_BUCKETS, Health, Inflight, PT_LEVELS};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -80,6 +80,36 @@ impl CallerRow {
 
     pub fn is_open_coded_loop(&self) -> bool {
         self.open_coded_retries > 0
+    }
+
+    /// The row back in the kernel's form, for code that sums or walks
+    /// histograms. Read-back reports were validated; a bucket that does not
+    /// convert counts as empty.
+    pub fn stats(&self) -> CallerStats {
+        let h = &self.histograms;
+        let log2 = |h: &Hist| h.to_log2().unwrap_or([0; HIST_BUCKETS]);
+        CallerStats {
+            calls: self.calls,
+            nofail_calls: self.nofail_calls,
+            null_returns: self.null_returns,
+            latency_ns: self.total_latency_ns,
+            area_failures: self.area_failures,
+            mapping_failures: self.mapping_failures,
+            area_retries: self.area_retries,
+            mapping_retries: self.mapping_retries,
+            pt_failures: PT_LEVEL_NAMES.map(|l| self.pt_failures.get(l).copied().unwrap_or(0)),
+            sleeps: self.sleeps,
+            slept_ns: self.slept_ns,
+            sleep_jiffies: self.sleep_jiffies,
+            max_retries: self.max_retries,
+            hand_retries: self.open_coded_retries,
+            hand_retry_sleeps: self.open_coded_retry_sleeps,
+            injected: self.injected,
+            max_slept_ns: self.max_slept_ns,
+            latency_hist: log2(&h.latency_ns),
+            retries_hist: log2(&h.retries_per_call),
+            slept_hist: log2(&h.slept_per_call_ns),
+        }
     }
 }
 

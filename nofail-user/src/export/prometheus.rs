@@ -6,115 +6,28 @@
 
 use std::fmt::Write as _;
 
-use nofail_common::HIST_BUCKETS;
+use nofail_common::{CallerStats, HIST_BUCKETS};
 
 use crate::{
     hist::bounds,
-    report::{CallerRow, Report},
+    report::{CallerRow, PT_LEVEL_NAMES, Report},
 };
 
 /// The content type of the text format `serve` answers with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// One label set's values, summed over folded callers.
-#[derive(Clone)]
-struct Series {
-    caller: String,
-    calls: u64,
-    nofail_calls: u64,
-    null_returns: u64,
-    area_failures: u64,
-    mapping_failures: u64,
-    area_retries: u64,
-    mapping_retries: u64,
-    pt_failures: Vec<(String, u64)>,
-    sleeps: u64,
-    slept_ns: u64,
-    open_coded_retries: u64,
-    open_coded_retry_sleeps: u64,
-    injected: u64,
-    latency_ns: u64,
-    retries_hist: [u64; HIST_BUCKETS],
-    latency_hist: [u64; HIST_BUCKETS],
-    slept_hist: [u64; HIST_BUCKETS],
-}
-
-impl Series {
-    fn named(caller: &str) -> Self {
-        Self {
-            caller: caller.into(),
-            calls: 0,
-            nofail_calls: 0,
-            null_returns: 0,
-            area_failures: 0,
-            mapping_failures: 0,
-            area_retries: 0,
-            mapping_retries: 0,
-            pt_failures: Vec::new(),
-            sleeps: 0,
-            slept_ns: 0,
-            open_coded_retries: 0,
-            open_coded_retry_sleeps: 0,
-            injected: 0,
-            latency_ns: 0,
-            retries_hist: [0; HIST_BUCKETS],
-            latency_hist: [0; HIST_BUCKETS],
-            slept_hist: [0; HIST_BUCKETS],
-        }
-    }
-
-    fn add(&mut self, r: &CallerRow) {
-        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
-        add(&mut self.calls, r.calls);
-        add(&mut self.nofail_calls, r.nofail_calls);
-        add(&mut self.null_returns, r.null_returns);
-        add(&mut self.area_failures, r.area_failures);
-        add(&mut self.mapping_failures, r.mapping_failures);
-        add(&mut self.area_retries, r.area_retries);
-        add(&mut self.mapping_retries, r.mapping_retries);
-        add(&mut self.sleeps, r.sleeps);
-        add(&mut self.slept_ns, r.slept_ns);
-        add(&mut self.open_coded_retries, r.open_coded_retries);
-        add(&mut self.open_coded_retry_sleeps, r.open_coded_retry_sleeps);
-        add(&mut self.injected, r.injected);
-        add(&mut self.latency_ns, r.total_latency_ns);
-        for (level, n) in &r.pt_failures {
-            match self.pt_failures.iter_mut().find(|(l, _)| l == level) {
-                Some((_, total)) => add(total, *n),
-                None => self.pt_failures.push((level.clone(), *n)),
-            }
-        }
-        let h = &r.histograms;
-        // Reports are validated when read; a live report always converts.
-        for (into, from) in [
-            (&mut self.retries_hist, &h.retries_per_call),
-            (&mut self.latency_hist, &h.latency_ns),
-            (&mut self.slept_hist, &h.slept_per_call_ns),
-        ] {
-            for (a, b) in into
-                .iter_mut()
-                .zip(from.to_log2().unwrap_or([0; HIST_BUCKETS]))
-            {
-                add(a, b);
-            }
-        }
-    }
-}
-
 /// The top `top` callers by retries (the report's order) and, when more
-/// exist, one "other" series holding the rest.
-fn series(callers: &[CallerRow], top: usize) -> Vec<Series> {
-    let mut out: Vec<Series> = Vec::new();
+/// exist, one "other" series summing the rest.
+fn series(callers: &[CallerRow], top: usize) -> Vec<(String, CallerStats)> {
+    let mut out: Vec<(String, CallerStats)> = Vec::new();
     for (i, r) in callers.iter().enumerate() {
         if i < top {
-            let mut s = Series::named(&r.caller);
-            s.add(r);
-            out.push(s);
+            out.push((r.caller.clone(), r.stats()));
         } else {
             if out.len() == top {
-                out.push(Series::named("other"));
+                out.push(("other".into(), CallerStats::default()));
             }
-            out[top].add(r);
+            out[top].1.merge(&r.stats());
         }
     }
     out
@@ -150,12 +63,12 @@ fn histogram(
     name: &str,
     help: &str,
     scale: f64,
-    rows: &[Series],
-    pick: impl Fn(&Series) -> (&[u64; HIST_BUCKETS], f64),
+    rows: &[(String, CallerStats)],
+    pick: impl Fn(&CallerStats) -> (&[u64; HIST_BUCKETS], f64),
 ) {
     header(out, name, "histogram", help);
-    for s in rows {
-        let label = format!("caller=\"{}\"", escape_label(&s.caller));
+    for (caller, s) in rows {
+        let label = format!("caller=\"{}\"", escape_label(caller));
         let (h, sum) = pick(s);
         let mut cumulative = 0u64;
         // The last kernel bucket has no upper bound: it is only in +Inf.
@@ -174,29 +87,85 @@ fn histogram(
     }
 }
 
-fn counter(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    rows: &[Series],
-    values: impl Fn(&Series) -> Vec<(String, u64)>,
-) {
-    header(out, name, "counter", help);
-    for s in rows {
-        for (extra, v) in values(s) {
-            let _ = writeln!(
-                out,
-                "{name}{{caller=\"{}\"{extra}}} {v}",
-                escape_label(&s.caller)
-            );
-        }
-    }
+/// A caller's samples of one counter: extra labels (",stage=\"area\"")
+/// and the value as written.
+type Samples = fn(&CallerStats) -> Vec<(String, String)>;
+
+fn one(v: impl ToString) -> Vec<(String, String)> {
+    vec![(String::new(), v.to_string())]
 }
 
-/// One value, no extra labels.
-fn plain(v: u64) -> Vec<(String, u64)> {
-    vec![(String::new(), v)]
+fn by_stage(area: u64, mapping: u64) -> Vec<(String, String)> {
+    vec![
+        (",stage=\"area\"".into(), area.to_string()),
+        (",stage=\"mapping\"".into(), mapping.to_string()),
+    ]
 }
+
+/// Every per-caller counter: name, help, samples.
+const COUNTERS: &[(&str, &str, Samples)] = &[
+    (
+        "nofail_vmalloc_calls_total",
+        "Finished vmalloc calls per call site.",
+        |s| one(s.calls),
+    ),
+    (
+        "nofail_vmalloc_nofail_calls_total",
+        "Finished vmalloc calls with __GFP_NOFAIL per call site.",
+        |s| one(s.nofail_calls),
+    ),
+    (
+        "nofail_vmalloc_null_returns_total",
+        "vmalloc calls that returned NULL to their caller.",
+        |s| one(s.null_returns),
+    ),
+    (
+        "nofail_vmalloc_failures_total",
+        "Stage failures inside vmalloc: area (vmap area) or mapping (page tables).",
+        |s| by_stage(s.area_failures, s.mapping_failures),
+    ),
+    (
+        "nofail_vmalloc_retries_total",
+        "Turns of the __GFP_NOFAIL retry loop per stage.",
+        |s| by_stage(s.area_retries, s.mapping_retries),
+    ),
+    (
+        "nofail_pagetable_failures_total",
+        "Page-table page allocations that failed inside vmalloc, per level.",
+        |s| {
+            PT_LEVEL_NAMES
+                .iter()
+                .zip(s.pt_failures)
+                .map(|(l, n)| (format!(",level=\"{l}\""), n.to_string()))
+                .collect()
+        },
+    ),
+    (
+        "nofail_retry_sleeps_total",
+        "Retry sleeps (schedule_timeout_uninterruptible) inside vmalloc.",
+        |s| one(s.sleeps),
+    ),
+    (
+        "nofail_retry_slept_seconds_total",
+        "Time spent in retry sleeps inside vmalloc.",
+        |s| one(seconds(s.slept_ns)),
+    ),
+    (
+        "nofail_open_coded_retries_total",
+        "Calls repeated by hand after a NULL from the same site and task.",
+        |s| one(s.hand_retries),
+    ),
+    (
+        "nofail_open_coded_retry_sleeps_total",
+        "Sleeps between open-coded retries.",
+        |s| one(s.hand_retry_sleeps),
+    ),
+    (
+        "nofail_injected_failures_total",
+        "Sub-allocation failures nofail inject caused in this caller's calls.",
+        |s| one(s.injected),
+    ),
+];
 
 /// The whole exposition for `report`, at most `top` named callers.
 pub fn render(report: &Report, top: usize) -> String {
@@ -244,105 +213,18 @@ pub fn render(report: &Report, top: usize) -> String {
         seconds(oldest)
     );
 
-    counter(
-        &mut out,
-        "nofail_vmalloc_calls_total",
-        "Finished vmalloc calls per call site.",
-        &rows,
-        |s| plain(s.calls),
-    );
-    counter(
-        &mut out,
-        "nofail_vmalloc_nofail_calls_total",
-        "Finished vmalloc calls with __GFP_NOFAIL per call site.",
-        &rows,
-        |s| plain(s.nofail_calls),
-    );
-    counter(
-        &mut out,
-        "nofail_vmalloc_null_returns_total",
-        "vmalloc calls that returned NULL to their caller.",
-        &rows,
-        |s| plain(s.null_returns),
-    );
-    counter(
-        &mut out,
-        "nofail_vmalloc_failures_total",
-        "Stage failures inside vmalloc: area (vmap area) or mapping (page tables).",
-        &rows,
-        |s| {
-            vec![
-                (",stage=\"area\"".into(), s.area_failures),
-                (",stage=\"mapping\"".into(), s.mapping_failures),
-            ]
-        },
-    );
-    counter(
-        &mut out,
-        "nofail_vmalloc_retries_total",
-        "Turns of the __GFP_NOFAIL retry loop per stage.",
-        &rows,
-        |s| {
-            vec![
-                (",stage=\"area\"".into(), s.area_retries),
-                (",stage=\"mapping\"".into(), s.mapping_retries),
-            ]
-        },
-    );
-    counter(
-        &mut out,
-        "nofail_pagetable_failures_total",
-        "Page-table page allocations that failed inside vmalloc, per level.",
-        &rows,
-        |s| {
-            s.pt_failures
-                .iter()
-                .map(|(l, n)| (format!(",level=\"{}\"", escape_label(l)), *n))
-                .collect()
-        },
-    );
-    counter(
-        &mut out,
-        "nofail_retry_sleeps_total",
-        "Retry sleeps (schedule_timeout_uninterruptible) inside vmalloc.",
-        &rows,
-        |s| plain(s.sleeps),
-    );
-    header(
-        &mut out,
-        "nofail_retry_slept_seconds_total",
-        "counter",
-        "Time spent in retry sleeps inside vmalloc.",
-    );
-    for s in &rows {
-        let _ = writeln!(
-            out,
-            "nofail_retry_slept_seconds_total{{caller=\"{}\"}} {}",
-            escape_label(&s.caller),
-            seconds(s.slept_ns)
-        );
+    for (name, help, samples) in COUNTERS {
+        header(&mut out, name, "counter", help);
+        for (caller, s) in &rows {
+            for (extra, v) in samples(s) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{caller=\"{}\"{extra}}} {v}",
+                    escape_label(caller)
+                );
+            }
+        }
     }
-    counter(
-        &mut out,
-        "nofail_open_coded_retries_total",
-        "Calls repeated by hand after a NULL from the same site and task.",
-        &rows,
-        |s| plain(s.open_coded_retries),
-    );
-    counter(
-        &mut out,
-        "nofail_open_coded_retry_sleeps_total",
-        "Sleeps between open-coded retries.",
-        &rows,
-        |s| plain(s.open_coded_retry_sleeps),
-    );
-    counter(
-        &mut out,
-        "nofail_injected_failures_total",
-        "Sub-allocation failures nofail inject caused in this caller's calls.",
-        &rows,
-        |s| plain(s.injected),
-    );
 
     histogram(
         &mut out,

@@ -8,7 +8,7 @@ use nofail_common::HIST_BUCKETS;
 use plotters::prelude::*;
 
 use crate::{
-    hist::{self, Hist},
+    hist,
     report::{CallerRow, Report},
 };
 
@@ -31,12 +31,12 @@ fn panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
     x_desc: &str,
-    h: &Hist,
+    h: &[u64; HIST_BUCKETS],
     unit: fn(u64) -> String,
     skip_zero: bool,
 ) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {title}: {e}");
-    let mut buckets = h.to_log2()?;
+    let mut buckets = *h;
     if skip_zero {
         buckets[0] = 0;
     }
@@ -109,7 +109,7 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
             .map_err(|e| err(&e))?;
         let panels = root.split_evenly((rows.len(), 2));
         for (row, cells) in rows.iter().zip(panels.chunks(2)) {
-            let h = &row.histograms;
+            let s = row.stats();
             panel(
                 &cells[0],
                 &format!(
@@ -119,7 +119,7 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
                     row.retries()
                 ),
                 "NOFAIL retries in one call",
-                &h.retries_per_call,
+                &s.retries_hist,
                 hist::count_unit,
                 false,
             )?;
@@ -130,10 +130,10 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
                     row.caller,
                     row.sleeps,
                     row.slept_ns as f64 / 1e6,
-                    h.slept_per_call_ns.to_log2()?[0]
+                    s.slept_hist[0]
                 ),
                 "time slept in retry sleeps (calls that slept)",
-                &h.slept_per_call_ns,
+                &s.slept_hist,
                 hist::ns_unit,
                 true,
             )?;
