@@ -185,6 +185,8 @@ pub const ROLES: &[Role] = &[
 #[derive(Debug)]
 pub struct InjectHook {
     pub function: &'static str,
+    /// The kernel option that makes `function` traceable for a kprobe.
+    pub option: &'static str,
     pub kprobe: &'static str,
     pub decide: &'static str,
     pub fmod_ret: &'static str,
@@ -193,6 +195,7 @@ pub struct InjectHook {
 /// Area stage: the vm_struct/vmap_area slabs of `__get_vm_area_node`.
 pub const AREA_INJECT: InjectHook = InjectHook {
     function: "should_failslab",
+    option: "CONFIG_FAILSLAB",
     kprobe: "inject_failslab",
     decide: "decide_failslab",
     fmod_ret: "fmodret_slab",
@@ -200,6 +203,7 @@ pub const AREA_INJECT: InjectHook = InjectHook {
 /// Mapping stage: page-table pages inside `__vmap_pages_range_noflush`.
 pub const MAPPING_INJECT: InjectHook = InjectHook {
     function: "should_fail_alloc_page",
+    option: "CONFIG_FAIL_PAGE_ALLOC",
     kprobe: "inject_fail_page",
     decide: "decide_fail_page",
     fmod_ret: "fmodret_page",

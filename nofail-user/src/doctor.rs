@@ -2,7 +2,6 @@
 //! what the kernel offers for fault injection.
 
 use anyhow::{Context as _, Result};
-use aya::{Ebpf, programs::KProbe};
 use serde::Serialize;
 
 use crate::{
@@ -13,16 +12,6 @@ use crate::{
     kernel::KernelView,
     tracer::{Tracer, one_line},
 };
-
-/// Kernel options fault injection needs (BRIEF §3).
-pub const INJECTION_OPTIONS: [&str; 6] = [
-    "CONFIG_KPROBES",
-    "CONFIG_FUNCTION_ERROR_INJECTION",
-    "CONFIG_BPF_KPROBE_OVERRIDE",
-    "CONFIG_FAULT_INJECTION",
-    "CONFIG_FAILSLAB",
-    "CONFIG_FAIL_PAGE_ALLOC",
-];
 
 const GFP_BITS: [&str; 6] = [
     "___GFP_NOFAIL_BIT",
@@ -108,9 +97,10 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         });
     }
     drop(attached);
-    let override_return_loads = probe_override_return();
-    let injection_options: Vec<_> = INJECTION_OPTIONS
+    let override_return_loads = injector::probe_override_return();
+    let injection_options: Vec<_> = injector::KPROBE_OPTIONS
         .iter()
+        .chain([&AREA_INJECT.option, &MAPPING_INJECT.option])
         .map(|o| (*o, config.enabled(o)))
         .collect();
     let hooks = [&AREA_INJECT, &MAPPING_INJECT];
@@ -160,17 +150,6 @@ pub fn run(args: DoctorArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Loads (never attaches) a kprobe program calling bpf_override_return().
-pub fn probe_override_return() -> Result<(), String> {
-    let mut ebpf = Ebpf::load(crate::tracer::OBJECT).map_err(|e| one_line(&e))?;
-    let prog: &mut KProbe = ebpf
-        .program_mut("probe_override_return")
-        .ok_or("probe program missing")?
-        .try_into()
-        .map_err(|e| one_line(&e))?;
-    prog.load().map_err(|e| one_line(&e))
 }
 
 fn yes_no(v: Option<bool>) -> &'static str {

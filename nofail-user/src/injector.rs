@@ -11,8 +11,7 @@ use aya::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    attach::InjectHook, doctor, fmodret, kconfig::KernelConfig, kernel::KernelView,
-    tracer::one_line,
+    attach::InjectHook, fmodret, kconfig::KernelConfig, kernel::KernelView, tracer::one_line,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -38,9 +37,9 @@ impl std::fmt::Display for InjectMode {
     }
 }
 
-/// Options the kprobe override needs (BRIEF §3); FAILSLAB and
-/// FAIL_PAGE_ALLOC only for the stage that uses them.
-const KPROBE_OPTIONS: [&str; 4] = [
+/// Options the kprobe override needs (BRIEF §3), besides each stage's
+/// `InjectHook::option`.
+pub const KPROBE_OPTIONS: [&str; 4] = [
     "CONFIG_KPROBES",
     "CONFIG_FUNCTION_ERROR_INJECTION",
     "CONFIG_BPF_KPROBE_OVERRIDE",
@@ -72,16 +71,12 @@ pub fn missing(
             if !view.kprobes {
                 add("CONFIG_KPROBES");
             }
-            if doctor::probe_override_return().is_err() {
+            if probe_override_return().is_err() {
                 add("CONFIG_BPF_KPROBE_OVERRIDE");
             }
             for hook in hooks {
                 if !view.is_traceable(hook.function) {
-                    add(if hook.function == "should_failslab" {
-                        "CONFIG_FAILSLAB"
-                    } else {
-                        "CONFIG_FAIL_PAGE_ALLOC"
-                    });
+                    add(hook.option);
                 }
             }
         }
@@ -100,6 +95,19 @@ pub fn missing(
         }
     }
     out
+}
+
+/// Loads (never attaches) nofail-ebpf's `probe_override_return`, a kprobe
+/// calling bpf_override_return(): the verifier refuses it without
+/// CONFIG_BPF_KPROBE_OVERRIDE, whatever the config file says.
+pub fn probe_override_return() -> Result<(), String> {
+    let mut ebpf = Ebpf::load(crate::tracer::OBJECT).map_err(|e| one_line(&e))?;
+    let prog: &mut KProbe = ebpf
+        .program_mut("probe_override_return")
+        .ok_or("probe program missing")?
+        .try_into()
+        .map_err(|e| one_line(&e))?;
+    prog.load().map_err(|e| one_line(&e))
 }
 
 /// The mechanism to use: the one asked for, or for auto the kprobe
