@@ -7,12 +7,12 @@
 //! BPF_RAW_TRACEPOINT_OPEN; the link is a file descriptor, so it goes away
 //! with nofail, kill -9 included.
 
-use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, maps::MapData};
 
-use crate::btf::KernelBtf;
+use crate::{btf::KernelBtf, sysbpf::bpf_fd};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -109,14 +109,6 @@ struct ProgLoadAttr {
     _pad: u32,
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// An attached fmod_ret program; dropping it detaches.
 pub struct FmodRet {
     _prog: OwnedFd,
@@ -151,7 +143,7 @@ pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
     };
     let n = name.len().min(15);
     attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
-    let prog = sys_bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+    let prog = bpf_fd(BPF_PROG_LOAD, &mut attr).map_err(|e| {
         let text = String::from_utf8_lossy(&log);
         let last = text
             .trim_end_matches('\0')
@@ -172,7 +164,7 @@ pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
         prog_fd: prog.as_raw_fd() as u32,
         _pad: 0,
     };
-    let link = sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut open)
+    let link = bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &mut open)
         .with_context(|| format!("cannot attach fmod_ret to {function}"))?;
     Ok(FmodRet {
         _prog: prog,

@@ -327,21 +327,12 @@ fn own_process_exempt() -> Result<()> {
     attr[1] = 4; // key_size
     attr[2] = 4096; // value_size
     attr[3] = 256; // max_entries
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            0, // BPF_MAP_CREATE
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if fd < 0 {
+    // BPF_MAP_CREATE; the map is closed again right away.
+    if let Err(e) = crate::sysbpf::bpf_fd(0, &mut attr) {
         bail!(
-            "nofail's own 1 MiB allocation failed while injecting ({}): the own-process guard did not hold; stopped",
-            std::io::Error::last_os_error()
+            "nofail's own 1 MiB allocation failed while injecting ({e}): the own-process guard did not hold; stopped"
         );
     }
-    unsafe { libc::close(fd as i32) };
     eprintln!("nofail: own-process guard checked: a 1 MiB vmalloc of nofail's own went through");
     Ok(())
 }

@@ -71,7 +71,12 @@ pub fn missing(
             if !view.kprobes {
                 add("CONFIG_KPROBES");
             }
-            if probe_override_return().is_err() {
+            // The verifier is asked only when the config does not already
+            // say no: the probe loads nofail's object (maps, aya's feature
+            // probes), which a refusal should not.
+            if config.enabled("CONFIG_BPF_KPROBE_OVERRIDE") != Some(false)
+                && probe_override_return().is_err()
+            {
                 add("CONFIG_BPF_KPROBE_OVERRIDE");
             }
             for hook in hooks {

@@ -17,6 +17,7 @@ mod render;
 mod report;
 mod session;
 mod symbols;
+mod sysbpf;
 mod trace;
 mod tracer;
 

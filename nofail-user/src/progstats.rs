@@ -31,22 +31,12 @@ fn info_of(program: &Program) -> Option<(u64, u64)> {
         info_len: u32,
         info: u64,
     }
-    let attr = InfoAttr {
+    let mut attr = InfoAttr {
         bpf_fd: fd as u32,
         info_len: INFO_LEN as u32,
         info: info.as_mut_ptr() as u64,
     };
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
+    crate::sysbpf::bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
     let u64_at = |off: usize| u64::from_ne_bytes(info[off..off + 8].try_into().expect("8 bytes"));
     Some((u64_at(RUN_CNT_OFF), u64_at(RECURSION_MISSES_OFF)))
 }

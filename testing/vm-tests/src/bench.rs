@@ -95,11 +95,7 @@ fn with_bpftrace() -> Result<f64> {
 }
 
 pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
-    trigger::load(
-        ctx.trigger
-            .as_ref()
-            .context("the benchmark needs the trigger module")?,
-    )?;
+    ctx.load_trigger()?;
     trigger::run("vmalloc", 1000, SIZE, trigger::Arm::Off)?; // warm up
     // Each traced configuration is compared with an untraced measurement
     // taken right before it: the guest's vmalloc speed drifts over a run

@@ -161,7 +161,7 @@ fn seven_calls() -> Result<()> {
 }
 
 pub fn formats_from_live_run(ctx: &Ctx) -> Result<()> {
-    trigger::load(ctx.trigger.as_ref().expect("trigger"))?;
+    ctx.load_trigger()?;
     let prom = ctx.out.join("export_live.prom");
     let scraped = ctx.out.join("export_scrape.prom");
     let svg = ctx.out.join("export_live.svg");
@@ -217,7 +217,7 @@ pub fn formats_from_live_run(ctx: &Ctx) -> Result<()> {
 pub fn serve_scrape_on_every_kernel(ctx: &Ctx) -> Result<()> {
     let serve = Serve::start(ctx)?;
     let work = (0..3)
-        .try_for_each(|_| crate::scenarios::create_big_array_map())
+        .try_for_each(|_| crate::bpf::create_big_array_map())
         .and_then(|_| http_get(serve.port, "/metrics"));
     serve.stop()?;
     let (code, body) = work?;
@@ -265,7 +265,7 @@ fn record(ctx: &Ctx, name: &str, runs: u64, spins: u64, k: u64) -> Result<()> {
 /// (3 of 10 calls retrying 3 times, against 1 of 10 retrying once) fails
 /// it with exit status 3; the baseline against itself passes.
 pub fn baseline_gate_on_recorded_runs(ctx: &Ctx) -> Result<()> {
-    trigger::load(ctx.trigger.as_ref().expect("trigger"))?;
+    ctx.load_trigger()?;
     record(ctx, "export_base", 10, 1, 1)?;
     record(ctx, "export_spin", 10, 3, 3)?;
     let gate = |new: &str, old: &str| -> Result<(Option<i32>, String)> {

@@ -18,6 +18,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Loads the trigger module (test kernel scenarios only).
+    pub fn load_trigger(&self) -> Result<()> {
+        crate::trigger::load(self.trigger.as_ref().context("no trigger module")?)
+    }
+
     pub fn new(nofail: PathBuf, trigger: Option<PathBuf>, out: PathBuf) -> Self {
         let _ = std::fs::create_dir_all(&out);
         Self {

@@ -4,6 +4,7 @@
 //! compares nofail's per-caller counts with that ground truth.
 
 mod bench;
+mod bpf;
 mod export;
 mod harness;
 mod inject;

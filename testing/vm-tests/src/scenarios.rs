@@ -127,41 +127,12 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
     list
 }
 
-fn trigger(ctx: &Ctx) -> Result<()> {
-    trigger::load(ctx.trigger.as_ref().expect("trigger"))
-}
-
-/// bpf(BPF_MAP_CREATE) of a 16 MiB array: one vmalloc from array_map_alloc
-/// (plus the nested page-array vmalloc, which must not count).
-pub fn create_big_array_map() -> Result<()> {
-    let mut attr = [0u32; 32];
-    attr[0] = 2; // BPF_MAP_TYPE_ARRAY
-    attr[1] = 4; // key_size
-    attr[2] = 4096; // value_size
-    attr[3] = 4096; // max_entries: 16 MiB of values
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            0,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    ensure!(
-        fd >= 0,
-        "BPF_MAP_CREATE failed: {}",
-        std::io::Error::last_os_error()
-    );
-    unsafe { libc::close(fd as i32) };
-    Ok(())
-}
-
 /// Runs on every kernel: exact calls, and no failure, retry or sleep.
 fn bpf_array_map_calls_exact(ctx: &Ctx) -> Result<()> {
     const N: u64 = 7;
     let trace = Trace::start(ctx, "bpf_array_map", &[])?;
     for _ in 0..N {
-        create_big_array_map()?;
+        crate::bpf::create_big_array_map()?;
     }
     let report = trace.finish()?;
     expect_fields(
@@ -247,7 +218,7 @@ fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
 }
 
 fn trigger_sites_exact(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let trace = Trace::start(ctx, "trigger_sites", &[])?;
     let a = trigger::run("vmalloc_nofail", 5, 64 << 10, Arm::Off)?;
     // 8 MiB is above the largest kmalloc, so kvmalloc always falls back to vmalloc.
@@ -278,7 +249,7 @@ fn trigger_sites_exact(ctx: &Ctx) -> Result<()> {
 /// (same caller, same task): one call each, and an injected area failure
 /// of the outer call is one retry, not two.
 fn nested_page_array_counted_once(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let trace = Trace::start(ctx, "nested", &[])?;
     trigger::run("vmalloc_nofail", 3, 8 << 20, Arm::Off)?;
     trigger::run_injected(Injector::ShouldFailslab, 1, "vmalloc_nofail", 1, 8 << 20)?;
@@ -302,7 +273,7 @@ fn nested_page_array_counted_once(ctx: &Ctx) -> Result<()> {
 /// area-stage loop must turn exactly K times, sleeping a jiffy each.
 fn area_stage_retries_exact(ctx: &Ctx) -> Result<()> {
     const K: u64 = 3;
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let hz = trigger::hz()?;
     let trace = Trace::start(ctx, "area_stage", &[])?;
     let (run, left) =
@@ -372,7 +343,7 @@ fn run_mapping_injected(
 /// put that failure in the mapping stage, at one page-table level, with
 /// one retry sleep.
 fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let trace = Trace::start(ctx, "mapping_stage", &[])?;
     let finished = run_mapping_injected(64 << 10, 1, 0);
     let left = Injector::FailPageAlloc.remaining();
@@ -415,7 +386,7 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
 /// failure and mapping failures that keep coming. Runs last: the task
 /// spins until power-off.
 fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let trace = Trace::start(ctx, "mapping_spin", &["--stuck-after", "500ms"])?;
     let finished = run_mapping_injected(6 << 20, 1, 3);
     if matches!(finished, Ok(None)) {
@@ -472,7 +443,7 @@ fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
 /// vmalloc (the vm_struct in __get_vm_area_node): one failure, no retry,
 /// NULL to the caller.
 fn plain_vmalloc_fails_once_no_retry(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let trace = Trace::start(ctx, "plain_fail", &[])?;
     let (failed, _) = trigger::run_injected(Injector::Failslab, 1, "vmalloc", 1, 64 << 10)?;
     let ok = trigger::run("vmalloc", 3, 64 << 10, Arm::Off)?;
@@ -498,7 +469,7 @@ fn plain_vmalloc_fails_once_no_retry(ctx: &Ctx) -> Result<()> {
 /// The trigger's hand-made loop (vmalloc, NULL, memalloc_retry_wait,
 /// vmalloc again) with 2 injected failures: 2 open-coded retries, 2 sleeps.
 fn open_coded_retry_loop_detected(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let trace = Trace::start(ctx, "open_coded", &[])?;
     let (run, _) = trigger::run_injected(Injector::Failslab, 2, "vmalloc_retry", 1, 64 << 10)?;
     let report = trace.finish()?;
@@ -522,7 +493,7 @@ fn open_coded_retry_loop_detected(ctx: &Ctx) -> Result<()> {
 /// --caller, --nofail-only, --min-size and --pid act in the kernel: calls
 /// they exclude never reach the report.
 fn filters_select_in_kernel(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let pid = std::process::id().to_string();
     let trace = Trace::start(
         ctx,
@@ -542,7 +513,7 @@ fn filters_select_in_kernel(ctx: &Ctx) -> Result<()> {
     trigger::run("vmalloc_nofail", 2, 64 << 10, Arm::Off)?; // too small
     trigger::run("vmalloc_nofail", 3, 256 << 10, Arm::Off)?; // selected
     trigger::run("vmalloc", 4, 256 << 10, Arm::Off)?; // not NOFAIL
-    create_big_array_map()?; // caller outside site_*
+    crate::bpf::create_big_array_map()?; // caller outside site_*
     let report = trace.finish()?;
     let callers = report["callers"].as_array().map_or(0, |a| a.len());
     ensure!(
@@ -560,7 +531,7 @@ fn filters_select_in_kernel(ctx: &Ctx) -> Result<()> {
 /// A NOFAIL call kept looping (~1 s of injected area failures) shows up in
 /// the --interval view as stuck, with its task and caller, while it runs.
 fn stuck_call_visible_while_looping(ctx: &Ctx) -> Result<()> {
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let hz = trigger::hz()?;
     let turns = hz + hz / 2; // 1.5 s of one-jiffy sleeps
     let trace = Trace::start(
@@ -614,7 +585,7 @@ fn stress_fentry(ctx: &Ctx) -> Result<()> {
 fn stress(ctx: &Ctx, mode: &str) -> Result<()> {
     const THREADS: u64 = 8;
     const CALLS: u64 = 10_000;
-    trigger(ctx)?;
+    ctx.load_trigger()?;
     let trace = Trace::start(ctx, &format!("stress_{mode}"), &["--mode", mode])?;
     std::fs::write("/sys/kernel/debug/nofail_trigger/size", "8192")?;
     std::fs::write("/sys/kernel/debug/nofail_trigger/count", CALLS.to_string())?;
