@@ -33,7 +33,14 @@ pub fn run() -> Result<i32> {
         "--bench".into(),
         out.display().to_string(),
     ];
-    let code = vm::run(&kernel, &root, &command, &[], 1200, 2048)?;
+    let code = vm::run(&vm::Guest {
+        kernel: &kernel,
+        cwd: &root,
+        command: &command,
+        env: &[],
+        timeout: 1200,
+        memory: 2048,
+    })?;
     if code != 0 {
         bail!("benchmark failed in the VM (exit {code})");
     }

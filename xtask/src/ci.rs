@@ -132,27 +132,27 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         );
         if name == KernelName::Test {
             t.step("vm --timeout ends a guest that sleeps too long", || {
-                let code = vm::run(
-                    &kernel,
-                    &root,
-                    &["sleep".into(), "300".into()],
-                    &[],
-                    30,
-                    512,
-                )?;
+                let code = vm::run(&vm::Guest {
+                    kernel: &kernel,
+                    cwd: &root,
+                    command: &["sleep".into(), "300".into()],
+                    env: &[],
+                    timeout: 30,
+                    memory: 512,
+                })?;
                 Ok(code == vm::EXIT_TIMEOUT)
             });
             t.step("vm reports a guest kernel panic", || {
                 let panic =
                     "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60";
-                let code = vm::run(
-                    &kernel,
-                    &root,
-                    &["sh".into(), "-c".into(), panic.into()],
-                    &[],
-                    120,
-                    512,
-                )?;
+                let code = vm::run(&vm::Guest {
+                    kernel: &kernel,
+                    cwd: &root,
+                    command: &["sh".into(), "-c".into(), panic.into()],
+                    env: &[],
+                    timeout: 120,
+                    memory: 512,
+                })?;
                 Ok(code == vm::EXIT_CRASH)
             });
         }
@@ -205,7 +205,15 @@ pub fn vm_suite(kernel: &Kernel, filter: Option<&str>) -> Result<bool> {
         .iter()
         .map(|c| format!("NOFAIL_KERNEL_CONFIG={}", c.display()))
         .collect();
-    Ok(vm::run(kernel, &root, &command, &env, 900, 2048)? == 0)
+    let code = vm::run(&vm::Guest {
+        kernel,
+        cwd: &root,
+        command: &command,
+        env: &env,
+        timeout: 900,
+        memory: 2048,
+    })?;
+    Ok(code == 0)
 }
 
 /// `cargo xtask vm-test`: build, then the VM scenarios on one kernel.

@@ -26,5 +26,12 @@ pub fn run(name: KernelName) -> Result<i32> {
     if name == KernelName::Test {
         command.push(trigger::build(&kernel)?.display().to_string());
     }
-    vm::run(&kernel, &root, &command, &[], 600, 2048)
+    vm::run(&vm::Guest {
+        kernel: &kernel,
+        cwd: &root,
+        command: &command,
+        env: &[],
+        timeout: 600,
+        memory: 2048,
+    })
 }

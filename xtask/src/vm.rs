@@ -52,37 +52,40 @@ pub fn cmd(args: VmArgs) -> Result<i32> {
     crate::setup::ensure()?;
     let kernel = kernels::ensure(args.kernel)?;
     let cwd = std::env::current_dir()?;
-    run(
-        &kernel,
-        &cwd,
-        &args.command,
-        &args.env,
-        args.timeout,
-        args.memory,
-    )
+    run(&Guest {
+        kernel: &kernel,
+        cwd: &cwd,
+        command: &args.command,
+        env: &args.env,
+        timeout: args.timeout,
+        memory: args.memory,
+    })
+}
+
+/// One guest run: `command` as root in `cwd` (shared writable), with `env`,
+/// under `timeout` seconds of wall clock and `memory` MiB.
+#[derive(Clone, Copy)]
+pub struct Guest<'a> {
+    pub kernel: &'a Kernel,
+    pub cwd: &'a Path,
+    pub command: &'a [String],
+    pub env: &'a [String],
+    pub timeout: u64,
+    pub memory: u32,
 }
 
 /// Boots `kernel`, runs `command` in `cwd`, returns the guest command's
 /// exit status (or one of the EXIT_* codes). A guest that crashes or hangs
 /// before the command started (seen under TCG: an int3 oops while the
 /// kernel patches its own text during boot) is booted once more.
-pub fn run(
-    kernel: &Kernel,
-    cwd: &Path,
-    command: &[String],
-    env: &[String],
-    timeout: u64,
-    memory: u32,
-) -> Result<i32> {
-    match run_once(kernel, cwd, command, env, timeout, memory)? {
+pub fn run(guest: &Guest) -> Result<i32> {
+    match run_once(guest)? {
         Outcome::Done(code) => Ok(code),
         Outcome::BootFailed(_) => {
             eprintln!("xtask vm: the guest failed before the command started; booting once more");
-            Ok(
-                match run_once(kernel, cwd, command, env, timeout, memory)? {
-                    Outcome::Done(code) | Outcome::BootFailed(code) => code,
-                },
-            )
+            Ok(match run_once(guest)? {
+                Outcome::Done(code) | Outcome::BootFailed(code) => code,
+            })
         }
     }
 }
@@ -93,14 +96,15 @@ enum Outcome {
     BootFailed(i32),
 }
 
-fn run_once(
-    kernel: &Kernel,
-    cwd: &Path,
-    command: &[String],
-    env: &[String],
-    timeout: u64,
-    memory: u32,
-) -> Result<Outcome> {
+fn run_once(guest: &Guest) -> Result<Outcome> {
+    let Guest {
+        kernel,
+        cwd,
+        command,
+        env,
+        timeout,
+        memory,
+    } = *guest;
     let work = tempdir()?;
     let nonce = format!("NOFAIL-VM-{:016x}", rand64());
     let initrd = work.join("initrd.cpio");
