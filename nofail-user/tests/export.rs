@@ -313,6 +313,35 @@ fn baseline_gate_both_ways() {
     assert_eq!(p99("export_base.json", "1"), Some(0));
 }
 
+/// The picture of the run recorded in the VM: one row for the trigger's
+/// NOFAIL site, its titles carrying that run's ground truth (7 calls, 4
+/// retries, 4 sleeps, 5 calls that never slept), one bar per non-empty
+/// bucket (retries 0, 1, 2-3; stall 4-8 ms, 16-33 ms).
+#[test]
+fn svg_picture_shows_the_recorded_run() {
+    let dir = scratch("svg");
+    let svg = dir.join("r.svg");
+    let out = nofail()
+        .arg("report")
+        .arg(recorded("export_live.json"))
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+    for want in [
+        "site_vmalloc_nofail+0x13: retries per call (7 calls, 4 retries)",
+        "site_vmalloc_nofail+0x13: stall per call (4 sleeps, 26.0 ms; 5 calls never slept)",
+    ] {
+        assert!(picture.contains(want), "lacks {want:?}");
+    }
+    let bars = picture.matches("fill=\"#2B6CB0\"").count();
+    assert_eq!(bars, 5, "bars drawn");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn json_read_back_and_written_again_is_the_same_report() {
     let dir = scratch("roundtrip");

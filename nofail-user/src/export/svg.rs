@@ -71,7 +71,11 @@ fn panel(
             Histogram::vertical(&chart)
                 .style(RGBColor(0x2b, 0x6c, 0xb0).filled())
                 .margin(3)
-                .data((lo..=hi).map(|i| (i, buckets[i as usize]))),
+                .data(
+                    (lo..=hi)
+                        .map(|i| (i, buckets[i as usize]))
+                        .filter(|(_, n)| *n > 0),
+                ),
         )
         .map_err(|e| err(&e))?;
     Ok(())
