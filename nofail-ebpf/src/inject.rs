@@ -80,6 +80,7 @@ fn leave_verdict(rc: Option<u64>) {
             let _ = VERDICT.insert(tid, rc, 0);
         }
         None => {
+            // Lookup first: lockless, and most tasks have no verdict.
             if unsafe { VERDICT.get(tid) }.is_some() {
                 let _ = VERDICT.remove(tid);
             }

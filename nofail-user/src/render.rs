@@ -15,6 +15,11 @@ fn opt_ns(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| format!("<{}", hist::ns_unit(v + 1)))
 }
 
+/// Width of the CALLER column: the longest name, at least the header.
+pub fn caller_width<'a>(callers: impl Iterator<Item = &'a str>) -> usize {
+    callers.map(str::len).max().unwrap_or(0).max("CALLER".len())
+}
+
 /// The compact table: one line per caller, at most `top` rows (0 = all).
 pub fn render_top(callers: &[CallerRow], top: usize) -> String {
     let shown = if top == 0 {
@@ -22,12 +27,7 @@ pub fn render_top(callers: &[CallerRow], top: usize) -> String {
     } else {
         top.min(callers.len())
     };
-    let width = callers[..shown]
-        .iter()
-        .map(|r| r.caller.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let width = caller_width(callers[..shown].iter().map(|r| r.caller.as_str()));
     let mut out = format!(
         "{:<width$} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>9} {:>6} {:>6} {:>9} {:>9}\n",
         "CALLER",

@@ -112,12 +112,7 @@ fn side_text(s: Option<Side>) -> (String, String, String) {
 }
 
 pub fn render(changes: &[Change]) -> String {
-    let width = changes
-        .iter()
-        .map(|c| c.caller.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let width = crate::render::caller_width(changes.iter().map(|c| c.caller.as_str()));
     let mut out = format!(
         "{:<width$} {:>9} {:>9} {:>10} {:>10} {:>7} {:>7} {:>9}\n",
         "CALLER",
