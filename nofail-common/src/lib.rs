@@ -13,8 +13,16 @@ pub const MAX_INFLIGHT: u32 = 16384;
 /// Buckets of every in-kernel histogram: bucket 0 holds zero, bucket `i`
 /// holds values in `[2^(i-1), 2^i)`, the last bucket everything above.
 pub const HIST_BUCKETS: usize = 40;
-/// Caller address ranges a filter can hold (one per matched symbol).
-pub const MAX_CALLER_RANGES: usize = 16;
+/// Caller address ranges a filter can hold, after adjacent matched
+/// functions are merged (`CALLER_RANGES` map; searched in the kernel by a
+/// binary search of `CALLER_RANGE_STEPS` steps).
+pub const MAX_CALLER_RANGES: u32 = 1 << CALLER_RANGE_STEPS;
+pub const CALLER_RANGE_STEPS: u32 = 15;
+/// Distinct (call site, kernel stack) aggregates `--chains` can hold.
+pub const MAX_CHAINS: u32 = 1024;
+/// Kernel stacks kept for `--chains` (the `STACKS` stack-trace map).
+pub const MAX_STACKS: u32 = 1024;
+
 /// `comm` length in the kernel (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
 
@@ -186,7 +194,9 @@ pub struct Inflight {
     /// 1 when the filters excluded this call: tracked only so that its
     /// nested call is excluded too.
     pub ignored: u32,
-    pub _pad: u32,
+    /// 1 when this call is an open-coded retry (it followed a NULL from
+    /// the same site in this task), for the `--chains` aggregate.
+    pub hand_retry: u32,
     pub area_failures: u32,
     pub mapping_failures: u32,
     pub pt_failures: [u32; PT_LEVELS],
@@ -202,7 +212,8 @@ pub struct Inflight {
     /// since a stage last succeeded.
     pub injected: u32,
     pub consecutive: u32,
-    pub _pad2: u32,
+    /// Sleeps between the NULL this call retries and the call itself.
+    pub hand_retry_sleeps: u32,
 }
 
 /// Stages of a vmalloc call nofail can fail (bits of `InjectRule::stages`).
@@ -279,7 +290,7 @@ pub struct LastNull {
 /// Runtime filters, slot 0 of the `FILTER` array map; userspace may
 /// rewrite it at any time. A zero field means "no filter".
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Only this process (tgid).
     pub pid: u32,
@@ -289,25 +300,36 @@ pub struct Filter {
     pub min_size: u64,
     /// Only tasks with this exact comm (NUL-padded); empty = any.
     pub comm: [u8; COMM_LEN],
-    /// Only callers inside one of these `[start, end)` address ranges.
+    /// Only callers inside one of the first `n_ranges` entries of the
+    /// `CALLER_RANGES` map (sorted, disjoint); 0 = any caller.
     pub n_ranges: u32,
-    pub _pad: u32,
-    pub ranges: [[u64; 2]; MAX_CALLER_RANGES],
+    /// 1: also fold the calls that matter (NOFAIL, failed, NULL, slept,
+    /// retried by hand) per kernel stack into `CHAINS` (`--chains`).
+    pub chains: u32,
 }
 
-impl Default for Filter {
-    fn default() -> Self {
-        Self {
-            pid: 0,
-            nofail_only: 0,
-            min_size: 0,
-            comm: [0; COMM_LEN],
-            n_ranges: 0,
-            _pad: 0,
-            ranges: [[0; 2]; MAX_CALLER_RANGES],
-        }
-    }
+/// `[start, end)` of kernel text whose calls a filter selects; entries of
+/// the `CALLER_RANGES` array map, sorted by `start`, disjoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerRange {
+    pub start: u64,
+    pub end: u64,
 }
+
+/// Key of the `CHAINS` aggregate: the call site and the kernel stack the
+/// call was made from (`stack_id` from the `STACKS` map, `NO_STACK` when
+/// the stack could not be taken).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainKey {
+    pub caller: u64,
+    pub stack_id: u32,
+    pub _pad: u32,
+}
+
+/// `ChainKey::stack_id` of a call whose stack was lost.
+pub const NO_STACK: u32 = u32::MAX;
 
 /// Slots of the per-CPU health counter array (`HEALTH` map).
 #[repr(u32)]
@@ -321,10 +343,16 @@ pub enum Health {
     OrphanExit = 2,
     /// A record whose exit was never seen, replaced by the task's next call.
     StaleReplaced = 3,
+    /// `--chains`: the kernel stack could not be stored (stack map full or
+    /// a hash collision); the call is counted under `NO_STACK`.
+    StackLost = 4,
+    /// `--chains`: the chain map was full; the call is in its caller's
+    /// row but in no chain.
+    ChainsFull = 5,
 }
 
 /// Number of slots in the `HEALTH` map.
-pub const HEALTH_SLOTS: u32 = 4;
+pub const HEALTH_SLOTS: u32 = 6;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -335,6 +363,8 @@ mod pod {
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::InjectRule {}
     unsafe impl aya::Pod for super::SyscallKey {}
+    unsafe impl aya::Pod for super::CallerRange {}
+    unsafe impl aya::Pod for super::ChainKey {}
 }
 
 #[cfg(test)]
@@ -370,10 +400,9 @@ mod tests {
             8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN + 4 * 4
         );
         assert_eq!(core::mem::size_of::<InjectRule>(), 4 * 8 + 8);
-        assert_eq!(
-            core::mem::size_of::<Filter>(),
-            4 * 2 + 8 + COMM_LEN + 4 * 2 + 16 * MAX_CALLER_RANGES
-        );
+        assert_eq!(core::mem::size_of::<Filter>(), 4 * 2 + 8 + COMM_LEN + 4 * 2);
+        assert_eq!(core::mem::size_of::<CallerRange>(), 16);
+        assert_eq!(core::mem::size_of::<ChainKey>(), 16);
     }
 
     #[test]

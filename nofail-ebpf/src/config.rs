@@ -2,9 +2,9 @@
 //! programs are verified (`EbpfLoader::override_global`), and the runtime
 //! filter held in the `FILTER` map.
 
-use nofail_common::{COMM_LEN, MAX_CALLER_RANGES};
+use nofail_common::{CALLER_RANGE_STEPS, COMM_LEN, Filter};
 
-use crate::maps::FILTER;
+use crate::maps::{CALLER_RANGES, FILTER};
 
 /// `__GFP_NOFAIL` as built into the running kernel: `1 << ___GFP_NOFAIL_BIT`
 /// read from BTF by userspace (0x8000 on 6.x/7.x).
@@ -61,26 +61,48 @@ pub fn selected(tgid: u32, comm: &[u8; COMM_LEN], caller: u64, size: u64, gfp: u
             }
         }
     }
-    if f.n_ranges != 0 {
-        let mut hit = false;
-        for i in 0..MAX_CALLER_RANGES {
-            // black_box keeps the index an index: without it LLVM walks the
-            // array with a pointer the 6.1 verifier cannot bound.
-            let i = core::hint::black_box(i);
-            if i as u32 >= f.n_ranges {
-                break;
-            }
-            let Some(&[start, end]) = f.ranges.get(i) else {
-                break;
-            };
-            if caller >= start && caller < end {
-                hit = true;
-                break;
-            }
-        }
-        if !hit {
-            return false;
-        }
+    if f.n_ranges != 0 && !in_ranges(caller, f.n_ranges) {
+        return false;
     }
     true
+}
+
+/// Is `caller` inside one of the first `n` entries of `CALLER_RANGES`?
+/// A binary search for the last range starting at or below `caller`:
+/// `CALLER_RANGE_STEPS` halvings cover every index below
+/// `MAX_CALLER_RANGES`, so the bounded loop decides exactly.
+#[inline(always)]
+fn in_ranges(caller: u64, n: u32) -> bool {
+    // Invariant: ranges below `lo` start at or below caller (lo = 0 is
+    // vacuous), ranges from `hi` on start above it.
+    let (mut lo, mut hi) = (0u32, n);
+    for _ in 0..=CALLER_RANGE_STEPS {
+        if lo >= hi {
+            break;
+        }
+        let mid = core::hint::black_box(lo + (hi - lo) / 2);
+        let Some(r) = CALLER_RANGES.get(mid) else {
+            return false;
+        };
+        if r.start <= caller {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    // `lo` ranges start at or below caller; the last of them is the only
+    // one that can hold it (the ranges are disjoint and sorted).
+    if lo == 0 {
+        return false;
+    }
+    match CALLER_RANGES.get(lo - 1) {
+        Some(r) => caller >= r.start && caller < r.end,
+        None => false,
+    }
+}
+
+/// Does the running filter ask for `--chains`?
+#[inline(always)]
+pub fn chains_on() -> bool {
+    FILTER.get(0).is_some_and(|f: &Filter| f.chains != 0)
 }

@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
 };
 use nofail_common::{
-    CallerStats, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS, Inflight, InjectCounter,
-    InjectRule, LastNull, MAX_CALLERS, MAX_INFLIGHT, SyscallKey,
+    CallerRange, CallerStats, ChainKey, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS, Inflight,
+    InjectCounter, InjectRule, LastNull, MAX_CALLER_RANGES, MAX_CALLERS, MAX_CHAINS, MAX_INFLIGHT,
+    MAX_STACKS, SyscallKey,
 };
 
 /// Call in progress per thread id.
@@ -17,6 +18,15 @@ pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFL
 #[map]
 pub static CALLERS: PerCpuHashMap<u64, CallerStats> =
     PerCpuHashMap::with_max_entries(MAX_CALLERS, 0);
+
+/// `--chains`: the calls that matter folded per call site and kernel stack.
+#[map]
+pub static CHAINS: PerCpuHashMap<ChainKey, CallerStats> =
+    PerCpuHashMap::with_max_entries(MAX_CHAINS, 0);
+
+/// `--chains`: the kernel stacks `CHAINS` keys refer to.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
 
 /// One zeroed `CallerStats`, the source of new `CALLERS` entries (the
 /// struct is larger than the 512-byte BPF stack).
@@ -31,6 +41,11 @@ pub static LAST_NULL: LruHashMap<u32, LastNull> = LruHashMap::with_max_entries(M
 /// Runtime filters (slot 0), rewritten by userspace without reloading.
 #[map]
 pub static FILTER: Array<Filter> = Array::with_max_entries(1, 0);
+
+/// `--caller`/`--module`: sorted, disjoint `[start, end)` ranges of the
+/// selected functions (the first `Filter::n_ranges` entries).
+#[map]
+pub static CALLER_RANGES: Array<CallerRange> = Array::with_max_entries(MAX_CALLER_RANGES, 0);
 
 /// What `nofail inject` fails (slot 0), rewritten by userspace at will.
 #[map]
@@ -82,15 +97,30 @@ fn bump_percpu(map: &PerCpuArray<u64>, slot: u32) {
 /// This CPU's aggregate for `caller`, created zeroed on first use.
 #[inline(always)]
 pub fn caller_stats(caller: u64) -> Option<*mut CallerStats> {
-    if let Some(stats) = CALLERS.get_ptr_mut(caller) {
+    stats_entry(&CALLERS, &caller, Health::CallersFull)
+}
+
+/// This CPU's `--chains` aggregate for `key`, created zeroed on first use.
+#[inline(always)]
+pub fn chain_stats(key: &ChainKey) -> Option<*mut CallerStats> {
+    stats_entry(&CHAINS, key, Health::ChainsFull)
+}
+
+#[inline(always)]
+fn stats_entry<K>(
+    map: &PerCpuHashMap<K, CallerStats>,
+    key: &K,
+    full: Health,
+) -> Option<*mut CallerStats> {
+    if let Some(stats) = map.get_ptr_mut(key) {
         return Some(stats);
     }
     let zero = ZERO_STATS.get(0)?;
     // BPF_NOEXIST: losing a race with another CPU is fine (per-CPU values).
-    let _ = CALLERS.insert(caller, zero, 1);
-    let stats = CALLERS.get_ptr_mut(caller);
+    let _ = map.insert(key, zero, 1);
+    let stats = map.get_ptr_mut(key);
     if stats.is_none() {
-        health(Health::CallersFull);
+        health(full);
     }
     stats
 }

@@ -16,13 +16,17 @@ use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_comm, bpf_get_func_arg, bpf_probe_read_kernel},
     macros::{fentry, fexit, kprobe, kretprobe},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{
+        FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
+    },
 };
-use nofail_common::{Health, Inflight, LastNull, PT_LEVELS, log2_bucket};
+use nofail_common::{
+    CallerStats, ChainKey, Health, Inflight, LastNull, NO_STACK, PT_LEVELS, log2_bucket,
+};
 
 use crate::{
-    config::{gfp_nofail, retry_window_ns, selected},
-    maps::{INFLIGHT, LAST_NULL, caller_stats, health},
+    config::{chains_on, gfp_nofail, retry_window_ns, selected},
+    maps::{INFLIGHT, LAST_NULL, STACKS, caller_stats, chain_stats, health},
     task::{current_tgid, current_tid, now_ns},
 };
 
@@ -45,7 +49,7 @@ pub fn vmalloc_core_fentry(ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "__vmalloc_node_range_noprof")]
 pub fn vmalloc_core_fexit(ctx: FExitContext) -> u32 {
-    try_exit(ctx.as_ptr() as u64, 0, ctx.ret::<u64>().unwrap_or(0));
+    try_exit(&ctx, ctx.as_ptr() as u64, 0, ctx.ret::<u64>().unwrap_or(0));
     0
 }
 
@@ -65,7 +69,7 @@ pub fn vmalloc_core_kprobe(ctx: ProbeContext) -> u32 {
 pub fn vmalloc_core_kretprobe(ctx: RetProbeContext) -> u32 {
     // After `ret`, sp sits one slot above the entry's: allow that slack.
     let frame = unsafe { (*ctx.regs).rsp };
-    try_exit(frame, RET_SLACK, ctx.ret::<u64>());
+    try_exit(&ctx, frame, RET_SLACK, ctx.ret::<u64>());
     0
 }
 
@@ -98,9 +102,11 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let now = now_ns();
     let ignored = !selected(tgid, &comm, caller, size, gfp);
-    if !ignored {
-        note_hand_retry(tid, caller, now);
-    }
+    let hand_retry = if ignored {
+        None
+    } else {
+        note_hand_retry(tid, caller, now)
+    };
     let call = Inflight {
         frame,
         start_ns: now,
@@ -111,6 +117,8 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
         tgid,
         tid,
         ignored: ignored as u32,
+        hand_retry: hand_retry.is_some() as u32,
+        hand_retry_sleeps: hand_retry.unwrap_or(0),
         comm,
         ..Default::default()
     };
@@ -120,16 +128,15 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
 }
 
 /// A call from the site that got NULL in this task moments ago is the
-/// caller retrying by hand (xfs_buf_alloc_vmalloc() and friends).
+/// caller retrying by hand (xfs_buf_alloc_vmalloc() and friends). Counted
+/// at once (a retry that never returns is still a retry); returns the
+/// sleeps taken since the NULL.
 #[inline(always)]
-fn note_hand_retry(tid: u32, caller: u64, now: u64) {
-    let Some(last) = (unsafe { LAST_NULL.get(tid) }) else {
-        return;
-    };
-    let last = *last;
+fn note_hand_retry(tid: u32, caller: u64, now: u64) -> Option<u32> {
+    let last = *unsafe { LAST_NULL.get(tid) }?;
     let _ = LAST_NULL.remove(tid);
     if last.caller != caller || now.saturating_sub(last.end_ns) > retry_window_ns() {
-        return;
+        return None;
     }
     if let Some(stats) = caller_stats(caller) {
         unsafe {
@@ -137,9 +144,10 @@ fn note_hand_retry(tid: u32, caller: u64, now: u64) {
             (*stats).hand_retry_sleeps += last.sleeps as u64;
         }
     }
+    Some(last.sleeps)
 }
 
-fn try_exit(frame: u64, slack: u64, ret: u64) {
+fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     let tid = current_tid();
     let Some(call) = INFLIGHT.get_ptr_mut(tid) else {
         health(Health::OrphanExit);
@@ -177,12 +185,53 @@ fn try_exit(frame: u64, slack: u64, ret: u64) {
         };
         let _ = LAST_NULL.insert(tid, last, 0);
     }
-    let Some(stats) = caller_stats(call.caller) else {
-        return;
-    };
-    let stats = unsafe { &mut *stats };
-    let nofail = call.gfp & gfp_nofail() != 0;
     let latency = now.saturating_sub(call.start_ns);
+    if let Some(stats) = caller_stats(call.caller) {
+        fold(unsafe { &mut *stats }, &call, ret, latency);
+    }
+    if chains_on() && matters(&call, ret) {
+        // Still in the caller's context: the stack shows who is behind it.
+        // Taken only here, on calls that matter, so a call that went well
+        // costs one map lookup.
+        let stack_id = match ctx.get_stackid(&STACKS, 0) {
+            Ok(id) => id as u32,
+            Err(_) => {
+                health(Health::StackLost);
+                NO_STACK
+            }
+        };
+        let key = ChainKey {
+            caller: call.caller,
+            stack_id,
+            _pad: 0,
+        };
+        if let Some(stats) = chain_stats(&key) {
+            let stats = unsafe { &mut *stats };
+            fold(stats, &call, ret, latency);
+            // Caller rows count a retry by hand at its entry; a chain
+            // learns of it here.
+            stats.hand_retries += call.hand_retry as u64;
+            stats.hand_retry_sleeps += call.hand_retry_sleeps as u64;
+        }
+    }
+}
+
+/// NOFAIL, failed in a stage, returned NULL, slept, or retried by hand:
+/// the calls `--chains` attributes to a call chain.
+#[inline(always)]
+fn matters(call: &Inflight, ret: u64) -> bool {
+    call.gfp & gfp_nofail() != 0
+        || ret == 0
+        || call.area_failures != 0
+        || call.mapping_failures != 0
+        || call.sleeps != 0
+        || call.hand_retry != 0
+}
+
+/// Adds one finished call to an aggregate.
+#[inline(always)]
+fn fold(stats: &mut CallerStats, call: &Inflight, ret: u64, latency: u64) {
+    let nofail = call.gfp & gfp_nofail() != 0;
     let (area, mapping) = (call.area_failures as u64, call.mapping_failures as u64);
     // A failed stage turns the loop again only under __GFP_NOFAIL; without
     // it the failure is the NULL returned.

@@ -3,9 +3,9 @@
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, maps::Array};
-use nofail_common::{COMM_LEN, Filter, MAX_CALLER_RANGES};
+use nofail_common::{COMM_LEN, CallerRange, Filter, MAX_CALLER_RANGES};
 
-use crate::symbols::Kallsyms;
+use crate::symbols::{Kallsyms, Selection};
 
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct FilterArgs {
@@ -15,16 +15,39 @@ pub struct FilterArgs {
     /// Only calls made by tasks with this command name.
     #[arg(long)]
     pub comm: Option<String>,
-    /// Only calls from call sites inside functions matching this symbol or
-    /// glob (e.g. 'xfs_*').
-    #[arg(long)]
-    pub caller: Option<String>,
+    /// Only calls from call sites inside functions matching these symbols
+    /// or globs, comma-separated (e.g. 'xfs_*', 'xfs_buf*,xfs_attr*').
+    /// Whole subsystems work: matched functions that lie next to each other
+    /// merge into one address range, and up to 32768 ranges are searched
+    /// exactly in the kernel.
+    #[arg(long, value_delimiter = ',')]
+    pub caller: Vec<String>,
+    /// Only calls from code of these loadable modules, comma-separated
+    /// (kallsyms' [module] tags); with --caller, only the matching
+    /// functions of these modules. Built-in code has no module: select it
+    /// with --caller.
+    #[arg(long, value_delimiter = ',')]
+    pub module: Vec<String>,
     /// Only calls with __GFP_NOFAIL.
     #[arg(long)]
     pub nofail_only: bool,
     /// Only calls of at least this size (bytes; K, M, G suffixes).
     #[arg(long, value_parser = parse_size)]
     pub min_size: Option<u64>,
+    /// Also break each caller down by the call chain behind it, this many
+    /// frames deep (1 to 16), for the calls that matter: NOFAIL calls and
+    /// calls that failed, returned NULL, slept or were retried by hand.
+    /// The stack is taken only for those calls.
+    #[arg(long, value_name = "DEPTH", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub chains: Option<u32>,
+}
+
+/// What the filter arguments become in the kernel: the `FILTER` rule and
+/// the sorted caller ranges of `CALLER_RANGES`.
+#[derive(Debug, Default, Clone)]
+pub struct Targets {
+    pub filter: Filter,
+    pub ranges: Vec<CallerRange>,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -43,11 +66,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl FilterArgs {
-    pub fn build(&self, syms: &Kallsyms) -> Result<Filter> {
+    pub fn build(&self, syms: &Kallsyms) -> Result<Targets> {
         let mut f = Filter {
             pid: self.pid.unwrap_or(0),
             nofail_only: self.nofail_only as u32,
             min_size: self.min_size.unwrap_or(0),
+            chains: self.chains.is_some() as u32,
             ..Default::default()
         };
         if let Some(comm) = &self.comm {
@@ -59,30 +83,79 @@ impl FilterArgs {
             }
             f.comm[..comm.len()].copy_from_slice(comm.as_bytes());
         }
-        if let Some(pattern) = &self.caller {
-            let ranges = syms.ranges(pattern);
-            if ranges.is_empty() {
+        let ranges = self.caller_ranges(syms)?;
+        f.n_ranges = ranges.len() as u32;
+        Ok(Targets { filter: f, ranges })
+    }
+
+    /// The merged address ranges of the selected functions; empty when
+    /// neither --caller nor --module is given.
+    fn caller_ranges(&self, syms: &Kallsyms) -> Result<Vec<CallerRange>> {
+        if self.caller.is_empty() && self.module.is_empty() {
+            return Ok(vec![]);
+        }
+        for pattern in &self.caller {
+            if pattern.trim().is_empty() {
+                bail!("--caller has an empty pattern (use 'a,b' without spaces or empty items)");
+            }
+            if !syms.matches_any(pattern) {
                 bail!("--caller {pattern:?} matches no kernel function in /proc/kallsyms");
             }
-            if ranges.len() > MAX_CALLER_RANGES {
+        }
+        for module in &self.module {
+            if !syms.has_module(module) {
                 bail!(
-                    "--caller {pattern:?} matches {} functions; at most {MAX_CALLER_RANGES} can be traced",
-                    ranges.len()
+                    "--module {module:?} is not a loaded module with code in /proc/kallsyms \
+                     (built-in code has no module: select it with --caller)"
                 );
             }
-            for (slot, (start, end)) in f.ranges.iter_mut().zip(&ranges) {
-                *slot = [*start, *end];
-            }
-            f.n_ranges = ranges.len() as u32;
         }
-        Ok(f)
+        let sel = Selection {
+            names: (!self.caller.is_empty()).then_some(self.caller.as_slice()),
+            modules: (!self.module.is_empty()).then_some(self.module.as_slice()),
+        };
+        let ranges = syms.ranges(&sel);
+        let what = self.describe_targets();
+        if ranges.is_empty() {
+            bail!("{what} selects no kernel function");
+        }
+        if ranges.len() > MAX_CALLER_RANGES as usize {
+            bail!(
+                "{what} selects {} separate address ranges; at most {MAX_CALLER_RANGES} can be searched in the kernel (narrow the patterns)",
+                ranges.len()
+            );
+        }
+        Ok(ranges
+            .into_iter()
+            .map(|(start, end)| CallerRange { start, end })
+            .collect())
+    }
+
+    fn describe_targets(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.caller.is_empty() {
+            parts.push(format!("--caller {:?}", self.caller.join(",")));
+        }
+        if !self.module.is_empty() {
+            parts.push(format!("--module {:?}", self.module.join(",")));
+        }
+        parts.join(" with ")
     }
 }
 
-pub fn install(ebpf: &mut Ebpf, filter: &Filter) -> Result<()> {
+/// Writes the caller ranges, then the rule that counts them (a reader
+/// never sees `n_ranges` cover entries not yet written).
+pub fn install(ebpf: &mut Ebpf, targets: &Targets) -> Result<()> {
+    let mut ranges: Array<_, CallerRange> = Array::try_from(
+        ebpf.map_mut("CALLER_RANGES")
+            .context("CALLER_RANGES map missing")?,
+    )?;
+    for (i, r) in targets.ranges.iter().enumerate() {
+        ranges.set(i as u32, r, 0)?;
+    }
     let mut map: Array<_, Filter> =
         Array::try_from(ebpf.map_mut("FILTER").context("FILTER map missing")?)?;
-    map.set(0, filter, 0)?;
+    map.set(0, targets.filter, 0)?;
     Ok(())
 }
 
@@ -99,30 +172,105 @@ mod tests {
         assert!(parse_size("12Q").is_err());
     }
 
+    fn args(caller: &[&str], module: &[&str]) -> FilterArgs {
+        FilterArgs {
+            caller: caller.iter().map(|s| s.to_string()).collect(),
+            module: module.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn builds_caller_ranges_and_comm() {
         let syms = Kallsyms::parse(
-            "ffffffff81000000 T xfs_buf_alloc\nffffffff81000100 T xfs_buf_free\nffffffff81000200 T ext4_x\n",
+            "ffffffff81000000 T xfs_buf_alloc\nffffffff81000100 T ext4_y\nffffffff81000200 T xfs_buf_free\nffffffff81000300 T xfs_x\nffffffff81000400 T ext4_x\n",
         );
-        let args = FilterArgs {
-            caller: Some("xfs_*".into()),
-            comm: Some("kworker".into()),
-            ..Default::default()
-        };
-        let f = args.build(&syms).unwrap();
-        assert_eq!(f.n_ranges, 2);
-        assert_eq!(f.ranges[0], [0xffffffff81000000, 0xffffffff81000100]);
-        assert_eq!(f.ranges[1], [0xffffffff81000100, 0xffffffff81000200]);
-        assert_eq!(&f.comm[..8], b"kworker\0");
+        let mut a = args(&["xfs_*"], &[]);
+        a.comm = Some("kworker".into());
+        let t = a.build(&syms).unwrap();
+        assert_eq!(t.filter.n_ranges, 2);
+        assert_eq!(
+            t.ranges,
+            vec![
+                CallerRange {
+                    start: 0xffffffff81000000,
+                    end: 0xffffffff81000100
+                },
+                // xfs_buf_free and xfs_x are adjacent: one range.
+                CallerRange {
+                    start: 0xffffffff81000200,
+                    end: 0xffffffff81000400
+                },
+            ]
+        );
+        assert_eq!(&t.filter.comm[..8], b"kworker\0");
+        // A comma list is the union of its patterns.
+        let t = args(&["xfs_buf_alloc", "ext4_*"], &[])
+            .build(&syms)
+            .unwrap();
+        assert_eq!(t.ranges.len(), 2);
+        assert_eq!(t.ranges[0].end, 0xffffffff81000200);
+        assert_eq!(t.ranges[1].start, 0xffffffff81000400);
+    }
+
+    /// `n` functions alternating selected / not selected: `n / 2` ranges.
+    fn alternating(n: usize) -> Kallsyms {
+        let mut text = String::new();
+        for i in 0..n {
+            let prefix = if i % 2 == 0 { "sub" } else { "other" };
+            text.push_str(&format!(
+                "{:x} T {prefix}_{i}\n",
+                0xffffffff81000000u64 + 16 * i as u64
+            ));
+        }
+        Kallsyms::parse(&text)
+    }
+
+    #[test]
+    fn range_limit_is_exact() {
+        let max = MAX_CALLER_RANGES as usize;
+        let at = args(&["sub_*"], &[]).build(&alternating(2 * max)).unwrap();
+        assert_eq!(at.ranges.len(), max);
+        assert_eq!(at.filter.n_ranges, MAX_CALLER_RANGES);
+        let err = args(&["sub_*"], &[])
+            .build(&alternating(2 * max + 2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("selects {} separate address ranges", max + 1)),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn modules_select_their_code() {
+        let syms = Kallsyms::parse(
+            "ffffffff81000000 T xfs_core\nffffffffc0000000 t site_a\t[trig]\nffffffffc0000100 t site_b\t[trig]\nffffffffc0000200 t xfs_m\t[xfs]\n",
+        );
+        let t = args(&[], &["trig"]).build(&syms).unwrap();
+        assert_eq!(
+            t.ranges,
+            vec![CallerRange {
+                start: 0xffffffffc0000000,
+                end: 0xffffffffc0000200
+            }]
+        );
+        let t = args(&["xfs_*"], &["xfs"]).build(&syms).unwrap();
+        assert_eq!(t.ranges[0].start, 0xffffffffc0000200);
+        let err = args(&[], &["ext4"]).build(&syms).unwrap_err().to_string();
+        assert!(err.contains("not a loaded module"), "{err}");
+        let err = args(&["site_*"], &["xfs"])
+            .build(&syms)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("selects no kernel function"), "{err}");
     }
 
     #[test]
     fn bad_filters_are_errors() {
         let syms = Kallsyms::parse("ffffffff81000000 T a\n");
-        let unknown = FilterArgs {
-            caller: Some("nope_*".into()),
-            ..Default::default()
-        };
+        let unknown = args(&["nope_*"], &[]);
         assert!(
             unknown
                 .build(&syms)

@@ -2,6 +2,7 @@
 
 mod attach;
 mod btf;
+mod chains;
 mod cli;
 mod doctor;
 mod export;

@@ -3,6 +3,7 @@
 //! nofail could not count.
 
 use crate::{
+    chains::ChainRow,
     hist,
     report::{CallerRow, InflightRow, Report},
 };
@@ -90,6 +91,32 @@ pub fn render_inflight(rows: &[InflightRow]) -> String {
     out
 }
 
+/// `--chains`: one paragraph per chain, outermost frame last.
+pub fn render_chains(chains: &[ChainRow]) -> String {
+    if chains.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\ncall chains of the calls that mattered (NOFAIL, failed, NULL, slept, retried by hand):\n",
+    );
+    for c in chains {
+        out.push_str(&format!(
+            "  {} calls ({} NOFAIL): {} retries, {} retry sleeps ({} ms), {} NULL, {} retried by hand\n",
+            c.calls,
+            c.nofail_calls,
+            c.retries(),
+            c.sleeps,
+            ms(c.slept_ns),
+            c.null_returns,
+            c.open_coded_retries
+        ));
+        for frame in &c.chain {
+            out.push_str(&format!("      {frame}\n"));
+        }
+    }
+    out
+}
+
 /// The final report: the table, then per-caller details for callers that
 /// failed, retried or slept, with their histograms.
 pub fn render_report(report: &Report) -> String {
@@ -146,6 +173,7 @@ pub fn render_report(report: &Report) -> String {
             }
         }
     }
+    out.push_str(&render_chains(&report.chains));
     if !report.in_flight.is_empty() {
         out.push('\n');
         out.push_str(&render_inflight(&report.in_flight));
@@ -162,6 +190,12 @@ pub fn render_report(report: &Report) -> String {
             "warning: the kernel skipped {} program runs (recursion protection: {}); counts above miss those events\n",
             h.missed_runs,
             worst.join(", ")
+        ));
+    }
+    if h.stacks_lost + h.chains_full > 0 {
+        out.push_str(&format!(
+            "warning: --chains: {} calls' stacks lost (shown as \"(stack lost)\"), {} calls in no chain (chain map full)\n",
+            h.stacks_lost, h.chains_full
         ));
     }
     if h.inflight_full + h.callers_full > 0 {

@@ -141,6 +141,13 @@ pub struct HealthCounts {
     pub orphan_exits: u64,
     /// Records whose exit was skipped, replaced by the task's next call.
     pub stale_replaced: u64,
+    /// `--chains`: calls whose kernel stack could not be stored (counted
+    /// under the chain "(stack lost)").
+    #[serde(default)]
+    pub stacks_lost: u64,
+    /// `--chains`: calls in no chain because the chain map was full.
+    #[serde(default)]
+    pub chains_full: u64,
     /// Program runs the kernel skipped (recursion protection); each is an
     /// event nofail did not see.
     pub missed_runs: u64,
@@ -169,6 +176,10 @@ pub struct Report {
     #[serde(default)]
     pub totals: Totals,
     pub callers: Vec<CallerRow>,
+    /// `--chains`: the calls that matter per call site and call chain
+    /// (empty without `--chains`).
+    #[serde(default)]
+    pub chains: Vec<crate::chains::ChainRow>,
     pub in_flight: Vec<InflightRow>,
     pub health: HealthCounts,
     /// Present for `nofail inject`.
@@ -180,9 +191,16 @@ pub struct Report {
 pub struct FilterView {
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// `--caller` patterns, comma-separated.
     pub caller: Option<String>,
+    /// `--module` names, comma-separated.
+    #[serde(default)]
+    pub module: Option<String>,
     pub nofail_only: bool,
     pub min_size: Option<u64>,
+    /// `--chains` depth.
+    #[serde(default)]
+    pub chains: Option<u32>,
 }
 
 impl From<&FilterArgs> for FilterView {
@@ -190,9 +208,11 @@ impl From<&FilterArgs> for FilterView {
         Self {
             pid: f.pid,
             comm: f.comm.clone(),
-            caller: f.caller.clone(),
+            caller: (!f.caller.is_empty()).then(|| f.caller.join(",")),
+            module: (!f.module.is_empty()).then(|| f.module.join(",")),
             nofail_only: f.nofail_only,
             min_size: f.min_size,
+            chains: f.chains,
         }
     }
 }
@@ -281,6 +301,8 @@ pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
         callers_full: sum(Health::CallersFull)?,
         orphan_exits: sum(Health::OrphanExit)?,
         stale_replaced: sum(Health::StaleReplaced)?,
+        stacks_lost: sum(Health::StackLost)?,
+        chains_full: sum(Health::ChainsFull)?,
         missed_runs: programs.iter().map(|p| p.recursion_misses).sum(),
         programs,
     })
@@ -413,6 +435,7 @@ pub fn sample(callers: Vec<CallerRow>) -> Report {
         warnings: vec![],
         totals: Totals::of(&callers),
         callers,
+        chains: vec![],
         in_flight: vec![],
         health: HealthCounts::default(),
         injection: None,

@@ -112,6 +112,10 @@ impl Session {
             warnings: self.tracer.warnings.clone(),
             totals: Totals::of(&callers),
             callers,
+            chains: match self.filters.chains {
+                Some(depth) => crate::chains::read(ebpf, &self.syms, depth)?,
+                None => vec![],
+            },
             in_flight: report::read_inflight(ebpf, &self.syms, stuck_after.as_nanos() as u64)?,
             health: report::read_health(ebpf)?,
             injection: None,

@@ -7,7 +7,24 @@ const MAX_FUNCTION_SIZE: u64 = 1 << 20;
 #[derive(Debug, Default)]
 pub struct Kallsyms {
     /// Sorted by address.
-    syms: Vec<(u64, String)>,
+    syms: Vec<Sym>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Sym {
+    addr: u64,
+    name: String,
+    /// The loadable module the code lives in (kallsyms' `[name]` tag);
+    /// `None` for built-in code.
+    module: Option<String>,
+}
+
+/// Which functions a filter selects: name globs and/or modules (`None`:
+/// no restriction on that axis).
+#[derive(Debug, Default, Clone)]
+pub struct Selection<'a> {
+    pub names: Option<&'a [String]>,
+    pub modules: Option<&'a [String]>,
 }
 
 impl Kallsyms {
@@ -18,7 +35,7 @@ impl Kallsyms {
     }
 
     pub fn parse(text: &str) -> Self {
-        let mut syms: Vec<(u64, String)> = text
+        let mut syms: Vec<Sym> = text
             .lines()
             .filter_map(|line| {
                 let mut parts = line.split_whitespace();
@@ -29,7 +46,15 @@ impl Kallsyms {
                 if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") {
                     return None;
                 }
-                Some((addr, name.to_string()))
+                let module = parts
+                    .next()
+                    .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
+                    .map(str::to_string);
+                Some(Sym {
+                    addr,
+                    name: name.to_string(),
+                    module,
+                })
             })
             .collect();
         syms.sort();
@@ -42,10 +67,12 @@ impl Kallsyms {
     }
 
     pub fn resolve(&self, addr: u64) -> String {
-        match self.syms.partition_point(|(a, _)| *a <= addr) {
+        match self.syms.partition_point(|s| s.addr <= addr) {
             0 => format!("{addr:#x}"),
             i => {
-                let (base, name) = &self.syms[i - 1];
+                let Sym {
+                    addr: base, name, ..
+                } = &self.syms[i - 1];
                 // No function is this large: the address belongs to code
                 // kallsyms did not list when read (a module loaded since).
                 if addr - base > MAX_FUNCTION_SIZE {
@@ -58,23 +85,59 @@ impl Kallsyms {
 }
 
 impl Kallsyms {
-    /// `[start, end)` of every function whose name matches `pattern` (a
-    /// name or a `*`/`?` glob); `end` is the next symbol's address.
-    pub fn ranges(&self, pattern: &str) -> Vec<(u64, u64)> {
+    /// `[start, end)` ranges of the code of every function `sel` selects,
+    /// sorted, with adjacent functions merged into one range (a whole
+    /// subsystem is usually a few hundred ranges, not thousands). A
+    /// function ends where the next symbol at a higher address starts.
+    pub fn ranges(&self, sel: &Selection) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();
-        for (i, (addr, name)) in self.syms.iter().enumerate() {
-            if glob_match(pattern, name) {
-                let end = self.syms[i + 1..]
-                    .iter()
-                    .map(|(a, _)| *a)
-                    .find(|a| a > addr)
-                    .unwrap_or(addr + 1);
-                if !out.contains(&(*addr, end)) {
-                    out.push((*addr, end));
+        let mut i = 0;
+        while i < self.syms.len() {
+            // Aliases share an address: the function is selected when any
+            // of its names is.
+            let addr = self.syms[i].addr;
+            let mut j = i;
+            let mut hit = false;
+            while j < self.syms.len() && self.syms[j].addr == addr {
+                hit |= sel.selects(&self.syms[j]);
+                j += 1;
+            }
+            if hit {
+                let end = self.syms.get(j).map_or(addr + 1, |s| s.addr);
+                match out.last_mut() {
+                    Some(last) if last.1 == addr => last.1 = end,
+                    _ => out.push((addr, end)),
                 }
             }
+            i = j;
         }
         out
+    }
+
+    /// Is `module` a loadable module with code in kallsyms?
+    pub fn has_module(&self, module: &str) -> bool {
+        self.syms
+            .iter()
+            .any(|s| s.module.as_deref() == Some(module))
+    }
+
+    /// Does any function name match `pattern`?
+    pub fn matches_any(&self, pattern: &str) -> bool {
+        self.syms.iter().any(|s| glob_match(pattern, &s.name))
+    }
+}
+
+impl Selection<'_> {
+    fn selects(&self, sym: &Sym) -> bool {
+        let name_ok = self
+            .names
+            .is_none_or(|pats| pats.iter().any(|p| glob_match(p, &sym.name)));
+        let module_ok = self.modules.is_none_or(|mods| {
+            sym.module
+                .as_deref()
+                .is_some_and(|m| mods.iter().any(|want| want == m))
+        });
+        name_ok && module_ok
     }
 }
 
@@ -138,6 +201,61 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         assert!(glob_match("*vmalloc?", "kvmallocx"));
         assert!(!glob_match("xfs_*", "ext4_buf"));
         assert!(glob_match("*", ""));
-        assert_eq!(Kallsyms::parse(SAMPLE).ranges("__vmalloc*").len(), 2);
+    }
+
+    fn names(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn adjacent_functions_merge_into_one_range() {
+        let k = Kallsyms::parse(SAMPLE);
+        let pats = names(&["__vmalloc*"]);
+        let sel = Selection {
+            names: Some(&pats),
+            modules: None,
+        };
+        // Two adjacent functions, one range ending at the next symbol.
+        assert_eq!(
+            k.ranges(&sel),
+            vec![(0xffffffff81200000, 0xffffffffc0000000)]
+        );
+    }
+
+    #[test]
+    fn modules_and_aliases() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 T a\nffffffff81000000 T a_alias\nffffffff81000100 T b\n\
+             ffffffffc0000000 t m1\t[mod]\nffffffffc0000100 t m2\t[mod]\nffffffffc0000200 t o\t[other]\n",
+        );
+        let mods = names(&["mod"]);
+        let sel = Selection {
+            names: None,
+            modules: Some(&mods),
+        };
+        assert_eq!(
+            k.ranges(&sel),
+            vec![(0xffffffffc0000000, 0xffffffffc0000200)]
+        );
+        let pats = names(&["a_alias"]);
+        let sel = Selection {
+            names: Some(&pats),
+            modules: None,
+        };
+        assert_eq!(
+            k.ranges(&sel),
+            vec![(0xffffffff81000000, 0xffffffff81000100)]
+        );
+        assert!(k.has_module("mod") && !k.has_module("a"));
+        // Names and modules together: the intersection.
+        let pats = names(&["m2", "a"]);
+        let sel = Selection {
+            names: Some(&pats),
+            modules: Some(&mods),
+        };
+        assert_eq!(
+            k.ranges(&sel),
+            vec![(0xffffffffc0000100, 0xffffffffc0000200)]
+        );
     }
 }

@@ -8,8 +8,6 @@ use aya::{
     programs::{FEntry, FExit, KProbe},
 };
 
-use nofail_common::Filter;
-
 use crate::{
     attach::{self, Mode, Resolved, Role},
     kernel::KernelView,
@@ -54,7 +52,7 @@ impl Tracer {
         view: &KernelView,
         mode: Mode,
         retry_window_ns: u64,
-        filter: &Filter,
+        targets: &crate::filter::Targets,
     ) -> Result<Self> {
         let (plan, missing) = attach::resolve(view)?;
         let gfp_nofail = view.gfp_nofail();
@@ -69,7 +67,7 @@ impl Tracer {
                 }
                 e => anyhow!("cannot load nofail's eBPF object: {}", one_line(&e)),
             })?;
-        crate::filter::install(&mut ebpf, filter)?;
+        crate::filter::install(&mut ebpf, targets)?;
         let btf = Btf::from_sys_fs().ok();
         let mut attached = Vec::new();
         for Resolved { role, function } in plan {

@@ -230,6 +230,9 @@ mod tests {
         };
 
         let mut report = sample(vec![sample_row("a+0x1", &CallerStats::default())]);
+        report
+            .chains
+            .push(crate::chains::sample("a+0x1", &["a+0x1", "b+0x2"]));
         report.attached.push(Attached {
             role: "vmalloc-core".into(),
             function: "f".into(),

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use nofail_common::{CallerStats, HIST_BUCKETS};
 
 use crate::{
+    chains::ChainRow,
     hist::bounds,
     report::{CallerRow, PT_LEVEL_NAMES, Report},
 };
@@ -167,6 +168,85 @@ const COUNTERS: &[(&str, &str, Samples)] = &[
     ),
 ];
 
+/// `--chains` counters, labelled by call site and chain; the top `top`
+/// chains (the report's order) keep their labels, the rest add up under
+/// `caller="other",chain="other"`. Nothing without `--chains`.
+fn chain_counters(out: &mut String, chains: &[ChainRow], top: usize) {
+    if chains.is_empty() {
+        return;
+    }
+    let mut rows: Vec<(String, String, ChainRow)> = Vec::new();
+    for (i, c) in chains.iter().enumerate() {
+        if i < top {
+            rows.push((c.caller.clone(), c.label(), c.clone()));
+            continue;
+        }
+        if rows.len() == top {
+            let mut other = c.clone();
+            other.calls = 0;
+            other.nofail_calls = 0;
+            other.null_returns = 0;
+            other.area_retries = 0;
+            other.mapping_retries = 0;
+            other.sleeps = 0;
+            other.open_coded_retries = 0;
+            rows.push(("other".into(), "other".into(), other));
+        }
+        let o = &mut rows[top].2;
+        o.calls = o.calls.saturating_add(c.calls);
+        o.nofail_calls = o.nofail_calls.saturating_add(c.nofail_calls);
+        o.null_returns = o.null_returns.saturating_add(c.null_returns);
+        o.area_retries = o.area_retries.saturating_add(c.area_retries);
+        o.mapping_retries = o.mapping_retries.saturating_add(c.mapping_retries);
+        o.sleeps = o.sleeps.saturating_add(c.sleeps);
+        o.open_coded_retries = o.open_coded_retries.saturating_add(c.open_coded_retries);
+    }
+    let families: [(&str, &str, fn(&ChainRow) -> u64); 6] = [
+        (
+            "nofail_chain_calls_total",
+            "Calls that mattered (NOFAIL, failed, NULL, slept, retried by hand) per call site and call chain.",
+            |c| c.calls,
+        ),
+        (
+            "nofail_chain_nofail_calls_total",
+            "__GFP_NOFAIL calls per call site and call chain.",
+            |c| c.nofail_calls,
+        ),
+        (
+            "nofail_chain_null_returns_total",
+            "NULL returns per call site and call chain.",
+            |c| c.null_returns,
+        ),
+        (
+            "nofail_chain_retries_total",
+            "Turns of the __GFP_NOFAIL retry loop per call site and call chain.",
+            |c| c.retries(),
+        ),
+        (
+            "nofail_chain_retry_sleeps_total",
+            "Retry sleeps inside vmalloc per call site and call chain.",
+            |c| c.sleeps,
+        ),
+        (
+            "nofail_chain_open_coded_retries_total",
+            "Calls repeated by hand after a NULL, per call site and call chain.",
+            |c| c.open_coded_retries,
+        ),
+    ];
+    for (name, help, value) in families {
+        header(out, name, "counter", help);
+        for (caller, chain, c) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{caller=\"{}\",chain=\"{}\"}} {}",
+                escape_label(caller),
+                escape_label(chain),
+                value(c)
+            );
+        }
+    }
+}
+
 /// The whole exposition for `report`, at most `top` named callers.
 pub fn render(report: &Report, top: usize) -> String {
     let rows = series(&report.callers, top);
@@ -226,6 +306,8 @@ pub fn render(report: &Report, top: usize) -> String {
         }
     }
 
+    chain_counters(&mut out, &report.chains, top);
+
     histogram(
         &mut out,
         "nofail_vmalloc_retries_per_call",
@@ -267,6 +349,8 @@ pub fn render(report: &Report, top: usize) -> String {
         ("program_skipped", h.missed_runs),
         ("inflight_map_full", h.inflight_full),
         ("caller_map_full", h.callers_full),
+        ("chain_map_full", h.chains_full),
+        ("stack_lost", h.stacks_lost),
     ] {
         let _ = writeln!(out, "nofail_missed_events_total{{reason=\"{reason}\"}} {v}");
     }

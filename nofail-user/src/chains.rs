@@ -1,0 +1,176 @@
+//! `--chains`: who is behind a generic caller. The kernel folds the calls
+//! that matter per (call site, kernel stack) into `CHAINS`; here each stack
+//! is cut to the frames from the call site outwards, `depth` deep, and
+//! stacks that agree on those frames are added up.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    maps::{PerCpuHashMap, StackTraceMap},
+};
+use nofail_common::{CallerStats, ChainKey, NO_STACK};
+use serde::{Deserialize, Serialize};
+
+use crate::symbols::Kallsyms;
+
+/// One call chain behind one call site, with the calls that matter made
+/// through it (NOFAIL, failed, NULL, slept, retried by hand).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainRow {
+    /// `symbol+0xoff` of the call site (the row of `callers` it refines).
+    pub caller: String,
+    /// Return addresses from the call site outwards, `symbol+0xoff`;
+    /// `["(stack lost)"]` when the kernel could not store the stack.
+    pub chain: Vec<String>,
+    pub calls: u64,
+    pub nofail_calls: u64,
+    pub null_returns: u64,
+    pub area_failures: u64,
+    pub mapping_failures: u64,
+    pub area_retries: u64,
+    pub mapping_retries: u64,
+    pub sleeps: u64,
+    pub slept_ns: u64,
+    pub max_retries: u64,
+    pub open_coded_retries: u64,
+    pub injected: u64,
+}
+
+impl ChainRow {
+    pub fn retries(&self) -> u64 {
+        self.area_retries + self.mapping_retries
+    }
+
+    /// The chain as a Prometheus label value: function names, outermost
+    /// last, joined by `;` (offsets dropped to bound cardinality).
+    pub fn label(&self) -> String {
+        self.chain
+            .iter()
+            .map(|f| f.split('+').next().unwrap_or(f))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    fn from_stats(caller: String, chain: Vec<String>, s: &CallerStats) -> Self {
+        Self {
+            caller,
+            chain,
+            calls: s.calls,
+            nofail_calls: s.nofail_calls,
+            null_returns: s.null_returns,
+            area_failures: s.area_failures,
+            mapping_failures: s.mapping_failures,
+            area_retries: s.area_retries,
+            mapping_retries: s.mapping_retries,
+            sleeps: s.sleeps,
+            slept_ns: s.slept_ns,
+            max_retries: s.max_retries,
+            open_coded_retries: s.hand_retries,
+            injected: s.injected,
+        }
+    }
+}
+
+/// A chain row with zero counts, for tests.
+#[cfg(test)]
+pub fn sample(caller: &str, chain: &[&str]) -> ChainRow {
+    ChainRow::from_stats(
+        caller.into(),
+        chain.iter().map(|s| s.to_string()).collect(),
+        &CallerStats::default(),
+    )
+}
+
+/// The frames of `stack` that show who is behind `caller`: from the frame
+/// returning into the call site outwards, `depth` of them. Where the
+/// call site is not on the stack (a tail call), the frames after the last
+/// one inside vmalloc's own code.
+pub fn cut(stack: &[u64], caller: u64, depth: usize, in_vmalloc: impl Fn(u64) -> bool) -> Vec<u64> {
+    let from = match stack.iter().position(|&ip| ip == caller) {
+        Some(i) => i,
+        None => stack
+            .iter()
+            .rposition(|&ip| in_vmalloc(ip))
+            .map_or(0, |i| i + 1),
+    };
+    stack.iter().skip(from).take(depth).copied().collect()
+}
+
+/// Reads `CHAINS` and `STACKS` and resolves every chain `depth` frames
+/// deep, most retries first.
+pub fn read(ebpf: &Ebpf, syms: &Kallsyms, depth: u32) -> Result<Vec<ChainRow>> {
+    let chains: PerCpuHashMap<_, ChainKey, CallerStats> =
+        PerCpuHashMap::try_from(ebpf.map("CHAINS").context("CHAINS map missing")?)?;
+    let stacks = StackTraceMap::try_from(ebpf.map("STACKS").context("STACKS map missing")?)?;
+    let mut folded: BTreeMap<(String, Vec<String>), CallerStats> = BTreeMap::new();
+    let in_vmalloc = |ip: u64| {
+        let name = syms.resolve(ip);
+        name.starts_with("__vmalloc")
+            || name.starts_with("vmalloc")
+            || name.starts_with("__kvmalloc")
+    };
+    for entry in chains.iter() {
+        let (key, per_cpu) = entry?;
+        let chain = if key.stack_id == NO_STACK {
+            vec!["(stack lost)".to_string()]
+        } else {
+            match stacks.get(&key.stack_id, 0) {
+                Ok(trace) => {
+                    let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+                    cut(&ips, key.caller, depth as usize, in_vmalloc)
+                        .into_iter()
+                        .map(|ip| syms.resolve(ip))
+                        .collect()
+                }
+                Err(_) => vec!["(stack lost)".to_string()],
+            }
+        };
+        let total = folded.entry((syms.resolve(key.caller), chain)).or_default();
+        for s in per_cpu.iter() {
+            total.merge(s);
+        }
+    }
+    let mut rows: Vec<ChainRow> = folded
+        .into_iter()
+        .map(|((caller, chain), s)| ChainRow::from_stats(caller, chain, &s))
+        .collect();
+    sort(&mut rows);
+    Ok(rows)
+}
+
+/// Most retries (NOFAIL and by hand) first, then most calls.
+pub fn sort(rows: &mut [ChainRow]) {
+    rows.sort_by(|a, b| {
+        (b.retries() + b.open_coded_retries)
+            .cmp(&(a.retries() + a.open_coded_retries))
+            .then(b.calls.cmp(&a.calls))
+            .then_with(|| (&a.caller, &a.chain).cmp(&(&b.caller, &b.chain)))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_starts_at_the_call_site() {
+        let stack = [0x10, 0x20, 0x30, 0x40, 0x50];
+        assert_eq!(cut(&stack, 0x30, 2, |_| false), vec![0x30, 0x40]);
+        assert_eq!(cut(&stack, 0x30, 9, |_| false), vec![0x30, 0x40, 0x50]);
+        // Call site not on the stack: after the last vmalloc frame.
+        assert_eq!(cut(&stack, 0x99, 2, |ip| ip <= 0x20), vec![0x30, 0x40]);
+        assert_eq!(cut(&stack, 0x99, 1, |_| false), vec![0x10]);
+    }
+
+    #[test]
+    fn label_drops_offsets() {
+        let row = ChainRow::from_stats(
+            "a+0x1".into(),
+            vec!["a+0x1".into(), "b+0x20".into()],
+            &CallerStats::default(),
+        );
+        assert_eq!(row.label(), "a;b");
+    }
+}
