@@ -2,6 +2,9 @@
 //! programs are verified (`EbpfLoader::override_global`), and the runtime
 //! filter held in the `FILTER` map.
 
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::bpf_loop;
 use nofail_common::{CALLER_RANGE_STEPS, COMM_LEN, Filter};
 
 use crate::maps::{CALLER_RANGES, FILTER};
@@ -67,35 +70,61 @@ pub fn selected(tgid: u32, comm: &[u8; COMM_LEN], caller: u64, size: u64, gfp: u
     true
 }
 
-/// Is `caller` inside one of the first `n` entries of `CALLER_RANGES`?
-/// A binary search for the last range starting at or below `caller`:
-/// `CALLER_RANGE_STEPS` halvings cover every index below
-/// `MAX_CALLER_RANGES`, so the bounded loop decides exactly.
+/// Binary-search state shared with `search_step` through `bpf_loop`.
+#[repr(C)]
+struct Search {
+    caller: u64,
+    /// Ranges below `lo` start at or below `caller`; ranges from `hi` on
+    /// start above it.
+    lo: u32,
+    hi: u32,
+}
+
+/// One halving of the search (a `bpf_loop` callback: the verifier checks
+/// it once for any state, where an unrolled search would make it walk
+/// every path of 16 data-dependent branches). Returns 1 to stop.
+#[inline(never)]
+extern "C" fn search_step(_index: u32, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Search) };
+    if s.lo >= s.hi {
+        return 1;
+    }
+    let mid = s.lo + (s.hi - s.lo) / 2;
+    let Some(r) = CALLER_RANGES.get(mid) else {
+        return 1;
+    };
+    if r.start <= s.caller {
+        s.lo = mid + 1;
+    } else {
+        s.hi = mid;
+    }
+    0
+}
+
+/// Is `caller` inside one of the first `n` entries of `CALLER_RANGES`
+/// (sorted, disjoint)? `CALLER_RANGE_STEPS + 1` halvings cover every count
+/// up to `MAX_CALLER_RANGES`, so the search decides exactly.
 #[inline(always)]
 fn in_ranges(caller: u64, n: u32) -> bool {
-    // Invariant: ranges below `lo` start at or below caller (lo = 0 is
-    // vacuous), ranges from `hi` on start above it.
-    let (mut lo, mut hi) = (0u32, n);
-    for _ in 0..=CALLER_RANGE_STEPS {
-        if lo >= hi {
-            break;
-        }
-        let mid = core::hint::black_box(lo + (hi - lo) / 2);
-        let Some(r) = CALLER_RANGES.get(mid) else {
-            return false;
-        };
-        if r.start <= caller {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    // `lo` ranges start at or below caller; the last of them is the only
-    // one that can hold it (the ranges are disjoint and sorted).
-    if lo == 0 {
+    let mut s = Search {
+        caller,
+        lo: 0,
+        hi: n,
+    };
+    unsafe {
+        bpf_loop(
+            CALLER_RANGE_STEPS + 1,
+            search_step as *mut c_void,
+            &mut s as *mut Search as *mut c_void,
+            0,
+        )
+    };
+    if s.lo == 0 || s.lo < s.hi {
         return false;
     }
-    match CALLER_RANGES.get(lo - 1) {
+    // The last range starting at or below caller is the only one that
+    // can hold it.
+    match CALLER_RANGES.get(s.lo - 1) {
         Some(r) => caller >= r.start && caller < r.end,
         None => false,
     }

@@ -206,12 +206,7 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
             _pad: 0,
         };
         if let Some(stats) = chain_stats(&key) {
-            let stats = unsafe { &mut *stats };
-            fold(stats, &call, ret, latency);
-            // Caller rows count a retry by hand at its entry; a chain
-            // learns of it here.
-            stats.hand_retries += call.hand_retry as u64;
-            stats.hand_retry_sleeps += call.hand_retry_sleeps as u64;
+            fold_chain(unsafe { &mut *stats }, &call, ret);
         }
     }
 }
@@ -226,6 +221,29 @@ fn matters(call: &Inflight, ret: u64) -> bool {
         || call.mapping_failures != 0
         || call.sleeps != 0
         || call.hand_retry != 0
+}
+
+/// Adds one call that mattered to a `--chains` aggregate: its counters
+/// only (no histograms or maxima), so the exit program stays small enough
+/// for the verifier to walk.
+#[inline(always)]
+fn fold_chain(stats: &mut CallerStats, call: &Inflight, ret: u64) {
+    let nofail = (call.gfp & gfp_nofail() != 0) as u64;
+    let (area, mapping) = (call.area_failures as u64, call.mapping_failures as u64);
+    stats.calls += 1;
+    stats.nofail_calls += nofail;
+    stats.area_retries += area * nofail;
+    stats.mapping_retries += mapping * nofail;
+    stats.null_returns += (ret == 0) as u64;
+    stats.area_failures += area;
+    stats.mapping_failures += mapping;
+    stats.sleeps += call.sleeps as u64;
+    stats.slept_ns += call.slept_ns;
+    stats.injected += call.injected as u64;
+    // Caller rows count a retry by hand at its entry; a chain learns of
+    // it here.
+    stats.hand_retries += call.hand_retry as u64;
+    stats.hand_retry_sleeps += call.hand_retry_sleeps as u64;
 }
 
 /// Adds one finished call to an aggregate.

@@ -33,7 +33,6 @@ pub struct ChainRow {
     pub mapping_retries: u64,
     pub sleeps: u64,
     pub slept_ns: u64,
-    pub max_retries: u64,
     pub open_coded_retries: u64,
     pub injected: u64,
 }
@@ -66,7 +65,6 @@ impl ChainRow {
             mapping_retries: s.mapping_retries,
             sleeps: s.sleeps,
             slept_ns: s.slept_ns,
-            max_retries: s.max_retries,
             open_coded_retries: s.hand_retries,
             injected: s.injected,
         }

@@ -48,6 +48,8 @@ pub struct FilterArgs {
 pub struct Targets {
     pub filter: Filter,
     pub ranges: Vec<CallerRange>,
+    /// What --caller/--module selected, for the start-up line.
+    pub summary: Option<String>,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -83,16 +85,20 @@ impl FilterArgs {
             }
             f.comm[..comm.len()].copy_from_slice(comm.as_bytes());
         }
-        let ranges = self.caller_ranges(syms)?;
+        let (ranges, summary) = self.caller_ranges(syms)?;
         f.n_ranges = ranges.len() as u32;
-        Ok(Targets { filter: f, ranges })
+        Ok(Targets {
+            filter: f,
+            ranges,
+            summary,
+        })
     }
 
     /// The merged address ranges of the selected functions; empty when
     /// neither --caller nor --module is given.
-    fn caller_ranges(&self, syms: &Kallsyms) -> Result<Vec<CallerRange>> {
+    fn caller_ranges(&self, syms: &Kallsyms) -> Result<(Vec<CallerRange>, Option<String>)> {
         if self.caller.is_empty() && self.module.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], None));
         }
         for pattern in &self.caller {
             if pattern.trim().is_empty() {
@@ -114,7 +120,7 @@ impl FilterArgs {
             names: (!self.caller.is_empty()).then_some(self.caller.as_slice()),
             modules: (!self.module.is_empty()).then_some(self.module.as_slice()),
         };
-        let ranges = syms.ranges(&sel);
+        let (ranges, functions) = syms.select(&sel);
         let what = self.describe_targets();
         if ranges.is_empty() {
             bail!("{what} selects no kernel function");
@@ -125,10 +131,15 @@ impl FilterArgs {
                 ranges.len()
             );
         }
-        Ok(ranges
+        let summary = format!(
+            "{what}: {functions} functions in {} address ranges",
+            ranges.len()
+        );
+        let ranges = ranges
             .into_iter()
             .map(|(start, end)| CallerRange { start, end })
-            .collect())
+            .collect();
+        Ok((ranges, Some(summary)))
     }
 
     fn describe_targets(&self) -> String {

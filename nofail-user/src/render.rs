@@ -295,4 +295,20 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn chains_render_frames_under_their_counts() {
+        let mut c = crate::chains::sample("a+0x1", &["a+0x1", "b+0x2"]);
+        c.calls = 3;
+        c.nofail_calls = 3;
+        c.area_retries = 2;
+        c.sleeps = 2;
+        let text = render_chains(&[c]);
+        assert!(
+            text.contains("  3 calls (3 NOFAIL): 2 retries, 2 retry sleeps"),
+            "{text}"
+        );
+        assert!(text.contains("\n      a+0x1\n      b+0x2\n"), "{text}");
+        assert_eq!(render_chains(&[]), "");
+    }
 }

@@ -75,6 +75,9 @@ impl Session {
             );
         }
         let rules = filter.build(&syms)?;
+        if let Some(summary) = &rules.summary {
+            eprintln!("nofail: {summary}");
+        }
         preflight(&view)?;
         let tracer = Tracer::attach(&view, mode, retry_window.as_nanos() as u64, &rules)?;
         Ok(Self {

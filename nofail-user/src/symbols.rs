@@ -89,8 +89,15 @@ impl Kallsyms {
     /// sorted, with adjacent functions merged into one range (a whole
     /// subsystem is usually a few hundred ranges, not thousands). A
     /// function ends where the next symbol at a higher address starts.
+    #[cfg(test)]
     pub fn ranges(&self, sel: &Selection) -> Vec<(u64, u64)> {
+        self.select(sel).0
+    }
+
+    /// `ranges`, and how many functions (distinct addresses) they hold.
+    pub fn select(&self, sel: &Selection) -> (Vec<(u64, u64)>, usize) {
         let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut functions = 0;
         let mut i = 0;
         while i < self.syms.len() {
             // Aliases share an address: the function is selected when any
@@ -103,6 +110,7 @@ impl Kallsyms {
                 j += 1;
             }
             if hit {
+                functions += 1;
                 let end = self.syms.get(j).map_or(addr + 1, |s| s.addr);
                 match out.last_mut() {
                     Some(last) if last.1 == addr => last.1 = end,
@@ -111,7 +119,7 @@ impl Kallsyms {
             }
             i = j;
         }
-        out
+        (out, functions)
     }
 
     /// Is `module` a loadable module with code in kallsyms?

@@ -150,3 +150,50 @@ fn inject_preflight_and_unknown_caller() {
     }
     assert_eq!(nofail_programs_loaded(), before, "programs left attached");
 }
+
+/// Subsystem targets on the machine's own kernel (XFS built in, no module
+/// support): a whole-subsystem glob is accepted by the filter (the run then
+/// stops only at attaching, on this kernel), a module that is not loaded,
+/// an empty list item and an out-of-range --chains are one-line errors.
+#[test]
+fn subsystem_targets_and_their_errors() {
+    let run = |cmd: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nofail"))
+            .arg(cmd)
+            .args(args)
+            .args(["--duration", "1s"])
+            .output()
+            .expect("run nofail");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for cmd in ["trace", "inject"] {
+        let stage: &[&str] = if cmd == "inject" {
+            &["--stage", "area"]
+        } else {
+            &[]
+        };
+        let with = |extra: &[&'static str]| -> Vec<&'static str> { [stage, extra].concat() };
+        let (code, stderr) = run(cmd, &with(&["--module", "no_such_module"]));
+        assert_eq!(code, Some(1), "{cmd}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{cmd}: {stderr}");
+        assert!(stderr.contains("not a loaded module"), "{cmd}: {stderr}");
+        let (code, stderr) = run(cmd, &with(&["--caller", "xfs_buf_alloc,"]));
+        assert_eq!(code, Some(1), "{cmd}: {stderr}");
+        assert!(stderr.contains("empty pattern"), "{cmd}: {stderr}");
+        for bad in ["0", "17", "x"] {
+            let (code, stderr) = run(cmd, &with(&["--chains", bad]));
+            assert_eq!(code, Some(2), "{cmd} --chains {bad}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{cmd} --chains {bad}: {stderr}");
+        }
+        if !kernel_has_kprobes() {
+            // 'xfs_*' (thousands of functions) passes the filter; what
+            // stops the run is this kernel's refusal to attach.
+            let (code, stderr) = run(cmd, &with(&["--caller", "xfs_*,ext4_*"]));
+            assert_eq!(code, Some(1), "{cmd}: {stderr}");
+            assert!(!stderr.contains("--caller"), "{cmd}: {stderr}");
+        }
+    }
+}

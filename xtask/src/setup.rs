@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
     "xfsprogs",
+    "e2fsprogs",
     "prometheus",
 ];
 

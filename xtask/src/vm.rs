@@ -291,6 +291,11 @@ pub fn crash_kind(line: &str) -> Option<&'static str> {
         .map(|(_, what)| *what)
 }
 
+/// Modules a stock kernel's guest loads at boot: the host root over 9p,
+/// and the filesystems and loop device the real-workload scenarios use
+/// (Debian builds them as modules; the test kernel has them built in).
+const GUEST_MODULES: &[&str] = &["9p", "9pnet_virtio", "virtio_pci", "loop", "xfs", "ext4"];
+
 fn write_initramfs(
     kernel: &Kernel,
     path: &Path,
@@ -320,10 +325,7 @@ fn write_initramfs(
         record("arg", a);
     }
     if let Some(modules) = &kernel.modules {
-        for (i, ko) in module_closure(modules, &["9p", "9pnet_virtio", "virtio_pci"])?
-            .iter()
-            .enumerate()
-        {
+        for (i, ko) in module_closure(modules, GUEST_MODULES)?.iter().enumerate() {
             let name = format!("{i:02}.ko");
             cpio.file(&format!("modules/{name}"), 0o644, &read_module(ko)?)?;
             record("module", &name);

@@ -201,7 +201,8 @@ fn chain_counters(out: &mut String, chains: &[ChainRow], top: usize) {
         o.sleeps = o.sleeps.saturating_add(c.sleeps);
         o.open_coded_retries = o.open_coded_retries.saturating_add(c.open_coded_retries);
     }
-    let families: [(&str, &str, fn(&ChainRow) -> u64); 6] = [
+    type Family = (&'static str, &'static str, fn(&ChainRow) -> u64);
+    let families: [Family; 6] = [
         (
             "nofail_chain_calls_total",
             "Calls that mattered (NOFAIL, failed, NULL, slept, retried by hand) per call site and call chain.",
@@ -433,6 +434,39 @@ mod tests {
             .filter(|l| l.starts_with(&format!("{name}_bucket")))
             .count();
         assert_eq!(buckets, HIST_BUCKETS);
+    }
+
+    #[test]
+    fn chains_are_labelled_and_bounded() {
+        let mut report = sample(vec![sample_row("a+0x1", &stats(10, 3))]);
+        let mut c1 = crate::chains::sample("a+0x1", &["a+0x1", "wrap+0x10", "fs_op+0x20"]);
+        c1.calls = 5;
+        c1.area_retries = 3;
+        let mut c2 = crate::chains::sample("a+0x1", &["a+0x1", "other_op+0x8"]);
+        c2.calls = 2;
+        c2.null_returns = 1;
+        let mut c3 = crate::chains::sample("a+0x1", &["a+0x1", "third+0x8"]);
+        c3.calls = 1;
+        report.chains = vec![c1, c2, c3];
+        let text = render(&report, 1);
+        assert!(
+            text.contains("nofail_chain_calls_total{caller=\"a+0x1\",chain=\"a;wrap;fs_op\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "nofail_chain_retries_total{caller=\"a+0x1\",chain=\"a;wrap;fs_op\"} 3\n"
+            )
+        );
+        // Beyond --top-labels: one "other" series with the sums.
+        assert!(text.contains("nofail_chain_calls_total{caller=\"other\",chain=\"other\"} 3\n"));
+        assert!(
+            text.contains("nofail_chain_null_returns_total{caller=\"other\",chain=\"other\"} 1\n")
+        );
+        assert!(!text.contains("other_op"));
+        // No --chains: no chain families at all.
+        let plain = render(&sample(vec![sample_row("a+0x1", &stats(1, 0))]), 5);
+        assert!(!plain.contains("nofail_chain_"));
     }
 
     #[test]

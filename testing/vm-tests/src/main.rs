@@ -8,6 +8,7 @@ mod bpf;
 mod export;
 mod harness;
 mod inject;
+mod real;
 mod scenarios;
 mod trigger;
 

@@ -18,6 +18,11 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
         ("bpf_array_map_calls_exact", bpf_array_map_calls_exact),
         ("doctor_matches_kernel", doctor_matches_kernel),
         (
+            "real_xfs_remote_xattrs_traced",
+            crate::real::xfs_remote_xattrs_traced,
+        ),
+        ("real_ext4_filter_exact", crate::real::ext4_filter_exact),
+        (
             "serve_scrape_on_every_kernel",
             crate::export::serve_scrape_on_every_kernel,
         ),
@@ -61,6 +66,20 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 open_coded_retry_loop_detected,
             ),
             ("filters_select_in_kernel", filters_select_in_kernel),
+            ("module_filter_exact", module_filter_exact),
+            ("chains_exact", chains_exact),
+            (
+                "real_xfs_nofail_kvmalloc_fallback",
+                crate::real::xfs_nofail_kvmalloc_fallback,
+            ),
+            (
+                "real_xfs_nofail_kvmalloc_injected",
+                crate::real::xfs_nofail_kvmalloc_injected,
+            ),
+            (
+                "real_xfs_inject_glob_retried_by_hand",
+                crate::real::xfs_inject_glob_retried_by_hand,
+            ),
             (
                 "stuck_call_visible_while_looping",
                 stuck_call_visible_while_looping,
@@ -652,4 +671,126 @@ fn stress(ctx: &Ctx, mode: &str) -> Result<()> {
             ("null_returns", 0),
         ],
     )
+}
+
+/// `--chains 3` against the trigger's ground truth: the calls that matter
+/// (NOFAIL, here 5 plain and one with 2 area failures from the kernel's
+/// fail_function, and 4 kvmalloc NOFAIL fallbacks) are in chains that
+/// start at their call site and go on into the trigger's `run_site`; the
+/// 6 plain calls that went well are in no chain. Summed per caller, the
+/// chains equal the caller rows.
+fn chains_exact(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let trace = Trace::start(ctx, "chains", &["--chains", "3"])?;
+    trigger::run("vmalloc_nofail", 5, 64 << 10, Arm::Off)?;
+    let (inj, left) =
+        trigger::run_injected(Injector::ShouldFailslab, 2, "vmalloc_nofail", 1, 64 << 10)?;
+    trigger::run("vmalloc", 6, 64 << 10, Arm::Off)?;
+    trigger::run("kvmalloc_nofail", 4, 8 << 20, Arm::Off)?;
+    let report = trace.finish()?;
+    ensure!(
+        inj.retries == 0 && inj.null == 0 && left == 0,
+        "fail_function: {inj:?}, {left} left"
+    );
+    let chains = report["chains"].as_array().context("no chains array")?;
+    let of = |site: &str| -> Vec<&serde_json::Value> {
+        chains
+            .iter()
+            .filter(|c| {
+                c["caller"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&format!("{site}+")))
+            })
+            .collect()
+    };
+    for (site, calls, retries) in [
+        ("site_vmalloc_nofail", 6, 2),
+        ("site_kvmalloc_nofail", 4, 0),
+    ] {
+        let mine = of(site);
+        let sum = |k: &str| mine.iter().map(|c| field(c, k)).sum::<u64>();
+        ensure!(
+            sum("calls") == calls && sum("nofail_calls") == calls,
+            "{site}: chains {mine:?}"
+        );
+        ensure!(
+            sum("area_retries") == retries && sum("sleeps") == retries,
+            "{site}: chains {mine:?}"
+        );
+        let caller = row(&report, site)?["caller"].clone();
+        for c in &mine {
+            let frames: Vec<&str> = c["chain"]
+                .as_array()
+                .context("chain")?
+                .iter()
+                .filter_map(|f| f.as_str())
+                .collect();
+            ensure!(
+                frames.len() == 3 && frames[0] == caller && frames[1].starts_with("run_site+"),
+                "{site}: chain {frames:?} (caller {caller})"
+            );
+        }
+    }
+    ensure!(
+        of("site_vmalloc").is_empty(),
+        "calls that went well got a chain"
+    );
+    expect_fields(&report, "site_vmalloc", &[("calls", 6)])?;
+    ensure!(
+        report["health"]["stacks_lost"] == 0 && report["health"]["chains_full"] == 0,
+        "health {}",
+        report["health"]
+    );
+    Ok(())
+}
+
+/// `--module nofail_trigger` selects the module's code and nothing else;
+/// with `--caller site_vmalloc` only that function of the module.
+fn module_filter_exact(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let whole = Trace::start(ctx, "module_whole", &["--module", "nofail_trigger"])?;
+    let one = Trace::start(
+        ctx,
+        "module_one",
+        &["--module", "nofail_trigger", "--caller", "site_vmalloc"],
+    )?;
+    trigger::run("vmalloc_nofail", 2, 64 << 10, Arm::Off)?;
+    trigger::run("vmalloc", 3, 64 << 10, Arm::Off)?;
+    crate::bpf::create_big_array_map()?; // built-in caller: outside
+    let one = one.finish()?;
+    let whole = whole.finish()?;
+    let names = |r: &serde_json::Value| -> Vec<String> {
+        r["callers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                c["caller"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .split('+')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut w = names(&whole);
+    w.sort();
+    ensure!(
+        w == ["site_vmalloc", "site_vmalloc_nofail"],
+        "--module rows: {w:?}"
+    );
+    expect_fields(
+        &whole,
+        "site_vmalloc_nofail",
+        &[("calls", 2), ("nofail_calls", 2)],
+    )?;
+    expect_fields(&whole, "site_vmalloc", &[("calls", 3)])?;
+    ensure!(
+        names(&one) == ["site_vmalloc"],
+        "--module --caller rows: {:?}",
+        names(&one)
+    );
+    expect_fields(&one, "site_vmalloc", &[("calls", 3)])
 }
