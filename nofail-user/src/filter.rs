@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, maps::Array};
 use nofail_common::{COMM_LEN, CallerRange, Filter, MAX_CALLER_RANGES};
 
-use crate::symbols::{Kallsyms, Selection};
+use crate::symbols::{Kallsyms, Patterns, Selection};
 
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct FilterArgs {
@@ -100,13 +100,11 @@ impl FilterArgs {
         if self.caller.is_empty() && self.module.is_empty() {
             return Ok((vec![], None));
         }
-        for pattern in &self.caller {
-            if pattern.trim().is_empty() {
-                bail!("--caller has an empty pattern (use 'a,b' without spaces or empty items)");
-            }
-            if !syms.matches_any(pattern) {
-                bail!("--caller {pattern:?} matches no kernel function in /proc/kallsyms");
-            }
+        if self.caller.iter().any(|p| p.trim().is_empty()) {
+            bail!("--caller has an empty pattern (use 'a,b' without spaces or empty items)");
+        }
+        if let Some(pattern) = syms.unmatched(&self.caller).first() {
+            bail!("--caller {pattern:?} matches no kernel function in /proc/kallsyms");
         }
         for module in &self.module {
             if !syms.has_module(module) {
@@ -117,7 +115,7 @@ impl FilterArgs {
             }
         }
         let sel = Selection {
-            names: (!self.caller.is_empty()).then_some(self.caller.as_slice()),
+            names: (!self.caller.is_empty()).then(|| Patterns::new(&self.caller)),
             modules: (!self.module.is_empty()).then_some(self.module.as_slice()),
         };
         let (ranges, functions) = syms.select(&sel);
@@ -145,7 +143,12 @@ impl FilterArgs {
     fn describe_targets(&self) -> String {
         let mut parts = Vec::new();
         if !self.caller.is_empty() {
-            parts.push(format!("--caller {:?}", self.caller.join(",")));
+            let shown = if self.caller.len() <= 4 {
+                self.caller.join(",")
+            } else {
+                format!("{},... ({} patterns)", self.caller[..3].join(","), self.caller.len())
+            };
+            parts.push(format!("--caller {shown:?}"));
         }
         if !self.module.is_empty() {
             parts.push(format!("--module {:?}", self.module.join(",")));

@@ -19,12 +19,38 @@ struct Sym {
     module: Option<String>,
 }
 
-/// Which functions a filter selects: name globs and/or modules (`None`:
-/// no restriction on that axis).
+/// Which functions a filter selects: names and globs and/or modules
+/// (`None`: no restriction on that axis).
 #[derive(Debug, Default, Clone)]
 pub struct Selection<'a> {
-    pub names: Option<&'a [String]>,
+    pub names: Option<Patterns<'a>>,
     pub modules: Option<&'a [String]>,
+}
+
+/// Name patterns split for speed: plain names are looked up in a set (a
+/// list of tens of thousands of names stays fast), globs are matched.
+#[derive(Debug, Default, Clone)]
+pub struct Patterns<'a> {
+    exact: std::collections::HashSet<&'a str>,
+    globs: Vec<&'a str>,
+}
+
+impl<'a> Patterns<'a> {
+    pub fn new(patterns: &'a [String]) -> Self {
+        let mut p = Self::default();
+        for pat in patterns {
+            if pat.contains(['*', '?']) {
+                p.globs.push(pat);
+            } else {
+                p.exact.insert(pat);
+            }
+        }
+        p
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.exact.contains(name) || self.globs.iter().any(|g| glob_match(g, name))
+    }
 }
 
 impl Kallsyms {
@@ -129,17 +155,27 @@ impl Kallsyms {
             .any(|s| s.module.as_deref() == Some(module))
     }
 
-    /// Does any function name match `pattern`?
-    pub fn matches_any(&self, pattern: &str) -> bool {
-        self.syms.iter().any(|s| glob_match(pattern, &s.name))
+    /// The patterns that match no function name.
+    pub fn unmatched<'p>(&self, patterns: &'p [String]) -> Vec<&'p str> {
+        let names: std::collections::HashSet<&str> =
+            self.syms.iter().map(|s| s.name.as_str()).collect();
+        patterns
+            .iter()
+            .filter(|p| {
+                if p.contains(['*', '?']) {
+                    !names.iter().any(|n| glob_match(p, n))
+                } else {
+                    !names.contains(p.as_str())
+                }
+            })
+            .map(String::as_str)
+            .collect()
     }
 }
 
 impl Selection<'_> {
     fn selects(&self, sym: &Sym) -> bool {
-        let name_ok = self
-            .names
-            .is_none_or(|pats| pats.iter().any(|p| glob_match(p, &sym.name)));
+        let name_ok = self.names.as_ref().is_none_or(|p| p.matches(&sym.name));
         let module_ok = self.modules.is_none_or(|mods| {
             sym.module
                 .as_deref()
@@ -220,7 +256,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         let k = Kallsyms::parse(SAMPLE);
         let pats = names(&["__vmalloc*"]);
         let sel = Selection {
-            names: Some(&pats),
+            names: Some(Patterns::new(&pats)),
             modules: None,
         };
         // Two adjacent functions, one range ending at the next symbol.
@@ -247,7 +283,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         );
         let pats = names(&["a_alias"]);
         let sel = Selection {
-            names: Some(&pats),
+            names: Some(Patterns::new(&pats)),
             modules: None,
         };
         assert_eq!(
@@ -258,7 +294,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         // Names and modules together: the intersection.
         let pats = names(&["m2", "a"]);
         let sel = Selection {
-            names: Some(&pats),
+            names: Some(Patterns::new(&pats)),
             modules: Some(&mods),
         };
         assert_eq!(

@@ -67,6 +67,7 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
             ),
             ("filters_select_in_kernel", filters_select_in_kernel),
             ("module_filter_exact", module_filter_exact),
+            ("caller_ranges_at_scale", caller_ranges_at_scale),
             ("chains_exact", chains_exact),
             (
                 "real_xfs_nofail_kvmalloc_fallback",
@@ -793,4 +794,96 @@ fn module_filter_exact(ctx: &Ctx) -> Result<()> {
         names(&one)
     );
     expect_fields(&one, "site_vmalloc", &[("calls", 3)])
+}
+
+/// Every other function of the running kernel (tens of thousands of names
+/// on the command line, as many separate address ranges as this kernel
+/// allows), with two known call sites forced in and one forced out: the
+/// in-kernel binary search selects exactly those, with exact counts.
+fn caller_ranges_at_scale(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let text = std::fs::read_to_string("/proc/kallsyms")?;
+    let mut funcs: Vec<(u64, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+            let kind = f.next()?;
+            matches!(kind, "t" | "T" | "w" | "W").then_some(())?;
+            Some((addr, f.next()?))
+        })
+        .collect();
+    funcs.sort();
+    funcs.dedup_by_key(|(a, _)| *a);
+    let (wanted, unwanted) = (["site_vmalloc_nofail", "array_map_alloc"], "site_vmalloc");
+    // Every other function: no two selected ones are adjacent, so each is
+    // a range of its own; capped just below the limit.
+    const LIMIT: usize = 32768;
+    let every_other = |take: usize| -> std::collections::BTreeSet<&str> {
+        let mut names: std::collections::BTreeSet<&str> = funcs
+            .iter()
+            .step_by(2)
+            .map(|(_, n)| *n)
+            .filter(|n| *n != unwanted)
+            .take(take)
+            .collect();
+        names.extend(wanted);
+        names
+    };
+    let caller_args = |names: &std::collections::BTreeSet<&str>| -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let mut chunk = String::new();
+        for n in names {
+            if chunk.len() + n.len() > 100_000 {
+                args.extend(["--caller".into(), std::mem::take(&mut chunk)]);
+            }
+            if !chunk.is_empty() {
+                chunk.push(',');
+            }
+            chunk.push_str(n);
+        }
+        args.extend(["--caller".into(), chunk]);
+        args
+    };
+    if funcs.len() / 2 > LIMIT + 64 {
+        // Above the limit: one line, non-zero exit, before anything loads.
+        let out = std::process::Command::new(&ctx.nofail)
+            .args(["trace", "--duration", "1s"])
+            .args(caller_args(&every_other(LIMIT + 32)))
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1)
+                && err.lines().count() == 1
+                && err.contains(&format!("at most {LIMIT}")),
+            "above the limit: {:?} {err}",
+            out.status
+        );
+    }
+    let names = every_other(LIMIT - 8);
+    let args = caller_args(&names);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let trace = Trace::start(ctx, "ranges_at_scale", &refs)?;
+    let ranges: u64 = trace
+        .startup
+        .iter()
+        .find_map(|l| l.split(" functions in ").nth(1)?.split(' ').next()?.parse().ok())
+        .context("no selection line")?;
+    println!("  {} names, {ranges} address ranges of {} functions", names.len(), funcs.len());
+    let target = (funcs.len() / 2).min(LIMIT - 8) as u64;
+    ensure!(
+        ranges <= LIMIT as u64 && ranges * 10 >= target * 9,
+        "{ranges} ranges for {target} names of every other function"
+    );
+    trigger::run("vmalloc_nofail", 2, 64 << 10, Arm::Off)?;
+    trigger::run("vmalloc", 3, 64 << 10, Arm::Off)?;
+    crate::bpf::create_big_array_map()?;
+    let report = trace.finish()?;
+    expect_fields(&report, "site_vmalloc_nofail", &[("calls", 2)])?;
+    expect_fields(&report, "array_map_alloc", &[("calls", 1)])?;
+    for r in report["callers"].as_array().into_iter().flatten() {
+        let f = r["caller"].as_str().unwrap_or("?").split('+').next().unwrap_or("");
+        ensure!(names.contains(f), "{f} counted but not selected");
+    }
+    Ok(())
 }
