@@ -146,7 +146,11 @@ impl FilterArgs {
             let shown = if self.caller.len() <= 4 {
                 self.caller.join(",")
             } else {
-                format!("{},... ({} patterns)", self.caller[..3].join(","), self.caller.len())
+                format!(
+                    "{},... ({} patterns)",
+                    self.caller[..3].join(","),
+                    self.caller.len()
+                )
             };
             parts.push(format!("--caller {shown:?}"));
         }

@@ -118,23 +118,32 @@ impl TpCount {
 
     /// Stops counting and returns how many events the kernel recorded.
     pub fn finish(self) -> Result<u64> {
+        Ok(self.finish_lines()?.len() as u64)
+    }
+
+    /// Stops counting and returns the events the kernel recorded.
+    pub fn finish_lines(self) -> Result<Vec<String>> {
         let ev = self.dir.join("events").join(&self.event);
         std::fs::write(ev.join("enable"), "0")?;
         let text = std::fs::read_to_string(self.dir.join("trace"))?;
-        let overrun = std::fs::read_to_string(self.dir.join("per_cpu/cpu0/stats"))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("overrun:") && !l.ends_with(" 0"));
-        let n = text
+        let mut overrun = false;
+        for cpu in std::fs::read_dir(self.dir.join("per_cpu"))?.flatten() {
+            overrun |= std::fs::read_to_string(cpu.path().join("stats"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("overrun:") && !l.ends_with(" 0"));
+        }
+        let lines = text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .count() as u64;
+            .map(str::to_string)
+            .collect();
         let _ = std::fs::remove_dir(&self.dir);
         ensure!(
             !overrun,
             "trace instance overran: the event count is incomplete"
         );
-        Ok(n)
+        Ok(lines)
     }
 }
 
@@ -342,8 +351,14 @@ pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
         .filter(|c| c["caller"] == caller["caller"])
         .collect();
     let sum = |k: &str| chains.iter().map(|c| field(c, k)).sum::<u64>();
+    // The calls that mattered: the 3 NULLs and the retries that then went
+    // through, one per buffer hit (3 on one buffer: 4 calls; one each on
+    // 3 buffers: 6).
     ensure!(
-        sum("null_returns") == 3 && sum("open_coded_retries") == 3 && sum("calls") == 6,
+        sum("null_returns") == 3
+            && sum("open_coded_retries") == 3
+            && sum("injected") == 3
+            && (4..=6).contains(&sum("calls")),
         "chains of xfs_buf_alloc: {chains:?}"
     );
     for c in &chains {
@@ -507,15 +522,46 @@ fn leaf_to_shortform(fs: &LoopFs, name: &str, fpa: &FailPagesInside) -> Result<(
     Ok(())
 }
 
-/// `vmalloc error: size N, vm_struct allocation failed` lines in the
-/// kernel log: the kernel's own record of area-stage failures of calls
-/// without __GFP_NOWARN (warn_alloc, ratelimited to 10 per 5 s).
-fn vm_struct_failures_logged(size: u64) -> Result<usize> {
-    let out = Command::new("dmesg").output()?;
+/// The kernel log from now on, read through /dev/kmsg (records, not the
+/// ring buffer's text: old lines rotating out do not matter).
+struct Kmsg(std::fs::File);
+
+impl Kmsg {
+    fn from_now() -> Result<Self> {
+        use std::{io::Seek as _, os::unix::fs::OpenOptionsExt as _};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/kmsg")?;
+        f.seek(std::io::SeekFrom::End(0))?;
+        Ok(Self(f))
+    }
+
+    /// Every record logged since `from_now` (or the last call).
+    fn read_new(&mut self) -> Result<Vec<String>> {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // A record overwritten before it was read.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `vmalloc error: size N, vm_struct allocation failed` records: the
+/// kernel's own record of area-stage failures of calls without
+/// __GFP_NOWARN (warn_alloc, ratelimited to one per 10 s).
+fn vm_struct_failures(records: &[String], size: u64) -> usize {
     let needle = format!("vmalloc error: size {size}, vm_struct allocation failed");
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .matches(&needle)
-        .count())
+    records.iter().filter(|r| r.contains(&needle)).count()
 }
 
 const LBS: u64 = 16384;
@@ -586,9 +632,11 @@ pub fn xfs_nofail_kvmalloc_fallback(ctx: &Ctx) -> Result<()> {
 }
 
 /// The same real NOFAIL call under `nofail inject --stage area --caller
-/// 'xfs_attr*' --fail-first 2`: the kernel logs exactly two vm_struct
-/// failures of a 16 KiB vmalloc, nofail counts two area retries and two
-/// one-jiffy sleeps, and removexattr succeeds (the loop let it through).
+/// 'xfs_attr*' --fail-first 2`: the kernel starts exactly two one-jiffy
+/// timers for this task (`timer:timer_start` of `process_timeout`, the
+/// retry loop's `schedule_timeout_uninterruptible(1)`), logs the
+/// vm_struct failure (warn_alloc prints one per 10 s), nofail counts two
+/// area retries and two sleeps, and removexattr succeeds.
 pub fn xfs_nofail_kvmalloc_injected(ctx: &Ctx) -> Result<()> {
     const K: u64 = 2;
     let fs = LoopFs::new(
@@ -599,9 +647,11 @@ pub fn xfs_nofail_kvmalloc_injected(ctx: &Ctx) -> Result<()> {
     )?;
     let fpa = FailPagesInside::new("xfs_attr3_leaf_to_shortform")?;
     let pid = std::process::id().to_string();
-    // warn_alloc() prints at most 10 lines per 5 s: start a fresh window.
-    std::thread::sleep(std::time::Duration::from_millis(5500));
-    let logged_before = vm_struct_failures_logged(LBS)?;
+    // warn_alloc() prints at most one line per 10 s: start a fresh window.
+    std::thread::sleep(std::time::Duration::from_millis(10_500));
+    let mut kmsg = Kmsg::from_now()?;
+    let timers = TpCount::start("nofail_xfs_timers", "timer/timer_start")?
+        .context("no timer:timer_start tracepoint")?;
     let inj = Trace::start_cmd(
         ctx,
         "inject",
@@ -619,10 +669,24 @@ pub fn xfs_nofail_kvmalloc_injected(ctx: &Ctx) -> Result<()> {
         ],
     )?;
     let (_, report) = inj.around(|| leaf_to_shortform(&fs, "i0", &fpa))?;
-    let logged = vm_struct_failures_logged(LBS)? - logged_before;
+    let sleeps = timers
+        .finish_lines()?
+        .iter()
+        .filter(|l| l.contains("function=process_timeout"))
+        .count() as u64;
     ensure!(
-        logged == K as usize,
-        "kernel logged {logged} vm_struct failures, not {K}"
+        sleeps == K,
+        "the kernel started {sleeps} retry timers for this task, not {K}"
+    );
+    let records = kmsg.read_new()?;
+    let logged = vm_struct_failures(&records, LBS);
+    ensure!(
+        logged == 1,
+        "kernel logged {logged} vm_struct failures, not 1 (ratelimited): {:?}",
+        records
+            .iter()
+            .filter(|r| r.contains("vmalloc"))
+            .collect::<Vec<_>>()
     );
     expect_fields(
         &report,
