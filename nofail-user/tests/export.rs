@@ -536,3 +536,96 @@ fn unwritable_outputs_busy_ports_and_remote_addresses_are_refused() {
     assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Raw bytes in, the status code of the answer out (0: closed unanswered).
+fn raw_status(port: u16, request: &[u8]) -> u32 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(request);
+    let mut text = Vec::new();
+    let _ = s.read_to_end(&mut text);
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 50 connections that send half a request line and stop do not hold up
+/// 100 concurrent scrapes: all are answered while every stalled connection
+/// is still open; the stalled ones are then cut off by the head deadline.
+/// Oversized and malformed requests get 4xx; keep-alive serves several
+/// scrapes on one connection.
+#[test]
+fn serve_holds_up_under_stalled_and_concurrent_clients() {
+    let serve = Serve::start(&recorded("export_live.json"));
+    let port = serve.port;
+    let mut stalled: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /met").unwrap();
+            s
+        })
+        .collect();
+    let want =
+        "nofail_vmalloc_retries_total{caller=\"site_vmalloc_nofail+0x13\",stage=\"area\"} 4\n";
+    let scrapes: Vec<_> = (0..100)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let (code, body) = http_get(port, "/metrics");
+                (code, body.contains(want), t.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = scrapes.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(results.iter().all(|(code, ok, _)| *code == 200 && *ok));
+    let slowest = results.iter().map(|r| r.2).max().unwrap();
+    // Every stalled connection is still open (nothing was cut off to let
+    // the scrapes through): a read would block, not see EOF.
+    for s in &mut stalled {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let r = s.read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a stalled connection was closed before the scrapes finished: {r:?}"
+        );
+    }
+    eprintln!("100 concurrent scrapes next to 50 stalled connections: slowest {slowest:?}");
+    // The head deadline then ends each stalled connection.
+    for s in &mut stalled {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut rest = Vec::new();
+        let r = s.read_to_end(&mut rest);
+        assert!(r.is_ok() || rest.is_empty(), "{r:?}");
+    }
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let code = raw_status(port, big.as_bytes());
+    assert!((400..500).contains(&code), "oversized head answered {code}");
+    assert_eq!(raw_status(port, b"BLAH\r\n\r\n"), 400);
+    assert_eq!(
+        raw_status(
+            port,
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        405
+    );
+    // Keep-alive: two scrapes on one connection.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert_eq!(
+        text.matches("HTTP/1.1 200 OK").count(),
+        2,
+        "{}",
+        &text[..200.min(text.len())]
+    );
+}

@@ -193,7 +193,19 @@ fn subsystem_targets_and_their_errors() {
             // stops the run is this kernel's refusal to attach.
             let (code, stderr) = run(cmd, &with(&["--caller", "xfs_*,ext4_*"]));
             assert_eq!(code, Some(1), "{cmd}: {stderr}");
-            assert!(!stderr.contains("--caller"), "{cmd}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 2, "{cmd}: {stderr}");
+            assert!(
+                lines[0].starts_with("nofail: --caller \"xfs_*,ext4_*\": ")
+                    && lines[0].contains(" functions in "),
+                "{cmd}: {stderr}"
+            );
+            // This kernel's refusal (trace) or missing injection support
+            // (inject), never the filter.
+            assert!(
+                lines[1].starts_with("nofail: error: ") && !lines[1].contains("--caller"),
+                "{cmd}: {stderr}"
+            );
         }
     }
 }

@@ -296,6 +296,12 @@ pub fn crash_kind(line: &str) -> Option<&'static str> {
 /// (Debian builds them as modules; the test kernel has them built in).
 const GUEST_MODULES: &[&str] = &["9p", "9pnet_virtio", "virtio_pci", "loop", "xfs", "ext4"];
 
+/// Loaded first where the kernel has them as modules: the crc32c
+/// implementation XFS's and ext4's checksums ask the crypto API for
+/// (a softdep, so not in modules.dep; without it libcrc32c's init fails
+/// with ENOENT). Newer kernels have crc32c as a library and no such module.
+const GUEST_MODULES_IF_PRESENT: &[&str] = &["crc32c_generic"];
+
 fn write_initramfs(
     kernel: &Kernel,
     path: &Path,
@@ -325,7 +331,13 @@ fn write_initramfs(
         record("arg", a);
     }
     if let Some(modules) = &kernel.modules {
-        for (i, ko) in module_closure(modules, GUEST_MODULES)?.iter().enumerate() {
+        let present: Vec<&str> = GUEST_MODULES_IF_PRESENT
+            .iter()
+            .copied()
+            .filter(|m| module_closure(modules, &[m]).is_ok())
+            .chain(GUEST_MODULES.iter().copied())
+            .collect();
+        for (i, ko) in module_closure(modules, &present)?.iter().enumerate() {
             let name = format!("{i:02}.ko");
             cpio.file(&format!("modules/{name}"), 0o644, &read_module(ko)?)?;
             record("module", &name);

@@ -1,14 +1,27 @@
 //! `nofail serve`: Prometheus' pull endpoint. `GET /metrics` renders the
 //! live counts (or a recorded report) at scrape time. Loopback by default:
 //! the metrics name kernel call sites, which is not for every network.
+//! HTTP is hyper's: connections are served concurrently with keep-alive,
+//! a deadline and a size bound for each request head, and a bound on open
+//! connections, so idle or hostile clients cannot hold up a scrape.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    net::SocketAddr,
+    path::PathBuf,
+    rc::Rc,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    service::service_fn,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
     attach::Mode,
@@ -74,6 +87,13 @@ impl Source {
     }
 }
 
+/// Request heads must arrive within this long (a half-sent request line
+/// cannot hold a connection), and be at most this large.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Connections served at once; beyond it new ones are closed at accept.
+const MAX_CONNECTIONS: usize = 256;
+
 pub async fn run(args: ServeArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     if !args.listen.ip().is_loopback() && !args.allow_remote {
@@ -86,7 +106,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let mut source = match &args.report {
+    let source = match &args.report {
         Some(path) => Source::Recorded(Box::new(file::read_report(path)?)),
         None => {
             let session = Session::start(&args.filter, args.mode, args.retry_window, |_| Ok(()))?;
@@ -98,87 +118,85 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "nofail: serving http://{}/metrics (Ctrl-C to stop)",
         listener.local_addr()?
     );
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                // One scrape at a time: reading the maps is quick, and a
-                // slow client is cut off by the timeout.
-                if let Err(e) = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    answer(stream, &mut source, args.top as usize),
-                ).await.unwrap_or_else(|_| Err(anyhow::anyhow!("client timed out"))) {
-                    log::debug!("scrape failed: {e:#}");
+    // Connections are served concurrently on this thread; a scrape reads
+    // the maps synchronously under the RefCell, so scrapes never overlap.
+    let source = Rc::new(RefCell::new(source));
+    let top = args.top as usize;
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let open = Rc::new(Cell::new(0usize));
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        if open.get() >= MAX_CONNECTIONS {
+                            drop(stream);
+                            continue;
+                        }
+                        open.set(open.get() + 1);
+                        let (source, open) = (source.clone(), open.clone());
+                        tokio::task::spawn_local(async move {
+                            serve_connection(stream, source, top).await;
+                            open.set(open.get() - 1);
+                        });
+                    }
+                    _ = stop.signalled() => break,
                 }
             }
-            _ = stop.signalled() => break,
-        }
-    }
+        })
+        .await;
     Ok(())
 }
 
-/// Reads one request head and answers it; the connection then closes.
-async fn answer(mut stream: TcpStream, source: &mut Source, top: usize) -> Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > 16 * 1024 {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "",
-            )
-            .await;
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
+/// One connection: HTTP/1.1 with keep-alive, as Prometheus scrapes.
+async fn serve_connection(stream: TcpStream, source: Rc<RefCell<Source>>, top: usize) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let response = answer(&req, &source, top);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        log::debug!("connection ended: {e}");
     }
-    let line = String::from_utf8_lossy(&head);
-    let mut parts = line.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => match source.metrics(top) {
-            Ok(body) => respond(&mut stream, "200 OK", prometheus::CONTENT_TYPE, &body).await,
-            Err(e) => {
-                let body = format!("nofail: cannot read the counts: {e:#}\n");
-                respond(
-                    &mut stream,
-                    "500 Internal Server Error",
-                    "text/plain",
-                    &body,
-                )
-                .await
-            }
+}
+
+fn answer(req: &Request<Incoming>, source: &RefCell<Source>, top: usize) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, kind: &str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_str(kind).expect("valid content type"),
+        );
+        r
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => match source.borrow_mut().metrics(top) {
+            Ok(body) => reply(StatusCode::OK, prometheus::CONTENT_TYPE, body),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("nofail: cannot read the counts: {e:#}\n"),
+            ),
         },
-        ("GET", "/") => {
-            let body = "nofail: retry-loop metrics at /metrics\n";
-            respond(&mut stream, "200 OK", "text/plain", body).await
-        }
-        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
-        _ => {
-            respond(
-                &mut stream,
-                "405 Method Not Allowed",
-                "text/plain",
-                "only GET\n",
-            )
-            .await
-        }
+        "/" => reply(
+            StatusCode::OK,
+            "text/plain",
+            "nofail: retry-loop metrics at /metrics\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
-}
-
-async fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await?;
-    Ok(())
 }

@@ -261,6 +261,17 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
         "real_xfs_filtered",
         &["--pid", &pid, "--caller", "xfs_*"],
     )?;
+    // Where XFS is a loadable module (Debian's kernels), --module xfs.
+    let xfs_is_module = std::fs::read_to_string("/proc/kallsyms")?.contains("\t[xfs]");
+    let module = if xfs_is_module {
+        Some(Trace::start(
+            ctx,
+            "real_xfs_module",
+            &["--pid", &pid, "--module", "xfs"],
+        )?)
+    } else {
+        None
+    };
     // Thousands of address ranges: every function with an 'a' in its name.
     let wide = Trace::start(ctx, "real_xfs_wide", &["--pid", &pid, "--caller", "*a*"])?;
     let control = Trace::start(ctx, "real_xfs_control", &["--pid", &pid])?;
@@ -273,6 +284,7 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
     })();
     let control = control.finish()?;
     let wide = wide.finish()?;
+    let module = module.map(Trace::finish).transpose()?;
     let filtered = filtered.finish()?;
     let events = tp.finish()?;
     work?;
@@ -291,6 +303,10 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
     )?;
     expect_fields(&control, "array_map_alloc", &[("calls", MAPS)])?;
     same_rows_inside(&filtered, &control, |c| c.starts_with("xfs_"))?;
+    if let Some(module) = &module {
+        println!("  --module xfs rows: {:?}", rows(module));
+        same_rows_inside(module, &control, |c| c.starts_with("xfs_"))?;
+    }
     same_rows_inside(&wide, &control, |c| {
         c.split('+').next().is_some_and(|f| f.contains('a'))
     })
