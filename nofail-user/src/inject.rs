@@ -370,7 +370,16 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         args.duration,
         if args.dry_run { ", dry run" } else { "" }
     );
-    stop.wait(args.duration).await;
+    let deadline = tokio::time::sleep(args.duration);
+    tokio::pin!(deadline);
+    let mut naming = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            _ = stop.signalled() => break,
+            _ = naming.tick() => session.learn_names()?,
+        }
+    }
     // Stop injecting before reading, so the numbers are final.
     let mut rule_map: Array<_, InjectRule> = Array::try_from(
         session

@@ -276,6 +276,13 @@ pub fn mode_of(attached: &[Attached]) -> String {
     }
 }
 
+/// The call sites in the aggregate map (keys only: cheap to poll).
+pub fn caller_addresses(ebpf: &Ebpf) -> Result<Vec<u64>> {
+    let map: PerCpuHashMap<_, u64, CallerStats> =
+        PerCpuHashMap::try_from(ebpf.map("CALLERS").context("CALLERS map missing")?)?;
+    Ok(map.keys().filter_map(|k| k.ok()).collect())
+}
+
 /// Sums the per-CPU aggregates of every call site.
 pub fn read_callers(ebpf: &Ebpf) -> Result<BTreeMap<u64, CallerStats>> {
     let map: PerCpuHashMap<_, u64, CallerStats> =

@@ -38,20 +38,15 @@ impl Stop {
             _ = self.terminate.recv() => {}
         }
     }
-
-    /// Sleeps `duration` unless signalled first.
-    pub async fn wait(&mut self, duration: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(duration) => {}
-            _ = self.signalled() => {}
-        }
-    }
 }
 
 /// An attached tracer and what its report needs.
 pub struct Session {
     pub view: KernelView,
     pub syms: Kallsyms,
+    /// Call-site names as they were when first seen: a caller inside a
+    /// module unloaded since keeps its name.
+    pub names: std::collections::HashMap<u64, String>,
     pub tracer: Tracer,
     pub filters: FilterView,
     pub started: Instant,
@@ -83,6 +78,7 @@ impl Session {
         Ok(Self {
             view,
             syms,
+            names: Default::default(),
             tracer,
             filters: filter.into(),
             started: Instant::now(),
@@ -92,15 +88,49 @@ impl Session {
         })
     }
 
+    /// Names the call sites seen since the last call while their code is
+    /// still there: kallsyms is read again when a new one is not in the
+    /// copy at hand (a module loaded since). Called about once a second
+    /// while tracing, and before a report.
+    pub fn learn_names(&mut self) -> Result<()> {
+        let new: Vec<u64> = report::caller_addresses(&self.tracer.ebpf)?
+            .into_iter()
+            .filter(|a| !self.names.contains_key(a))
+            .collect();
+        let mut reloaded = false;
+        for addr in new {
+            let mut name = self.syms.resolve(addr);
+            if name.starts_with("0x") && !reloaded {
+                reloaded = true;
+                if let Ok(syms) = Kallsyms::load() {
+                    self.syms = syms;
+                }
+                name = self.syms.resolve(addr);
+            }
+            if !name.starts_with("0x") {
+                self.names.insert(addr, name);
+            }
+        }
+        Ok(())
+    }
+
     /// Re-reads the symbols (modules loaded while tracing have call sites
-    /// too) and reads every aggregate into the report.
+    /// too) and reads every aggregate into the report; call sites keep the
+    /// names they had when first seen.
     /// `command` names what produced the report ("trace", "inject").
     pub fn collect(&mut self, command: &str, stuck_after: Duration) -> Result<Report> {
         if let Ok(syms) = Kallsyms::load() {
             self.syms = syms;
         }
+        self.learn_names()?;
         let ebpf = &self.tracer.ebpf;
-        let callers = report::rows(&report::read_callers(ebpf)?, &self.syms);
+        let mut callers = report::rows(&report::read_callers(ebpf)?, &self.syms);
+        for row in &mut callers {
+            let addr = u64::from_str_radix(row.address.trim_start_matches("0x"), 16).ok();
+            if let Some(name) = addr.and_then(|a| self.names.get(&a)) {
+                row.caller = name.clone();
+            }
+        }
         Ok(Report {
             schema: SCHEMA.into(),
             schema_version: SCHEMA_VERSION,

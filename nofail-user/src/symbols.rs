@@ -97,14 +97,19 @@ impl Kallsyms {
             0 => format!("{addr:#x}"),
             i => {
                 let Sym {
-                    addr: base, name, ..
+                    addr: base,
+                    name,
+                    module,
                 } = &self.syms[i - 1];
                 // No function is this large: the address belongs to code
                 // kallsyms did not list when read (a module loaded since).
                 if addr - base > MAX_FUNCTION_SIZE {
                     return format!("{addr:#x}");
                 }
-                format!("{name}+{:#x}", addr - base)
+                match module {
+                    Some(m) => format!("{name}+{:#x} [{m}]", addr - base),
+                    None => format!("{name}+{:#x}", addr - base),
+                }
             }
         }
     }
@@ -228,7 +233,10 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
             k.resolve(0xffffffff81200000),
             "__vmalloc_node_range_noprof+0x0"
         );
-        assert_eq!(k.resolve(0xffffffffc0000042), "trigger_nofail_vmalloc+0x42");
+        assert_eq!(
+            k.resolve(0xffffffffc0000042),
+            "trigger_nofail_vmalloc+0x42 [nofail_trigger]"
+        );
         assert_eq!(k.resolve(0x1000), "0x1000");
         assert_eq!(k.resolve(0xffffffffe0000000), "0xffffffffe0000000");
     }

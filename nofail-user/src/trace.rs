@@ -25,10 +25,12 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(args.interval.unwrap_or(Duration::from_secs(3600)));
     ticker.tick().await;
+    let mut naming = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = &mut deadline => break,
             _ = stop.signalled() => break,
+            _ = naming.tick() => session.learn_names()?,
             _ = ticker.tick(), if args.interval.is_some() => {
                 let ebpf = &session.tracer.ebpf;
                 let syms = Kallsyms::load().unwrap_or_default();

@@ -126,8 +126,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     local
         .run_until(async move {
             let open = Rc::new(Cell::new(0usize));
+            let mut naming = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
+                    _ = naming.tick() => {
+                        // Name call sites while their code is there.
+                        if let Source::Live(session, _) = &mut *source.borrow_mut() {
+                            let _ = session.learn_names();
+                        }
+                    }
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         if open.get() >= MAX_CONNECTIONS {

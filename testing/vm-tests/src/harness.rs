@@ -178,3 +178,62 @@ pub fn pt_total(row: &Value) -> u64 {
         .map(|l| row["pt_failures"][l].as_u64().unwrap_or(0))
         .sum()
 }
+
+/// The kernel log from now on, read through /dev/kmsg (records, not the
+/// ring buffer's text: old lines rotating out do not matter).
+pub struct Kmsg(std::fs::File);
+
+impl Kmsg {
+    pub fn from_now() -> Result<Self> {
+        use std::{io::Seek as _, os::unix::fs::OpenOptionsExt as _};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/kmsg")?;
+        f.seek(std::io::SeekFrom::End(0))?;
+        Ok(Self(f))
+    }
+
+    /// Every record logged since `from_now` (or the last call).
+    pub fn read_new(&mut self) -> Result<Vec<String>> {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // A record overwritten before it was read.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What in a kernel log record means the kernel is not clean: a WARN,
+/// a BUG or oops, a lockdep report.
+pub const KERNEL_TROUBLE: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "general protection fault",
+    "possible circular locking",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "lockdep",
+];
+
+/// The records of `records` that show kernel trouble, except those a
+/// scenario expects (`allowed` substrings, e.g. the WARN of the known
+/// endless mapping loop).
+pub fn kernel_trouble<'a>(records: &'a [String], allowed: &[&str]) -> Vec<&'a str> {
+    records
+        .iter()
+        .map(String::as_str)
+        .filter(|r| KERNEL_TROUBLE.iter().any(|t| r.contains(t)))
+        .filter(|r| !allowed.iter().any(|a| r.contains(a)))
+        .collect()
+}

@@ -57,7 +57,24 @@ fn main() -> std::process::ExitCode {
         {
             continue;
         }
-        match scenario(&ctx) {
+        let mut kmsg = harness::Kmsg::from_now();
+        let result = scenario(&ctx).and_then(|()| {
+            // The kernel must stay clean: no WARN, BUG, oops or lockdep
+            // report the scenario does not expect.
+            let records = kmsg
+                .as_mut()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))?
+                .read_new()?;
+            let trouble =
+                harness::kernel_trouble(&records, scenarios::expected_kernel_warnings(name));
+            anyhow::ensure!(
+                trouble.is_empty(),
+                "kernel log: {}",
+                trouble.join(" | ").trim()
+            );
+            Ok(())
+        });
+        match result {
             Ok(()) => {
                 println!("ok   {name}");
                 passed += 1;

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-use crate::harness::{Ctx, Trace, expect_fields, field, row};
+use crate::harness::{Ctx, Kmsg, Trace, expect_fields, field, row};
 
 /// A filesystem of `kind` made on a sparse file in /tmp, attached to a
 /// loop device and mounted; undone on drop.
@@ -536,40 +536,6 @@ fn leaf_to_shortform(fs: &LoopFs, name: &str, fpa: &FailPagesInside) -> Result<(
         "fail_page_alloc did not fail the kmalloc attempt ({left} left)"
     );
     Ok(())
-}
-
-/// The kernel log from now on, read through /dev/kmsg (records, not the
-/// ring buffer's text: old lines rotating out do not matter).
-struct Kmsg(std::fs::File);
-
-impl Kmsg {
-    fn from_now() -> Result<Self> {
-        use std::{io::Seek as _, os::unix::fs::OpenOptionsExt as _};
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open("/dev/kmsg")?;
-        f.seek(std::io::SeekFrom::End(0))?;
-        Ok(Self(f))
-    }
-
-    /// Every record logged since `from_now` (or the last call).
-    fn read_new(&mut self) -> Result<Vec<String>> {
-        use std::io::Read as _;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 8192];
-        loop {
-            match self.0.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // A record overwritten before it was read.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// `vmalloc error: size N, vm_struct allocation failed` records: the

@@ -13,6 +13,16 @@ use crate::{
 
 pub type Scenario = fn(&Ctx) -> Result<()>;
 
+/// Kernel log records a scenario expects (substrings), which the
+/// kernel-is-clean check lets through: the WARN in vmap_pages_pte_range()
+/// of the NOFAIL mapping loop that retries over PTEs it left behind.
+pub fn expected_kernel_warnings(name: &str) -> &'static [&'static str] {
+    match name {
+        "mapping_failure_after_partial_map_spins" => &["mm/vmalloc.c"],
+        _ => &[],
+    }
+}
+
 pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
     let mut list: Vec<(&'static str, Scenario)> = vec![
         ("bpf_array_map_calls_exact", bpf_array_map_calls_exact),
@@ -67,6 +77,7 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
             ),
             ("filters_select_in_kernel", filters_select_in_kernel),
             ("module_filter_exact", module_filter_exact),
+            ("module_unload_keeps_names", module_unload_keeps_names),
             ("caller_ranges_at_scale", caller_ranges_at_scale),
             ("chains_exact", chains_exact),
             (
@@ -913,4 +924,41 @@ fn caller_ranges_at_scale(ctx: &Ctx) -> Result<()> {
         ensure!(names.contains(f), "{f} counted but not selected");
     }
     Ok(())
+}
+
+/// A caller inside a module that is unloaded while nofail runs keeps the
+/// name it had when first seen, module tag included.
+fn module_unload_keeps_names(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let trace = Trace::start(ctx, "module_unload", &["--module", "nofail_trigger"])?;
+    let (_, report) = trace.around(|| {
+        trigger::run("vmalloc_nofail", 2, 64 << 10, Arm::Off)?;
+        // nofail names call sites about once a second.
+        std::thread::sleep(Duration::from_millis(2500));
+        let name = c"nofail_trigger";
+        let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
+        ensure!(
+            rc == 0,
+            "delete_module: {}",
+            std::io::Error::last_os_error()
+        );
+        ensure!(
+            !std::path::Path::new("/sys/module/nofail_trigger").exists(),
+            "module still loaded"
+        );
+        Ok(())
+    })?;
+    let r = row(&report, "site_vmalloc_nofail")?;
+    ensure!(
+        r["caller"]
+            .as_str()
+            .is_some_and(|c| c.ends_with(" [nofail_trigger]")),
+        "caller name after unload: {}",
+        r["caller"]
+    );
+    expect_fields(
+        &report,
+        "site_vmalloc_nofail",
+        &[("calls", 2), ("nofail_calls", 2)],
+    )
 }
