@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, maps::Array};
-use nofail_common::{COMM_LEN, CallerRange, Filter, MAX_CALLER_RANGES};
+use nofail_common::{COMM_LEN, CallerRange, Filter, MAX_CALLER_RANGES, MAX_CALLERS, MAX_INFLIGHT};
 
 use crate::symbols::{Kallsyms, Patterns, Selection};
 
@@ -40,6 +40,32 @@ pub struct FilterArgs {
     /// The stack is taken only for those calls.
     #[arg(long, value_name = "DEPTH", value_parser = clap::value_parser!(u32).range(1..=16))]
     pub chains: Option<u32>,
+    #[command(flatten)]
+    pub capacity: Capacity,
+}
+
+/// Sizes of the kernel maps that bound what nofail can hold, fixed when
+/// the object is loaded. What does not fit is counted as missed (report
+/// `health`, `nofail_missed_events_total`), never silently dropped.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Capacity {
+    /// Call sites nofail can hold (per-CPU aggregates; each costs about
+    /// 1.1 KiB per CPU). Calls from sites beyond it are counted as missed.
+    #[arg(long, default_value_t = MAX_CALLERS, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_callers: u32,
+    /// Calls that can be inside vmalloc at once (one per task). Calls
+    /// beyond it are not tracked and counted as missed.
+    #[arg(long, default_value_t = MAX_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    pub max_inflight: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            max_callers: MAX_CALLERS,
+            max_inflight: MAX_INFLIGHT,
+        }
+    }
 }
 
 /// What the filter arguments become in the kernel: the `FILTER` rule and
@@ -47,6 +73,7 @@ pub struct FilterArgs {
 #[derive(Debug, Default, Clone)]
 pub struct Targets {
     pub filter: Filter,
+    pub capacity: Capacity,
     pub ranges: Vec<CallerRange>,
     /// What --caller/--module selected, for the start-up line.
     pub summary: Option<String>,
@@ -89,6 +116,7 @@ impl FilterArgs {
         f.n_ranges = ranges.len() as u32;
         Ok(Targets {
             filter: f,
+            capacity: self.capacity.clone(),
             ranges,
             summary,
         })

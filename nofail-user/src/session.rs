@@ -18,9 +18,14 @@ use crate::{
 
 /// SIGINT/SIGTERM, listened to from the start: whoever waits for nofail's
 /// "(Ctrl-C to stop early)" line may signal right away.
+/// SIGHUP is ignored (said once on stderr): nofail has nothing to reload,
+/// and a terminal hanging up must not lose the report. A second signal
+/// while the outputs are written changes nothing: the handlers stay
+/// installed and the files are written atomically.
 pub struct Stop {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl Stop {
@@ -28,14 +33,20 @@ impl Stop {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
     /// Resolves on the first SIGINT or SIGTERM.
     pub async fn signalled(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                _ = self.hangup.recv() => eprintln!(
+                    "nofail: SIGHUP ignored (the report is written when nofail stops: SIGINT, SIGTERM or --duration)"
+                ),
+            }
         }
     }
 }

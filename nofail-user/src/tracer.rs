@@ -56,7 +56,10 @@ impl Tracer {
     ) -> Result<Self> {
         let (plan, missing) = attach::resolve(view)?;
         let gfp_nofail = view.gfp_nofail();
+        let cap = &targets.capacity;
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries("CALLERS", cap.max_callers)
+            .map_max_entries("INFLIGHT", cap.max_inflight)
             .override_global("GFP_NOFAIL", &gfp_nofail, true)
             .override_global("RETRY_WINDOW_NS", &retry_window_ns, true)
             .override_global("SELF_TGID", &std::process::id(), true)

@@ -23,15 +23,21 @@ use crate::{
 const SIZE: u64 = 64 << 10;
 
 /// `nofail serve` on an ephemeral loopback port.
-struct Serve {
+pub struct Serve {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Serve {
     fn start(ctx: &Ctx) -> Result<Self> {
+        Self::start_with(ctx, &[])
+    }
+
+    /// `nofail serve` live on an ephemeral port with `extra` arguments.
+    pub fn start_with(ctx: &Ctx, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(&ctx.nofail)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -63,7 +69,11 @@ impl Serve {
         }
     }
 
-    fn stop(mut self) -> Result<()> {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(mut self) -> Result<()> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;
         ensure!(status.success(), "nofail serve exited {status}");
@@ -108,7 +118,7 @@ fn promtool(file: &Path) -> Result<()> {
 }
 
 /// The value of `name{caller="<symbol>+...",<extra>}`.
-fn sample(text: &str, name: &str, symbol: &str, extra: &str) -> Result<f64> {
+pub fn sample(text: &str, name: &str, symbol: &str, extra: &str) -> Result<f64> {
     let prefix = format!("{name}{{caller=\"{symbol}+");
     let hits: Vec<&str> = text
         .lines()

@@ -550,7 +550,7 @@ pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {
     )
 }
 
-fn nofail_programs_loaded() -> Result<usize> {
+pub fn nofail_programs_loaded() -> Result<usize> {
     let out = std::process::Command::new("bpftool")
         .args(["prog", "show"])
         .output()?;

@@ -10,6 +10,7 @@ mod harness;
 mod inject;
 mod real;
 mod scenarios;
+mod soak;
 mod trigger;
 
 use std::path::PathBuf;

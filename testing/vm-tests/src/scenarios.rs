@@ -32,6 +32,7 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
             crate::real::xfs_remote_xattrs_traced,
         ),
         ("real_ext4_filter_exact", crate::real::ext4_filter_exact),
+        ("every_way_of_stopping", every_way_of_stopping),
         (
             "serve_scrape_on_every_kernel",
             crate::export::serve_scrape_on_every_kernel,
@@ -78,6 +79,15 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
             ("filters_select_in_kernel", filters_select_in_kernel),
             ("module_filter_exact", module_filter_exact),
             ("module_unload_keeps_names", module_unload_keeps_names),
+            (
+                "full_caller_map_counted",
+                crate::soak::full_caller_map_counted,
+            ),
+            (
+                "full_inflight_map_counted",
+                crate::soak::full_inflight_map_counted,
+            ),
+            ("serve_soak", crate::soak::serve_soak),
             ("caller_ranges_at_scale", caller_ranges_at_scale),
             ("chains_exact", chains_exact),
             (
@@ -961,4 +971,80 @@ fn module_unload_keeps_names(ctx: &Ctx) -> Result<()> {
         "site_vmalloc_nofail",
         &[("calls", 2), ("nofail_calls", 2)],
     )
+}
+
+/// Every way of stopping writes both outputs whole and detaches
+/// everything: SIGTERM (systemd's stop), SIGINT sent twice in a row (a
+/// second signal during the final write), the end of --duration; SIGHUP
+/// is ignored. Ground truth: the kernel's program list (bpftool) while
+/// running and after, and the files parsed back.
+fn every_way_of_stopping(ctx: &Ctx) -> Result<()> {
+    let check_outputs = |name: &str, prom: &std::path::Path| -> Result<()> {
+        let json = ctx.out.join(format!("{name}.json"));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)
+            .with_context(|| format!("{name}: JSON report"))?;
+        ensure!(report["schema"] == "nofail-report", "{name}: {report}");
+        let text = std::fs::read_to_string(prom)?;
+        ensure!(
+            text.starts_with("# HELP nofail_info") && text.ends_with('\n'),
+            "{name}: Prometheus file"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&ctx.out)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        ensure!(
+            leftovers.is_empty(),
+            "{name}: temporary files left: {leftovers:?}"
+        );
+        ensure!(
+            crate::inject::nofail_programs_loaded()? == 0,
+            "{name}: programs left attached"
+        );
+        Ok(())
+    };
+    for (name, signals) in [
+        ("stop_sigterm", &[libc::SIGTERM][..]),
+        (
+            "stop_sighup_then_sigint_twice",
+            &[libc::SIGHUP, libc::SIGINT, libc::SIGINT][..],
+        ),
+    ] {
+        let prom = ctx.out.join(format!("{name}.prom"));
+        let trace = Trace::start(ctx, name, &["--prometheus", prom.to_str().unwrap()])?;
+        ensure!(
+            crate::inject::nofail_programs_loaded()? > 0,
+            "{name}: nothing attached"
+        );
+        crate::bpf::create_big_array_map()?;
+        for &sig in signals {
+            unsafe { libc::kill(trace.pid() as i32, sig) };
+            if sig == libc::SIGHUP {
+                std::thread::sleep(Duration::from_millis(500));
+                ensure!(
+                    crate::inject::nofail_programs_loaded()? > 0,
+                    "{name}: SIGHUP stopped nofail"
+                );
+            }
+        }
+        let status = trace.wait()?;
+        ensure!(status.success(), "{name}: {status}");
+        check_outputs(name, &prom)?;
+    }
+    let (json, prom) = (
+        ctx.out.join("stop_duration.json"),
+        ctx.out.join("stop_duration.prom"),
+    );
+    let out = std::process::Command::new(&ctx.nofail)
+        .args(["trace", "--duration", "2s", "--json"])
+        .arg(&json)
+        .arg("--prometheus")
+        .arg(&prom)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "--duration: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_outputs("stop_duration", &prom)
 }

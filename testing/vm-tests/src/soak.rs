@@ -1,0 +1,249 @@
+//! Long runs and full maps: `nofail serve` live under continuous vmalloc
+//! churn from many callers, scraped every second, and the kernel maps
+//! filled on purpose (`--max-callers`, `--max-inflight`). Ground truth:
+//! the trigger's counts, the maps this process creates, and XFS's
+//! tracepoint; what could not be counted must show up exactly in `health`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, ensure};
+
+use crate::{
+    export::{Serve, http_get, sample},
+    harness::{Ctx, Trace, expect_fields},
+    real::{LoopFs, TpCount, set_big_xattr},
+    trigger::{self, Arm, Injector},
+};
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+/// `nofail serve --pid <this process>` for `NOFAIL_SOAK_SECS` (default
+/// 180 s) while this process loops over trigger sites, BPF maps and XFS
+/// remote xattrs; four scrapers read /metrics every second, concurrently.
+/// Every scrape answers, counters never go down, and the last scrape
+/// equals the ground truth; the serve process's memory stays flat.
+pub fn serve_soak(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let secs: u64 = std::env::var("NOFAIL_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(180);
+    let fs = LoopFs::new("soak_xfs", "xfs", 600, &["-f", "-q"])?;
+    let tp = TpCount::start("nofail_soak", "xfs/xfs_buf_backing_vmalloc")?
+        .context("no xfs_buf_backing_vmalloc tracepoint")?;
+    let pid = std::process::id().to_string();
+    let serve = Serve::start_with(ctx, &["--pid", &pid])?;
+    let port = serve.port;
+    let rss_start = rss_kib(serve.pid())?;
+    let done = Arc::new(AtomicBool::new(false));
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let slowest_ms = Arc::new(AtomicU64::new(0));
+    let scrapers: Vec<_> = (0..4)
+        .map(|_| {
+            let (done, scrapes, slowest_ms) = (done.clone(), scrapes.clone(), slowest_ms.clone());
+            std::thread::spawn(move || -> Result<()> {
+                let mut last = 0.0f64;
+                while !done.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let (code, body) = http_get(port, "/metrics")?;
+                    slowest_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    ensure!(code == 200, "scrape answered {code}");
+                    let calls = sample(
+                        &body,
+                        "nofail_vmalloc_calls_total",
+                        "site_vmalloc_nofail",
+                        "",
+                    )
+                    .unwrap_or(0.0);
+                    ensure!(calls >= last, "calls went down: {last} -> {calls}");
+                    last = calls;
+                    scrapes.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut rounds, mut maps) = (0u64, 0u64);
+    let work = (|| -> Result<()> {
+        while started.elapsed() < Duration::from_secs(secs) {
+            trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off)?;
+            trigger::run("vmalloc", 1, 64 << 10, Arm::Off)?;
+            trigger::run("kvmalloc_nofail", 1, 8 << 20, Arm::Off)?;
+            crate::bpf::create_big_array_map()?;
+            maps += 1;
+            let f = fs.mnt.join(format!("s{rounds}"));
+            std::fs::write(&f, b"x")?;
+            set_big_xattr(&f, 60000)?;
+            rounds += 1;
+        }
+        Ok(())
+    })();
+    // Let the scrapers see the end state, then stop them.
+    std::thread::sleep(Duration::from_secs(2));
+    done.store(true, Ordering::Relaxed);
+    for s in scrapers {
+        s.join().expect("scraper")?;
+    }
+    work?;
+    let (code, body) = http_get(port, "/metrics")?;
+    ensure!(code == 200);
+    let rss_end = rss_kib(serve.pid())?;
+    serve.stop()?;
+    let events = tp.finish()?;
+    let n = scrapes.load(Ordering::Relaxed);
+    println!(
+        "  soak: {secs} s, {rounds} rounds ({} calls), {maps} maps, {events} XFS buffers, {n} scrapes (slowest {} ms), serve RSS {rss_start} KiB -> {rss_end} KiB",
+        rounds * 3 + maps + events,
+        slowest_ms.load(Ordering::Relaxed)
+    );
+    for (site, want) in [
+        ("site_vmalloc_nofail", rounds),
+        ("site_vmalloc", rounds),
+        ("site_kvmalloc_nofail", rounds),
+        ("array_map_alloc", maps),
+        ("xfs_buf_alloc", events),
+    ] {
+        let got = sample(&body, "nofail_vmalloc_calls_total", site, "")?;
+        ensure!(got == want as f64, "{site}: nofail {got} != truth {want}");
+    }
+    ensure!(n >= secs * 2, "only {n} scrapes in {secs} s");
+    ensure!(
+        rss_end <= rss_start + 8 * 1024,
+        "serve grew from {rss_start} KiB to {rss_end} KiB"
+    );
+    for reason in ["caller_map_full", "inflight_map_full", "program_skipped"] {
+        let missed = body
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "nofail_missed_events_total{{reason=\"{reason}\"}}"
+                ))
+            })
+            .context("no missed_events line")?;
+        ensure!(missed.ends_with(" 0"), "{missed}");
+    }
+    Ok(())
+}
+
+/// `--max-callers 2`: three call sites, the third's calls cannot be held.
+/// Exactly those calls are reported missed (health, Prometheus, the text
+/// report in words); the first two sites are exact.
+pub fn full_caller_map_counted(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let pid = std::process::id().to_string();
+    let prom = ctx.out.join("full_callers.prom");
+    let trace = Trace::start(
+        ctx,
+        "full_callers",
+        &[
+            "--pid",
+            &pid,
+            "--max-callers",
+            "2",
+            "--prometheus",
+            prom.to_str().unwrap(),
+        ],
+    )?;
+    let stdout = trace.stdout.clone();
+    let (_, report) = trace.around(|| {
+        trigger::run("vmalloc_nofail", 3, 64 << 10, Arm::Off)?;
+        trigger::run("vmalloc", 4, 64 << 10, Arm::Off)?;
+        trigger::run("kvmalloc_nofail", 5, 8 << 20, Arm::Off)
+    })?;
+    expect_fields(&report, "site_vmalloc_nofail", &[("calls", 3)])?;
+    expect_fields(&report, "site_vmalloc", &[("calls", 4)])?;
+    ensure!(
+        report["health"]["callers_full"] == 5,
+        "callers_full {} != 5",
+        report["health"]["callers_full"]
+    );
+    let prom = std::fs::read_to_string(&prom)?;
+    ensure!(
+        prom.contains("nofail_missed_events_total{reason=\"caller_map_full\"} 5\n"),
+        "Prometheus missed events"
+    );
+    let text = std::fs::read_to_string(stdout)?;
+    ensure!(
+        text.contains("5 not counted (caller map full)"),
+        "the text report does not say so: {text}"
+    );
+    Ok(())
+}
+
+/// `--max-inflight 1`: while one call sits in a NOFAIL retry loop (the
+/// kernel's fail_function failing its vm_struct for half a second), the
+/// BPF maps this process creates meanwhile cannot be tracked: none of them
+/// is counted, each is counted as missed, and the looping call is exact.
+pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let hz = trigger::hz()?;
+    let turns = hz / 2;
+    let pid = std::process::id().to_string();
+    let trace = Trace::start(
+        ctx,
+        "full_inflight",
+        &["--pid", &pid, "--max-inflight", "1"],
+    )?;
+    let (maps, report) = trace.around(|| {
+        let looping = std::thread::spawn(move || {
+            trigger::run_injected(
+                Injector::ShouldFailslab,
+                turns,
+                "vmalloc_nofail",
+                1,
+                64 << 10,
+            )
+        });
+        // Let the loop start, then make maps while it turns.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut maps = 0u64;
+        for _ in 0..3 {
+            crate::bpf::create_big_array_map()?;
+            maps += 1;
+        }
+        let (run, left) = looping.join().expect("looping thread")?;
+        ensure!(run.null == 0 && left == 0, "trigger {run:?}, {left} left");
+        Ok(maps)
+    })?;
+    expect_fields(
+        &report,
+        "site_vmalloc_nofail",
+        &[("calls", 1), ("area_retries", turns)],
+    )?;
+    let counted = report["callers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["caller"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("array_map_alloc+"))
+        })
+        .count();
+    ensure!(
+        counted == 0,
+        "a map call was counted with the in-flight map full"
+    );
+    let missed = report["health"]["inflight_full"].as_u64().unwrap_or(0);
+    ensure!(
+        missed >= maps,
+        "inflight_full {missed} < {maps} maps made meanwhile"
+    );
+    Ok(())
+}
