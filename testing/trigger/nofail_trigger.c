@@ -95,6 +95,11 @@ typedef void *(*vmalloc_range_fn)(unsigned long size, unsigned long align,
 				  const void *caller);
 static u64 vmalloc_range_addr;
 static atomic_t fresh_slot;
+/* Where the fresh-address-space site starts counting: a reloaded module
+ * must not reuse slots an earlier load already mapped (their page tables
+ * stay), so the tests pass a slot beyond them. */
+static int first_fresh_slot;
+module_param(first_fresh_slot, int, 0444);
 
 static vmalloc_range_fn vmalloc_range(void)
 {
@@ -280,6 +285,7 @@ static int __init trigger_init(void)
 	};
 	int i;
 
+	atomic_set(&fresh_slot, first_fresh_slot);
 	for (i = 0; i < ARRAY_SIZE(mapping_fns) && !mapping_probe_registered; i++) {
 		mapping_probe.symbol_name = mapping_fns[i];
 		mapping_probe.addr = NULL;

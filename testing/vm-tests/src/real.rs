@@ -501,8 +501,10 @@ impl Drop for FailPagesInside {
         let _ = std::fs::write("/proc/thread-self/make-it-fail", "0");
         let _ = std::fs::write(format!("{FPA}/probability"), "0");
         let _ = std::fs::write(format!("{FPA}/times"), "0");
+        // The kernel's defaults: require-end ULONG_MAX means "no stack
+        // filter"; 0 would make fail_page_alloc never fail anything again.
         let _ = std::fs::write(format!("{FPA}/require-start"), "0");
-        let _ = std::fs::write(format!("{FPA}/require-end"), "0");
+        let _ = std::fs::write(format!("{FPA}/require-end"), u64::MAX.to_string());
         let _ = self.range;
     }
 }

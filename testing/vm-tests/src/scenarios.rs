@@ -958,6 +958,8 @@ fn module_unload_keeps_names(ctx: &Ctx) -> Result<()> {
         );
         Ok(())
     })?;
+    // Back for the scenarios after this one.
+    ctx.load_trigger()?;
     let r = row(&report, "site_vmalloc_nofail")?;
     ensure!(
         r["caller"]

@@ -7,11 +7,19 @@ use anyhow::{Context as _, Result, ensure};
 
 const DIR: &str = "/sys/kernel/debug/nofail_trigger";
 
+/// Loads the module unless loaded. A reload (after a scenario unloaded it)
+/// starts the fresh-address-space site 1000 slots further on: the slots an
+/// earlier load used keep their page tables.
 pub fn load(module: &Path) -> Result<()> {
+    static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     if Path::new(DIR).exists() {
         return Ok(());
     }
-    let out = std::process::Command::new("insmod").arg(module).output()?;
+    let n = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = std::process::Command::new("insmod")
+        .arg(module)
+        .arg(format!("first_fresh_slot={}", 1000 * n))
+        .output()?;
     ensure!(
         out.status.success(),
         "insmod {}: {}",
