@@ -13,7 +13,7 @@ use aya::{
 use nofail_common::{CallerStats, ChainKey, NO_STACK};
 use serde::{Deserialize, Serialize};
 
-use crate::symbols::Kallsyms;
+use crate::{report::Counts, symbols::Kallsyms};
 
 /// One call chain behind one call site, with the calls that matter made
 /// through it (NOFAIL, failed, NULL, slept, retried by hand).
@@ -24,24 +24,12 @@ pub struct ChainRow {
     /// Return addresses from the call site outwards, `symbol+0xoff`;
     /// `["(stack lost)"]` when the kernel could not store the stack.
     pub chain: Vec<String>,
-    pub calls: u64,
-    pub nofail_calls: u64,
-    pub null_returns: u64,
-    pub area_failures: u64,
-    pub mapping_failures: u64,
-    pub area_retries: u64,
-    pub mapping_retries: u64,
-    pub sleeps: u64,
-    pub slept_ns: u64,
-    pub open_coded_retries: u64,
-    pub injected: u64,
+    /// Over the calls that mattered made through this chain (an object
+    /// of its own: a bad value in a read-back report is named by path).
+    pub counts: Counts,
 }
 
 impl ChainRow {
-    pub fn retries(&self) -> u64 {
-        self.area_retries + self.mapping_retries
-    }
-
     /// The chain as a Prometheus label value: function names, outermost
     /// last, joined by `;` (offsets dropped to bound cardinality).
     pub fn label(&self) -> String {
@@ -56,17 +44,7 @@ impl ChainRow {
         Self {
             caller,
             chain,
-            calls: s.calls,
-            nofail_calls: s.nofail_calls,
-            null_returns: s.null_returns,
-            area_failures: s.area_failures,
-            mapping_failures: s.mapping_failures,
-            area_retries: s.area_retries,
-            mapping_retries: s.mapping_retries,
-            sleeps: s.sleeps,
-            slept_ns: s.slept_ns,
-            open_coded_retries: s.hand_retries,
-            injected: s.injected,
+            counts: Counts::of_stats(s),
         }
     }
 }
@@ -141,9 +119,10 @@ pub fn read(ebpf: &Ebpf, syms: &Kallsyms, depth: u32) -> Result<Vec<ChainRow>> {
 /// Most retries (NOFAIL and by hand) first, then most calls.
 pub fn sort(rows: &mut [ChainRow]) {
     rows.sort_by(|a, b| {
-        (b.retries() + b.open_coded_retries)
-            .cmp(&(a.retries() + a.open_coded_retries))
-            .then(b.calls.cmp(&a.calls))
+        let (a_, b_) = (&a.counts, &b.counts);
+        (b_.retries() + b_.open_coded_retries)
+            .cmp(&(a_.retries() + a_.open_coded_retries))
+            .then(b_.calls.cmp(&a_.calls))
             .then_with(|| (&a.caller, &a.chain).cmp(&(&b.caller, &b.chain)))
     });
 }

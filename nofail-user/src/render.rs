@@ -99,7 +99,8 @@ pub fn render_chains(chains: &[ChainRow]) -> String {
     let mut out = String::from(
         "\ncall chains of the calls that mattered (NOFAIL, failed, NULL, slept, retried by hand):\n",
     );
-    for c in chains {
+    for row in chains {
+        let c = &row.counts;
         out.push_str(&format!(
             "  {} calls ({} NOFAIL): {} retries, {} retry sleeps ({} ms), {} NULL, {} retried by hand\n",
             c.calls,
@@ -110,7 +111,7 @@ pub fn render_chains(chains: &[ChainRow]) -> String {
             c.null_returns,
             c.open_coded_retries
         ));
-        for frame in &c.chain {
+        for frame in &row.chain {
             out.push_str(&format!("      {frame}\n"));
         }
     }
@@ -299,10 +300,10 @@ mod tests {
     #[test]
     fn chains_render_frames_under_their_counts() {
         let mut c = crate::chains::sample("a+0x1", &["a+0x1", "b+0x2"]);
-        c.calls = 3;
-        c.nofail_calls = 3;
-        c.area_retries = 2;
-        c.sleeps = 2;
+        c.counts.calls = 3;
+        c.counts.nofail_calls = 3;
+        c.counts.area_retries = 2;
+        c.counts.sleeps = 2;
         let text = render_chains(&[c]);
         assert!(
             text.contains("  3 calls (3 NOFAIL): 2 retries, 2 retry sleeps"),

@@ -217,6 +217,79 @@ impl From<&FilterArgs> for FilterView {
     }
 }
 
+/// The counters a caller row, the totals and a `--chains` row share.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Counts {
+    pub calls: u64,
+    pub nofail_calls: u64,
+    pub null_returns: u64,
+    pub area_failures: u64,
+    pub mapping_failures: u64,
+    pub area_retries: u64,
+    pub mapping_retries: u64,
+    pub sleeps: u64,
+    pub slept_ns: u64,
+    pub open_coded_retries: u64,
+    pub injected: u64,
+}
+
+impl Counts {
+    pub fn of_stats(s: &CallerStats) -> Self {
+        Self {
+            calls: s.calls,
+            nofail_calls: s.nofail_calls,
+            null_returns: s.null_returns,
+            area_failures: s.area_failures,
+            mapping_failures: s.mapping_failures,
+            area_retries: s.area_retries,
+            mapping_retries: s.mapping_retries,
+            sleeps: s.sleeps,
+            slept_ns: s.slept_ns,
+            open_coded_retries: s.hand_retries,
+            injected: s.injected,
+        }
+    }
+
+    fn of_row(r: &CallerRow) -> Self {
+        Self {
+            calls: r.calls,
+            nofail_calls: r.nofail_calls,
+            null_returns: r.null_returns,
+            area_failures: r.area_failures,
+            mapping_failures: r.mapping_failures,
+            area_retries: r.area_retries,
+            mapping_retries: r.mapping_retries,
+            sleeps: r.sleeps,
+            slept_ns: r.slept_ns,
+            open_coded_retries: r.open_coded_retries,
+            injected: r.injected,
+        }
+    }
+
+    /// Adds `o` in, saturating (read-back reports may carry any value).
+    pub fn add(&mut self, o: &Self) {
+        self.calls = self.calls.saturating_add(o.calls);
+        self.nofail_calls = self.nofail_calls.saturating_add(o.nofail_calls);
+        self.null_returns = self.null_returns.saturating_add(o.null_returns);
+        self.area_failures = self.area_failures.saturating_add(o.area_failures);
+        self.mapping_failures = self.mapping_failures.saturating_add(o.mapping_failures);
+        self.area_retries = self.area_retries.saturating_add(o.area_retries);
+        self.mapping_retries = self.mapping_retries.saturating_add(o.mapping_retries);
+        self.sleeps = self.sleeps.saturating_add(o.sleeps);
+        self.slept_ns = self.slept_ns.saturating_add(o.slept_ns);
+        self.open_coded_retries = self.open_coded_retries.saturating_add(o.open_coded_retries);
+        self.injected = self.injected.saturating_add(o.injected);
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.area_retries.saturating_add(self.mapping_retries)
+    }
+}
+
+/// Sums over the caller rows. The counters are spelled out (not a
+/// flattened `Counts`) so that a bad value in a read-back report is named
+/// by its exact path.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Totals {
@@ -236,24 +309,24 @@ pub struct Totals {
 
 impl Totals {
     pub fn of(callers: &[CallerRow]) -> Self {
-        let mut t = Totals {
-            callers: callers.len() as u64,
-            ..Default::default()
-        };
+        let mut c = Counts::default();
         for r in callers {
-            t.calls = t.calls.saturating_add(r.calls);
-            t.nofail_calls = t.nofail_calls.saturating_add(r.nofail_calls);
-            t.null_returns = t.null_returns.saturating_add(r.null_returns);
-            t.area_failures = t.area_failures.saturating_add(r.area_failures);
-            t.mapping_failures = t.mapping_failures.saturating_add(r.mapping_failures);
-            t.area_retries = t.area_retries.saturating_add(r.area_retries);
-            t.mapping_retries = t.mapping_retries.saturating_add(r.mapping_retries);
-            t.sleeps = t.sleeps.saturating_add(r.sleeps);
-            t.slept_ns = t.slept_ns.saturating_add(r.slept_ns);
-            t.open_coded_retries = t.open_coded_retries.saturating_add(r.open_coded_retries);
-            t.injected = t.injected.saturating_add(r.injected);
+            c.add(&Counts::of_row(r));
         }
-        t
+        Self {
+            callers: callers.len() as u64,
+            calls: c.calls,
+            nofail_calls: c.nofail_calls,
+            null_returns: c.null_returns,
+            area_failures: c.area_failures,
+            mapping_failures: c.mapping_failures,
+            area_retries: c.area_retries,
+            mapping_retries: c.mapping_retries,
+            sleeps: c.sleeps,
+            slept_ns: c.slept_ns,
+            open_coded_retries: c.open_coded_retries,
+            injected: c.injected,
+        }
     }
 }
 

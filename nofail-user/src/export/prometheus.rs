@@ -11,7 +11,7 @@ use nofail_common::{CallerStats, HIST_BUCKETS};
 use crate::{
     chains::ChainRow,
     hist::bounds,
-    report::{CallerRow, PT_LEVEL_NAMES, Report},
+    report::{CallerRow, Counts, PT_LEVEL_NAMES, Report},
 };
 
 /// The content type of the text format `serve` answers with.
@@ -175,33 +175,18 @@ fn chain_counters(out: &mut String, chains: &[ChainRow], top: usize) {
     if chains.is_empty() {
         return;
     }
-    let mut rows: Vec<(String, String, ChainRow)> = Vec::new();
+    let mut rows: Vec<(String, String, Counts)> = Vec::new();
     for (i, c) in chains.iter().enumerate() {
         if i < top {
-            rows.push((c.caller.clone(), c.label(), c.clone()));
+            rows.push((c.caller.clone(), c.label(), c.counts.clone()));
             continue;
         }
         if rows.len() == top {
-            let mut other = c.clone();
-            other.calls = 0;
-            other.nofail_calls = 0;
-            other.null_returns = 0;
-            other.area_retries = 0;
-            other.mapping_retries = 0;
-            other.sleeps = 0;
-            other.open_coded_retries = 0;
-            rows.push(("other".into(), "other".into(), other));
+            rows.push(("other".into(), "other".into(), Counts::default()));
         }
-        let o = &mut rows[top].2;
-        o.calls = o.calls.saturating_add(c.calls);
-        o.nofail_calls = o.nofail_calls.saturating_add(c.nofail_calls);
-        o.null_returns = o.null_returns.saturating_add(c.null_returns);
-        o.area_retries = o.area_retries.saturating_add(c.area_retries);
-        o.mapping_retries = o.mapping_retries.saturating_add(c.mapping_retries);
-        o.sleeps = o.sleeps.saturating_add(c.sleeps);
-        o.open_coded_retries = o.open_coded_retries.saturating_add(c.open_coded_retries);
+        rows[top].2.add(&c.counts);
     }
-    type Family = (&'static str, &'static str, fn(&ChainRow) -> u64);
+    type Family = (&'static str, &'static str, fn(&Counts) -> u64);
     let families: [Family; 6] = [
         (
             "nofail_chain_calls_total",
@@ -440,13 +425,13 @@ mod tests {
     fn chains_are_labelled_and_bounded() {
         let mut report = sample(vec![sample_row("a+0x1", &stats(10, 3))]);
         let mut c1 = crate::chains::sample("a+0x1", &["a+0x1", "wrap+0x10", "fs_op+0x20"]);
-        c1.calls = 5;
-        c1.area_retries = 3;
+        c1.counts.calls = 5;
+        c1.counts.area_retries = 3;
         let mut c2 = crate::chains::sample("a+0x1", &["a+0x1", "other_op+0x8"]);
-        c2.calls = 2;
-        c2.null_returns = 1;
+        c2.counts.calls = 2;
+        c2.counts.null_returns = 1;
         let mut c3 = crate::chains::sample("a+0x1", &["a+0x1", "third+0x8"]);
-        c3.calls = 1;
+        c3.counts.calls = 1;
         report.chains = vec![c1, c2, c3];
         let text = render(&report, 1);
         assert!(

@@ -366,7 +366,7 @@ pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
         .flatten()
         .filter(|c| c["caller"] == caller["caller"])
         .collect();
-    let sum = |k: &str| chains.iter().map(|c| field(c, k)).sum::<u64>();
+    let sum = |k: &str| chains.iter().map(|c| field(&c["counts"], k)).sum::<u64>();
     // The calls that mattered: the 3 NULLs and the retries that then went
     // through, one per buffer hit (3 on one buffer: 4 calls; one each on
     // 3 buffers: 6).
@@ -598,7 +598,10 @@ pub fn xfs_nofail_kvmalloc_fallback(ctx: &Ctx) -> Result<()> {
         report["callers"]
     );
     let chains: Vec<&Value> = report["chains"].as_array().into_iter().flatten().collect();
-    let sum: u64 = chains.iter().map(|c| field(c, "nofail_calls")).sum();
+    let sum: u64 = chains
+        .iter()
+        .map(|c| field(&c["counts"], "nofail_calls"))
+        .sum();
     ensure!(sum == N, "chains: {chains:?}");
     for c in &chains {
         ensure!(

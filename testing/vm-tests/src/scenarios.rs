@@ -730,7 +730,7 @@ fn chains_exact(ctx: &Ctx) -> Result<()> {
         ("site_kvmalloc_nofail", 4, 0),
     ] {
         let mine = of(site);
-        let sum = |k: &str| mine.iter().map(|c| field(c, k)).sum::<u64>();
+        let sum = |k: &str| mine.iter().map(|c| field(&c["counts"], k)).sum::<u64>();
         ensure!(
             sum("calls") == calls && sum("nofail_calls") == calls,
             "{site}: chains {mine:?}"
@@ -975,6 +975,18 @@ fn module_unload_keeps_names(ctx: &Ctx) -> Result<()> {
     )
 }
 
+/// nofail's maps in the kernel's map list (bpftool), by name.
+fn nofail_maps_loaded() -> Result<usize> {
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "show"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(["CALLERS", "INFLIGHT", "CALLER_RANGES", "INJECT_RULE"]
+        .iter()
+        .map(|n| text.matches(&format!(" name {n} ")).count())
+        .sum())
+}
+
 /// Every way of stopping writes both outputs whole and detaches
 /// everything: SIGTERM (systemd's stop), SIGINT sent twice in a row (a
 /// second signal during the final write), the end of --duration; SIGHUP
@@ -1003,6 +1015,16 @@ fn every_way_of_stopping(ctx: &Ctx) -> Result<()> {
             crate::inject::nofail_programs_loaded()? == 0,
             "{name}: programs left attached"
         );
+        // Maps are freed by the kernel shortly after their last fd closes.
+        let mut maps = nofail_maps_loaded()?;
+        for _ in 0..20 {
+            if maps == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            maps = nofail_maps_loaded()?;
+        }
+        ensure!(maps == 0, "{name}: {maps} of nofail's maps left");
         Ok(())
     };
     for (name, signals) in [
