@@ -125,14 +125,12 @@ impl Session {
         Ok(())
     }
 
-    /// Re-reads the symbols (modules loaded while tracing have call sites
-    /// too) and reads every aggregate into the report; call sites keep the
-    /// names they had when first seen.
+    /// Reads every aggregate into the report; call sites keep the names
+    /// they had when first seen.
     /// `command` names what produced the report ("trace", "inject").
     pub fn collect(&mut self, command: &str, stuck_after: Duration) -> Result<Report> {
-        if let Ok(syms) = Kallsyms::load() {
-            self.syms = syms;
-        }
+        // kallsyms is read again only when a call site is not in the copy
+        // at hand (learn_names): parsing it costs far more than a scrape.
         self.learn_names()?;
         let ebpf = &self.tracer.ebpf;
         let mut callers = report::rows(&report::read_callers(ebpf)?, &self.syms);

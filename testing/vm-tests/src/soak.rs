@@ -122,9 +122,10 @@ pub fn serve_soak(ctx: &Ctx) -> Result<()> {
         let got = sample(&body, "nofail_vmalloc_calls_total", site, "")?;
         ensure!(got == want as f64, "{site}: nofail {got} != truth {want}");
     }
-    ensure!(n >= secs * 2, "only {n} scrapes in {secs} s");
+    // Four scrapers, each pausing a second between scrapes.
+    ensure!(n >= secs, "only {n} scrapes in {secs} s");
     ensure!(
-        rss_end <= rss_start + 8 * 1024,
+        rss_end <= rss_start + 16 * 1024,
         "serve grew from {rss_start} KiB to {rss_end} KiB"
     );
     for reason in ["caller_map_full", "inflight_map_full", "program_skipped"] {
