@@ -87,7 +87,6 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 "full_inflight_map_counted",
                 crate::soak::full_inflight_map_counted,
             ),
-            ("serve_soak", crate::soak::serve_soak),
             ("caller_ranges_at_scale", caller_ranges_at_scale),
             ("chains_exact", chains_exact),
             (
@@ -158,6 +157,9 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 "mapping_stage_failure_counted",
                 mapping_stage_failure_counted,
             ),
+            // Late: its minutes of churn map page tables across vmalloc
+            // space that the mapping-stage scenarios above need fresh.
+            ("serve_soak", crate::soak::serve_soak),
             // Last: it leaves a task spinning in the kernel.
             (
                 "mapping_failure_after_partial_map_spins",
