@@ -160,17 +160,41 @@ static noinline void *site_vmalloc_retry(unsigned long sz, u32 *retries)
 
 /* Upper half of the vmalloc space, one PUD-sized slot per call: the
  * allocator picks the lowest free address, so nothing else maps there. */
-static noinline void *site_vmalloc_nofail_fresh(unsigned long sz)
+/* The start of a 1 GiB slot of vmalloc space no call used before (its
+ * page tables do not exist yet), a new one per call. */
+static unsigned long fresh_start(void)
 {
 	unsigned long base = ALIGN(VMALLOC_START + (VMALLOC_END - VMALLOC_START) / 2,
 				   PUD_SIZE);
-	unsigned long start = base + (unsigned long)atomic_inc_return(&fresh_slot) * PUD_SIZE;
+
+	return base + (unsigned long)atomic_inc_return(&fresh_slot) * PUD_SIZE;
+}
+
+static noinline void *site_vmalloc_nofail_fresh(unsigned long sz)
+{
+	unsigned long start = fresh_start();
 	vmalloc_range_fn fn = vmalloc_range();
 	void *p;
 
 	if (!fn || start + PUD_SIZE > VMALLOC_END)
 		return NULL;
 	p = fn(sz, 1, start, VMALLOC_END, GFP_KERNEL | __GFP_NOFAIL,
+	       PAGE_KERNEL, 0, NUMA_NO_NODE, (void *)_THIS_IP_);
+	barrier();
+	return p;
+}
+
+/* The same without __GFP_NOFAIL: a plain call whose mapping stage must
+ * allocate page tables, whatever ran before. */
+static noinline void *site_vmalloc_fresh(unsigned long sz)
+{
+	unsigned long start = fresh_start();
+	vmalloc_range_fn fn = vmalloc_range();
+	void *p;
+
+	if (!fn || start + PUD_SIZE > VMALLOC_END)
+		return NULL;
+	p = fn(sz, 1, start, VMALLOC_END, GFP_KERNEL,
 	       PAGE_KERNEL, 0, NUMA_NO_NODE, (void *)_THIS_IP_);
 	barrier();
 	return p;
@@ -195,6 +219,8 @@ static int run_site(const char *site)
 		retry = true;
 	else if (!strcmp(site, "vmalloc_nofail_fresh") && vmalloc_range())
 		fn = site_vmalloc_nofail_fresh;
+	else if (!strcmp(site, "vmalloc_fresh") && vmalloc_range())
+		fn = site_vmalloc_fresh;
 	else
 		return -EINVAL;
 

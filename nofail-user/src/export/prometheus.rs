@@ -337,6 +337,11 @@ pub fn render(report: &Report, top: usize) -> String {
         ("caller_map_full", h.callers_full),
         ("chain_map_full", h.chains_full),
         ("stack_lost", h.stacks_lost),
+        // A call whose exit was not seen (kretprobe instances exhausted,
+        // a skipped run): its record was replaced by the task's next call,
+        // or an exit came without its entry.
+        ("exit_missed", h.stale_replaced),
+        ("entry_missed", h.orphan_exits),
     ] {
         let _ = writeln!(out, "nofail_missed_events_total{{reason=\"{reason}\"}} {v}");
     }

@@ -280,7 +280,9 @@ pub fn retried_by_hand(ctx: &Ctx) -> Result<()> {
 }
 
 /// The mapping stage of a plain vmalloc: one page-table page failed
-/// (--times 1) in a 64 MiB call that needs new page tables: the call
+/// (--times 1) in a 64 MiB call that needs new page tables (the trigger's
+/// fresh-address-space site: earlier scenarios leave page tables wherever
+/// plain calls went): the call
 /// returns NULL, counted as a mapping-stage failure with its page-table
 /// level. (NOFAIL calls are not used here: a mapping failure after part of
 /// the range was mapped loops forever, see mapping_stage_failure_counted.)
@@ -292,7 +294,7 @@ pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
             "--stage",
             "mapping",
             "--caller",
-            "site_vmalloc",
+            "site_vmalloc_fresh",
             "--no-nofail",
             "--times",
             "1",
@@ -300,21 +302,21 @@ pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
             "50ms",
         ],
     )?;
-    let (run, report) = inj.around(|| trigger::run("vmalloc", 1, 64 << 20, Arm::Off))?;
+    let (run, report) = inj.around(|| trigger::run("vmalloc_fresh", 1, 64 << 20, Arm::Off))?;
     ensure!(
         report["injection"]["counts"]["injected"] == 1,
         "injected {}",
         report["injection"]["counts"]["injected"]
     );
     ensure!(run.null == 1, "trigger saw {} NULLs", run.null);
-    let b = behaviour(&report, "site_vmalloc")?;
+    let b = behaviour(&report, "site_vmalloc_fresh")?;
     ensure!(b["null_returned"] == 1 && b["absorbed"] == 1, "{b}");
-    let row = crate::harness::row(&report, "site_vmalloc")?;
+    let row = crate::harness::row(&report, "site_vmalloc_fresh")?;
     let pt = crate::harness::pt_total(row);
     ensure!(pt == 1, "page-table failures {pt} != 1");
     expect_fields(
         &report,
-        "site_vmalloc",
+        "site_vmalloc_fresh",
         &[
             ("mapping_failures", 1),
             ("mapping_retries", 0),
