@@ -126,16 +126,38 @@ impl Trace {
     }
 }
 
-/// The one caller row of `symbol` (its call site), or an error naming
-/// what nofail reported instead.
-pub fn row<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
+/// The entries of `report[list]` (callers, chains, in_flight, injection
+/// behaviour...) whose `caller` is a call site in `symbol`.
+pub fn rows_of<'a>(list: &'a Value, symbol: &str) -> Vec<&'a Value> {
     let prefix = format!("{symbol}+");
-    let rows: Vec<&Value> = report["callers"]
-        .as_array()
+    list.as_array()
         .into_iter()
         .flatten()
         .filter(|r| r["caller"].as_str().is_some_and(|s| s.starts_with(&prefix)))
+        .collect()
+}
+
+/// Text symbols of the running kernel, sorted by address:
+/// (address, name), as nofail reads them (t, T, w, W).
+pub fn kernel_functions(kallsyms: &str) -> Vec<(u64, &str)> {
+    let mut funcs: Vec<(u64, &str)> = kallsyms
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+            let kind = f.next()?;
+            matches!(kind, "t" | "T" | "w" | "W").then_some(())?;
+            Some((addr, f.next()?))
+        })
         .collect();
+    funcs.sort();
+    funcs
+}
+
+/// The one caller row of `symbol` (its call site), or an error naming
+/// what nofail reported instead.
+pub fn row<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
+    let rows = rows_of(&report["callers"], symbol);
     ensure!(
         rows.len() == 1,
         "{} rows for {symbol}; callers: {}",

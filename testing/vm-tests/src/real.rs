@@ -336,15 +336,9 @@ pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
     let (_, report) = inj.around(|| xattr_files(&fs.mnt, "g", 6))?;
     let retries = xb_page_retries()? - before;
     ensure!(retries == 3, "xb_page_retries rose by {retries}, not 3");
-    let b = report["injection"]["behaviour"]
-        .as_array()
+    let b = crate::harness::rows_of(&report["injection"]["behaviour"], "xfs_buf_alloc")
         .into_iter()
-        .flatten()
-        .find(|b| {
-            b["caller"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("xfs_buf_alloc+"))
-        })
+        .next()
         .with_context(|| {
             format!(
                 "no behaviour row for xfs_buf_alloc: {}",
@@ -429,22 +423,13 @@ pub fn ext4_filter_exact(ctx: &Ctx) -> Result<()> {
 /// `[start, end)` of a kernel function, from /proc/kallsyms.
 fn symbol_range(name: &str) -> Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/kallsyms")?;
-    let mut addrs: Vec<(u64, &str)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
-            let _kind = f.next()?;
-            Some((addr, f.next()?))
-        })
-        .collect();
-    addrs.sort();
-    let i = addrs
+    let funcs = crate::harness::kernel_functions(&text);
+    let i = funcs
         .iter()
         .position(|(_, n)| *n == name)
         .with_context(|| format!("{name} not in /proc/kallsyms"))?;
-    let start = addrs[i].0;
-    let end = addrs[i..]
+    let start = funcs[i].0;
+    let end = funcs[i..]
         .iter()
         .map(|(a, _)| *a)
         .find(|a| *a > start)

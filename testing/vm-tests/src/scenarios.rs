@@ -442,16 +442,8 @@ fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
         "the call finished: the failure came before any PTE was written"
     );
     ensure!(left? == 0, "fail_page_alloc never failed a page-table page");
-    let stuck: Vec<&serde_json::Value> = report["in_flight"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| {
-            r["caller"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("site_vmalloc_nofail_fresh+"))
-        })
-        .collect();
+    let stuck: Vec<&serde_json::Value> =
+        crate::harness::rows_of(&report["in_flight"], "site_vmalloc_nofail_fresh");
     ensure!(
         stuck.len() == 1,
         "the spinning call is not in the in-flight view: {}",
@@ -716,16 +708,10 @@ fn chains_exact(ctx: &Ctx) -> Result<()> {
         inj.retries == 0 && inj.null == 0 && left == 0,
         "fail_function: {inj:?}, {left} left"
     );
-    let chains = report["chains"].as_array().context("no chains array")?;
+    // Without the array every "no chain" check below would pass.
+    ensure!(report["chains"].is_array(), "no chains array");
     let of = |site: &str| -> Vec<&serde_json::Value> {
-        chains
-            .iter()
-            .filter(|c| {
-                c["caller"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with(&format!("{site}+")))
-            })
-            .collect()
+        crate::harness::rows_of(&report["chains"], site)
     };
     for (site, calls, retries) in [
         ("site_vmalloc_nofail", 6, 2),
@@ -829,17 +815,7 @@ fn module_filter_exact(ctx: &Ctx) -> Result<()> {
 fn caller_ranges_at_scale(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
     let text = std::fs::read_to_string("/proc/kallsyms")?;
-    let mut funcs: Vec<(u64, &str)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
-            let kind = f.next()?;
-            matches!(kind, "t" | "T" | "w" | "W").then_some(())?;
-            Some((addr, f.next()?))
-        })
-        .collect();
-    funcs.sort();
+    let mut funcs = crate::harness::kernel_functions(&text);
     funcs.dedup_by_key(|(a, _)| *a);
     // Only names that denote one function (static functions share names):
     // one name, one range.

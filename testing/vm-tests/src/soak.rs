@@ -257,16 +257,7 @@ pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
         "site_vmalloc_nofail",
         &[("calls", 1), ("area_retries", turns)],
     )?;
-    let counted = report["callers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| {
-            r["caller"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("array_map_alloc+"))
-        })
-        .count();
+    let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc").len();
     ensure!(
         counted == 0,
         "a map call was counted with the in-flight map full"
