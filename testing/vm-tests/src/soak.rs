@@ -140,17 +140,20 @@ pub fn serve_soak(ctx: &Ctx) -> Result<()> {
         short += want - got;
     }
     let exit_missed = missed("exit_missed")? + missed("entry_missed")?;
+    // A kprobe run the kernel skipped (trace_call_bpf() finds the CPU's
+    // bpf_prog_active taken) loses a call; the usual holder is a map
+    // syscall (bpf_map_copy_value() -> bpf_disable_instrumentation()) of
+    // the scrapes themselves, preempted on that CPU. Such runs are
+    // counted by the kernel (recursion_misses) and reported as
+    // program_skipped; they are accounted here, not forbidden.
+    let skipped = missed("program_skipped")?;
     println!(
-        "  calls short of the truth: {short}; reported as missed exits/entries: {exit_missed}"
+        "  calls short of the truth: {short}; reported missed: {exit_missed} exits/entries, {skipped} skipped program runs"
     );
-    // Known gap, not yet explained: a soak of this size has left 1 or 2 of
-    // about 13,000 calls uncounted without any missed-event counter
-    // saying so. Until that is found the soak bounds it (0.1 %) instead
-    // of demanding exactness; the numbers are printed above.
-    let total = rounds * 3 + maps + events;
     ensure!(
-        short <= exit_missed || short * 1000 <= total,
-        "{short} of {total} calls short of the truth, only {exit_missed} reported missed"
+        short <= exit_missed + skipped,
+        "{short} calls short of the truth, only {} reported missed",
+        exit_missed + skipped
     );
     // Four scrapers, each pausing a second between scrapes.
     ensure!(n >= secs, "only {n} scrapes in {secs} s");
@@ -158,7 +161,7 @@ pub fn serve_soak(ctx: &Ctx) -> Result<()> {
         rss_end <= rss_start + 16 * 1024,
         "serve grew from {rss_start} KiB to {rss_end} KiB"
     );
-    for reason in ["caller_map_full", "inflight_map_full", "program_skipped"] {
+    for reason in ["caller_map_full", "inflight_map_full"] {
         let missed = body
             .lines()
             .find(|l| {
