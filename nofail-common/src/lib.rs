@@ -349,10 +349,35 @@ pub enum Health {
     /// `--chains`: the chain map was full; the call is in its caller's
     /// row but in no chain.
     ChainsFull = 5,
+    /// Tracepoint mode: a vmalloc event whose `caller` argument could not
+    /// be found in stack memory; not counted.
+    CallerUnread = 6,
 }
 
 /// Number of slots in the `HEALTH` map.
-pub const HEALTH_SLOTS: u32 = 6;
+pub const HEALTH_SLOTS: u32 = 7;
+
+/// Tracepoint mode: what the current task's vmalloc call showed last, for
+/// telling a retry sleep's stage (nofail-ebpf/src/tracepoints.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TpTask {
+    /// Stack address of the call's return-address slot: the call's identity.
+    pub slot: u64,
+    /// The call got its vmap area (a later sleep is the mapping stage's).
+    pub area_ok: u32,
+    /// An area failure was counted from `alloc_vmap_area` and its retry
+    /// sleep has not come yet.
+    pub area_failed: u32,
+}
+
+/// Tracepoint mode: a retry sleep in progress, keyed by its timer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TpSleep {
+    pub start_ns: u64,
+    pub caller: u64,
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -365,6 +390,8 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallKey {}
     unsafe impl aya::Pod for super::CallerRange {}
     unsafe impl aya::Pod for super::ChainKey {}
+    unsafe impl aya::Pod for super::TpTask {}
+    unsafe impl aya::Pod for super::TpSleep {}
 }
 
 #[cfg(test)]

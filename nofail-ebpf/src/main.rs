@@ -7,6 +7,7 @@
 #![feature(asm_experimental_arch)]
 
 mod config;
+mod frames;
 mod inject;
 mod maps;
 mod pagetable;
@@ -15,6 +16,7 @@ mod sleep;
 mod stages;
 mod syscall;
 mod task;
+mod tracepoints;
 mod vmalloc;
 
 #[cfg(not(test))]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use nofail_common::{
     CallerRange, CallerStats, ChainKey, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS, Inflight,
     InjectCounter, InjectRule, LastNull, MAX_CALLER_RANGES, MAX_CALLERS, MAX_CHAINS, MAX_INFLIGHT,
-    MAX_STACKS, SyscallKey,
+    MAX_STACKS, SyscallKey, TpSleep, TpTask,
 };
 
 /// Call in progress per thread id.
@@ -37,6 +37,14 @@ pub static ZERO_STATS: Array<CallerStats> = Array::with_max_entries(1, 0);
 /// a task that never calls again must not pin an entry.
 #[map]
 pub static LAST_NULL: LruHashMap<u32, LastNull> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Tracepoint mode: per task, what its vmalloc call showed last.
+#[map]
+pub static TP_TASKS: LruHashMap<u32, TpTask> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Tracepoint mode: retry sleeps in progress, by timer address.
+#[map]
+pub static TP_SLEEPS: LruHashMap<u64, TpSleep> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
 /// Runtime filters (slot 0), rewritten by userspace without reloading.
 #[map]

@@ -18,6 +18,9 @@ pub enum Mode {
     Auto,
     Fentry,
     Kprobe,
+    /// Raw tracepoints only, for kernels that refuse kprobes and fentry
+    /// (what auto falls back to there); sees less, see `TRACEPOINT_BLIND`.
+    Tracepoint,
 }
 
 impl fmt::Display for Mode {
@@ -26,6 +29,7 @@ impl fmt::Display for Mode {
             Mode::Auto => "auto",
             Mode::Fentry => "fentry",
             Mode::Kprobe => "kprobe",
+            Mode::Tracepoint => "tracepoint",
         })
     }
 }
@@ -176,6 +180,54 @@ pub const ROLES: &[Role] = &[
         lost: "sleeps of open-coded retry loops (memalloc_retry_wait)",
         programs: Programs::entry_only("io_sleep_fentry", "io_sleep_kprobe"),
     },
+];
+
+/// A role of the tracepoint mode: a raw tracepoint and its program
+/// (nofail-ebpf/src/tracepoints.rs).
+#[derive(Debug)]
+pub struct TracepointRole {
+    pub name: &'static str,
+    pub category: &'static str,
+    pub event: &'static str,
+    pub program: &'static str,
+    /// What the role counts.
+    pub sees: &'static str,
+}
+
+/// The tracepoint mode's attach points. All are required: without the vmap
+/// area event there is no caller, without the timer events no retry.
+pub const TRACEPOINT_ROLES: &[TracepointRole] = &[
+    TracepointRole {
+        name: "vmap-area",
+        category: "vmalloc",
+        event: "alloc_vmap_area",
+        program: "vmap_area_tp",
+        sees: "vmap areas per caller (calls that reach alloc_vmap_area) and the area failures it reports",
+    },
+    TracepointRole {
+        name: "retry-timer",
+        category: "timer",
+        event: "timer_start",
+        program: "sleep_start_tp",
+        sees: "NOFAIL retry sleeps per caller and stage (schedule_timeout_uninterruptible called from vmalloc)",
+    },
+    TracepointRole {
+        name: "sleep-end",
+        category: "timer",
+        event: "timer_cancel",
+        program: "sleep_end_tp",
+        sees: "time slept in those retry sleeps (timer start to expiry or deletion)",
+    },
+];
+
+/// What the tracepoint mode cannot see, said in doctor, the report's
+/// warnings and --help.
+pub const TRACEPOINT_BLIND: &[&str] = &[
+    "per-call latency and NOFAIL call counts (no hook at a call's entry or exit)",
+    "calls that fail before alloc_vmap_area (the vm_struct allocation), unless they retry",
+    "mapping-stage failures of plain calls and page-table failures per level (no trace left)",
+    "NULL returns and retries by hand (no hook sees a call return)",
+    "injection (needs kprobes or fentry)",
 ];
 
 /// An error-injectable kernel function `nofail inject` overrides, and the

@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
-    attach::{AREA_INJECT, MAPPING_INJECT, ROLES},
+    attach::{AREA_INJECT, MAPPING_INJECT, ROLES, TRACEPOINT_BLIND, TRACEPOINT_ROLES},
     cli::DoctorArgs,
     injector::{self, InjectMode},
     kconfig::KernelConfig,
@@ -53,6 +53,37 @@ struct Doctor {
     kprobe_override_missing: Vec<String>,
     fmod_ret_missing: Vec<String>,
     injection_supported: bool,
+    /// tracefs mounted (tracepoints listed under events/).
+    tracefs_mounted: bool,
+    /// The kernel lockdown mode in force, when securityfs shows it.
+    lockdown: Option<String>,
+    /// The attach plan in one line: mode and why.
+    plan: String,
+    /// Tracepoint mode: its roles, and what it cannot see.
+    tracepoint_roles: Vec<TracepointLine>,
+    blind: Vec<&'static str>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct TracepointLine {
+    role: &'static str,
+    tracepoint: String,
+    attached: bool,
+    sees: &'static str,
+}
+
+/// `[integrity]` in "none [integrity] confidentiality".
+/// Without securityfs, the kernel command line's `lockdown=`.
+fn lockdown() -> Option<String> {
+    let Ok(text) = std::fs::read_to_string("/sys/kernel/security/lockdown") else {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+        let mode = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("lockdown="))?;
+        return Some(format!("{mode} (kernel command line)"));
+    };
+    let start = text.find('[')? + 1;
+    Some(text[start..start + text[start..].find(']')?].to_string())
 }
 
 pub fn run(args: DoctorArgs) -> Result<()> {
@@ -96,6 +127,29 @@ pub fn run(args: DoctorArgs) -> Result<()> {
             note,
         });
     }
+    let tp_mode = matches!(&attached, Ok(t) if !t.sees_every_call());
+    let plan = match &attached {
+        Ok(t) => {
+            let modes: std::collections::BTreeSet<String> =
+                t.attached.iter().map(|a| a.mode.to_string()).collect();
+            let why = t.attached.iter().find_map(|a| a.fallback_reason.clone());
+            match why {
+                Some(w) if tp_mode => format!("tracepoint (auto: {w})"),
+                Some(w) => format!("{} (fentry {w})", Vec::from_iter(modes).join("+")),
+                None => Vec::from_iter(modes).join("+"),
+            }
+        }
+        Err(e) => format!("cannot trace: {}", one_line(&format!("{e:#}"))),
+    };
+    let tracepoint_roles = TRACEPOINT_ROLES
+        .iter()
+        .map(|r| TracepointLine {
+            role: r.name,
+            tracepoint: format!("{}:{}", r.category, r.event),
+            attached: matches!(&attached, Ok(t) if t.attached.iter().any(|a| a.role == r.name)),
+            sees: r.sees,
+        })
+        .collect();
     drop(attached);
     let override_return_loads = injector::probe_override_return();
     let injection_options: Vec<_> = injector::KPROBE_OPTIONS
@@ -143,6 +197,16 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         kprobe_override_missing,
         fmod_ret_missing,
         injection_supported,
+        tracefs_mounted: std::path::Path::new("/sys/kernel/tracing/events").exists()
+            || std::path::Path::new("/sys/kernel/debug/tracing/events").exists(),
+        lockdown: lockdown(),
+        plan,
+        tracepoint_roles,
+        blind: if tp_mode {
+            TRACEPOINT_BLIND.to_vec()
+        } else {
+            Vec::new()
+        },
     };
     print!("{}", render(&doctor));
     if let Some(path) = &args.json {
@@ -162,13 +226,20 @@ fn yes_no(v: Option<bool>) -> &'static str {
 
 fn render(d: &Doctor) -> String {
     let mut out = format!(
-        "kernel {}: BTF {}, tracefs {}, kprobes {}, config {}\n",
+        "kernel {}: BTF {}, tracefs {}, ftrace functions {}, kprobes {}, lockdown {}, config {}\n",
         d.kernel,
         yes_no(Some(d.btf)),
+        if d.tracefs_mounted {
+            "mounted"
+        } else {
+            "not mounted"
+        },
         yes_no(Some(d.tracefs)),
         yes_no(Some(d.kprobes)),
+        d.lockdown.as_deref().unwrap_or("unknown"),
         d.config_source.as_deref().unwrap_or("not found")
     );
+    out.push_str(&format!("plan: {}\n", d.plan));
     out.push_str(&format!(
         "HZ {}\n",
         d.hz.as_deref().unwrap_or("unknown (no kernel config)")
@@ -225,6 +296,22 @@ fn render(d: &Doctor) -> String {
     }
     for (i, n) in notes.iter().enumerate() {
         out.push_str(&format!("[{}] {n}\n", i + 1));
+    }
+    if !d.blind.is_empty() {
+        out.push_str("\ntracepoint mode:\n");
+        for t in &d.tracepoint_roles {
+            out.push_str(&format!(
+                "{:<14} {:<34} {:<7} {}\n",
+                t.role,
+                t.tracepoint,
+                if t.attached { "yes" } else { "no" },
+                t.sees
+            ));
+        }
+        out.push_str("not seen in this mode:\n");
+        for b in &d.blind {
+            out.push_str(&format!("  - {b}\n"));
+        }
     }
     out.push_str("\ninjection:\n");
     for (opt, on) in &d.injection_options {

@@ -19,6 +19,7 @@ mod report;
 mod session;
 mod symbols;
 mod sysbpf;
+mod tpmode;
 mod trace;
 mod tracer;
 

@@ -148,6 +148,10 @@ pub struct HealthCounts {
     /// `--chains`: calls in no chain because the chain map was full.
     #[serde(default)]
     pub chains_full: u64,
+    /// Tracepoint mode: vmalloc events whose caller could not be read from
+    /// the stack (a kretprobe on vmalloc's core hides it); not counted.
+    #[serde(default)]
+    pub caller_unread: u64,
     /// Program runs the kernel skipped (recursion protection); each is an
     /// event nofail did not see.
     pub missed_runs: u64,
@@ -383,6 +387,7 @@ pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
         stale_replaced: sum(Health::StaleReplaced)?,
         stacks_lost: sum(Health::StackLost)?,
         chains_full: sum(Health::ChainsFull)?,
+        caller_unread: sum(Health::CallerUnread)?,
         missed_runs: programs.iter().map(|p| p.recursion_misses).sum(),
         programs,
     })

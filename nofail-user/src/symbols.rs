@@ -87,6 +87,18 @@ impl Kallsyms {
         Self { syms }
     }
 
+    /// `[start, end)` of a built-in function: up to the next symbol at a
+    /// higher address.
+    pub fn extent(&self, name: &str) -> Option<(u64, u64)> {
+        let sym = self
+            .syms
+            .iter()
+            .find(|s| s.name == name && s.module.is_none())?;
+        let next = self.syms.partition_point(|s| s.addr <= sym.addr);
+        let end = self.syms.get(next).map_or(sym.addr + 1, |s| s.addr);
+        Some((sym.addr, end))
+    }
+
     /// False when kptr_restrict hides addresses (all read as zero).
     pub fn has_addresses(&self) -> bool {
         !self.syms.is_empty()

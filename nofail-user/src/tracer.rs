@@ -11,6 +11,8 @@ use aya::{
 use crate::{
     attach::{self, Mode, Resolved, Role},
     kernel::KernelView,
+    symbols::Kallsyms,
+    tpmode,
 };
 
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nofail"));
@@ -54,44 +56,55 @@ impl Tracer {
         retry_window_ns: u64,
         targets: &crate::filter::Targets,
     ) -> Result<Self> {
-        let (plan, missing) = attach::resolve(view)?;
         let gfp_nofail = view.gfp_nofail();
         let cap = &targets.capacity;
-        let mut ebpf = EbpfLoader::new()
+        let text = Kallsyms::load()
+            .ok()
+            .and_then(|k| tpmode::TextGlobals::from_kallsyms(&k));
+        let self_tgid = std::process::id();
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("CALLERS", cap.max_callers)
             .map_max_entries("INFLIGHT", cap.max_inflight)
             .override_global("GFP_NOFAIL", &gfp_nofail, true)
             .override_global("RETRY_WINDOW_NS", &retry_window_ns, true)
-            .override_global("SELF_TGID", &std::process::id(), true)
-            .load(OBJECT)
-            .map_err(|e| match e {
-                aya::EbpfError::MapError(_) if !is_root() => {
-                    anyhow!("cannot create nofail's BPF maps: run as root (sudo nofail ...)")
-                }
-                e => anyhow!("cannot load nofail's eBPF object: {}", one_line(&e)),
-            })?;
-        crate::filter::install(&mut ebpf, targets)?;
-        let btf = Btf::from_sys_fs().ok();
-        let mut attached = Vec::new();
-        for Resolved { role, function } in plan {
-            attached.push(attach_role(
-                &mut ebpf,
-                btf.as_ref(),
-                view,
-                role,
-                function,
-                mode,
-            )?);
+            .override_global("SELF_TGID", &self_tgid, true);
+        if let Some(text) = &text {
+            text.apply(&mut loader);
         }
-        let warnings = missing
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} not attachable on this kernel: {} not seen",
-                    r.name, r.lost
-                )
-            })
-            .collect();
+        let mut ebpf = loader.load(OBJECT).map_err(|e| match e {
+            aya::EbpfError::MapError(_) if !is_root() => {
+                anyhow!("cannot create nofail's BPF maps: run as root (sudo nofail ...)")
+            }
+            e => anyhow!("cannot load nofail's eBPF object: {}", one_line(&e)),
+        })?;
+        crate::filter::install(&mut ebpf, targets)?;
+        let (attached, warnings) = match mode {
+            Mode::Tracepoint => (
+                tpmode::attach(&mut ebpf, text.as_ref(), None)?,
+                tpmode::warnings(),
+            ),
+            _ => match attach_functions(&mut ebpf, view, mode) {
+                Ok(done) => done,
+                // auto on a kernel that has no kprobes and refuses fentry
+                // for vmalloc's core (nothing attached yet): tracepoints.
+                Err((e, nothing_attached))
+                    if nothing_attached && mode == Mode::Auto && !view.kprobes =>
+                {
+                    let why = fallback_reason(&e);
+                    let attached = tpmode::attach(&mut ebpf, text.as_ref(), Some(why.clone()))
+                        .map_err(|t| anyhow!("{why}; {t}"))?;
+                    (attached, tpmode::warnings())
+                }
+                Err((e, _)) => return Err(e),
+            },
+        };
+        if targets.filter.nofail_only != 0 && attached.iter().any(|a| a.mode == Mode::Tracepoint) {
+            // Dropping `ebpf` detaches what was attached.
+            anyhow::bail!(
+                "--nofail-only needs each call's gfp mask, which tracepoint mode cannot see"
+            );
+        }
         Ok(Self {
             ebpf,
             attached,
@@ -100,7 +113,56 @@ impl Tracer {
     }
 }
 
+/// Why auto mode chose tracepoints, in one line: the kernel lacks kprobes
+/// and refused fentry (with its errno), or has no attachable vmalloc core.
+fn fallback_reason(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let fentry = text
+        .split("fentry: ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim_start_matches("refused: "));
+    match fentry {
+        Some(f) => format!("kprobes absent, fentry refused ({f})"),
+        None => format!("kprobes absent, {}", text.lines().next().unwrap_or("")),
+    }
+}
+
+/// Attaches the function roles (fentry or kprobe); on error, also says
+/// whether nothing was attached yet.
+type Attachment = (Vec<Attached>, Vec<String>);
+fn attach_functions(
+    ebpf: &mut Ebpf,
+    view: &KernelView,
+    mode: Mode,
+) -> std::result::Result<Attachment, (anyhow::Error, bool)> {
+    let (plan, missing) = attach::resolve(view).map_err(|e| (e, true))?;
+    let btf = Btf::from_sys_fs().ok();
+    let mut attached = Vec::new();
+    for Resolved { role, function } in plan {
+        let a = attach_role(ebpf, btf.as_ref(), view, role, function, mode)
+            .map_err(|e| (e, attached.is_empty()))?;
+        attached.push(a);
+    }
+    let warnings = missing
+        .iter()
+        .map(|r| {
+            format!(
+                "{} not attachable on this kernel: {} not seen",
+                r.name, r.lost
+            )
+        })
+        .collect();
+    Ok((attached, warnings))
+}
+
 impl Tracer {
+    /// Counts every call (entry and exit hooks), rather than tracepoint
+    /// mode's vmap areas and slow-path events.
+    pub fn sees_every_call(&self) -> bool {
+        !self.attached.iter().any(|a| a.mode == Mode::Tracepoint)
+    }
+
     /// Warnings, then one line per attach mode with the reason fentry was
     /// not used said once.
     pub fn announce(&self) {
@@ -110,6 +172,7 @@ impl Tracer {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for a in &self.attached {
             let key = match &a.fallback_reason {
+                Some(why) if a.mode == Mode::Tracepoint => format!("tracepoint; auto: {why}"),
                 Some(why) => format!("{}; fentry {why}", a.mode),
                 None => a.mode.to_string(),
             };
@@ -144,7 +207,7 @@ fn attach_role(
         fallback_reason,
     };
     let fentry_err = match mode {
-        Mode::Kprobe => None,
+        Mode::Kprobe | Mode::Tracepoint => None,
         // Exact counts first: on a kernel that preempts BPF programs, fentry
         // loses events under load; kprobes do not. --mode fentry overrides.
         Mode::Auto if view.preempts_bpf() && view.kprobes => Some(format!(

@@ -374,11 +374,13 @@ fn json_read_back_and_written_again_is_the_same_report() {
     assert_eq!(again["chains"], serde_json::json!([]));
     assert_eq!(again["health"]["stacks_lost"], 0);
     assert_eq!(again["health"]["chains_full"], 0);
+    assert_eq!(again["health"]["caller_unread"], 0);
     assert!(again["filters"]["module"].is_null() && again["filters"]["chains"].is_null());
     again.as_object_mut().unwrap().remove("chains");
     for (obj, key) in [
         ("health", "stacks_lost"),
         ("health", "chains_full"),
+        ("health", "caller_unread"),
         ("filters", "module"),
         ("filters", "chains"),
     ] {

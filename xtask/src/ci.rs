@@ -106,6 +106,25 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         )
     });
 
+    t.step("host tests (tracepoint mode on this kernel)", || {
+        // Raw tracepoints attach without tracefs, but the XFS ground truth
+        // is read from it.
+        if !Path::new("/sys/kernel/tracing/events").exists() {
+            let _ = Command::new("mount")
+                .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+                .status();
+        }
+        Ok(Command::new(root.join("target/release/vm-tests"))
+            .arg("--host")
+            .arg("--nofail")
+            .arg(root.join("target/release/nofail"))
+            .arg("--out")
+            .arg(root.join("target/host-results"))
+            .current_dir(&root)
+            .status()?
+            .success())
+    });
+
     let kernels_wanted = if kernels_wanted.is_empty() {
         KernelName::ALL.to_vec()
     } else {

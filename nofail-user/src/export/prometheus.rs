@@ -279,7 +279,19 @@ pub fn render(report: &Report, top: usize) -> String {
         seconds(oldest)
     );
 
+    // Tracepoint mode sees no call return and no gfp mask: series it
+    // cannot count are left out rather than exported as zeros.
+    let tracepoint = report.mode == "tracepoint";
     for (name, help, samples) in COUNTERS {
+        if tracepoint && NOT_IN_TRACEPOINT_MODE.contains(name) {
+            continue;
+        }
+        let help = match *name {
+            "nofail_vmalloc_calls_total" if tracepoint => {
+                "vmap areas allocated per call site (tracepoint mode: calls that reached alloc_vmap_area)."
+            }
+            _ => help,
+        };
         header(&mut out, name, "counter", help);
         for (caller, s) in &rows {
             for (extra, v) in samples(s) {
@@ -293,13 +305,30 @@ pub fn render(report: &Report, top: usize) -> String {
     }
 
     chain_counters(&mut out, &report.chains, top);
+    if !tracepoint {
+        per_call_histograms(&mut out, &rows);
+    }
+    missed_and_injection(&mut out, report);
+    out
+}
 
+/// Series tracepoint mode cannot count (attach::TRACEPOINT_BLIND).
+const NOT_IN_TRACEPOINT_MODE: &[&str] = &[
+    "nofail_vmalloc_nofail_calls_total",
+    "nofail_vmalloc_null_returns_total",
+    "nofail_pagetable_failures_total",
+    "nofail_open_coded_retries_total",
+    "nofail_open_coded_retry_sleeps_total",
+    "nofail_injected_failures_total",
+];
+
+fn per_call_histograms(out: &mut String, rows: &[(String, CallerStats)]) {
     histogram(
-        &mut out,
+        out,
         "nofail_vmalloc_retries_per_call",
         "NOFAIL loop turns per finished call (0 for calls without __GFP_NOFAIL).",
         1.0,
-        &rows,
+        rows,
         |s| {
             (
                 &s.retries_hist,
@@ -308,25 +337,27 @@ pub fn render(report: &Report, top: usize) -> String {
         },
     );
     histogram(
-        &mut out,
+        out,
         "nofail_vmalloc_latency_seconds",
         "Duration of finished vmalloc calls.",
         1e-9,
-        &rows,
+        rows,
         |s| (&s.latency_hist, seconds(s.latency_ns)),
     );
     histogram(
-        &mut out,
+        out,
         "nofail_vmalloc_slept_per_call_seconds",
         "Time one finished vmalloc call spent in retry sleeps.",
         1e-9,
-        &rows,
+        rows,
         |s| (&s.slept_hist, seconds(s.slept_ns)),
     );
+}
 
+fn missed_and_injection(out: &mut String, report: &Report) {
     let h = &report.health;
     header(
-        &mut out,
+        out,
         "nofail_missed_events_total",
         "counter",
         "Events nofail did not count: skipped program runs, full maps.",
@@ -342,12 +373,13 @@ pub fn render(report: &Report, top: usize) -> String {
         // or an exit came without its entry.
         ("exit_missed", h.stale_replaced),
         ("entry_missed", h.orphan_exits),
+        ("caller_unread", h.caller_unread),
     ] {
         let _ = writeln!(out, "nofail_missed_events_total{{reason=\"{reason}\"}} {v}");
     }
     if let Some(inj) = &report.injection {
         header(
-            &mut out,
+            out,
             "nofail_injection_decisions_total",
             "counter",
             "Sub-allocations the injection rule saw, by outcome.",
@@ -365,7 +397,6 @@ pub fn render(report: &Report, top: usize) -> String {
             );
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub struct Serve {
 }
 
 impl Serve {
-    fn start(ctx: &Ctx) -> Result<Self> {
+    pub fn start(ctx: &Ctx) -> Result<Self> {
         Self::start_with(ctx, &[])
     }
 
@@ -101,7 +101,7 @@ pub fn http_get(port: u16, path: &str) -> Result<(u32, String)> {
 }
 
 /// Debian's promtool must accept the exposition without a lint complaint.
-fn promtool(file: &Path) -> Result<()> {
+pub fn promtool(file: &Path) -> Result<()> {
     let out = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::fs::File::open(file)?)

@@ -7,10 +7,12 @@ mod bench;
 mod bpf;
 mod export;
 mod harness;
+mod host;
 mod inject;
 mod real;
 mod scenarios;
 mod soak;
+mod tracepoint;
 mod trigger;
 
 use std::path::PathBuf;
@@ -32,6 +34,10 @@ struct Args {
     /// Run only scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
+    /// Run the host scenarios (this machine's own kernel, tracepoint
+    /// mode) instead of the VM ones.
+    #[arg(long)]
+    host: bool,
     /// Run the overhead benchmark instead of the scenarios, writing JSON here.
     #[arg(long)]
     bench: Option<PathBuf>,
@@ -50,7 +56,21 @@ fn main() -> std::process::ExitCode {
         };
     }
     let (mut passed, mut failed) = (0, 0);
-    for (name, scenario) in scenarios::all(&ctx) {
+    let list = if args.host {
+        host::all()
+    } else if args
+        .filter
+        .as_deref()
+        .is_some_and(|f| "tracepoint_mode_matches_full".contains(f) && f.len() > 16)
+    {
+        vec![(
+            "tracepoint_mode_matches_full",
+            tracepoint::matches_full_mode as scenarios::Scenario,
+        )]
+    } else {
+        scenarios::all(&ctx)
+    };
+    for (name, scenario) in list {
         if args
             .filter
             .as_ref()

@@ -189,7 +189,7 @@ pub fn set_big_xattr(path: &Path, len: usize) -> Result<()> {
 }
 
 /// Makes `n` files under `dir`, each with a 60000-byte xattr, and syncs.
-fn xattr_files(dir: &Path, prefix: &str, n: usize) -> Result<()> {
+pub fn xattr_files(dir: &Path, prefix: &str, n: usize) -> Result<()> {
     for i in 0..n {
         let f = dir.join(format!("{prefix}{i}"));
         std::fs::write(&f, b"x")?;

@@ -28,6 +28,10 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
         ("bpf_array_map_calls_exact", bpf_array_map_calls_exact),
         ("doctor_matches_kernel", doctor_matches_kernel),
         (
+            "tracepoint_mode_counts_maps",
+            crate::tracepoint::counts_maps,
+        ),
+        (
             "real_xfs_remote_xattrs_traced",
             crate::real::xfs_remote_xattrs_traced,
         ),
@@ -356,7 +360,7 @@ fn area_stage_retries_exact(ctx: &Ctx) -> Result<()> {
 /// else: `times` failures after `space` were allowed through (its unit is
 /// the allocation's 1 << order: pages, for page tables).
 /// Returns the child's exit status if it ended within 5 s.
-fn run_mapping_injected(
+pub fn run_mapping_injected(
     size: u64,
     times: u64,
     space: u64,

@@ -1,0 +1,188 @@
+//! vmalloc's `caller` read back from the stack, for hooks that fire deep
+//! inside a call without its arguments (tracepoints).
+//!
+//! The kernel stack (`bpf_get_stack`) names the frames; the first one
+//! inside `__vmalloc_node_range_noprof()` is followed by that function's
+//! return address into its caller. Where that return address sits in stack
+//! memory is the slot the call pushed, and x86-64 SysV puts arguments 7..9
+//! right above it: `caller` (argument 9) is 24 bytes up. Userspace passes
+//! the text ranges (kallsyms) as load-time globals.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_get_stack, bpf_loop, bpf_probe_read_kernel};
+
+/// Frames taken per event: the deepest hook (timer_start) sits about six
+/// frames below vmalloc's core.
+pub const FRAMES: usize = 16;
+
+/// `__vmalloc_node_range_noprof` (or 6.1's `__vmalloc_node_range`): its
+/// body and its `.cold` part, `[start, end)` pairs; 0 when absent.
+#[unsafe(no_mangle)]
+static CORE_TEXT: [u64; 4] = [0; 4];
+/// `__vmalloc_area_node` when the compiler kept it out of line (it holds
+/// the mapping loop), body and `.cold` part; 0 when inlined.
+#[unsafe(no_mangle)]
+static AREA_NODE_TEXT: [u64; 4] = [0; 4];
+/// `schedule_timeout_uninterruptible`, the retry sleep, and
+/// `schedule_timeout`, which it may tail-call (leaving no frame of its own).
+#[unsafe(no_mangle)]
+static SLEEP_TEXT: [u64; 4] = [0; 4];
+
+/// How far up from the hook's own frame the return-address slot is looked
+/// for (8-byte slots; a kernel stack is 16 KiB).
+const SCAN_SLOTS: u32 = 1024;
+/// `caller` above the return-address slot: arguments 7, 8, 9.
+const CALLER_OFF: u64 = 24;
+
+#[inline(always)]
+fn global<const N: usize>(g: &[u64; N], i: usize) -> u64 {
+    // Volatile: rewritten in .rodata after compilation.
+    unsafe { core::ptr::read_volatile(&g[i]) }
+}
+
+#[inline(always)]
+fn in_text<const N: usize>(g: &[u64; N], addr: u64) -> bool {
+    let mut i = 0;
+    while i + 1 < N {
+        let (start, end) = (global(g, i), global(g, i + 1));
+        if start != 0 && addr >= start && addr < end {
+            return true;
+        }
+        i += 2;
+    }
+    false
+}
+
+pub fn in_core(addr: u64) -> bool {
+    in_text(&CORE_TEXT, addr)
+}
+
+pub fn in_area_node(addr: u64) -> bool {
+    in_text(&AREA_NODE_TEXT, addr)
+}
+
+pub fn in_sleep(addr: u64) -> bool {
+    in_text(&SLEEP_TEXT, addr)
+}
+
+/// The kernel stack of the current event, innermost frame first; unused
+/// entries are 0.
+#[inline(always)]
+pub fn stack(ctx: *mut c_void) -> [u64; FRAMES] {
+    let mut frames = [0u64; FRAMES];
+    unsafe {
+        bpf_get_stack(
+            ctx,
+            frames.as_mut_ptr() as *mut c_void,
+            (FRAMES * 8) as u32,
+            0,
+        )
+    };
+    frames
+}
+
+/// A pointer the verifier tracks (the context, on the kernel stack) as a
+/// plain number: copied out through memory, since it refuses arithmetic
+/// on pointers.
+#[inline(always)]
+pub fn address_of(ptr: *mut c_void) -> u64 {
+    let slot = ptr as u64;
+    unsafe { bpf_probe_read_kernel(&slot as *const u64) }.unwrap_or(0)
+}
+
+/// A vmalloc call found in a stack.
+pub struct Call {
+    /// Index of the first frame in vmalloc code (core or area node).
+    pub first: usize,
+    /// Stack address of the core's return-address slot.
+    pub slot: u64,
+    pub caller: u64,
+    /// A second core frame further out: this is the nested page-array
+    /// allocation (`__vmalloc_area_node` -> `__vmalloc_node_noprof`).
+    pub nested: bool,
+}
+
+/// Shared with `scan_step` through `bpf_loop`.
+#[repr(C)]
+struct Scan {
+    base: u64,
+    /// The core's return address.
+    want: u64,
+    found: u64,
+}
+
+/// One slot of the upward scan (a `bpf_loop` callback, so the verifier
+/// checks it once). Returns 1 to stop.
+#[inline(never)]
+extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let addr = s.base + 8 * index as u64;
+    match unsafe { bpf_probe_read_kernel(addr as *const u64) } {
+        Ok(v) if v == s.want => {
+            s.found = addr;
+            1
+        }
+        Ok(_) => 0,
+        // Ran off the top of the stack.
+        Err(_) => 1,
+    }
+}
+
+/// Finds the vmalloc call in `frames` and reads its `caller`; `from` is a
+/// stack address inside the hook's own frame (the scan goes up from it).
+/// None when the stack holds no vmalloc call; Some with `caller` 0 when the
+/// slot was not found (a kretprobe on the core, another tool's, replaces
+/// the return address in its slot: counted as `CallerUnread`).
+#[inline(always)]
+pub fn vmalloc_call(frames: &[u64; FRAMES], from: u64) -> Option<Call> {
+    let mut first = FRAMES;
+    let mut core = FRAMES;
+    let mut nested = false;
+    for (i, &f) in frames.iter().enumerate() {
+        if f == 0 {
+            break;
+        }
+        let c = in_core(f);
+        if first == FRAMES && (c || in_area_node(f)) {
+            first = i;
+        }
+        if c {
+            if core == FRAMES {
+                core = i;
+            } else if i > core + 1 {
+                nested = true;
+            }
+        }
+    }
+    if core + 1 >= FRAMES {
+        return None;
+    }
+    let ret = frames.get(core + 1).copied().unwrap_or(0);
+    let mut scan = Scan {
+        base: from & !7,
+        want: ret,
+        found: 0,
+    };
+    if ret != 0 {
+        unsafe {
+            bpf_loop(
+                SCAN_SLOTS,
+                scan_step as *mut c_void,
+                &mut scan as *mut Scan as *mut c_void,
+                0,
+            )
+        };
+    }
+    let caller = if scan.found == 0 {
+        0
+    } else {
+        unsafe { bpf_probe_read_kernel((scan.found + CALLER_OFF) as *const u64) }.unwrap_or(0)
+    };
+    Some(Call {
+        first,
+        slot: scan.found,
+        caller,
+        nested,
+    })
+}

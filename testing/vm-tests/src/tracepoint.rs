@@ -1,0 +1,111 @@
+//! Tracepoint mode (`--mode tracepoint`) against the full mode, both
+//! attached at once to the same work: the trigger's forced NOFAIL retries
+//! (the kernel's own fault injection decides how many) and BPF map
+//! creation. On stock kernels, the maps alone.
+
+use anyhow::{Result, ensure};
+
+use crate::{
+    harness::{Ctx, Trace, field, row},
+    scenarios::run_mapping_injected,
+    trigger::{self, Arm, Injector},
+};
+
+/// Per stage, the same retries, sleeps and requested jiffies as the full
+/// mode, at the same callers; calls equal where every call gets a vmap area.
+///
+/// Not in the suite yet: on the test kernel (7.2.13) the plain calls agree
+/// (40 / 40) but the tracepoint mode counts none of the NOFAIL retry sleeps
+/// (area_retries 3 / 0); run it with `--filter tracepoint_mode_matches`
+/// while that is found.
+pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
+    const K: u64 = 3;
+    const PLAIN: u64 = 40;
+    ctx.load_trigger()?;
+    // fentry: a kretprobe on vmalloc's core would replace the return
+    // address the tracepoint mode looks for (it reports those as
+    // caller_unread); fexit leaves it in place.
+    let full = Trace::start(ctx, "tp_full", &["--mode", "fentry"])?;
+    let tp = Trace::start(ctx, "tp_tracepoint", &["--mode", "tracepoint"])?;
+    let plain = trigger::run("vmalloc", PLAIN, 64 << 10, Arm::Off)?;
+    let (area, left) =
+        trigger::run_injected(Injector::ShouldFailslab, K, "vmalloc_nofail", 1, 64 << 10)?;
+    let mapped = run_mapping_injected(64 << 10, 1, 0);
+    let map_left = Injector::FailPageAlloc.remaining();
+    Injector::FailPageAlloc.disarm()?;
+    let tp = tp.finish()?;
+    let full = full.finish()?;
+    ensure!(plain.calls == PLAIN && area.null == 0 && left == 0);
+    ensure!(mapped?.is_some_and(|s| s.success()) && map_left? == 0);
+    for a in tp["attached"].as_array().into_iter().flatten() {
+        ensure!(a["mode"] == "tracepoint", "not a tracepoint role: {a}");
+    }
+    let fields = [
+        "area_retries",
+        "mapping_retries",
+        "sleeps",
+        "sleep_jiffies",
+        "area_failures",
+        "mapping_failures",
+    ];
+    for (site, calls) in [
+        ("site_vmalloc", PLAIN),
+        ("site_vmalloc_nofail", 1),
+        ("site_vmalloc_nofail_fresh", 1),
+    ] {
+        let (f, t) = (row(&full, site)?, row(&tp, site)?);
+        let mut line = format!(
+            "  {site}: calls {} / {}",
+            field(f, "calls"),
+            field(t, "calls")
+        );
+        for name in fields {
+            ensure!(
+                t.get(name).is_some() && f.get(name).is_some(),
+                "{site}: no {name}"
+            );
+            let (a, b) = (field(f, name), field(t, name));
+            line += &format!(", {name} {a} / {b}");
+            ensure!(a == b, "{site}: {name}: full {a}, tracepoint {b}");
+        }
+        let (a, b) = (field(f, "slept_ns"), field(t, "slept_ns"));
+        println!("{line}, slept_ns {a} / {b} (full / tracepoint)");
+        ensure!(field(f, "calls") == calls, "{site}: full calls");
+        ensure!(field(t, "calls") == calls, "{site}: tracepoint vmap areas");
+        // Timer start to expiry versus the sleep function's entry to exit:
+        // the tracepoint misses only the wake-up.
+        ensure!(b <= a && b * 2 >= a, "{site}: slept {b} ns against {a} ns");
+    }
+    // The ground truth, not only agreement.
+    let t = row(&tp, "site_vmalloc_nofail")?;
+    ensure!(field(t, "area_retries") == K && field(t, "sleeps") == K);
+    let t = row(&tp, "site_vmalloc_nofail_fresh")?;
+    ensure!(field(t, "mapping_retries") == 1 && field(t, "area_retries") == 0);
+    Ok(())
+}
+
+/// Every kernel: BPF array maps made here, counted at their caller.
+pub fn counts_maps(ctx: &Ctx) -> Result<()> {
+    const N: u64 = 7;
+    if !["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|d| std::path::Path::new(&format!("{d}/events/vmalloc/alloc_vmap_area")).exists())
+    {
+        println!("  skipped: this kernel has no vmalloc:alloc_vmap_area tracepoint");
+        return Ok(());
+    }
+    let trace = Trace::start(ctx, "tp_maps", &["--mode", "tracepoint"])?;
+    for _ in 0..N {
+        crate::bpf::create_big_array_map()?;
+    }
+    let report = trace.finish()?;
+    let r = row(&report, "array_map_alloc")?;
+    let calls = field(r, "calls");
+    ensure!(
+        r.get("calls").is_some() && calls == N,
+        "vmap areas {calls} != {N}"
+    );
+    ensure!(field(r, "sleeps") == 0 && field(r, "area_failures") == 0);
+    ensure!(report["health"]["callers_full"] == 0);
+    Ok(())
+}
