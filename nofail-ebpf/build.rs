@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 use which::which;
 
 /// The eBPF binary is linked by bpf-linker, an undeclared build dependency:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 use std::path::Path;
 
 /// Builds `nofail-ebpf` for bpfel-unknown-none (nightly, bpf-linker) and drops

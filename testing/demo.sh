@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Runs inside the VM (cargo xtask demo): traces real vmalloc traffic with
 # nofail and prints its per-caller report.
 #   demo.sh <nofail binary> [trigger module]

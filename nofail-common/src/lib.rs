@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Types shared between the eBPF programs and the `nofail` CLI.
 //!
 //! Every struct is `#[repr(C)]` with explicit padding fields (no `bool`, no
@@ -364,6 +365,10 @@ pub const HEALTH_SLOTS: u32 = 7;
 pub struct TpTask {
     /// Stack address of the call's return-address slot: the call's identity.
     pub slot: u64,
+    /// Start of the vmap area the call got (0: none); its free ends the
+    /// call for stage purposes, so a later call from the same frame does
+    /// not inherit `area_ok`.
+    pub addr: u64,
     /// The call got its vmap area (a later sleep is the mapping stage's).
     pub area_ok: u32,
     /// An area failure was counted from `alloc_vmap_area` and its retry
@@ -377,7 +382,14 @@ pub struct TpTask {
 pub struct TpSleep {
     pub start_ns: u64,
     pub caller: u64,
+    /// The sleeping task (the sleep ends in timer context).
+    pub tid: u32,
+    pub _pad: u32,
 }
+
+/// Tracepoint mode: a task whose last retry sleep began longer ago than
+/// this is out of its loop (a turn is one jiffy plus the attempt).
+pub const TP_LOOP_GAP_NS: u64 = 1_000_000_000;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Load-time constants, patched by userspace through aya globals before the
 //! programs are verified (`EbpfLoader::override_global`), and the runtime
 //! filter held in the `FILTER` map.

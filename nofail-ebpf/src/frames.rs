@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! vmalloc's `caller` read back from the stack, for hooks that fire deep
 //! inside a call without its arguments (tracepoints).
 //!
@@ -12,8 +13,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_get_stack, bpf_loop, bpf_probe_read_kernel};
 
+use crate::maps::FRAMES_BUF;
+
 /// Frames taken per event: the deepest hook (timer_start) sits about six
-/// frames below vmalloc's core.
+/// frames below vmalloc's core. A power of two (see `frame`).
 pub const FRAMES: usize = 16;
 
 /// `__vmalloc_node_range_noprof` (or 6.1's `__vmalloc_node_range`): its
@@ -66,20 +69,31 @@ pub fn in_sleep(addr: u64) -> bool {
     in_text(&SLEEP_TEXT, addr)
 }
 
-/// The kernel stack of the current event, innermost frame first; unused
-/// entries are 0.
+/// Takes the kernel stack of the current event into this CPU's frame
+/// buffer (`maps::FRAMES_BUF`), innermost frame first; unused entries are 0.
+/// False when there is no buffer.
 #[inline(always)]
-pub fn stack(ctx: *mut c_void) -> [u64; FRAMES] {
-    let mut frames = [0u64; FRAMES];
-    unsafe {
-        bpf_get_stack(
-            ctx,
-            frames.as_mut_ptr() as *mut c_void,
-            (FRAMES * 8) as u32,
-            0,
-        )
+pub fn capture(ctx: *mut c_void) -> bool {
+    let Some(buf) = FRAMES_BUF.get_ptr_mut(0) else {
+        return false;
     };
-    frames
+    unsafe {
+        *buf = [0; FRAMES];
+        bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0);
+    }
+    true
+}
+
+/// Frame `i` (< FRAMES) of the last capture.
+#[inline(always)]
+pub fn frame(i: usize) -> u64 {
+    // Masked, not compared: the compiler drops a mask that a comparison
+    // makes redundant, and then bounds-checks a different register than
+    // the one it indexes with, which the verifier refuses.
+    match FRAMES_BUF.get(0) {
+        Some(f) => f[i & (FRAMES - 1)],
+        None => 0,
+    }
 }
 
 /// A pointer the verifier tracks (the context, on the kernel stack) as a
@@ -129,36 +143,64 @@ extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// Finds the vmalloc call in `frames` and reads its `caller`; `from` is a
-/// stack address inside the hook's own frame (the scan goes up from it).
-/// None when the stack holds no vmalloc call; Some with `caller` 0 when the
-/// slot was not found (a kretprobe on the core, another tool's, replaces
-/// the return address in its slot: counted as `CallerUnread`).
-#[inline(always)]
-pub fn vmalloc_call(frames: &[u64; FRAMES], from: u64) -> Option<Call> {
-    let mut first = FRAMES;
-    let mut core = FRAMES;
-    let mut nested = false;
-    for (i, &f) in frames.iter().enumerate() {
-        if f == 0 {
-            break;
-        }
-        let c = in_core(f);
-        if first == FRAMES && (c || in_area_node(f)) {
-            first = i;
-        }
-        if c {
-            if core == FRAMES {
-                core = i;
-            } else if i > core + 1 {
-                nested = true;
-            }
+/// Shared with `find_step` through `bpf_loop`.
+#[repr(C)]
+struct Find {
+    first: u32,
+    core: u32,
+    nested: u32,
+}
+
+/// One frame of the search for vmalloc's frames (a `bpf_loop` callback:
+/// unrolled, the data-dependent branches of 16 frames made the verifier
+/// walk too many paths on some kernels). Returns 1 to stop.
+#[inline(never)]
+extern "C" fn find_step(index: u32, ctx: *mut c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Find) };
+    // bpf_loop runs this FRAMES times: index < FRAMES.
+    let f = frame(index as usize);
+    if f == 0 {
+        return 1;
+    }
+    let c = in_core(f);
+    if s.first == FRAMES as u32 && (c || in_area_node(f)) {
+        s.first = index;
+    }
+    if c {
+        if s.core == FRAMES as u32 {
+            s.core = index;
+        } else if index > s.core + 1 {
+            s.nested = 1;
         }
     }
+    0
+}
+
+/// Finds the vmalloc call in the captured frames and reads its `caller`;
+/// `from` is a stack address inside the hook's own frame (the scan goes up
+/// from it). None when the stack holds no vmalloc call; Some with `caller`
+/// 0 when the slot was not found (a kretprobe on the core, another tool's,
+/// replaces the return address in its slot: counted as `CallerUnread`).
+#[inline(always)]
+pub fn vmalloc_call(from: u64) -> Option<Call> {
+    let mut find = Find {
+        first: FRAMES as u32,
+        core: FRAMES as u32,
+        nested: 0,
+    };
+    unsafe {
+        bpf_loop(
+            FRAMES as u32,
+            find_step as *mut c_void,
+            &mut find as *mut Find as *mut c_void,
+            0,
+        )
+    };
+    let (first, core, nested) = (find.first as usize, find.core as usize, find.nested != 0);
     if core + 1 >= FRAMES {
         return None;
     }
-    let ret = frames.get(core + 1).copied().unwrap_or(0);
+    let ret = frame(core + 1);
     let mut scan = Scan {
         base: from & !7,
         want: ret,
@@ -185,4 +227,18 @@ pub fn vmalloc_call(frames: &[u64; FRAMES], from: u64) -> Option<Call> {
         caller,
         nested,
     })
+}
+
+/// The vmalloc call whose own retry sleep this is: schedule_timeout_uninterruptible
+/// (or the schedule_timeout it tail-calls) right below vmalloc's first
+/// frame, or one frame further when a BPF trampoline (fexit on the sleep)
+/// sits in between. Reclaim sleeping inside a call is deeper: None.
+#[inline(always)]
+pub fn retry_sleep_call(from: u64) -> Option<Call> {
+    let call = vmalloc_call(from)?;
+    let sleep_below = |n: usize| call.first.checked_sub(n).map(frame).is_some_and(in_sleep);
+    if !sleep_below(1) && !sleep_below(2) {
+        return None;
+    }
+    Some(call)
 }

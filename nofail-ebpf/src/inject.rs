@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Scoped fault injection. The kernel lets BPF fail only functions marked
 //! ALLOW_ERROR_INJECTION; in mm/ those are `should_failslab()` (slab) and
 //! `should_fail_alloc_page()` (page allocator). nofail overrides them only

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! nofail kernel-side programs. One probe family per module; each program is
 //! a thin wrapper that decodes its context and calls a `try_` function.
 #![no_std]
@@ -12,6 +13,7 @@ mod inject;
 mod maps;
 mod pagetable;
 mod probe;
+mod sentinel;
 mod sleep;
 mod stages;
 mod syscall;
@@ -25,7 +27,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-// kprobes, bpf_probe_read_kernel and bpf_override_return are GPL-only helpers.
+// bpf_probe_read_kernel, bpf_override_return and others are GPL-only
+// helpers; the kernel accepts "Dual MIT/GPL" for them
+// (license_is_gpl_compatible()). Same licenses as Cargo.toml's
+// `MIT OR GPL-2.0-only`, checked by a host test.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

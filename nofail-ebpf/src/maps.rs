@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Maps shared by the probe families. Userspace reads them by these names.
 
 use aya_ebpf::{
@@ -45,6 +46,22 @@ pub static TP_TASKS: LruHashMap<u32, TpTask> = LruHashMap::with_max_entries(MAX_
 /// Tracepoint mode: retry sleeps in progress, by timer address.
 #[map]
 pub static TP_SLEEPS: LruHashMap<u64, TpSleep> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Tracepoint and sentinel modes: the kernel stack of the event being
+/// handled (frames.rs), per CPU, off the 512-byte BPF stack.
+#[map]
+pub static FRAMES_BUF: PerCpuArray<[u64; crate::frames::FRAMES]> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// Tracepoint mode: where a new `INFLIGHT` record is built (the struct is
+/// too large for the stack next to a captured kernel stack).
+#[map]
+pub static SCRATCH_INFLIGHT: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sentinel mode: retry sleeps in progress, by task.
+#[map]
+pub static SENTINEL_SLEEPS: LruHashMap<u32, TpSleep> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
 /// Runtime filters (slot 0), rewritten by userspace without reloading.
 #[map]

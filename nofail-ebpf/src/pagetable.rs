@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Kernel page-table allocation, the reason the mapping stage fails:
 //! `__pte_alloc_kernel()`, `__pmd_alloc()`, `__pud_alloc()`, `__p4d_alloc()`
 //! all return 0 or -ENOMEM. Counted per level while inside a tracked call.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Feature probe, loaded but never attached: the verifier accepts a call to
 //! `bpf_override_return()` only when the kernel has
 //! `CONFIG_BPF_KPROBE_OVERRIDE` (error injection through kprobes).

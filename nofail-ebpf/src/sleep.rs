@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Retry sleeps. vmalloc's NOFAIL loops sleep with
 //! `schedule_timeout_uninterruptible(1)`; open-coded loops such as XFS's
 //! sleep with `memalloc_retry_wait()`, an inline around

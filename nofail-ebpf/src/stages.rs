@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! The two stages vmalloc retries under `__GFP_NOFAIL`:
 //!
 //! * area: `__get_vm_area_node()` returns NULL when the `vm_struct` or the

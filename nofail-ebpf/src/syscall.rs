@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Where a NULL goes: a task whose vmalloc returned NULL and whose system
 //! call then fails with -ENOMEM handed the failure to userspace. Read at
 //! `raw_syscalls:sys_exit` (attached by `nofail inject`).

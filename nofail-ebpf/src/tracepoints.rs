@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Tracepoint mode (`--mode tracepoint`): for kernels that refuse kprobes
 //! and fentry but attach raw tracepoints. No hook sees vmalloc's arguments,
 //! so the caller comes from the stack (frames.rs):
@@ -11,7 +12,11 @@
 //!   call already got its vmap area (or the sleep is in an out-of-line
 //!   `__vmalloc_area_node`), of the area stage otherwise;
 //! * `timer:timer_cancel` (`detach_timer()`, on expiry and on deletion): the
-//!   end of that sleep.
+//!   end of that sleep;
+//! * `vmalloc:free_vmap_area_noflush`: the task freeing its last call's
+//!   area ends that call, so the next call from the same stack frame does
+//!   not look as if it had its area already (a call whose area is kept
+//!   still can, if the next one fails allocating its `vm_struct`).
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -19,12 +24,12 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use nofail_common::{Health, TpSleep, TpTask};
+use nofail_common::{Health, Inflight, TP_LOOP_GAP_NS, TpSleep, TpTask};
 
 use crate::{
     config::selected,
     frames::{self, Call},
-    maps::{TP_SLEEPS, TP_TASKS, caller_stats, health},
+    maps::{INFLIGHT, SCRATCH_INFLIGHT, TP_SLEEPS, TP_TASKS, caller_stats, health},
     task::{current_tgid, current_tid, now_ns},
 };
 
@@ -45,9 +50,18 @@ fn global(g: &u64) -> u64 {
 #[raw_tracepoint(tracepoint = "alloc_vmap_area")]
 pub fn vmap_area_tp(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(addr, size, align, vstart, vend, int failed)
+    let addr: u64 = ctx.arg(0);
     let size: u64 = ctx.arg(1);
     let failed: u64 = ctx.arg(5);
-    try_vmap_area(&ctx, size, failed as u32 != 0);
+    try_vmap_area(&ctx, addr, size, failed as u32 != 0);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "free_vmap_area_noflush")]
+pub fn vmap_free_tp(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(va_start, nr_lazy, nr_lazy_max)
+    let va_start: u64 = ctx.arg(0);
+    try_vmap_free(va_start);
     0
 }
 
@@ -68,10 +82,17 @@ pub fn sleep_end_tp(ctx: RawTracePointContext) -> i32 {
 /// The vmalloc call this event belongs to, when it is one nofail follows
 /// (not its own process, selected by the filters).
 #[inline(always)]
-fn tracked_call(ctx: &RawTracePointContext, size: u64) -> Option<(Call, [u64; frames::FRAMES])> {
+fn tracked_call(ctx: &RawTracePointContext, size: u64, retry_sleep: bool) -> Option<Call> {
     let tgid = current_tgid();
-    let frames = frames::stack(ctx.as_ptr());
-    let call = frames::vmalloc_call(&frames, frames::address_of(ctx.as_ptr()))?;
+    if !frames::capture(ctx.as_ptr()) {
+        return None;
+    }
+    let from = frames::address_of(ctx.as_ptr());
+    let call = if retry_sleep {
+        frames::retry_sleep_call(from)?
+    } else {
+        frames::vmalloc_call(from)?
+    };
     if call.caller == 0 {
         health(Health::CallerUnread);
         return None;
@@ -81,11 +102,11 @@ fn tracked_call(ctx: &RawTracePointContext, size: u64) -> Option<(Call, [u64; fr
     if !selected(tgid, &comm, call.caller, size, 0) {
         return None;
     }
-    Some((call, frames))
+    Some(call)
 }
 
-fn try_vmap_area(ctx: &RawTracePointContext, size: u64, failed: bool) {
-    let Some((call, _)) = tracked_call(ctx, size) else {
+fn try_vmap_area(ctx: &RawTracePointContext, addr: u64, size: u64, failed: bool) {
+    let Some(call) = tracked_call(ctx, size, false) else {
         return;
     };
     // The page array of a large call is a vmalloc of its own, with the
@@ -103,10 +124,23 @@ fn try_vmap_area(ctx: &RawTracePointContext, size: u64, failed: bool) {
     }
     let task = TpTask {
         slot: call.slot,
+        addr: if failed { 0 } else { addr },
         area_ok: !failed as u32,
         area_failed: failed as u32,
     };
     let _ = TP_TASKS.insert(current_tid(), task, 0);
+}
+
+/// The task freed the vmap area of its last call: that call is over.
+fn try_vmap_free(va_start: u64) {
+    if let Some(task) = TP_TASKS.get_ptr_mut(current_tid()) {
+        unsafe {
+            if (*task).addr == va_start && va_start != 0 {
+                (*task).addr = 0;
+                (*task).area_ok = 0;
+            }
+        }
+    }
 }
 
 fn try_sleep_start(ctx: &RawTracePointContext, timer: u64) {
@@ -116,20 +150,10 @@ fn try_sleep_start(ctx: &RawTracePointContext, timer: u64) {
     if function.ok() != Some(global(&PROCESS_TIMEOUT)) || global(&PROCESS_TIMEOUT) == 0 {
         return;
     }
-    let Some((call, frames)) = tracked_call(ctx, u64::MAX) else {
+    let Some(call) = tracked_call(ctx, u64::MAX, true) else {
         return;
     };
-    // Only vmalloc's own sleep: the frame below vmalloc's first is
-    // schedule_timeout_uninterruptible (reclaim sleeping inside a call is
-    // not a retry).
-    let below = match call.first.checked_sub(1) {
-        Some(i) => frames.get(i).copied().unwrap_or(0),
-        None => 0,
-    };
-    if !frames::in_sleep(below) {
-        return;
-    }
-    let site = frames.get(call.first).copied().unwrap_or(0);
+    let site = frames::frame(call.first);
     let tid = current_tid();
     let mut task = match unsafe { TP_TASKS.get(tid) } {
         Some(t) if t.slot == call.slot => *t,
@@ -165,11 +189,54 @@ fn try_sleep_start(ctx: &RawTracePointContext, timer: u64) {
         task.area_ok = 0;
     }
     let _ = TP_TASKS.insert(tid, task, 0);
+    let now = now_ns();
+    note_looping(tid, call.caller, mapping, now);
     let sleep = TpSleep {
-        start_ns: now_ns(),
+        start_ns: now,
         caller: call.caller,
+        tid,
+        _pad: 0,
     };
     let _ = TP_SLEEPS.insert(timer, sleep, 0);
+}
+
+/// Keeps the task's loop in `INFLIGHT` (the report's calls in flight and
+/// STUCK): a run of retry sleeps from one caller, each within
+/// `TP_LOOP_GAP_NS` of the last; its age counts from the first sleep.
+#[inline(never)]
+fn note_looping(tid: u32, caller: u64, mapping: bool, now: u64) {
+    if let Some(call) = INFLIGHT.get_ptr_mut(tid) {
+        let c = unsafe { &mut *call };
+        if c.caller == caller && now.saturating_sub(c.sleep_start_ns) < TP_LOOP_GAP_NS {
+            c.sleeps += 1;
+            c.sleep_start_ns = now;
+            if mapping {
+                c.mapping_failures += 1;
+            } else {
+                c.area_failures += 1;
+            }
+            return;
+        }
+    }
+    let Some(call) = SCRATCH_INFLIGHT.get_ptr_mut(0) else {
+        return;
+    };
+    let c = unsafe { &mut *call };
+    *c = Inflight::default();
+    c.start_ns = now;
+    c.caller = caller;
+    c.tgid = current_tgid();
+    c.tid = tid;
+    c.sleeps = 1;
+    c.sleep_start_ns = now;
+    c.area_failures = !mapping as u32;
+    c.mapping_failures = mapping as u32;
+    c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // By reference: a copy would put the struct back on the stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    if INFLIGHT.insert(tid, &*c, 0).is_err() {
+        health(Health::InflightFull);
+    }
 }
 
 fn try_sleep_end(timer: u64) {
@@ -177,7 +244,11 @@ fn try_sleep_end(timer: u64) {
         return;
     };
     let _ = TP_SLEEPS.remove(timer);
+    let slept = now_ns().saturating_sub(sleep.start_ns);
     if let Some(stats) = caller_stats(sleep.caller) {
-        unsafe { (*stats).slept_ns += now_ns().saturating_sub(sleep.start_ns) };
+        unsafe { (*stats).slept_ns += slept };
+    }
+    if let Some(call) = INFLIGHT.get_ptr_mut(sleep.tid) {
+        unsafe { (*call).slept_ns += slept };
     }
 }

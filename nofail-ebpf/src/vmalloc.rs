@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! The vmalloc core: `__vmalloc_node_range_noprof()` (6.12, 7.x) or
 //! `__vmalloc_node_range()` (6.1); userspace picks the symbol.
 //!

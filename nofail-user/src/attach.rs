@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The attach plan: one declarative table of roles, each with candidate
 //! kernel functions in order of preference (newest kernels first), resolved
 //! against the running kernel.
@@ -18,9 +19,14 @@ pub enum Mode {
     Auto,
     Fentry,
     Kprobe,
-    /// Raw tracepoints only, for kernels that refuse kprobes and fentry
-    /// (what auto falls back to there); sees less, see `TRACEPOINT_BLIND`.
+    /// Raw tracepoints, for kernels without kprobes and fentry (auto's
+    /// fallback): vmap areas, NOFAIL retry sleeps per stage, slept time; no
+    /// latency, NULLs, retries by hand or injection.
     Tracepoint,
+    /// Slow paths only, for always-on use: failures, NULLs, NOFAIL retries
+    /// and sleeps, retries by hand; a call that does not fail runs nothing,
+    /// so calls, latency and page-table levels are not counted.
+    Sentinel,
 }
 
 impl fmt::Display for Mode {
@@ -30,6 +36,7 @@ impl fmt::Display for Mode {
             Mode::Fentry => "fentry",
             Mode::Kprobe => "kprobe",
             Mode::Tracepoint => "tracepoint",
+            Mode::Sentinel => "sentinel",
         })
     }
 }
@@ -205,6 +212,13 @@ pub const TRACEPOINT_ROLES: &[TracepointRole] = &[
         sees: "vmap areas per caller (calls that reach alloc_vmap_area) and the area failures it reports",
     },
     TracepointRole {
+        name: "vmap-free",
+        category: "vmalloc",
+        event: "free_vmap_area_noflush",
+        program: "vmap_free_tp",
+        sees: "the end of a call whose area is freed by the same task (for telling the next call's retry stage)",
+    },
+    TracepointRole {
         name: "retry-timer",
         category: "timer",
         event: "timer_start",
@@ -228,6 +242,56 @@ pub const TRACEPOINT_BLIND: &[&str] = &[
     "mapping-stage failures of plain calls and page-table failures per level (no trace left)",
     "NULL returns and retries by hand (no hook sees a call return)",
     "injection (needs kprobes or fentry)",
+];
+
+/// Sentinel mode's attach points (kprobes; nofail-ebpf/src/sentinel.rs).
+pub const SENTINEL_ROLES: &[Role] = &[
+    Role {
+        name: "failure-report",
+        candidates: &["warn_alloc"],
+        required: true,
+        lost: "stage failures and NULL returns",
+        programs: Programs {
+            fentry: None,
+            fexit: None,
+            kprobe: Some("sentinel_warn"),
+            kretprobe: None,
+        },
+    },
+    Role {
+        name: "retry-sleep",
+        candidates: &["schedule_timeout_uninterruptible"],
+        required: true,
+        lost: "retry sleeps, slept time and mapping-stage retries",
+        programs: Programs {
+            fentry: None,
+            fexit: None,
+            kprobe: Some("sentinel_sleep"),
+            kretprobe: Some("sentinel_sleep_ret"),
+        },
+    },
+    Role {
+        name: "io-sleep",
+        candidates: &["io_schedule_timeout"],
+        required: false,
+        lost: "retries by hand that sleep in memalloc_retry_wait",
+        programs: Programs {
+            fentry: None,
+            fexit: None,
+            kprobe: Some("sentinel_io_sleep"),
+            kretprobe: None,
+        },
+    },
+];
+
+/// What sentinel mode does not count, said in doctor, the report's
+/// warnings and --help.
+pub const SENTINEL_BLIND: &[&str] = &[
+    "call counts, NOFAIL call counts and latency (no hook runs for a call that does not fail)",
+    "page-table failures per level",
+    "NULLs vmalloc does not warn about (zero size, page allocation cut short by a fatal signal); a failed huge-page attempt that falls back to small pages counts as a NULL",
+    "retries by hand that do not sleep before calling again",
+    "injection",
 ];
 
 /// An error-injectable kernel function `nofail inject` overrides, and the

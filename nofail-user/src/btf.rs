@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Minimal reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`): which
 //! functions exist (fentry needs them) and enumerator values such as
 //! `___GFP_NOFAIL_BIT`, which the kernel defines in an anonymous enum that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `--chains`: who is behind a generic caller. The kernel folds the calls
 //! that matter per (call site, kernel stack) into `CHAINS`; here each stack
 //! is cut to the frames from the call site outwards, `depth` deep, and

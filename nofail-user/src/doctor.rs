@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail doctor`: the attach plan as resolved on the running kernel, and
 //! what the kernel offers for fault injection.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Builds the in-kernel `Filter` from the command line and writes it to the
 //! `FILTER` map (runtime rules: no reload needed to change them).
 

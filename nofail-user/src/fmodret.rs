@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The fmod_ret half of `--inject-mode fmod-ret`. aya 0.14 cannot load
 //! BPF_MODIFY_RETURN programs, and the program needed is tiny: take the
 //! verdict the fentry decision program (nofail-ebpf/src/inject.rs) left

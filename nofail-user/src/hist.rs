@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Log2 histograms as the kernel keeps them (`nofail_common::log2_bucket`):
 //! quantiles, text bars with empty runs trimmed, and the explicit-bounds
 //! form the JSON report carries.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail inject`: the tracer plus the injection programs, failing
 //! sub-allocations only inside targeted stages of targeted calls, and the
 //! report of how each caller copes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! How `nofail inject` makes a `should_*` function fail: a kprobe calling
 //! bpf_override_return, or fmod_ret (an fentry deciding, plus the fmod_ret
 //! program of fmodret.rs). What each needs from the kernel, which one to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The running kernel's build configuration, where it can be found:
 //! `$NOFAIL_KERNEL_CONFIG`, /proc/config.gz (CONFIG_IKCONFIG_PROC) or
 //! /boot/config-<release>.

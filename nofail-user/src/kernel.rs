@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! What the running kernel offers nofail: BTF, traceable functions, kprobes.
 
 use std::collections::HashSet;

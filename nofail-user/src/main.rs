@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail`: see and break the kernel's never-fail allocation retry loops.
 
 mod attach;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Per-program run counters from the kernel (`bpf_prog_info`): above all
 //! `recursion_misses`, the runs the kernel skipped because the same program
 //! was already active on that CPU (a preempted fentry program, or a probe
@@ -11,18 +12,23 @@ use serde::Serialize;
 
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// Offsets in `struct bpf_prog_info` (uapi/linux/bpf.h, stable ABI).
+const RUN_TIME_NS_OFF: usize = 192;
 const RUN_CNT_OFF: usize = 200;
 const RECURSION_MISSES_OFF: usize = 208;
 const INFO_LEN: usize = 256;
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ProgStats {
     pub program: String,
+    /// Runs and time spent in the program body; both stay 0 unless the
+    /// kernel's run statistics are on (sysctl kernel.bpf_stats_enabled).
     pub run_count: u64,
+    pub run_time_ns: u64,
     pub recursion_misses: u64,
 }
 
-fn info_of(program: &Program) -> Option<(u64, u64)> {
+fn info_of(program: &Program) -> Option<(u64, u64, u64)> {
     let fd = program.fd().ok()?.as_fd().as_raw_fd();
     let mut info = [0u8; INFO_LEN];
     #[repr(C)]
@@ -38,17 +44,22 @@ fn info_of(program: &Program) -> Option<(u64, u64)> {
     };
     crate::sysbpf::bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
     let u64_at = |off: usize| u64::from_ne_bytes(info[off..off + 8].try_into().expect("8 bytes"));
-    Some((u64_at(RUN_CNT_OFF), u64_at(RECURSION_MISSES_OFF)))
+    Some((
+        u64_at(RUN_CNT_OFF),
+        u64_at(RUN_TIME_NS_OFF),
+        u64_at(RECURSION_MISSES_OFF),
+    ))
 }
 
 /// Counters of every loaded program of the object.
 pub fn read(ebpf: &Ebpf) -> Vec<ProgStats> {
     ebpf.programs()
         .filter_map(|(name, p)| {
-            let (run_count, recursion_misses) = info_of(p)?;
+            let (run_count, run_time_ns, recursion_misses) = info_of(p)?;
             Some(ProgStats {
                 program: name.to_string(),
                 run_count,
+                run_time_ns,
                 recursion_misses,
             })
         })

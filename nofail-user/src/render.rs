@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The text report: the per-caller table, the details of callers that
 //! failed, retried or slept (with their histograms), stuck calls, and what
 //! nofail could not count.

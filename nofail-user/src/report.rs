@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Reads the in-kernel aggregates and turns them into the per-caller report
 //! (text and JSON).
 
@@ -404,10 +405,13 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// Calls in progress, oldest first.
+/// In tracepoint mode (`loops_only`) the map holds retry loops, kept while
+/// their sleeps keep coming (nofail-ebpf/src/tracepoints.rs).
 pub fn read_inflight(
     ebpf: &Ebpf,
     syms: &Kallsyms,
     stuck_after_ns: u64,
+    loops_only: bool,
 ) -> Result<Vec<InflightRow>> {
     let map: HashMap<_, u32, Inflight> =
         HashMap::try_from(ebpf.map("INFLIGHT").context("INFLIGHT map missing")?)?;
@@ -417,6 +421,9 @@ pub fn read_inflight(
         let Ok((_, call)) = entry else { continue }; // entries vanish while we iterate
         if call.ignored != 0 {
             continue;
+        }
+        if loops_only && now.saturating_sub(call.sleep_start_ns) >= nofail_common::TP_LOOP_GAP_NS {
+            continue; // the loop ended: no sleep for a while
         }
         let age_ns = now.saturating_sub(call.start_ns);
         let comm_len = call
@@ -487,11 +494,20 @@ fn pt_map(levels: [u64; PT_LEVELS]) -> BTreeMap<String, u64> {
 }
 
 /// Rows sorted by retries, then calls (descending), then caller name. Call
-/// sites with no finished call but open-coded retries still show.
+/// sites with no finished call but open-coded retries still show, as do
+/// sentinel mode's rows (failures only, no call counts).
 pub fn rows(stats: &BTreeMap<u64, CallerStats>, syms: &Kallsyms) -> Vec<CallerRow> {
     let mut rows: Vec<CallerRow> = stats
         .iter()
-        .filter(|(_, s)| s.calls > 0 || s.hand_retries > 0)
+        .filter(|(_, s)| {
+            s.calls
+                + s.hand_retries
+                + s.null_returns
+                + s.area_failures
+                + s.mapping_failures
+                + s.sleeps
+                > 0
+        })
         .map(|(&addr, s)| row(addr, s, syms))
         .collect();
     rows.sort_by(|a, b| {

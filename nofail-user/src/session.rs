@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! What `nofail trace` and `nofail inject` share: listening for Ctrl-C
 //! before anything else, loading symbols, attaching the tracer, and
 //! collecting the final report.
@@ -158,7 +159,12 @@ impl Session {
                 Some(depth) => crate::chains::read(ebpf, &self.syms, depth)?,
                 None => vec![],
             },
-            in_flight: report::read_inflight(ebpf, &self.syms, stuck_after.as_nanos() as u64)?,
+            in_flight: report::read_inflight(
+                ebpf,
+                &self.syms,
+                stuck_after.as_nanos() as u64,
+                !self.tracer.sees_every_call(),
+            )?,
             health: report::read_health(ebpf)?,
             injection: None,
         })

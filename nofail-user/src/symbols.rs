@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Kernel address → `symbol+0xoff` through /proc/kallsyms.
 
 use anyhow::{Context as _, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The bpf(2) system call, for the few commands nofail issues itself
 //! (aya 0.14 does not wrap them): program info (progstats.rs), fmod_ret
 //! load and attach (fmodret.rs), the own-process self-check (inject.rs).

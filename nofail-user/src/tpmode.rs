@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Tracepoint mode, userspace side: the kernel text ranges the programs
 //! need to read vmalloc's `caller` from the stack (nofail-ebpf/src/frames.rs)
 //! and the attachment of the raw tracepoints (attach::TRACEPOINT_ROLES).

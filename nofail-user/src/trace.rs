@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail trace`: attach, refresh while tracing, report.
 
 use std::time::Duration;
@@ -35,7 +36,8 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                 let ebpf = &session.tracer.ebpf;
                 let syms = Kallsyms::load().unwrap_or_default();
                 let rows = report::rows(&report::read_callers(ebpf)?, &syms);
-                let stuck = report::read_inflight(ebpf, &syms, stuck_after)?;
+                let loops_only = !session.tracer.sees_every_call();
+                let stuck = report::read_inflight(ebpf, &syms, stuck_after, loops_only)?;
                 println!("--- {:.0} s ---", session.started.elapsed().as_secs_f64());
                 print!("{}{}", render::render_top(&rows, args.top), render::render_inflight(&stuck));
             }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Loads the embedded eBPF object and attaches it according to the plan.
 //! Everything attached lives in `Tracer::ebpf`: dropping it (on any error
 //! path, or at exit) detaches all programs.
@@ -80,6 +81,13 @@ impl Tracer {
         })?;
         crate::filter::install(&mut ebpf, targets)?;
         let (attached, warnings) = match mode {
+            Mode::Sentinel => (
+                attach_sentinel(&mut ebpf, view, text.is_some())?,
+                attach::SENTINEL_BLIND
+                    .iter()
+                    .map(|w| format!("sentinel mode does not count {w}"))
+                    .collect(),
+            ),
             Mode::Tracepoint => (
                 tpmode::attach(&mut ebpf, text.as_ref(), None)?,
                 tpmode::warnings(),
@@ -99,6 +107,9 @@ impl Tracer {
                 Err((e, _)) => return Err(e),
             },
         };
+        if targets.filter.min_size != 0 && attached.iter().any(|a| a.mode == Mode::Sentinel) {
+            anyhow::bail!("--min-size needs each call's size, which sentinel mode cannot see");
+        }
         if targets.filter.nofail_only != 0 && attached.iter().any(|a| a.mode == Mode::Tracepoint) {
             // Dropping `ebpf` detaches what was attached.
             anyhow::bail!(
@@ -126,6 +137,42 @@ fn fallback_reason(e: &anyhow::Error) -> String {
         Some(f) => format!("kprobes absent, fentry refused ({f})"),
         None => format!("kprobes absent, {}", text.lines().next().unwrap_or("")),
     }
+}
+
+/// Sentinel mode: kprobes on the slow paths only (attach::SENTINEL_ROLES).
+fn attach_sentinel(ebpf: &mut Ebpf, view: &KernelView, text: bool) -> Result<Vec<Attached>> {
+    if !text {
+        return Err(anyhow!(
+            "sentinel mode needs kernel addresses from /proc/kallsyms (run as root)"
+        ));
+    }
+    if !view.kprobes {
+        return Err(anyhow!(
+            "sentinel mode needs kprobes, which this kernel lacks (try --mode tracepoint)"
+        ));
+    }
+    let mut attached = Vec::new();
+    for role in attach::SENTINEL_ROLES {
+        let Some(function) = role.candidates.iter().find(|f| view.is_traceable(f)) else {
+            if role.required {
+                return Err(anyhow!(
+                    "sentinel mode: none of {} is traceable here ({})",
+                    role.candidates.join(", "),
+                    role.lost
+                ));
+            }
+            continue;
+        };
+        attach_kprobe(ebpf, view, role, function)
+            .map_err(|e| e.context(format!("kprobe on {function} ({})", role.name)))?;
+        attached.push(Attached {
+            role: role.name.to_string(),
+            function: function.to_string(),
+            mode: Mode::Sentinel,
+            fallback_reason: None,
+        });
+    }
+    Ok(attached)
 }
 
 /// Attaches the function roles (fentry or kprobe); on error, also says
@@ -158,9 +205,12 @@ fn attach_functions(
 
 impl Tracer {
     /// Counts every call (entry and exit hooks), rather than tracepoint
-    /// mode's vmap areas and slow-path events.
+    /// mode's vmap areas and slow-path events or sentinel's slow paths.
     pub fn sees_every_call(&self) -> bool {
-        !self.attached.iter().any(|a| a.mode == Mode::Tracepoint)
+        !self
+            .attached
+            .iter()
+            .any(|a| matches!(a.mode, Mode::Tracepoint | Mode::Sentinel))
     }
 
     /// Warnings, then one line per attach mode with the reason fentry was
@@ -207,7 +257,7 @@ fn attach_role(
         fallback_reason,
     };
     let fentry_err = match mode {
-        Mode::Kprobe | Mode::Tracepoint => None,
+        Mode::Kprobe | Mode::Tracepoint | Mode::Sentinel => None,
         // Exact counts first: on a kernel that preempts BPF programs, fentry
         // loses events under load; kprobes do not. --mode fentry overrides.
         Mode::Auto if view.preempts_bpf() && view.kprobes => Some(format!(
@@ -310,7 +360,41 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::{OBJECT, one_line};
+
+    /// The bytes of the ELF section `name` in a little-endian ELF64 object.
+    fn elf_section<'a>(elf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+        let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+        let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+        let (shoff, shentsize, shnum, shstrndx) =
+            (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+        let header = |i: usize| shoff + i * shentsize;
+        let strtab = u64_at(header(shstrndx) + 0x18);
+        (0..shnum).find_map(|i| {
+            let h = header(i);
+            let n = strtab + u32_at(h);
+            let end = n + elf[n..].iter().position(|&b| b == 0)?;
+            (&elf[n..end] == name.as_bytes())
+                .then(|| &elf[u64_at(h + 0x18)..u64_at(h + 0x18) + u64_at(h + 0x20)])
+        })
+    }
+
+    /// The license the embedded eBPF object gives the kernel agrees with
+    /// the eBPF crate's Cargo license (MIT OR GPL-2.0-only is "Dual MIT/GPL").
+    #[test]
+    fn embedded_object_license_matches_cargo() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+        let section = elf_section(OBJECT, "license").expect("no license section");
+        assert_eq!(section, b"Dual MIT/GPL\0");
+        let manifest = include_str!("../../nofail-ebpf/Cargo.toml");
+        assert!(
+            manifest
+                .lines()
+                .any(|l| l.trim() == "license = \"MIT OR GPL-2.0-only\""),
+            "nofail-ebpf/Cargo.toml license is not MIT OR GPL-2.0-only"
+        );
+    }
 
     #[test]
     fn one_line_drops_verifier_log() {

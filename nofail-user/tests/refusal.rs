@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! On a kernel that refuses BPF tracing programs and has no kprobes (the
 //! development machines: see README), `nofail trace` runs in tracepoint
 //! mode (tests/../testing/vm-tests host scenarios); what that mode cannot

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Private apt state per Debian suite: its own sources list, lists and cache
 //! under the nofail cache, so the machine's own apt configuration is never
 //! touched. Used to find and download kernel packages.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `cargo xtask ci`: the whole suite. Host checks (fmt, clippy, unit tests,
 //! the refusal on this kernel), then the VM matrix: every kernel boots and
 //! runs the VM tests against the real nofail binary.
@@ -98,6 +99,14 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
             ],
         )
     });
+    // Advisories are not checked: the RustSec database cannot be fetched
+    // here (deny.toml says so).
+    t.step("cargo deny (licenses, bans, sources)", || {
+        cargo(
+            &root,
+            &["deny", "--offline", "check", "licenses", "bans", "sources"],
+        )
+    });
     t.step("cargo test (host)", || cargo(&root, &["test"]));
     t.step("build nofail and vm-tests (release)", || {
         cargo(
@@ -158,6 +167,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
                     env: &[],
                     timeout: 30,
                     memory: 512,
+                    icount: false,
                 })?;
                 Ok(code == vm::EXIT_TIMEOUT)
             });
@@ -171,6 +181,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
                     env: &[],
                     timeout: 120,
                     memory: 512,
+                    icount: false,
                 })?;
                 Ok(code == vm::EXIT_CRASH)
             });
@@ -231,6 +242,7 @@ pub fn vm_suite(kernel: &Kernel, filter: Option<&str>) -> Result<bool> {
         env: &env,
         timeout: 900,
         memory: 2048,
+        icount: false,
     })?;
     Ok(code == 0)
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! newc cpio writer for the guest initramfs (the format the kernel unpacks).
 
 use std::io::{self, Write};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `cargo xtask demo`: boot a VM and show `nofail trace` on real traffic.
 
 use anyhow::Result;
@@ -33,5 +34,6 @@ pub fn run(name: KernelName) -> Result<i32> {
         env: &[],
         timeout: 600,
         memory: 2048,
+        icount: false,
     })
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The kernel matrix: Debian's stock images and the test kernel built from
 //! Debian's source with the injection options, cached outside the checkout.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Project automation: toolchain setup, kernels, the QEMU runner, tests.
 
 mod apt;
@@ -6,6 +7,7 @@ mod ci;
 mod cpio;
 mod demo;
 mod kernels;
+mod licenses;
 mod setup;
 mod trigger;
 mod util;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `cargo xtask setup`: make a fresh Debian 12 machine ready, idempotently.
 //! Every step checks first, so a ready machine passes in well under a second.
 
@@ -37,7 +38,27 @@ pub fn ensure() -> Result<()> {
     nightly_rust_src()?;
     musl_target()?;
     bpf_linker()?;
+    cargo_deny()?;
     Ok(())
+}
+
+/// cargo-deny checks the dependency policy (deny.toml) in `xtask ci`.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+fn cargo_deny() -> Result<()> {
+    let current = Command::new("cargo").args(["deny", "--version"]).output();
+    if current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DENY_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-deny {CARGO_DENY_VERSION} (a few minutes, once)");
+    util::run(Command::new("cargo").args([
+        "install",
+        "cargo-deny",
+        "--locked",
+        "--version",
+        &format!("={CARGO_DENY_VERSION}"),
+    ]))
+    .context("cargo install cargo-deny failed")
 }
 
 fn debian_packages() -> Result<()> {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Builds the trigger module (testing/trigger) against the test kernel tree,
 //! in the cache next to that tree so the checkout stays clean.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Small process and filesystem helpers shared by the xtask commands.
 
 use std::{

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `cargo xtask vm`: boot a kernel under QEMU (TCG), run one command in the
 //! guest over the host's root filesystem, stream its output, and exit with
 //! its status. Panics, soft lockups, RCU stalls, hangs and the wall-clock
@@ -59,6 +60,7 @@ pub fn cmd(args: VmArgs) -> Result<i32> {
         env: &args.env,
         timeout: args.timeout,
         memory: args.memory,
+        icount: false,
     })
 }
 
@@ -72,6 +74,9 @@ pub struct Guest<'a> {
     pub env: &'a [String],
     pub timeout: u64,
     pub memory: u32,
+    /// QEMU `-icount shift=0,sleep=off`: the guest clock advances one
+    /// nanosecond per guest instruction (the benchmark's counted metric).
+    pub icount: bool,
 }
 
 /// Boots `kernel`, runs `command` in `cwd`, returns the guest command's
@@ -104,6 +109,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         env,
         timeout,
         memory,
+        icount,
     } = *guest;
     let work = tempdir()?;
     let nonce = format!("NOFAIL-VM-{:016x}", rand64());
@@ -131,6 +137,11 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         "-monitor",
         "none",
     ])
+    .args(if icount {
+        &["-icount", "shift=0,sleep=off"][..]
+    } else {
+        &[]
+    })
     .args(["-serial", "stdio"])
     .arg("-serial")
     .arg(format!("file:{}", heartbeat.display()))

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail report NEW --baseline OLD`: per-caller changes between two
 //! reports, and thresholds that turn them into a CI gate. Callers are
 //! matched by `symbol+offset` (addresses move with KASLR and module load

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Report files: written atomically (a reader never sees half a file, a
 //! failed write leaves nothing behind) and read back with every field
 //! checked, since a report may come from anywhere.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Where reports leave the tool: JSON files (read back by `nofail report`),
 //! Prometheus text (a textfile-collector file or `nofail serve`), SVG
 //! pictures, and the baseline gate.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Prometheus text exposition (format 0.0.4) of a report: counters end in
 //! `_total`, base units in names, histograms as cumulative `_bucket{le}`
 //! ending in `+Inf` with `_sum` and `_count`. Caller labels are bounded:
@@ -282,8 +283,11 @@ pub fn render(report: &Report, top: usize) -> String {
     // Tracepoint mode sees no call return and no gfp mask: series it
     // cannot count are left out rather than exported as zeros.
     let tracepoint = report.mode == "tracepoint";
+    let sentinel = report.mode == "sentinel";
     for (name, help, samples) in COUNTERS {
-        if tracepoint && NOT_IN_TRACEPOINT_MODE.contains(name) {
+        if (tracepoint && NOT_IN_TRACEPOINT_MODE.contains(name))
+            || (sentinel && NOT_IN_SENTINEL_MODE.contains(name))
+        {
             continue;
         }
         let help = match *name {
@@ -305,7 +309,7 @@ pub fn render(report: &Report, top: usize) -> String {
     }
 
     chain_counters(&mut out, &report.chains, top);
-    if !tracepoint {
+    if !tracepoint && !sentinel {
         per_call_histograms(&mut out, &rows);
     }
     missed_and_injection(&mut out, report);
@@ -319,6 +323,14 @@ const NOT_IN_TRACEPOINT_MODE: &[&str] = &[
     "nofail_pagetable_failures_total",
     "nofail_open_coded_retries_total",
     "nofail_open_coded_retry_sleeps_total",
+    "nofail_injected_failures_total",
+];
+
+/// Series sentinel mode cannot count (attach::SENTINEL_BLIND).
+const NOT_IN_SENTINEL_MODE: &[&str] = &[
+    "nofail_vmalloc_calls_total",
+    "nofail_vmalloc_nofail_calls_total",
+    "nofail_pagetable_failures_total",
     "nofail_injected_failures_total",
 ];
 

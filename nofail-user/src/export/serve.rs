@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail serve`: Prometheus' pull endpoint. `GET /metrics` renders the
 //! live counts (or a recorded report) at scrape time. Loopback by default:
 //! the metrics name kernel call sites, which is not for every network.

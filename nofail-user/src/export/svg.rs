@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail report --svg`: the retries-per-call and stall-time histograms
 //! of the top callers, one row per caller, drawn with plotters' SVG
 //! backend (no fonts or system libraries needed: text is left to the

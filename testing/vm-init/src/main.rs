@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! PID 1 of nofail's test VMs (modelled on aya's test-distro init).
 //!
 //! The initramfs holds this binary, `/config` and the kernel modules a stock

@@ -1,7 +1,13 @@
-//! `vm-tests --bench FILE`: calls/s of the trigger's vmalloc(64 KiB)+vfree
-//! loop untraced, under `nofail trace` (fentry and kprobe modes) and under
-//! an equivalent bpftrace script doing the same per-caller aggregation.
-//! Ratios come from one boot; nothing here asserts a wall-clock limit.
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `vm-tests --bench FILE`: what each way of tracing costs per vmalloc
+//! call, measured in one boot with the configurations interleaved (A B C D
+//! E, A B C D E, ... ROUNDS times): untraced, nofail's full mode with
+//! kprobes and with fentry, nofail's sentinel mode, and a bpftrace script
+//! doing the full mode's per-caller aggregation. Time is read inside this
+//! one process after warm-up; under `cargo xtask bench`'s `-icount
+//! shift=0,sleep=off` a guest nanosecond is one guest instruction. The
+//! kernel's own run statistics (kernel.bpf_stats_enabled) give nofail's
+//! program runs per call. Nothing here asserts a time.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -10,21 +16,20 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
-    harness::{Ctx, Trace, field, row},
-    trigger,
+    harness::{Ctx, Trace, field},
+    trigger::{self, Arm, Injector},
 };
 
-const CALLS: u64 = 20_000;
-const ROUNDS: usize = 3;
-const SIZE: u64 = 64 << 10;
+const ROUNDS: usize = 5;
+const K: u64 = 3;
 
 /// Per-caller calls, NOFAIL calls, NULL returns and latency, as nofail's
-/// vmalloc-core programs keep them. Debian's bpftrace (0.17) refuses kfunc
-/// on functions with more than six parameters, so it uses kprobes and reads
-/// the stack-passed `caller` (argument 9) as nofail's kprobe mode does.
+/// full mode keeps them. Debian's bpftrace refuses kfunc on functions with
+/// more than six parameters, so it uses kprobes and reads the stack-passed
+/// `caller` (argument 9) as nofail's kprobe mode does.
 const BPFTRACE: &str = r#"
 kprobe:__vmalloc_node_range_noprof {
     @start[tid] = nsecs; @caller[tid] = *(uint64 *)(reg("sp") + 24); @nf[tid] = arg4 & 0x8000;
@@ -39,33 +44,119 @@ kretprobe:__vmalloc_node_range_noprof /@start[tid]/ {
 }
 "#;
 
-/// Median calls/s over ROUNDS runs of CALLS calls.
-fn measure() -> Result<f64> {
-    let mut rates = Vec::new();
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        let r = trigger::run("vmalloc", CALLS, SIZE, trigger::Arm::Off)?;
-        ensure!(r.calls == CALLS && r.null == 0, "trigger run: {r:?}");
-        rates.push(CALLS as f64 / t.elapsed().as_secs_f64());
-    }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates[ROUNDS / 2])
+struct Workload {
+    name: &'static str,
+    /// The caller row the calls land in, and how many one run makes.
+    caller: &'static str,
+    calls: u64,
+    run: fn() -> Result<()>,
 }
 
-fn with_nofail(ctx: &Ctx, mode: &str) -> Result<f64> {
-    let trace = Trace::start(ctx, &format!("bench_{mode}"), &["--mode", mode])?;
-    let rate = measure();
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "vmalloc_64k",
+        caller: "site_vmalloc",
+        calls: 1000,
+        run: || vmalloc(1000, 64 << 10),
+    },
+    Workload {
+        name: "vmalloc_8k",
+        caller: "site_vmalloc",
+        calls: 1000,
+        run: || vmalloc(1000, 8 << 10),
+    },
+    Workload {
+        name: "bpf_map_create",
+        caller: "array_map_alloc",
+        calls: 50,
+        run: || (0..50).try_for_each(|_| crate::bpf::create_big_array_map()),
+    },
+    Workload {
+        name: "nofail_3_retries",
+        caller: "site_vmalloc_nofail",
+        calls: 1,
+        run: || {
+            let (r, left) =
+                trigger::run_injected(Injector::ShouldFailslab, K, "vmalloc_nofail", 1, 64 << 10)?;
+            ensure!(r.null == 0 && left == 0, "{r:?}");
+            Ok(())
+        },
+    },
+];
+
+fn vmalloc(count: u64, size: u64) -> Result<()> {
+    let r = trigger::run("vmalloc", count, size, Arm::Off)?;
+    ensure!(r.calls == count && r.null == 0, "trigger run: {r:?}");
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Config {
+    Untraced,
+    Nofail(&'static str),
+    Bpftrace,
+}
+
+const CONFIGS: &[(&str, Config)] = &[
+    ("untraced", Config::Untraced),
+    ("nofail_kprobe", Config::Nofail("kprobe")),
+    ("nofail_fentry", Config::Nofail("fentry")),
+    ("nofail_sentinel", Config::Nofail("sentinel")),
+    ("bpftrace", Config::Bpftrace),
+];
+
+/// One configuration in one round: ns per call per workload, calls
+/// counted per workload caller, program runs and run time.
+struct Sample {
+    ns_per_call: Vec<f64>,
+    counted: Vec<Option<u64>>,
+    runs: u64,
+    run_time_ns: u64,
+    skipped: u64,
+}
+
+fn measure_all() -> Result<Vec<f64>> {
+    WORKLOADS
+        .iter()
+        .map(|w| {
+            let t = Instant::now();
+            (w.run)()?;
+            Ok(t.elapsed().as_nanos() as f64 / w.calls as f64)
+        })
+        .collect()
+}
+
+fn counted_by_nofail(report: &Value, caller: &str) -> u64 {
+    crate::harness::rows_of(&report["callers"], caller)
+        .iter()
+        .map(|r| field(r, "calls"))
+        .sum()
+}
+
+fn with_nofail(ctx: &Ctx, mode: &str, round: usize) -> Result<Sample> {
+    let trace = Trace::start(ctx, &format!("bench_{mode}_{round}"), &["--mode", mode])?;
+    let ns = measure_all();
     let report = trace.finish()?;
-    let rate = rate?;
-    let seen = field(row(&report, "site_vmalloc")?, "calls");
-    println!(
-        "  nofail {mode}: counted {seen} of {} calls",
-        CALLS * ROUNDS as u64
-    );
-    Ok(rate)
+    let ns_per_call = ns?;
+    let programs = report["health"]["programs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let sum = |k: &str| programs.iter().map(|p| field(p, k)).sum::<u64>();
+    Ok(Sample {
+        ns_per_call,
+        // Sentinel counts no calls, only what failed.
+        counted: WORKLOADS
+            .iter()
+            .map(|w| (mode != "sentinel").then(|| counted_by_nofail(&report, w.caller)))
+            .collect(),
+        runs: sum("run_count"),
+        run_time_ns: sum("run_time_ns"),
+        skipped: field(&report["health"], "missed_runs"),
+    })
 }
 
-fn with_bpftrace() -> Result<f64> {
+fn with_bpftrace() -> Result<Sample> {
     let mut child = Command::new("bpftrace")
         .args(["-e", BPFTRACE])
         .stdout(Stdio::piped())
@@ -79,60 +170,141 @@ fn with_bpftrace() -> Result<f64> {
             break;
         }
     }
-    let rate = measure();
+    let ns = measure_all();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let maps: Vec<String> = lines.map_while(Result::ok).collect();
     child.wait()?;
-    let calls = maps
-        .iter()
-        .find(|l| l.starts_with("@calls[") && l.contains("site_vmalloc"))
-        .cloned();
-    println!(
-        "  bpftrace: {}",
-        calls.unwrap_or_else(|| "no @calls line for site_vmalloc".into())
-    );
-    rate
+    let calls = |caller: &str| -> u64 {
+        maps.iter()
+            .filter(|l| l.starts_with("@calls[") && l.contains(&format!("{caller}+")))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
+            .sum()
+    };
+    Ok(Sample {
+        ns_per_call: ns?,
+        counted: WORKLOADS.iter().map(|w| Some(calls(w.caller))).collect(),
+        runs: 0,
+        run_time_ns: 0,
+        skipped: 0,
+    })
+}
+
+fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
     ctx.load_trigger()?;
-    trigger::run("vmalloc", 1000, SIZE, trigger::Arm::Off)?; // warm up
-    // Each traced configuration is compared with an untraced measurement
-    // taken right before it: the guest's vmalloc speed drifts over a run
-    // (vmap area reuse, lazy purging), which a single baseline would hide.
-    let mut results = Vec::new();
-    for (name, traced) in [
-        (
-            "nofail_fentry",
-            &(|| with_nofail(ctx, "fentry")) as &dyn Fn() -> Result<f64>,
-        ),
-        ("nofail_kprobe", &|| with_nofail(ctx, "kprobe")),
-        ("bpftrace", &with_bpftrace),
-    ] {
-        let base = measure()?;
-        let rate = traced()?;
-        results.push((name, base, rate, base / rate - 1.0));
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("cannot enable BPF run statistics")?;
+    measure_all()?; // warm up
+    let mut samples: Vec<Vec<Sample>> = CONFIGS.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        for (i, (name, config)) in CONFIGS.iter().enumerate() {
+            let s = match config {
+                Config::Untraced => Sample {
+                    ns_per_call: measure_all()?,
+                    counted: vec![None; WORKLOADS.len()],
+                    runs: 0,
+                    run_time_ns: 0,
+                    skipped: 0,
+                },
+                Config::Nofail(mode) => with_nofail(ctx, mode, round)?,
+                Config::Bpftrace => with_bpftrace()?,
+            };
+            println!(
+                "  round {round} {name}: {}",
+                s.ns_per_call
+                    .iter()
+                    .map(|n| format!("{n:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            samples[i].push(s);
+        }
     }
-    println!(
-        "{:<16} {:>14} {:>14} {:>10}",
-        "CONFIG", "UNTRACED/S", "TRACED/S", "OVERHEAD"
+    let calls_per_round: u64 = WORKLOADS.iter().map(|w| w.calls).sum();
+    let mut table = format!(
+        "{:<16} {:<17} {:>12} {:>10} {:>26} {:>16}\n",
+        "CONFIG", "WORKLOAD", "NS/CALL", "ADDED", "OVERHEAD med [min-max]", "COUNTED"
     );
-    for (name, base, rate, overhead) in &results {
-        println!(
-            "{name:<16} {base:>14.0} {rate:>14.0} {:>9.1}%",
-            overhead * 100.0
+    let mut configs_json = Vec::new();
+    for (i, (name, _)) in CONFIGS.iter().enumerate() {
+        let mut workloads_json = Vec::new();
+        for (w, work) in WORKLOADS.iter().enumerate() {
+            let ns: Vec<f64> = samples[i].iter().map(|s| s.ns_per_call[w]).collect();
+            // Each round against the untraced run of the same round.
+            let over: Vec<f64> = samples[i]
+                .iter()
+                .zip(&samples[0])
+                .map(|(s, base)| s.ns_per_call[w] / base.ns_per_call[w] - 1.0)
+                .collect();
+            let added: Vec<f64> = samples[i]
+                .iter()
+                .zip(&samples[0])
+                .map(|(s, base)| s.ns_per_call[w] - base.ns_per_call[w])
+                .collect();
+            let (ns_med, ns_min, ns_max) = median_min_max(ns);
+            let (o_med, o_min, o_max) = median_min_max(over);
+            let (a_med, _, _) = median_min_max(added);
+            // Rows sharing a caller (the two vmalloc sizes) are counted
+            // together: completeness is judged per caller.
+            let made: u64 = WORKLOADS
+                .iter()
+                .filter(|x| x.caller == work.caller)
+                .map(|x| x.calls)
+                .sum::<u64>()
+                * ROUNDS as u64;
+            let counted: Option<u64> = samples[i].iter().map(|s| s.counted[w]).sum::<Option<u64>>();
+            let counted_text = match counted {
+                Some(c) => format!("{c}/{made}"),
+                None => "-".into(),
+            };
+            table += &format!(
+                "{:<16} {:<17} {:>12.0} {:>10.0} {:>8.1}% [{:>5.1}–{:>5.1}%] {:>16}\n",
+                name,
+                work.name,
+                ns_med,
+                a_med,
+                o_med * 100.0,
+                o_min * 100.0,
+                o_max * 100.0,
+                counted_text
+            );
+            workloads_json.push(json!({
+                "workload": work.name, "calls_per_run": work.calls,
+                "ns_per_call": {"median": ns_med, "min": ns_min, "max": ns_max},
+                "added_ns_per_call_median": a_med,
+                "overhead": {"median": o_med, "min": o_min, "max": o_max},
+                "calls_counted": counted, "calls_made": made,
+            }));
+        }
+        let runs: u64 = samples[i].iter().map(|s| s.runs).sum();
+        let time: u64 = samples[i].iter().map(|s| s.run_time_ns).sum();
+        let skipped: u64 = samples[i].iter().map(|s| s.skipped).sum();
+        let made = calls_per_round * ROUNDS as u64;
+        table += &format!(
+            "{:<16} program runs per call {:.2}, program time per call {:.0} ns, skipped runs {skipped}\n",
+            name,
+            runs as f64 / made as f64,
+            time as f64 / made as f64
         );
+        configs_json.push(json!({
+            "name": name, "workloads": workloads_json,
+            "program_runs_per_call": runs as f64 / made as f64,
+            "program_ns_per_call": time as f64 / made as f64,
+            "skipped_runs": skipped,
+        }));
     }
-    let overhead = |n: &str| results.iter().find(|r| r.0 == n).map_or(f64::NAN, |r| r.3);
-    let ratio = overhead("bpftrace") / overhead("nofail_fentry");
-    println!("bpftrace overhead / nofail fentry overhead = {ratio:.2}");
+    print!("{table}");
+    let icount = std::env::var("NOFAIL_BENCH_CLOCK").unwrap_or_else(|_| "wall".into());
     let json = json!({
-        "workload": format!("trigger vmalloc({SIZE})+vfree, {CALLS} calls x {ROUNDS} rounds (median), untraced baseline measured right before each"),
+        "clock": icount,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
-        "configs": results.iter().map(|(name, base, rate, overhead)| json!({
-            "name": name, "untraced_calls_per_s": base, "traced_calls_per_s": rate, "overhead": overhead,
-        })).collect::<Vec<_>>(),
-        "bpftrace_over_nofail_fentry_overhead": ratio,
+        "rounds": ROUNDS,
+        "configs": configs_json,
+        "table": table,
     });
     std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")?;
     Ok(())

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! bpf(2) from the test process: array maps whose vmalloc is a known call
 //! from array_map_alloc, and map and program ids as a ground truth for
 //! "nothing was loaded" (the kernel hands out ids in increasing order).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Export formats from real runs: the Prometheus endpoint scraped while
 //! the trigger makes calls with a known number of forced retries, promtool
 //! on every output, the JSON read back into a picture and through the

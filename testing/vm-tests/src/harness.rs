@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Running `nofail trace` in the background and reading its JSON report.
 
 use std::{

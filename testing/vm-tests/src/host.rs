@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `vm-tests --host`: the tracepoint mode on the CI machine's own kernel
 //! (no kprobes, fentry refused: `auto` must choose tracepoints), exact
 //! against ground truths the kernel keeps: BPF maps made here, XFS's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail inject` scenarios (test kernel). The ground truth is the
 //! trigger's own view of each call (NULL or not, retries by hand) and the
 //! kernel's program list, never nofail's own counters alone.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! VM integration tests. Each scenario makes an exact number of vmalloc
 //! calls from a call site it knows (the trigger module, or a bpf(2) array map
 //! creation on stock kernels), traces them with the real `nofail` binary and
@@ -11,6 +12,7 @@ mod host;
 mod inject;
 mod real;
 mod scenarios;
+mod sentinel;
 mod soak;
 mod tracepoint;
 mod trigger;
@@ -58,15 +60,6 @@ fn main() -> std::process::ExitCode {
     let (mut passed, mut failed) = (0, 0);
     let list = if args.host {
         host::all()
-    } else if args
-        .filter
-        .as_deref()
-        .is_some_and(|f| "tracepoint_mode_matches_full".contains(f) && f.len() > 16)
-    {
-        vec![(
-            "tracepoint_mode_matches_full",
-            tracepoint::matches_full_mode as scenarios::Scenario,
-        )]
     } else {
         scenarios::all(&ctx)
     };

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Real-workload scenarios: real kernel code (XFS, ext4, BPF maps), no
 //! trigger module. The ground truth comes from the kernel itself: a
 //! subsystem's tracepoint counted in its own trace instance, its own

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The scenarios, each checking nofail's counts against a ground truth it
 //! does not get from nofail: the trigger module's own counts and the
 //! kernel's own fault injectors (failslab, fail_page_alloc, fail_function).
@@ -32,6 +33,10 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
             crate::tracepoint::counts_maps,
         ),
         (
+            "sentinel_silent_without_failures",
+            crate::sentinel::silent_without_failures,
+        ),
+        (
             "real_xfs_remote_xattrs_traced",
             crate::real::xfs_remote_xattrs_traced,
         ),
@@ -59,6 +64,11 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 crate::inject::dry_run_fails_nothing,
             ),
             ("trigger_sites_exact", trigger_sites_exact),
+            (
+                "tracepoint_mode_matches_full",
+                crate::tracepoint::matches_full_mode,
+            ),
+            ("sentinel_matches_full", crate::sentinel::matches_full_mode),
             (
                 "export_formats_from_live_run",
                 crate::export::formats_from_live_run,
@@ -435,12 +445,28 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
 fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
     let trace = Trace::start(ctx, "mapping_spin", &["--stuck-after", "500ms"])?;
+    // The tracepoint mode alongside sees the loop from its sleeps alone.
+    let tp = Trace::start(
+        ctx,
+        "mapping_spin_tp",
+        &["--stuck-after", "500ms", "--mode", "tracepoint"],
+    )?;
     let finished = run_mapping_injected(6 << 20, 1, 3);
     if matches!(finished, Ok(None)) {
         std::thread::sleep(Duration::from_secs(1));
     }
     let left = Injector::FailPageAlloc.remaining();
+    let tp = tp.finish()?;
     let report = trace.finish()?;
+    let looping = crate::harness::rows_of(&tp["in_flight"], "site_vmalloc_nofail_fresh");
+    ensure!(
+        looping.len() == 1
+            && looping[0]["stuck"] == true
+            && field(looping[0], "mapping_failures") >= 2
+            && field(looping[0], "area_failures") == 0,
+        "tracepoint mode does not show the loop stuck in the mapping stage: {}",
+        tp["in_flight"]
+    );
     ensure!(
         finished?.is_none(),
         "the call finished: the failure came before any PTE was written"

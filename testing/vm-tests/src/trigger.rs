@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The trigger module's debugfs interface and the kernel's own fault
 //! injection (failslab with task-filter), the ground truth of the test kernel.
 

@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//! Sentinel mode (`--mode sentinel`): only vmalloc's slow paths are hooked,
+//! so a call that does not fail runs no nofail program at all.
+//!
+//! * `warn_alloc()` with a `"vmalloc error: size %lu, "` message: every stage
+//!   failure vmalloc reports (`vm_struct allocation failed` is the area
+//!   stage, NOFAIL or not; `failed to map pages` the mapping stage of a
+//!   plain call; the others: pages, page array, size). gfp (argument 0)
+//!   tells a NOFAIL retry from a NULL returned.
+//! * `schedule_timeout_uninterruptible()` called from vmalloc: a NOFAIL
+//!   retry sleep; the area stage's when `warn_alloc` reported an area
+//!   failure of the same call just before (the area loop warns, then
+//!   sleeps), the mapping stage's otherwise (that loop sleeps silently).
+//! * the same sleep elsewhere, or `io_schedule_timeout()` (memalloc_retry_wait),
+//!   after a NULL in the same task: a retry by hand.
+//!
+//! The caller is read from the stack (frames.rs), as in tracepoint mode.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes},
+    macros::{kprobe, kretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use nofail_common::{Health, LastNull, TpSleep, TpTask};
+
+use crate::{
+    config::{gfp_nofail, retry_window_ns, selected},
+    frames::{self, Call},
+    maps::{LAST_NULL, SENTINEL_SLEEPS, TP_TASKS, caller_stats, health},
+    task::{current_tgid, current_tid, now_ns},
+};
+
+/// `"vmalloc error: size %lu, "`: every vmalloc failure message starts so.
+const PREFIX: &[u8; 25] = b"vmalloc error: size %lu, ";
+const MSG: usize = 40;
+
+#[kprobe]
+pub fn sentinel_warn(ctx: ProbeContext) -> u32 {
+    // void warn_alloc(gfp_t gfp_mask, nodemask_t *nodemask, const char *fmt, ...)
+    let (Some(gfp), Some(fmt)) = (ctx.arg::<u32>(0), ctx.arg::<u64>(2)) else {
+        return 0;
+    };
+    try_warn(&ctx, gfp, fmt);
+    0
+}
+
+#[kprobe]
+pub fn sentinel_sleep(ctx: ProbeContext) -> u32 {
+    let timeout = ctx.arg::<i64>(0).unwrap_or(0);
+    try_sleep(&ctx, timeout);
+    0
+}
+
+#[kretprobe]
+pub fn sentinel_sleep_ret(_ctx: RetProbeContext) -> u32 {
+    try_sleep_ret();
+    0
+}
+
+#[kprobe]
+pub fn sentinel_io_sleep(_ctx: ProbeContext) -> u32 {
+    note_hand_retry_sleep(current_tid());
+    0
+}
+
+enum Failure {
+    Area,
+    Mapping,
+    Other,
+}
+
+#[inline(always)]
+fn classify(fmt: u64) -> Option<Failure> {
+    let mut msg = [0u8; MSG];
+    let got = unsafe { bpf_probe_read_kernel_str_bytes(fmt as *const u8, &mut msg) }.ok()?;
+    if got.len() < PREFIX.len() + 11 || &msg[..PREFIX.len()] != PREFIX {
+        return None;
+    }
+    let rest = &msg[PREFIX.len()..PREFIX.len() + 11];
+    Some(if rest.starts_with(b"vm_struct") {
+        Failure::Area
+    } else if rest == b"failed to m" {
+        Failure::Mapping
+    } else {
+        Failure::Other
+    })
+}
+
+/// The vmalloc call of a kprobe event, when nofail follows it.
+#[inline(always)]
+fn tracked(ctx: &ProbeContext, gfp: u32, retry_sleep: bool) -> Option<Call> {
+    if !frames::capture(ctx.as_ptr()) {
+        return None;
+    }
+    let from = unsafe { (*ctx.regs).rsp };
+    let call = if retry_sleep {
+        frames::retry_sleep_call(from)?
+    } else {
+        frames::vmalloc_call(from)?
+    };
+    if call.caller == 0 {
+        health(Health::CallerUnread);
+        return None;
+    }
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    selected(current_tgid(), &comm, call.caller, u64::MAX, gfp).then_some(call)
+}
+
+fn try_warn(ctx: &ProbeContext, gfp: u32, fmt: u64) {
+    let Some(failure) = classify(fmt) else {
+        return;
+    };
+    let Some(call) = tracked(ctx, gfp, false) else {
+        return;
+    };
+    let tid = current_tid();
+    let nofail = gfp & gfp_nofail() != 0;
+    let Some(stats) = caller_stats(call.caller) else {
+        return;
+    };
+    let s = unsafe { &mut *stats };
+    // A NOFAIL failure turns the loop (the area stage; NOFAIL mapping
+    // failures do not warn); any other is the NULL the caller gets.
+    let null = !nofail;
+    match failure {
+        Failure::Area => {
+            s.area_failures += 1;
+            if nofail {
+                s.area_retries += 1;
+                let task = TpTask {
+                    slot: call.slot,
+                    area_failed: 1,
+                    ..Default::default()
+                };
+                let _ = TP_TASKS.insert(tid, task, 0);
+            }
+        }
+        Failure::Mapping => s.mapping_failures += 1,
+        Failure::Other => {}
+    }
+    if null {
+        s.null_returns += 1;
+        let last = LastNull {
+            caller: call.caller,
+            end_ns: now_ns(),
+            sleeps: 0,
+            _pad: 0,
+        };
+        let _ = LAST_NULL.insert(tid, last, 0);
+    }
+}
+
+fn try_sleep(ctx: &ProbeContext, timeout: i64) {
+    let tid = current_tid();
+    let Some(call) = tracked(ctx, gfp_nofail(), true) else {
+        // Not vmalloc's own sleep: maybe a caller's loop after a NULL.
+        note_hand_retry_sleep(tid);
+        return;
+    };
+    let area = matches!(unsafe { TP_TASKS.get(tid) }, Some(t) if t.slot == call.slot && t.area_failed != 0);
+    if area {
+        let _ = TP_TASKS.remove(tid);
+    }
+    if let Some(stats) = caller_stats(call.caller) {
+        let s = unsafe { &mut *stats };
+        s.sleeps += 1;
+        s.sleep_jiffies += timeout.max(0) as u64;
+        if !area {
+            // The area stage's retry was counted at its warning.
+            s.mapping_failures += 1;
+            s.mapping_retries += 1;
+        }
+    }
+    let sleep = TpSleep {
+        start_ns: now_ns(),
+        caller: call.caller,
+        tid,
+        _pad: 0,
+    };
+    let _ = SENTINEL_SLEEPS.insert(tid, sleep, 0);
+}
+
+fn try_sleep_ret() {
+    let tid = current_tid();
+    let Some(sleep) = (unsafe { SENTINEL_SLEEPS.get(tid) }).copied() else {
+        return;
+    };
+    let _ = SENTINEL_SLEEPS.remove(tid);
+    if let Some(stats) = caller_stats(sleep.caller) {
+        unsafe { (*stats).slept_ns += now_ns().saturating_sub(sleep.start_ns) };
+    }
+}
+
+/// A sleep soon after a NULL in the same task: the caller retrying by
+/// hand (counted at its first sleep; the full mode counts it at the next
+/// call instead, the same number when every retry sleeps first).
+#[inline(always)]
+fn note_hand_retry_sleep(tid: u32) {
+    let Some(last) = LAST_NULL.get_ptr_mut(tid) else {
+        return;
+    };
+    let last = unsafe { &mut *last };
+    if now_ns().saturating_sub(last.end_ns) > retry_window_ns() {
+        let _ = LAST_NULL.remove(tid);
+        return;
+    }
+    if let Some(stats) = caller_stats(last.caller) {
+        unsafe {
+            if last.sleeps == 0 {
+                (*stats).hand_retries += 1;
+            }
+            (*stats).hand_retry_sleeps += 1;
+        }
+    }
+    last.sleeps += 1;
+}
