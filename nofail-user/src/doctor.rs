@@ -128,7 +128,8 @@ pub fn run(args: DoctorArgs) -> Result<()> {
             note,
         });
     }
-    let tp_mode = matches!(&attached, Ok(t) if !t.sees_every_call());
+    let sentinel = args.mode == crate::attach::Mode::Sentinel && attached.is_ok();
+    let tp_mode = !sentinel && matches!(&attached, Ok(t) if !t.sees_every_call());
     let plan = match &attached {
         Ok(t) => {
             let modes: std::collections::BTreeSet<String> =
@@ -205,6 +206,8 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         tracepoint_roles,
         blind: if tp_mode {
             TRACEPOINT_BLIND.to_vec()
+        } else if sentinel {
+            crate::attach::SENTINEL_BLIND.to_vec()
         } else {
             Vec::new()
         },
@@ -298,7 +301,12 @@ fn render(d: &Doctor) -> String {
     for (i, n) in notes.iter().enumerate() {
         out.push_str(&format!("[{}] {n}\n", i + 1));
     }
-    if !d.blind.is_empty() {
+    if !d.blind.is_empty() && d.plan.starts_with("sentinel") {
+        out.push_str("\nnot counted in sentinel mode:\n");
+        for b in &d.blind {
+            out.push_str(&format!("  - {b}\n"));
+        }
+    } else if !d.blind.is_empty() {
         out.push_str("\ntracepoint mode:\n");
         for t in &d.tracepoint_roles {
             out.push_str(&format!(

@@ -3,16 +3,17 @@
 //! call, measured in one boot with the configurations interleaved (A B C D
 //! E, A B C D E, ... ROUNDS times): untraced, nofail's full mode with
 //! kprobes and with fentry, nofail's sentinel mode, and a bpftrace script
-//! doing the full mode's per-caller aggregation. Time is read inside this
-//! one process after warm-up; under `cargo xtask bench`'s `-icount
-//! shift=0,sleep=off` a guest nanosecond is one guest instruction. The
+//! doing the full mode's per-caller aggregation. The cost is this thread's
+//! CPU time (user and kernel, tracing programs included, sleeps and other
+//! tasks excluded), read inside this one process after warm-up; under
+//! `cargo xtask bench`'s `-icount shift=0,sleep=off` a guest nanosecond is
+//! one guest instruction. The
 //! kernel's own run statistics (kernel.bpf_stats_enabled) give nofail's
 //! program runs per call. Nothing here asserts a time.
 
 use std::{
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
-    time::Instant,
 };
 
 use anyhow::{Context as _, Result, ensure};
@@ -31,6 +32,7 @@ const K: u64 = 3;
 /// more than six parameters, so it uses kprobes and reads the stack-passed
 /// `caller` (argument 9) as nofail's kprobe mode does.
 const BPFTRACE: &str = r#"
+BEGIN { printf("READY\n"); }
 kprobe:__vmalloc_node_range_noprof {
     @start[tid] = nsecs; @caller[tid] = *(uint64 *)(reg("sp") + 24); @nf[tid] = arg4 & 0x8000;
 }
@@ -115,13 +117,26 @@ struct Sample {
     skipped: u64,
 }
 
+/// This thread's CPU time (user and kernel): what its calls cost, tracing
+/// programs included (they run in its context), without the time other
+/// tasks (bpftrace printing, nofail reading its maps) took from the vCPU
+/// meanwhile, and without the time it slept.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn measure_all() -> Result<Vec<f64>> {
     WORKLOADS
         .iter()
         .map(|w| {
-            let t = Instant::now();
+            let t = thread_cpu_ns();
             (w.run)()?;
-            Ok(t.elapsed().as_nanos() as f64 / w.calls as f64)
+            Ok(thread_cpu_ns().saturating_sub(t) as f64 / w.calls as f64)
         })
         .collect()
 }
@@ -164,9 +179,11 @@ fn with_bpftrace() -> Result<Sample> {
         .spawn()
         .context("cannot run bpftrace")?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    // BEGIN runs once every probe is attached ("Attaching N probes..."
+    // comes before).
     loop {
         let line = lines.next().context("bpftrace exited before attaching")??;
-        if line.starts_with("Attaching") {
+        if line.starts_with("READY") {
             break;
         }
     }
@@ -174,9 +191,14 @@ fn with_bpftrace() -> Result<Sample> {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let maps: Vec<String> = lines.map_while(Result::ok).collect();
     child.wait()?;
+    // `@calls[site_vmalloc]: 2000` (ksym() gives the symbol without offset).
     let calls = |caller: &str| -> u64 {
         maps.iter()
-            .filter(|l| l.starts_with("@calls[") && l.contains(&format!("{caller}+")))
+            .filter(|l| {
+                l.strip_prefix("@calls[")
+                    .and_then(|r| r.split(']').next())
+                    .is_some_and(|sym| sym == caller || sym.starts_with(&format!("{caller}+")))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
             .sum()
     };
