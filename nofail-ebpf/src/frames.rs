@@ -13,7 +13,14 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_get_stack, bpf_loop, bpf_probe_read_kernel};
 
-use crate::maps::FRAMES_BUF;
+use aya_ebpf::helpers::bpf_get_current_comm;
+use nofail_common::Health;
+
+use crate::{
+    config::selected,
+    maps::{FRAMES_BUF, health},
+    task::current_tgid,
+};
 
 /// Frames taken per event: the deepest hook (timer_start) sits about six
 /// frames below vmalloc's core. A power of two (see `frame`).
@@ -241,4 +248,33 @@ pub fn retry_sleep_call(from: u64) -> Option<Call> {
         return None;
     }
     Some(call)
+}
+
+/// The vmalloc call of an event that fires inside it, when nofail follows
+/// it: frames captured from `ctx`, the call found and its caller read
+/// (scan from `from`, a stack address in the hook's frame), then the
+/// runtime filters (`size`, `gfp` as far as the hook knows them).
+/// `retry_sleep`: only vmalloc's own retry sleep.
+#[inline(always)]
+pub fn tracked_call(
+    ctx: *mut c_void,
+    from: u64,
+    retry_sleep: bool,
+    size: u64,
+    gfp: u32,
+) -> Option<Call> {
+    if !capture(ctx) {
+        return None;
+    }
+    let call = if retry_sleep {
+        retry_sleep_call(from)?
+    } else {
+        vmalloc_call(from)?
+    };
+    if call.caller == 0 {
+        health(Health::CallerUnread);
+        return None;
+    }
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    selected(current_tgid(), &comm, call.caller, size, gfp).then_some(call)
 }

@@ -18,17 +18,17 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes},
+    helpers::bpf_probe_read_kernel_str_bytes,
     macros::{kprobe, kretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use nofail_common::{Health, LastNull, TpSleep, TpTask};
+use nofail_common::{LastNull, TpSleep, TpTask};
 
 use crate::{
-    config::{gfp_nofail, retry_window_ns, selected},
+    config::{gfp_nofail, retry_window_ns},
     frames::{self, Call},
-    maps::{LAST_NULL, SENTINEL_SLEEPS, TP_TASKS, caller_stats, health},
-    task::{current_tgid, current_tid, now_ns},
+    maps::{LAST_NULL, SENTINEL_SLEEPS, TP_TASKS, caller_stats},
+    task::{current_tid, now_ns},
 };
 
 /// `"vmalloc error: size %lu, "`: every vmalloc failure message starts so.
@@ -87,24 +87,12 @@ fn classify(fmt: u64) -> Option<Failure> {
     })
 }
 
-/// The vmalloc call of a kprobe event, when nofail follows it.
+/// The vmalloc call of a kprobe event, when nofail follows it (the size
+/// is not visible: --min-size is refused in this mode).
 #[inline(always)]
 fn tracked(ctx: &ProbeContext, gfp: u32, retry_sleep: bool) -> Option<Call> {
-    if !frames::capture(ctx.as_ptr()) {
-        return None;
-    }
     let from = unsafe { (*ctx.regs).rsp };
-    let call = if retry_sleep {
-        frames::retry_sleep_call(from)?
-    } else {
-        frames::vmalloc_call(from)?
-    };
-    if call.caller == 0 {
-        health(Health::CallerUnread);
-        return None;
-    }
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    selected(current_tgid(), &comm, call.caller, u64::MAX, gfp).then_some(call)
+    frames::tracked_call(ctx.as_ptr(), from, retry_sleep, u64::MAX, gfp)
 }
 
 fn try_warn(ctx: &ProbeContext, gfp: u32, fmt: u64) {

@@ -27,7 +27,6 @@ use aya_ebpf::{
 use nofail_common::{Health, Inflight, TP_LOOP_GAP_NS, TpSleep, TpTask};
 
 use crate::{
-    config::selected,
     frames::{self, Call},
     maps::{INFLIGHT, SCRATCH_INFLIGHT, TP_SLEEPS, TP_TASKS, caller_stats, health},
     task::{current_tgid, current_tid, now_ns},
@@ -79,30 +78,12 @@ pub fn sleep_end_tp(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// The vmalloc call this event belongs to, when it is one nofail follows
-/// (not its own process, selected by the filters).
+/// The vmalloc call of this event, when nofail follows it. The gfp mask is
+/// not visible here (--nofail-only is refused in this mode).
 #[inline(always)]
 fn tracked_call(ctx: &RawTracePointContext, size: u64, retry_sleep: bool) -> Option<Call> {
-    let tgid = current_tgid();
-    if !frames::capture(ctx.as_ptr()) {
-        return None;
-    }
     let from = frames::address_of(ctx.as_ptr());
-    let call = if retry_sleep {
-        frames::retry_sleep_call(from)?
-    } else {
-        frames::vmalloc_call(from)?
-    };
-    if call.caller == 0 {
-        health(Health::CallerUnread);
-        return None;
-    }
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    // The gfp mask is not visible here (--nofail-only is refused).
-    if !selected(tgid, &comm, call.caller, size, 0) {
-        return None;
-    }
-    Some(call)
+    frames::tracked_call(ctx.as_ptr(), from, retry_sleep, size, 0)
 }
 
 fn try_vmap_area(ctx: &RawTracePointContext, addr: u64, size: u64, failed: bool) {

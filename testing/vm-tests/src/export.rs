@@ -102,7 +102,7 @@ pub fn http_get(port: u16, path: &str) -> Result<(u32, String)> {
 }
 
 /// Debian's promtool must accept the exposition without a lint complaint.
-pub fn promtool(file: &Path) -> Result<()> {
+fn promtool(file: &Path) -> Result<()> {
     let out = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::fs::File::open(file)?)
@@ -231,17 +231,23 @@ pub fn formats_from_live_run(ctx: &Ctx) -> Result<()> {
 /// Every kernel: `nofail serve` live while this process creates 3 BPF
 /// array maps of 16 MiB; the scrape passes promtool and counts exactly 3
 /// calls from array_map_alloc, with no retry.
-pub fn serve_scrape_on_every_kernel(ctx: &Ctx) -> Result<()> {
-    let serve = Serve::start(ctx)?;
-    let work = (0..3)
+/// Makes `maps` BPF array maps while `serve` runs, scrapes it once, stops
+/// it, and returns the text after promtool accepted it (kept as `name`).
+pub fn scrape_after_maps(ctx: &Ctx, serve: Serve, maps: u32, name: &str) -> Result<String> {
+    let work = (0..maps)
         .try_for_each(|_| crate::bpf::create_big_array_map())
         .and_then(|_| http_get(serve.port, "/metrics"));
     serve.stop()?;
     let (code, body) = work?;
     ensure!(code == 200, "GET /metrics answered {code}");
-    let scraped = ctx.out.join("serve_scrape.prom");
+    let scraped = ctx.out.join(name);
     std::fs::write(&scraped, &body)?;
     promtool(&scraped)?;
+    Ok(body)
+}
+
+pub fn serve_scrape_on_every_kernel(ctx: &Ctx) -> Result<()> {
+    let body = scrape_after_maps(ctx, Serve::start(ctx)?, 3, "serve_scrape.prom")?;
     for (name, extra, value) in [
         ("nofail_vmalloc_calls_total", "", 3.0),
         ("nofail_vmalloc_nofail_calls_total", "", 0.0),

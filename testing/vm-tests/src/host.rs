@@ -8,7 +8,7 @@ use anyhow::{Result, ensure};
 use serde_json::Value;
 
 use crate::{
-    export::{Serve, http_get, promtool, sample},
+    export::{Serve, sample, scrape_after_maps},
     harness::{Ctx, Trace, field, row},
     real::{LoopFs, TpCount, xattr_files},
     scenarios::Scenario,
@@ -96,15 +96,7 @@ fn xfs_exact(ctx: &Ctx) -> Result<()> {
 fn serve_live(ctx: &Ctx) -> Result<()> {
     let pid = std::process::id().to_string();
     let serve = Serve::start_with(ctx, &["--pid", &pid])?;
-    let work = (0..3)
-        .try_for_each(|_| crate::bpf::create_big_array_map())
-        .and_then(|_| http_get(serve.port, "/metrics"));
-    serve.stop()?;
-    let (code, body) = work?;
-    ensure!(code == 200, "GET /metrics answered {code}");
-    let scraped = ctx.out.join("host_serve.prom");
-    std::fs::write(&scraped, &body)?;
-    promtool(&scraped)?;
+    let body = scrape_after_maps(ctx, serve, 3, "host_serve.prom")?;
     ensure!(body.contains("mode=\"tracepoint\""), "nofail_info mode");
     let calls = sample(&body, "nofail_vmalloc_calls_total", "array_map_alloc", "")?;
     ensure!(calls == 3.0, "array_map_alloc {calls} != 3");
