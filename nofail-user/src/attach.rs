@@ -338,9 +338,17 @@ pub struct Resolved {
 /// Resolves every role; a missing required role is an error, a missing
 /// optional one comes back in the second list with what is lost.
 pub fn resolve(view: &KernelView) -> Result<(Vec<Resolved>, Vec<&'static Role>)> {
+    resolve_table(view, ROLES)
+}
+
+/// `resolve` for any table of roles (the full mode's, sentinel's).
+pub fn resolve_table(
+    view: &KernelView,
+    roles: &'static [Role],
+) -> Result<(Vec<Resolved>, Vec<&'static Role>)> {
     let mut found = Vec::new();
     let mut missing = Vec::new();
-    for role in ROLES {
+    for role in roles {
         match role.candidates.iter().find(|f| view.is_traceable(f)) {
             Some(function) => found.push(Resolved { role, function }),
             None if role.required => bail!(
@@ -382,6 +390,20 @@ mod tests {
     fn falls_back_to_6_1_name() {
         let (found, _) = resolve(&view(&["__vmalloc_node_range"])).unwrap();
         assert_eq!(found[0].function, "__vmalloc_node_range");
+    }
+
+    #[test]
+    fn sentinel_table_names_what_a_kernel_lacks() {
+        let view = view(&["warn_alloc", "schedule_timeout_uninterruptible"]);
+        let (found, missing) = resolve_table(&view, SENTINEL_ROLES).unwrap();
+        let names: Vec<_> = found.iter().map(|r| r.function).collect();
+        assert_eq!(names, ["warn_alloc", "schedule_timeout_uninterruptible"]);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].name, "io-sleep");
+        let err = resolve_table(&super::tests::view(&["warn_alloc"]), SENTINEL_ROLES)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retry-sleep"), "{err}");
     }
 
     #[test]

@@ -81,13 +81,7 @@ impl Tracer {
         })?;
         crate::filter::install(&mut ebpf, targets)?;
         let (attached, warnings) = match mode {
-            Mode::Sentinel => (
-                attach_sentinel(&mut ebpf, view, text.is_some())?,
-                attach::SENTINEL_BLIND
-                    .iter()
-                    .map(|w| format!("sentinel mode does not count {w}"))
-                    .collect(),
-            ),
+            Mode::Sentinel => attach_sentinel(&mut ebpf, view, text.is_some())?,
             Mode::Tracepoint => (
                 tpmode::attach(&mut ebpf, text.as_ref(), None)?,
                 tpmode::warnings(),
@@ -139,8 +133,14 @@ fn fallback_reason(e: &anyhow::Error) -> String {
     }
 }
 
-/// Sentinel mode: kprobes on the slow paths only (attach::SENTINEL_ROLES).
-fn attach_sentinel(ebpf: &mut Ebpf, view: &KernelView, text: bool) -> Result<Vec<Attached>> {
+/// Sentinel mode: kprobes on the slow paths only (attach::SENTINEL_ROLES),
+/// resolved like the full mode's table; a missing optional role is a
+/// warning naming what is lost.
+fn attach_sentinel(
+    ebpf: &mut Ebpf,
+    view: &KernelView,
+    text: bool,
+) -> Result<(Vec<Attached>, Vec<String>)> {
     if !text {
         return Err(anyhow!(
             "sentinel mode needs kernel addresses from /proc/kallsyms (run as root)"
@@ -151,18 +151,9 @@ fn attach_sentinel(ebpf: &mut Ebpf, view: &KernelView, text: bool) -> Result<Vec
             "sentinel mode needs kprobes, which this kernel lacks (try --mode tracepoint)"
         ));
     }
+    let (plan, missing) = attach::resolve_table(view, attach::SENTINEL_ROLES)?;
     let mut attached = Vec::new();
-    for role in attach::SENTINEL_ROLES {
-        let Some(function) = role.candidates.iter().find(|f| view.is_traceable(f)) else {
-            if role.required {
-                return Err(anyhow!(
-                    "sentinel mode: none of {} is traceable here ({})",
-                    role.candidates.join(", "),
-                    role.lost
-                ));
-            }
-            continue;
-        };
+    for Resolved { role, function } in plan {
         attach_kprobe(ebpf, view, role, function)
             .map_err(|e| e.context(format!("kprobe on {function} ({})", role.name)))?;
         attached.push(Attached {
@@ -172,7 +163,28 @@ fn attach_sentinel(ebpf: &mut Ebpf, view: &KernelView, text: bool) -> Result<Vec
             fallback_reason: None,
         });
     }
-    Ok(attached)
+    let warnings = missing_warnings(&missing)
+        .into_iter()
+        .chain(
+            attach::SENTINEL_BLIND
+                .iter()
+                .map(|w| format!("sentinel mode does not count {w}")),
+        )
+        .collect();
+    Ok((attached, warnings))
+}
+
+/// One warning per optional role this kernel lacks.
+fn missing_warnings(missing: &[&Role]) -> Vec<String> {
+    missing
+        .iter()
+        .map(|r| {
+            format!(
+                "{} not attachable on this kernel: {} not seen",
+                r.name, r.lost
+            )
+        })
+        .collect()
 }
 
 /// Attaches the function roles (fentry or kprobe); on error, also says
@@ -191,15 +203,7 @@ fn attach_functions(
             .map_err(|e| (e, attached.is_empty()))?;
         attached.push(a);
     }
-    let warnings = missing
-        .iter()
-        .map(|r| {
-            format!(
-                "{} not attachable on this kernel: {} not seen",
-                r.name, r.lost
-            )
-        })
-        .collect();
+    let warnings = missing_warnings(&missing);
     Ok((attached, warnings))
 }
 

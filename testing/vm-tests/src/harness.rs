@@ -260,3 +260,27 @@ pub fn kernel_trouble<'a>(records: &'a [String], allowed: &[&str]) -> Vec<&'a st
         .filter(|r| !allowed.iter().any(|a| r.contains(a)))
         .collect()
 }
+
+/// Two reports of the same work by two modes agree on `fields` of `site`'s
+/// row (each present in both: a missing field is a failure, not a 0).
+/// Returns "name full/other ..." for the log.
+pub fn same_fields(
+    full: &Value,
+    other: &Value,
+    mode: &str,
+    site: &str,
+    fields: &[&str],
+) -> Result<String> {
+    let (f, o) = (row(full, site)?, row(other, site)?);
+    let mut line = String::new();
+    for name in fields {
+        ensure!(
+            f.get(*name).is_some() && o.get(*name).is_some(),
+            "{site}: no {name}"
+        );
+        let (a, b) = (field(f, name), field(o, name));
+        line += &format!(" {name} {a}/{b}");
+        ensure!(a == b, "{site}: {name}: full {a}, {mode} {b}");
+    }
+    Ok(line)
+}

@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use serde_json::Value;
 
 use crate::{
-    harness::{Ctx, Trace, field, row},
+    harness::{Ctx, Trace, field, row, same_fields},
     scenarios::run_mapping_injected,
     trigger::{self, Injector},
 };
@@ -64,16 +64,10 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
         "site_vmalloc_nofail_fresh",
     ] {
         let (f, s) = (row(&full, site)?, row(&sentinel, site)?);
-        let mut line = format!("  {site}:");
-        for name in SAME {
-            ensure!(
-                f.get(*name).is_some() && s.get(*name).is_some(),
-                "{site}: no {name}"
-            );
-            let (a, b) = (field(f, name), field(s, name));
-            line += &format!(" {name} {a}/{b}");
-            ensure!(a == b, "{site}: {name}: full {a}, sentinel {b}");
-        }
+        let line = format!(
+            "  {site}:{}",
+            same_fields(&full, &sentinel, "sentinel", site, SAME)?
+        );
         let (a, b) = (field(f, "slept_ns"), field(s, "slept_ns"));
         println!("{line} slept_ns {a}/{b} (full/sentinel)");
         // Both time the same function, entry to exit, by different probes.

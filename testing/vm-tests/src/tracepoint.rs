@@ -7,7 +7,7 @@
 use anyhow::{Result, ensure};
 
 use crate::{
-    harness::{Ctx, Trace, field, row},
+    harness::{Ctx, Trace, field, row, same_fields},
     scenarios::run_mapping_injected,
     trigger::{self, Arm, Injector},
 };
@@ -55,15 +55,7 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
             field(f, "calls"),
             field(t, "calls")
         );
-        for name in fields {
-            ensure!(
-                t.get(name).is_some() && f.get(name).is_some(),
-                "{site}: no {name}"
-            );
-            let (a, b) = (field(f, name), field(t, name));
-            line += &format!(", {name} {a} / {b}");
-            ensure!(a == b, "{site}: {name}: full {a}, tracepoint {b}");
-        }
+        line += &same_fields(&full, &tp, "tracepoint", site, &fields)?;
         let (a, b) = (field(f, "slept_ns"), field(t, "slept_ns"));
         println!("{line}, slept_ns {a} / {b} (full / tracepoint)");
         ensure!(field(f, "calls") == calls, "{site}: full calls");
