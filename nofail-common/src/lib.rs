@@ -215,6 +215,11 @@ pub struct Inflight {
     pub consecutive: u32,
     /// Sleeps between the NULL this call retries and the call itself.
     pub hand_retry_sleeps: u32,
+    /// Stage whose failure the loop retries now (`STAGE_*`), 0 before the
+    /// first failure: the stage a retry sleep event names.
+    pub failed_stage: u32,
+    /// 1 once the call's STUCK event was sent (one per call).
+    pub stuck_noted: u32,
 }
 
 /// Stages of a vmalloc call nofail can fail (bits of `InjectRule::stages`).
@@ -391,6 +396,69 @@ pub struct TpSleep {
 /// this is out of its loop (a turn is one jiffy plus the attempt).
 pub const TP_LOOP_GAP_NS: u64 = 1_000_000_000;
 
+/// `--events`: what the programs send, bits of the `EVENT_KINDS` load-time
+/// constant and the `Event::kind` of one record.
+pub const EVENT_INJECTED: u32 = 1;
+pub const EVENT_RETRY: u32 = 2;
+pub const EVENT_STUCK: u32 = 4;
+/// `EVENT_KINDS` bit: also take the kernel stack (`Event::stack_id`).
+pub const EVENT_STACK: u32 = 8;
+/// Bytes of the `EVENTS` ring buffer (a power of two, in pages).
+pub const EVENT_RING_BYTES: u32 = 256 * 1024;
+
+/// `Event::reason` bits of an injected failure: which terms of the rule
+/// applied to it (none: every eligible allocation fails).
+pub const REASON_FAIL_FIRST: u32 = 1;
+pub const REASON_EVERY: u32 = 2;
+pub const REASON_PROBABILITY: u32 = 4;
+pub const REASON_TIMES: u32 = 8;
+pub const REASON_DRY_RUN: u32 = 16;
+
+/// One `--events` record in the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it happened.
+    pub ktime_ns: u64,
+    pub caller: u64,
+    pub size: u64,
+    pub call_start_ns: u64,
+    /// Injected: the eligible allocation's number in the run (1-based).
+    /// STUCK: failures of the call so far.
+    pub seq: u64,
+    /// Injected: failures spent against --times, this one included (0
+    /// without --times). Retry: requested sleep in jiffies.
+    pub spent: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// `EVENT_INJECTED`, `EVENT_RETRY` or `EVENT_STUCK`.
+    pub kind: u32,
+    /// `STAGE_*`: the stage failed (injected) or being retried (retry).
+    pub stage: u32,
+    /// The call's attempt the event belongs to (1-based): the failed one.
+    pub attempt: u32,
+    /// Injected: `REASON_*` bits.
+    pub reason: u32,
+    pub gfp: u32,
+    /// In the `STACKS` map; < 0 when not asked for or lost.
+    pub stack_id: i32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Slots of the per-CPU `EVENT_STATS` counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventCounter {
+    /// Records written to the ring buffer.
+    Sent = 0,
+    /// Left out by --events-rate.
+    OverRate = 1,
+    /// Left out because the ring buffer was full (the reader lagged).
+    RingFull = 2,
+}
+
+pub const EVENT_COUNTERS: u32 = 3;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), integer fields only, no padding.
@@ -404,6 +472,7 @@ mod pod {
     unsafe impl aya::Pod for super::ChainKey {}
     unsafe impl aya::Pod for super::TpTask {}
     unsafe impl aya::Pod for super::TpSleep {}
+    unsafe impl aya::Pod for super::Event {}
 }
 
 #[cfg(test)]
@@ -436,8 +505,9 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<Inflight>(),
-            8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN + 4 * 4
+            8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN + 4 * 6
         );
+        assert_eq!(core::mem::size_of::<Event>(), 8 * 6 + 4 * 8 + COMM_LEN);
         assert_eq!(core::mem::size_of::<InjectRule>(), 4 * 8 + 8);
         assert_eq!(core::mem::size_of::<Filter>(), 4 * 2 + 8 + COMM_LEN + 4 * 2);
         assert_eq!(core::mem::size_of::<CallerRange>(), 16);

@@ -27,13 +27,17 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_override_return},
     macros::{fentry, kprobe},
-    programs::{FEntryContext, ProbeContext},
+    programs::{FEntryContext, ProbeContext, tracing::StackIdContext},
 };
-use nofail_common::{InjectCounter, STAGE_AREA, STAGE_MAPPING};
+use nofail_common::{
+    EVENT_INJECTED, InjectCounter, InjectRule, REASON_DRY_RUN, REASON_EVERY, REASON_FAIL_FIRST,
+    REASON_PROBABILITY, REASON_TIMES, STAGE_AREA, STAGE_MAPPING,
+};
 
 use crate::{
     config::gfp_nofail,
-    maps::{INJECT_RULE, INJECT_SEQ, VERDICT, inject_count},
+    events::{self, Detail},
+    maps::{INJECT_RULE, INJECT_SEQ, VERDICT, fetch_add, inject_count},
     task::current_call,
 };
 
@@ -44,25 +48,25 @@ const FAIL_PAGE_RC: u64 = 1;
 
 #[kprobe]
 pub fn inject_failslab(ctx: ProbeContext) -> u32 {
-    override_with(&ctx, try_decide(STAGE_AREA, FAILSLAB_RC));
+    override_with(&ctx, try_decide(&ctx, STAGE_AREA, FAILSLAB_RC));
     0
 }
 
 #[kprobe]
 pub fn inject_fail_page(ctx: ProbeContext) -> u32 {
-    override_with(&ctx, try_decide(STAGE_MAPPING, FAIL_PAGE_RC));
+    override_with(&ctx, try_decide(&ctx, STAGE_MAPPING, FAIL_PAGE_RC));
     0
 }
 
 #[fentry(function = "should_failslab")]
-pub fn decide_failslab(_ctx: FEntryContext) -> u32 {
-    leave_verdict(try_decide(STAGE_AREA, FAILSLAB_RC));
+pub fn decide_failslab(ctx: FEntryContext) -> u32 {
+    leave_verdict(try_decide(&ctx, STAGE_AREA, FAILSLAB_RC));
     0
 }
 
 #[fentry(function = "should_fail_alloc_page")]
-pub fn decide_fail_page(_ctx: FEntryContext) -> u32 {
-    leave_verdict(try_decide(STAGE_MAPPING, FAIL_PAGE_RC));
+pub fn decide_fail_page(ctx: FEntryContext) -> u32 {
+    leave_verdict(try_decide(&ctx, STAGE_MAPPING, FAIL_PAGE_RC));
     0
 }
 
@@ -89,29 +93,14 @@ fn leave_verdict(rc: Option<u64>) {
     }
 }
 
-/// Adds one to a shared counter and returns the value before, atomically
-/// (BPF_ATOMIC | BPF_FETCH), so tasks on several CPUs never overshoot
-/// --times.
+/// Adds one to the injector's shared counter `slot`; the value before.
 #[inline(always)]
 fn bump(slot: u32) -> u64 {
-    let Some(v) = INJECT_SEQ.get_ptr_mut(slot) else {
-        return 0;
-    };
-    // BPF_ATOMIC | BPF_FETCH (kernel 5.12+). Written out because rustc
-    // compiles bpfel for cpu v1, where LLVM refuses a fetching add.
-    let mut before: u64 = 1;
-    unsafe {
-        core::arch::asm!(
-            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
-            p = in(reg) v,
-            v = inout(reg) before,
-        );
-    }
-    before
+    INJECT_SEQ.get_ptr_mut(slot).map_or(0, |v| fetch_add(v, 1))
 }
 
 /// Whether to fail this `should_*` call, and with which return value.
-fn try_decide(stage: u32, rc: u64) -> Option<u64> {
+fn try_decide<C: StackIdContext>(ctx: &C, stage: u32, rc: u64) -> Option<u64> {
     let rule = INJECT_RULE.get(0)?;
     if rule.enabled == 0 || rule.stages & stage == 0 {
         return None;
@@ -137,12 +126,51 @@ fn try_decide(stage: u32, rc: u64) -> Option<u64> {
         inject_count(InjectCounter::SkippedSelection);
         return None;
     }
-    if rule.times != u64::MAX && bump(0) >= rule.times {
-        inject_count(InjectCounter::SkippedBudget);
-        return None;
+    let mut spent = 0;
+    if rule.times != u64::MAX {
+        spent = bump(0) + 1;
+        if spent > rule.times {
+            inject_count(InjectCounter::SkippedBudget);
+            return None;
+        }
     }
     call.injected += 1;
     call.consecutive += 1;
     inject_count(InjectCounter::Injected);
+    if events::wanted(EVENT_INJECTED) {
+        let detail = Detail {
+            kind: EVENT_INJECTED,
+            stage,
+            // Each failure so far turned the loop once: this is the
+            // call's next attempt.
+            attempt: call.area_failures + call.mapping_failures + 1,
+            reason: reasons(rule),
+            seq: seq + 1,
+            spent,
+        };
+        events::send(ctx, call, detail);
+    }
     (rule.dry_run == 0).then_some(rc)
+}
+
+/// Which terms of the rule picked a failure (`REASON_*`).
+#[inline(always)]
+fn reasons(rule: &InjectRule) -> u32 {
+    let mut bits = 0;
+    if rule.fail_first != 0 {
+        bits |= REASON_FAIL_FIRST;
+    }
+    if rule.every > 1 {
+        bits |= REASON_EVERY;
+    }
+    if rule.probability != u32::MAX {
+        bits |= REASON_PROBABILITY;
+    }
+    if rule.times != u64::MAX {
+        bits |= REASON_TIMES;
+    }
+    if rule.dry_run != 0 {
+        bits |= REASON_DRY_RUN;
+    }
+    bits
 }

@@ -3,11 +3,12 @@
 //! a thin wrapper that decodes its context and calls a `try_` function.
 #![no_std]
 #![no_main]
-// BPF inline assembly (inject.rs: a fetching atomic add, which rustc's
+// BPF inline assembly (maps.rs: a fetching atomic add, which rustc's
 // cpu v1 codegen cannot emit). The eBPF crate builds with nightly only.
 #![feature(asm_experimental_arch)]
 
 mod config;
+mod events;
 mod frames;
 mod inject;
 mod maps;

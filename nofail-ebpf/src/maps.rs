@@ -113,7 +113,7 @@ pub fn health(slot: Health) {
 
 /// Adds one to this CPU's counter `slot` (no atomics needed: per CPU).
 #[inline(always)]
-fn bump_percpu(map: &PerCpuArray<u64>, slot: u32) {
+pub fn bump_percpu(map: &PerCpuArray<u64>, slot: u32) {
     if let Some(counter) = map.get_ptr_mut(slot) {
         unsafe { *counter += 1 };
     }
@@ -148,4 +148,21 @@ fn stats_entry<K>(
         health(full);
     }
     stats
+}
+
+/// Adds `n` to a shared counter and returns the value before, atomically
+/// (BPF_ATOMIC | BPF_FETCH, kernel 5.12+), so tasks on several CPUs never
+/// overshoot a budget. Written out because rustc compiles bpfel for cpu
+/// v1, where LLVM refuses a fetching add.
+#[inline(always)]
+pub fn fetch_add(counter: *mut u64, n: u64) -> u64 {
+    let mut before = n;
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) counter,
+            v = inout(reg) before,
+        );
+    }
+    before
 }

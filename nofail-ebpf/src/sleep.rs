@@ -8,17 +8,22 @@
 
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{
+        FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
+    },
 };
 
+use nofail_common::{EVENT_RETRY, EVENT_STUCK, Inflight};
+
 use crate::{
+    events::{self, Detail},
     maps::LAST_NULL,
     task::{current_call, current_tid, now_ns},
 };
 
 #[fentry(function = "schedule_timeout_uninterruptible")]
 pub fn retry_sleep_fentry(ctx: FEntryContext) -> u32 {
-    try_sleep_enter(ctx.arg::<i64>(0), true);
+    try_sleep_enter(&ctx, ctx.arg::<i64>(0), true);
     0
 }
 
@@ -30,7 +35,7 @@ pub fn retry_sleep_fexit(_ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn retry_sleep_kprobe(ctx: ProbeContext) -> u32 {
-    try_sleep_enter(ctx.arg::<i64>(0).unwrap_or(0), true);
+    try_sleep_enter(&ctx, ctx.arg::<i64>(0).unwrap_or(0), true);
     0
 }
 
@@ -42,32 +47,65 @@ pub fn retry_sleep_kretprobe(_ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "io_schedule_timeout")]
 pub fn io_sleep_fentry(ctx: FEntryContext) -> u32 {
-    try_sleep_enter(ctx.arg::<i64>(0), false);
+    try_sleep_enter(&ctx, ctx.arg::<i64>(0), false);
     0
 }
 
 #[kprobe]
 pub fn io_sleep_kprobe(ctx: ProbeContext) -> u32 {
-    try_sleep_enter(ctx.arg::<i64>(0).unwrap_or(0), false);
+    try_sleep_enter(&ctx, ctx.arg::<i64>(0).unwrap_or(0), false);
     0
 }
 
 /// `in_call_sleep`: whether this sleep function is vmalloc's own retry
 /// sleep (counted inside calls); io_schedule_timeout inside a call is
 /// reclaim or I/O, not a retry.
-fn try_sleep_enter(timeout: i64, in_call_sleep: bool) {
+fn try_sleep_enter<C: StackIdContext>(ctx: &C, timeout: i64, in_call_sleep: bool) {
     if let Some(call) = current_call() {
         if in_call_sleep {
-            unsafe {
-                (*call).sleeps += 1;
-                (*call).sleep_jiffies += timeout.max(0) as u32;
-                (*call).sleep_start_ns = now_ns();
-            }
+            let call = unsafe { &mut *call };
+            let now = now_ns();
+            call.sleeps += 1;
+            call.sleep_jiffies += timeout.max(0) as u32;
+            call.sleep_start_ns = now;
+            retry_events(ctx, call, timeout.max(0) as u64, now);
         }
         return;
     }
     if let Some(last) = LAST_NULL.get_ptr_mut(current_tid()) {
         unsafe { (*last).sleeps += 1 };
+    }
+}
+
+/// `--events`: the retry sleep, and the call turning STUCK at the first
+/// retry sleep past --stuck-after.
+#[inline(always)]
+fn retry_events<C: StackIdContext>(ctx: &C, call: &mut Inflight, jiffies: u64, now: u64) {
+    if events::wanted(EVENT_RETRY) {
+        let detail = Detail {
+            kind: EVENT_RETRY,
+            stage: call.failed_stage,
+            attempt: call.sleeps,
+            reason: 0,
+            seq: 0,
+            spent: jiffies,
+        };
+        events::send(ctx, call, detail);
+    }
+    if events::wanted(EVENT_STUCK)
+        && call.stuck_noted == 0
+        && now.saturating_sub(call.start_ns) >= events::stuck_after_ns()
+    {
+        call.stuck_noted = 1;
+        let detail = Detail {
+            kind: EVENT_STUCK,
+            stage: call.failed_stage,
+            attempt: call.sleeps,
+            reason: 0,
+            seq: (call.area_failures + call.mapping_failures) as u64,
+            spent: now.saturating_sub(call.start_ns),
+        };
+        events::send(ctx, call, detail);
     }
 }
 

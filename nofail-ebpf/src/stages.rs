@@ -88,7 +88,10 @@ fn try_area_exit(area: u64) {
     if let Some(call) = current_call() {
         leave_stage(call, area == 0);
         if area == 0 {
-            unsafe { (*call).area_failures += 1 };
+            unsafe {
+                (*call).area_failures += 1;
+                (*call).failed_stage = STAGE_AREA;
+            }
         }
     }
 }
@@ -97,7 +100,10 @@ fn try_mapping_exit(ret: i32) {
     if let Some(call) = current_call() {
         leave_stage(call, ret < 0);
         if ret < 0 {
-            unsafe { (*call).mapping_failures += 1 };
+            unsafe {
+                (*call).mapping_failures += 1;
+                (*call).failed_stage = STAGE_MAPPING;
+            }
         }
     }
 }

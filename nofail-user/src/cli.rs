@@ -72,6 +72,8 @@ pub struct TraceArgs {
     /// return counts as an open-coded retry.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub retry_window: Duration,
+    #[command(flatten)]
+    pub events: crate::events::EventArgs,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

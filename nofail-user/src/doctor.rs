@@ -90,7 +90,7 @@ fn lockdown() -> Option<String> {
 pub fn run(args: DoctorArgs) -> Result<()> {
     let view = KernelView::probe();
     let config = KernelConfig::load(&view.release);
-    let attached = Tracer::attach(&view, args.mode, 0, &Default::default());
+    let attached = Tracer::attach(&view, args.mode, &Default::default(), &Default::default());
     let mut roles = Vec::new();
     for role in ROLES {
         let function = role

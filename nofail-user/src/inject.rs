@@ -11,19 +11,21 @@ use aya::{
     programs::TracePoint,
 };
 use nofail_common::{
-    INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING, SyscallKey,
+    EVENT_INJECTED, INJECT_COUNTERS, InjectCounter, InjectRule, STAGE_AREA, STAGE_MAPPING,
+    SyscallKey,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     attach::{AREA_INJECT, InjectHook, MAPPING_INJECT, Mode, SYSCALL_EXIT},
     cli::parse_duration,
+    events::{self, EventStream},
     filter::FilterArgs,
     injector::{self, InjectMode},
     kconfig::KernelConfig,
     report::{CallerRow, InflightRow, Injection},
     session::{Session, Stop},
-    tracer::one_line,
+    tracer::{Globals, one_line},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -105,6 +107,8 @@ pub struct InjectArgs {
     /// return counts as a retry by hand.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub retry_window: Duration,
+    #[command(flatten)]
+    pub events: crate::events::EventArgs,
 }
 
 pub fn parse_probability(s: &str) -> Result<f64, String> {
@@ -344,7 +348,14 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let hooks: Vec<&InjectHook> = args.stages.iter().map(|s| s.hook()).collect();
     // Every rule is checked before anything is loaded or attached.
     let mut mechanism = InjectMode::Auto;
-    let mut session = Session::start(&args.filter, args.mode, args.retry_window, |view| {
+    let events_json = args.events.open_json()?;
+    let globals = Globals {
+        retry_window_ns: args.retry_window.as_nanos() as u64,
+        event_kinds: args.events.kinds(EVENT_INJECTED),
+        events_rate: args.events.events_rate,
+        stuck_after_ns: args.stuck_after.as_nanos() as u64,
+    };
+    let mut session = Session::start(&args.filter, args.mode, globals, |view| {
         let config = KernelConfig::load(&view.release);
         mechanism = injector::choose(args.inject_mode, view, &config, &hooks)?;
         Ok(())
@@ -363,6 +374,15 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let mut rule_map: Array<_, InjectRule> =
         Array::try_from(ebpf.map_mut("INJECT_RULE").context("INJECT_RULE missing")?)?;
     rule_map.set(0, args.rule(), 0)?;
+    let mut events = match args.events.on() {
+        true => Some(EventStream::open(
+            &mut session.tracer.ebpf,
+            events_json,
+            session.view.gfp_nofail(),
+            args.events.events_rate,
+        )?),
+        false => None,
+    };
     session.tracer.announce();
     own_process_exempt()?;
     eprintln!(
@@ -379,6 +399,10 @@ pub async fn run(args: InjectArgs) -> Result<()> {
             _ = &mut deadline => break,
             _ = stop.signalled() => break,
             _ = naming.tick() => session.learn_names()?,
+            ready = events::ready(&mut events) => {
+                ready?;
+                events::drain(&mut events, &session)?;
+            }
         }
     }
     // Stop injecting before reading, so the numbers are final.
@@ -393,6 +417,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let counts = read_counts(&session.tracer.ebpf)?;
     let enomem = read_enomem(&session.tracer.ebpf)?;
     let mut report = session.collect("inject", args.stuck_after)?;
+    report.health.events = events::finish(events, &session)?;
     drop(injecting);
     drop(session);
     let behaviour = behaviour(&report.callers, &report.in_flight, &enomem);

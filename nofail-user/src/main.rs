@@ -6,6 +6,7 @@ mod btf;
 mod chains;
 mod cli;
 mod doctor;
+mod events;
 mod export;
 mod filter;
 mod fmodret;

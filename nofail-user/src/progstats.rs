@@ -26,6 +26,9 @@ pub struct ProgStats {
     pub run_count: u64,
     pub run_time_ns: u64,
     pub recursion_misses: u64,
+    /// Instructions of the program as loaded (after the verifier removed
+    /// dead paths, e.g. `--events` when off).
+    pub insns: u64,
 }
 
 fn info_of(program: &Program) -> Option<(u64, u64, u64)> {
@@ -56,11 +59,13 @@ pub fn read(ebpf: &Ebpf) -> Vec<ProgStats> {
     ebpf.programs()
         .filter_map(|(name, p)| {
             let (run_count, run_time_ns, recursion_misses) = info_of(p)?;
+            let insns = p.info().ok().and_then(|i| i.size_translated()).unwrap_or(0) as u64 / 8;
             Some(ProgStats {
                 program: name.to_string(),
                 run_count,
                 run_time_ns,
                 recursion_misses,
+                insns,
             })
         })
         .collect()

@@ -157,6 +157,9 @@ pub struct HealthCounts {
     /// event nofail did not see.
     pub missed_runs: u64,
     pub programs: Vec<crate::progstats::ProgStats>,
+    /// `--events`: lines shown and records left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::events::EventHealth>,
 }
 
 /// The report `trace`, `inject` and `serve` produce, and `report` reads
@@ -391,6 +394,7 @@ pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
         caller_unread: sum(Health::CallerUnread)?,
         missed_runs: programs.iter().map(|p| p.recursion_misses).sum(),
         programs,
+        events: None,
     })
 }
 

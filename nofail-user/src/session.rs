@@ -14,7 +14,7 @@ use crate::{
     kernel::KernelView,
     report::{self, FilterView, Report, SCHEMA, SCHEMA_VERSION, Totals},
     symbols::Kallsyms,
-    tracer::Tracer,
+    tracer::{Globals, Tracer},
 };
 
 /// SIGINT/SIGTERM, listened to from the start: whoever waits for nofail's
@@ -71,7 +71,7 @@ impl Session {
     pub fn start(
         filter: &FilterArgs,
         mode: Mode,
-        retry_window: Duration,
+        globals: Globals,
         preflight: impl FnOnce(&KernelView) -> Result<()>,
     ) -> Result<Self> {
         let view = KernelView::probe();
@@ -86,7 +86,7 @@ impl Session {
             eprintln!("nofail: {summary}");
         }
         preflight(&view)?;
-        let tracer = Tracer::attach(&view, mode, retry_window.as_nanos() as u64, &rules)?;
+        let tracer = Tracer::attach(&view, mode, &globals, &rules)?;
         Ok(Self {
             view,
             syms,

@@ -5,17 +5,37 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use nofail_common::EVENT_RETRY;
+
 use crate::{
     cli::TraceArgs,
+    events::{self, EventStream},
     render, report,
     session::{Session, Stop},
     symbols::Kallsyms,
+    tracer::Globals,
 };
 
 pub async fn run(args: TraceArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
-    let mut session = Session::start(&args.filter, args.mode, args.retry_window, |_| Ok(()))?;
+    let events_json = args.events.open_json()?;
+    let globals = Globals {
+        retry_window_ns: args.retry_window.as_nanos() as u64,
+        event_kinds: args.events.kinds(EVENT_RETRY),
+        events_rate: args.events.events_rate,
+        stuck_after_ns: args.stuck_after.as_nanos() as u64,
+    };
+    let mut session = Session::start(&args.filter, args.mode, globals, |_| Ok(()))?;
+    let mut events = match args.events.on() {
+        true => Some(EventStream::open(
+            &mut session.tracer.ebpf,
+            events_json,
+            session.view.gfp_nofail(),
+            args.events.events_rate,
+        )?),
+        false => None,
+    };
     session.tracer.announce();
     eprintln!(
         "nofail: tracing for {:?} (Ctrl-C to stop early)",
@@ -32,6 +52,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             _ = &mut deadline => break,
             _ = stop.signalled() => break,
             _ = naming.tick() => session.learn_names()?,
+            ready = events::ready(&mut events) => {
+                ready?;
+                events::drain(&mut events, &session)?;
+            }
             _ = ticker.tick(), if args.interval.is_some() => {
                 let ebpf = &session.tracer.ebpf;
                 let syms = Kallsyms::load().unwrap_or_default();
@@ -43,7 +67,8 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             }
         }
     }
-    let report = session.collect("trace", args.stuck_after)?;
+    let mut report = session.collect("trace", args.stuck_after)?;
+    report.health.events = events::finish(events, &session)?;
     drop(session);
     print!("{}", render::render_report(&report));
     args.outputs.write(&report)

@@ -29,6 +29,27 @@ pub struct Attached {
     pub fallback_reason: Option<String>,
 }
 
+/// Load-time constants from the command line (aya globals).
+#[derive(Debug, Clone, Copy)]
+pub struct Globals {
+    pub retry_window_ns: u64,
+    /// `EVENT_*` bits (events.rs); 0: `--events` off, its paths removed.
+    pub event_kinds: u32,
+    pub events_rate: u64,
+    pub stuck_after_ns: u64,
+}
+
+impl Default for Globals {
+    fn default() -> Self {
+        Self {
+            retry_window_ns: 1_000_000_000,
+            event_kinds: 0,
+            events_rate: 0,
+            stuck_after_ns: u64::MAX,
+        }
+    }
+}
+
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub attached: Vec<Attached>,
@@ -54,7 +75,7 @@ impl Tracer {
     pub fn attach(
         view: &KernelView,
         mode: Mode,
-        retry_window_ns: u64,
+        globals: &Globals,
         targets: &crate::filter::Targets,
     ) -> Result<Self> {
         let gfp_nofail = view.gfp_nofail();
@@ -68,8 +89,14 @@ impl Tracer {
             .map_max_entries("CALLERS", cap.max_callers)
             .map_max_entries("INFLIGHT", cap.max_inflight)
             .override_global("GFP_NOFAIL", &gfp_nofail, true)
-            .override_global("RETRY_WINDOW_NS", &retry_window_ns, true)
+            .override_global("RETRY_WINDOW_NS", &globals.retry_window_ns, true)
             .override_global("SELF_TGID", &self_tgid, true);
+        crate::events::apply_globals(
+            &mut loader,
+            &globals.event_kinds,
+            &globals.events_rate,
+            &globals.stuck_after_ns,
+        );
         if let Some(text) = &text {
             text.apply(&mut loader);
         }
@@ -103,6 +130,16 @@ impl Tracer {
         };
         if targets.filter.min_size != 0 && attached.iter().any(|a| a.mode == Mode::Sentinel) {
             anyhow::bail!("--min-size needs each call's size, which sentinel mode cannot see");
+        }
+        if globals.event_kinds != 0
+            && attached
+                .iter()
+                .any(|a| matches!(a.mode, Mode::Tracepoint | Mode::Sentinel))
+        {
+            anyhow::bail!(
+                "--events needs the full mode (kprobe or fentry): the {} mode does not follow each call",
+                crate::report::mode_of(&attached)
+            );
         }
         if targets.filter.nofail_only != 0 && attached.iter().any(|a| a.mode == Mode::Tracepoint) {
             // Dropping `ebpf` detaches what was attached.

@@ -43,6 +43,21 @@ fn nofail_only_refused_in_tracepoint_mode() {
     );
 }
 
+#[test]
+fn events_refused_in_tracepoint_mode() {
+    refuses(
+        &[
+            "trace",
+            "--mode",
+            "tracepoint",
+            "--events",
+            "--duration",
+            "1s",
+        ],
+        "--events needs the full mode",
+    );
+}
+
 fn refuses(args: &[&str], needle: &str) {
     if kernel_has_kprobes() {
         eprintln!("skipped: this kernel has kprobes, so the refusal path cannot be reached here");

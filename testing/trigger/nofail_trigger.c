@@ -59,6 +59,11 @@ static u32 fail;
 static u32 last_calls, last_null, last_retries;
 /* Totals since load, over all runs, concurrent ones included. */
 static atomic64_t total_calls, total_null;
+/* The thread ids that got the NULLs since the log was last reset (by a
+ * write to null_tids), in order; the first NULL_TID_LOG of them. */
+#define NULL_TID_LOG 64
+static pid_t null_tids[NULL_TID_LOG];
+static atomic_t null_tid_n = ATOMIC_INIT(0);
 
 /* fail=2: the task whose mapping stage gets make_it_fail, and the size of
  * its call's mapping (the nested page-array vmalloc maps a smaller range
@@ -245,8 +250,13 @@ static int run_site(const char *site)
 		WRITE_ONCE(mapping_armed, NULL);
 		current->make_it_fail = 0;
 		calls++;
-		if (!p)
+		if (!p) {
+			int k = atomic_inc_return(&null_tid_n) - 1;
+
 			nulls++;
+			if (k < NULL_TID_LOG)
+				null_tids[k] = current->pid;
+		}
 		else if (kv)
 			kvfree(p);
 		else
@@ -304,6 +314,29 @@ static const struct file_operations results_fops = {
 	.read = results_read,
 };
 
+static ssize_t null_tids_read(struct file *file, char __user *buf, size_t len, loff_t *ppos)
+{
+	char text[NULL_TID_LOG * 12 + 2];
+	int i, n = min(atomic_read(&null_tid_n), NULL_TID_LOG), off = 0;
+
+	for (i = 0; i < n; i++)
+		off += scnprintf(text + off, sizeof(text) - off, "%d ", null_tids[i]);
+	off += scnprintf(text + off, sizeof(text) - off, "\n");
+	return simple_read_from_buffer(buf, len, ppos, text, off);
+}
+
+static ssize_t null_tids_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	atomic_set(&null_tid_n, 0);
+	return len;
+}
+
+static const struct file_operations null_tids_fops = {
+	.owner = THIS_MODULE,
+	.read = null_tids_read,
+	.write = null_tids_write,
+};
+
 static int __init trigger_init(void)
 {
 	static const char *const mapping_fns[] = {
@@ -327,6 +360,7 @@ static int __init trigger_init(void)
 	debugfs_create_x64("vmalloc_range", 0600, dir, &vmalloc_range_addr);
 	debugfs_create_file("run", 0200, dir, NULL, &run_fops);
 	debugfs_create_file("results", 0400, dir, NULL, &results_fops);
+	debugfs_create_file("null_tids", 0600, dir, NULL, &null_tids_fops);
 	return 0;
 }
 

@@ -255,6 +255,7 @@ mod tests {
             stuck: false,
         });
         report.health.programs.push(ProgStats::default());
+        report.health.events = Some(crate::events::EventHealth::default());
         report.injection = Some(Injection {
             rule: InjectRuleView {
                 mechanism: crate::injector::InjectMode::FmodRet,
@@ -300,6 +301,10 @@ mod tests {
         }
         let mut all = Vec::new();
         keys(&serde_json::to_value(&report).unwrap(), &mut all);
+        keys(
+            &serde_json::to_value(crate::events::sample_lines()).unwrap(),
+            &mut all,
+        );
         let doc = include_str!("../../../docs/report-schema.md");
         let missing: Vec<&String> = all
             .iter()

@@ -31,6 +31,7 @@ use crate::{
     filter::FilterArgs,
     report::Report,
     session::{Session, Stop},
+    tracer::Globals,
 };
 
 #[derive(Debug, clap::Args)]
@@ -110,7 +111,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let source = match &args.report {
         Some(path) => Source::Recorded(Box::new(file::read_report(path)?)),
         None => {
-            let session = Session::start(&args.filter, args.mode, args.retry_window, |_| Ok(()))?;
+            let session = Session::start(
+                &args.filter,
+                args.mode,
+                Globals {
+                    retry_window_ns: args.retry_window.as_nanos() as u64,
+                    ..Default::default()
+                },
+                |_| Ok(()),
+            )?;
             session.tracer.announce();
             Source::Live(Box::new(session), args.stuck_after)
         }
@@ -169,9 +178,8 @@ async fn serve_connection(stream: TcpStream, source: Rc<RefCell<Source>>, top: u
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = conn.await {
-        log::debug!("connection ended: {e}");
-    }
+    // A client that goes away or times out ends only its own connection.
+    let _ = conn.await;
 }
 
 fn answer(req: &Request<Incoming>, source: &RefCell<Source>, top: usize) -> Response<Full<Bytes>> {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bpf;
+mod events;
 mod export;
 mod harness;
 mod host;

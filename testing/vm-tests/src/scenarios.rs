@@ -167,6 +167,17 @@ pub fn all(ctx: &Ctx) -> Vec<(&'static str, Scenario)> {
                 "inject_bpf_map_error_to_userspace",
                 crate::inject::bpf_map_error_to_userspace,
             ),
+            ("events_fail_first_lines", crate::events::fail_first_lines),
+            (
+                "events_times_concurrent_tids",
+                crate::events::times_concurrent_tids,
+            ),
+            ("events_dropped_exact", crate::events::dropped_exact),
+            (
+                "events_trace_each_retry_and_stuck",
+                crate::events::trace_each_retry_and_stuck,
+            ),
+            ("events_off_removes_paths", crate::events::off_removes_paths),
             (
                 "mapping_stage_failure_counted",
                 mapping_stage_failure_counted,
