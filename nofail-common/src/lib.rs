@@ -220,6 +220,11 @@ pub struct Inflight {
     pub failed_stage: u32,
     /// 1 once the call's STUCK event was sent (one per call).
     pub stuck_noted: u32,
+    /// 1 between an area-stage failure report (`warn_alloc`) and the
+    /// retry sleep that follows it; a retry sleep without one is a NOFAIL
+    /// mapping-stage failure (that loop does not warn).
+    pub area_warned: u32,
+    pub _pad: u32,
 }
 
 /// Stages of a vmalloc call nofail can fail (bits of `InjectRule::stages`).
@@ -505,7 +510,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<Inflight>(),
-            8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN + 4 * 6
+            8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN + 4 * 8
         );
         assert_eq!(core::mem::size_of::<Event>(), 8 * 6 + 4 * 8 + COMM_LEN);
         assert_eq!(core::mem::size_of::<InjectRule>(), 4 * 8 + 8);

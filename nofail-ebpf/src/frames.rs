@@ -39,6 +39,12 @@ static AREA_NODE_TEXT: [u64; 4] = [0; 4];
 #[unsafe(no_mangle)]
 static SLEEP_TEXT: [u64; 4] = [0; 4];
 
+/// The core kernel's text, `[_stext, _etext)`: a frame outside it (and
+/// outside modules, which never sit between vmalloc and its sleep) is a
+/// BPF program or trampoline.
+#[unsafe(no_mangle)]
+static KERNEL_TEXT: [u64; 2] = [0; 2];
+
 /// How far up from the hook's own frame the return-address slot is looked
 /// for (8-byte slots; a kernel stack is 16 KiB).
 const SCAN_SLOTS: u32 = 1024;
@@ -183,13 +189,9 @@ extern "C" fn find_step(index: u32, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Finds the vmalloc call in the captured frames and reads its `caller`;
-/// `from` is a stack address inside the hook's own frame (the scan goes up
-/// from it). None when the stack holds no vmalloc call; Some with `caller`
-/// 0 when the slot was not found (a kretprobe on the core, another tool's,
-/// replaces the return address in its slot: counted as `CallerUnread`).
+/// vmalloc's frames in the last capture (`FRAMES` where none).
 #[inline(always)]
-pub fn vmalloc_call(from: u64) -> Option<Call> {
+fn find_frames() -> Find {
     let mut find = Find {
         first: FRAMES as u32,
         core: FRAMES as u32,
@@ -203,6 +205,60 @@ pub fn vmalloc_call(from: u64) -> Option<Call> {
             0,
         )
     };
+    find
+}
+
+/// Sleep function frames right below vmalloc's first frame `first`: one,
+/// or two when a BPF trampoline (fentry/fexit on the sleep) sits between.
+#[inline(always)]
+fn sleep_below(first: usize) -> bool {
+    let below = |n: usize| first.checked_sub(n).map(frame).is_some_and(in_sleep);
+    below(1) || below(2)
+}
+
+/// Frames of the hook's own below vmalloc's: the sleep function (a kprobe
+/// reports it as the first frame) or BPF code (an fentry program and its
+/// trampoline, which stands in for the sleep function's frame).
+const HOOK_FRAMES: usize = 4;
+
+/// Full mode, a sleep inside a tracked call: is it vmalloc's own NOFAIL
+/// retry sleep, called straight from vmalloc's frame? The OOM path
+/// sleeping inside a call (`__alloc_pages_may_oom`) has page-allocator
+/// frames in between. Without text ranges (kallsyms unreadable) every
+/// such sleep counts.
+#[inline(always)]
+pub fn is_retry_sleep(ctx: *mut c_void) -> bool {
+    if global(&CORE_TEXT, 0) == 0 || !capture(ctx) {
+        return true;
+    }
+    let first = find_frames().first as usize;
+    if first == 0 || first > HOOK_FRAMES {
+        return false;
+    }
+    let (text_start, text_end) = (global(&KERNEL_TEXT, 0), global(&KERNEL_TEXT, 1));
+    let mut i = 0;
+    while i < HOOK_FRAMES {
+        if i >= first {
+            break;
+        }
+        let f = frame(i);
+        let kernel = f >= text_start && f < text_end;
+        if kernel && !in_sleep(f) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Finds the vmalloc call in the captured frames and reads its `caller`;
+/// `from` is a stack address inside the hook's own frame (the scan goes up
+/// from it). None when the stack holds no vmalloc call; Some with `caller`
+/// 0 when the slot was not found (a kretprobe on the core, another tool's,
+/// replaces the return address in its slot: counted as `CallerUnread`).
+#[inline(always)]
+pub fn vmalloc_call(from: u64) -> Option<Call> {
+    let find = find_frames();
     let (first, core, nested) = (find.first as usize, find.core as usize, find.nested != 0);
     if core + 1 >= FRAMES {
         return None;
@@ -243,11 +299,7 @@ pub fn vmalloc_call(from: u64) -> Option<Call> {
 #[inline(always)]
 pub fn retry_sleep_call(from: u64) -> Option<Call> {
     let call = vmalloc_call(from)?;
-    let sleep_below = |n: usize| call.first.checked_sub(n).map(frame).is_some_and(in_sleep);
-    if !sleep_below(1) && !sleep_below(2) {
-        return None;
-    }
-    Some(call)
+    sleep_below(call.first).then_some(call)
 }
 
 /// The vmalloc call of an event that fires inside it, when nofail follows

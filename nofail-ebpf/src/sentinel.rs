@@ -18,7 +18,6 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::bpf_probe_read_kernel_str_bytes,
     macros::{kprobe, kretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -28,12 +27,9 @@ use crate::{
     config::{gfp_nofail, retry_window_ns},
     frames::{self, Call},
     maps::{LAST_NULL, SENTINEL_SLEEPS, TP_TASKS, caller_stats},
+    stages::{Failure, classify},
     task::{current_tid, now_ns},
 };
-
-/// `"vmalloc error: size %lu, "`: every vmalloc failure message starts so.
-const PREFIX: &[u8; 25] = b"vmalloc error: size %lu, ";
-const MSG: usize = 40;
 
 #[kprobe]
 pub fn sentinel_warn(ctx: ProbeContext) -> u32 {
@@ -62,29 +58,6 @@ pub fn sentinel_sleep_ret(_ctx: RetProbeContext) -> u32 {
 pub fn sentinel_io_sleep(_ctx: ProbeContext) -> u32 {
     note_hand_retry_sleep(current_tid());
     0
-}
-
-enum Failure {
-    Area,
-    Mapping,
-    Other,
-}
-
-#[inline(always)]
-fn classify(fmt: u64) -> Option<Failure> {
-    let mut msg = [0u8; MSG];
-    let got = unsafe { bpf_probe_read_kernel_str_bytes(fmt as *const u8, &mut msg) }.ok()?;
-    if got.len() < PREFIX.len() + 11 || &msg[..PREFIX.len()] != PREFIX {
-        return None;
-    }
-    let rest = &msg[PREFIX.len()..PREFIX.len() + 11];
-    Some(if rest.starts_with(b"vm_struct") {
-        Failure::Area
-    } else if rest == b"failed to m" {
-        Failure::Mapping
-    } else {
-        Failure::Other
-    })
 }
 
 /// The vmalloc call of a kprobe event, when nofail follows it (the size

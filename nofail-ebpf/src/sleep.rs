@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Retry sleeps. vmalloc's NOFAIL loops sleep with
-//! `schedule_timeout_uninterruptible(1)`; open-coded loops such as XFS's
+//! `schedule_timeout_uninterruptible(1)` right after a failed stage, so a
+//! retry sleep also tells a NOFAIL mapping failure, which nothing else
+//! reports (stages.rs); open-coded loops such as XFS's
 //! sleep with `memalloc_retry_wait()`, an inline around
 //! `io_schedule_timeout()`. Inside a tracked call a sleep is a retry sleep
 //! of that call (requested jiffies and time actually slept); between a NULL
@@ -13,10 +15,11 @@ use aya_ebpf::{
     },
 };
 
-use nofail_common::{EVENT_RETRY, EVENT_STUCK, Inflight};
+use nofail_common::{EVENT_RETRY, EVENT_STUCK, Inflight, STAGE_MAPPING};
 
 use crate::{
     events::{self, Detail},
+    frames,
     maps::LAST_NULL,
     task::{current_call, current_tid, now_ns},
 };
@@ -62,8 +65,16 @@ pub fn io_sleep_kprobe(ctx: ProbeContext) -> u32 {
 /// reclaim or I/O, not a retry.
 fn try_sleep_enter<C: StackIdContext>(ctx: &C, timeout: i64, in_call_sleep: bool) {
     if let Some(call) = current_call() {
-        if in_call_sleep {
+        if in_call_sleep && frames::is_retry_sleep(ctx.as_ptr()) {
             let call = unsafe { &mut *call };
+            if call.area_warned != 0 {
+                // The area failure warn_alloc reported (stages.rs).
+                call.area_warned = 0;
+            } else {
+                // The mapping loop retries without a report.
+                call.mapping_failures += 1;
+                call.failed_stage = STAGE_MAPPING;
+            }
             let now = now_ns();
             call.sleeps += 1;
             call.sleep_jiffies += timeout.max(0) as u32;

@@ -70,6 +70,20 @@ impl Programs {
         }
     }
 
+    const fn kprobe_only(kprobe: &'static str) -> Self {
+        Self {
+            fentry: None,
+            fexit: None,
+            kprobe: Some(kprobe),
+            kretprobe: None,
+        }
+    }
+
+    /// No fentry/fexit program: the role is a kprobe in every mode.
+    pub fn kprobe_only_role(&self) -> bool {
+        self.fentry.is_none() && self.fexit.is_none()
+    }
+
     const fn both(
         fentry: &'static str,
         fexit: &'static str,
@@ -112,33 +126,14 @@ pub const ROLES: &[Role] = &[
         ),
     },
     Role {
-        name: "area-stage",
-        candidates: &["__get_vm_area_node"],
+        name: "failure-report",
+        // Every stage failure vmalloc reports, read from its message
+        // (stages.rs); variadic, so a kprobe in every mode. Runs only when
+        // an allocation failed.
+        candidates: &["warn_alloc"],
         required: false,
-        lost: "area-stage failures and retries",
-        programs: Programs::both(
-            "area_stage_fentry",
-            "area_stage_fexit",
-            "area_stage_kprobe",
-            "area_stage_kretprobe",
-        ),
-    },
-    Role {
-        name: "mapping-stage",
-        // The NOFAIL mapping loop checks vmap_pages_range() (6.x) or
-        // __vmap_pages_range() (7.x); both wrappers and vmap_pages_range_noflush
-        // get inlined (Debian's 7.2 build calls __vmap_pages_range_noflush
-        // straight from __vmalloc_node_range_noprof), so hook the worker all
-        // of them end in, once per attempt, with the same return value.
-        candidates: &["__vmap_pages_range_noflush", "vmap_pages_range_noflush"],
-        required: false,
-        lost: "mapping-stage failures and retries",
-        programs: Programs::both(
-            "mapping_stage_fentry",
-            "mapping_stage_fexit",
-            "mapping_stage_kprobe",
-            "mapping_stage_kretprobe",
-        ),
+        lost: "area-stage failures and mapping-stage failures of calls that give up",
+        programs: Programs::kprobe_only("failure_report"),
     },
     Role {
         name: "pte-alloc",
@@ -186,6 +181,42 @@ pub const ROLES: &[Role] = &[
         required: false,
         lost: "sleeps of open-coded retry loops (memalloc_retry_wait)",
         programs: Programs::entry_only("io_sleep_fentry", "io_sleep_kprobe"),
+    },
+];
+
+/// The stages, hooked by `nofail inject` only: their entry and exit scope
+/// the injector to the stage it targets (`Inflight::stage`). Failures are
+/// counted on the slow path in every command (the failure-report and
+/// retry-sleep roles), so tracing alone never pays for these.
+pub const STAGE_ROLES: &[Role] = &[
+    Role {
+        name: "area-stage",
+        candidates: &["__get_vm_area_node"],
+        required: true,
+        lost: "injection into the area stage",
+        programs: Programs::both(
+            "area_stage_fentry",
+            "area_stage_fexit",
+            "area_stage_kprobe",
+            "area_stage_kretprobe",
+        ),
+    },
+    Role {
+        name: "mapping-stage",
+        // The NOFAIL mapping loop checks vmap_pages_range() (6.x) or
+        // __vmap_pages_range() (7.x); both wrappers and vmap_pages_range_noflush
+        // get inlined (Debian's 7.2 build calls __vmap_pages_range_noflush
+        // straight from __vmalloc_node_range_noprof), so hook the worker all
+        // of them end in, once per attempt, with the same return value.
+        candidates: &["__vmap_pages_range_noflush", "vmap_pages_range_noflush"],
+        required: true,
+        lost: "injection into the mapping stage",
+        programs: Programs::both(
+            "mapping_stage_fentry",
+            "mapping_stage_fexit",
+            "mapping_stage_kprobe",
+            "mapping_stage_kretprobe",
+        ),
     },
 ];
 
@@ -251,12 +282,7 @@ pub const SENTINEL_ROLES: &[Role] = &[
         candidates: &["warn_alloc"],
         required: true,
         lost: "stage failures and NULL returns",
-        programs: Programs {
-            fentry: None,
-            fexit: None,
-            kprobe: Some("sentinel_warn"),
-            kretprobe: None,
-        },
+        programs: Programs::kprobe_only("sentinel_warn"),
     },
     Role {
         name: "retry-sleep",
@@ -275,12 +301,7 @@ pub const SENTINEL_ROLES: &[Role] = &[
         candidates: &["io_schedule_timeout"],
         required: false,
         lost: "retries by hand that sleep in memalloc_retry_wait",
-        programs: Programs {
-            fentry: None,
-            fexit: None,
-            kprobe: Some("sentinel_io_sleep"),
-            kretprobe: None,
-        },
+        programs: Programs::kprobe_only("sentinel_io_sleep"),
     },
 ];
 

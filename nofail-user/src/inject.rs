@@ -360,6 +360,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         mechanism = injector::choose(args.inject_mode, view, &config, &hooks)?;
         Ok(())
     })?;
+    session.tracer.attach_stages(&session.view)?;
     let ebpf = &mut session.tracer.ebpf;
     let injecting = injector::attach(ebpf, mechanism, &hooks)?;
     let (category, name, program) = SYSCALL_EXIT;

@@ -347,7 +347,12 @@ pub struct Injection {
 }
 
 /// "kprobe", "fentry", or "mixed" across the attached roles.
+/// The mode calls were followed in: vmalloc's core's (the slow-path roles
+/// are kprobes in every mode), else the one all roles share.
 pub fn mode_of(attached: &[Attached]) -> String {
+    if let Some(core) = attached.iter().find(|a| a.role == "vmalloc-core") {
+        return core.mode.to_string();
+    }
     let mut modes: Vec<String> = attached.iter().map(|a| a.mode.to_string()).collect();
     modes.dedup();
     match modes.as_slice() {

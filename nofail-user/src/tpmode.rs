@@ -12,13 +12,15 @@ use crate::{
     tracer::{Attached, one_line},
 };
 
-/// Load-time globals of frames.rs and tracepoints.rs.
+/// Load-time globals of frames.rs and tracepoints.rs (the full mode's
+/// retry-sleep check uses them too).
 #[derive(Debug, Default)]
 pub struct TextGlobals {
     core: [u64; 4],
     area_node: [u64; 4],
     sleep: [u64; 4],
     process_timeout: u64,
+    kernel_text: [u64; 2],
 }
 
 /// A function and its `.cold` part (GCC moves unlikely blocks, such as
@@ -43,6 +45,10 @@ impl TextGlobals {
             area_node: with_cold(k, "__vmalloc_area_node").unwrap_or_default(),
             sleep: [ss, se, ts, te],
             process_timeout: k.extent("process_timeout")?.0,
+            kernel_text: [
+                k.extent("_stext").map_or(0, |e| e.0),
+                k.extent("_etext").map_or(0, |e| e.0),
+            ],
         })
     }
 
@@ -51,7 +57,8 @@ impl TextGlobals {
             .override_global("CORE_TEXT", &self.core, true)
             .override_global("AREA_NODE_TEXT", &self.area_node, true)
             .override_global("SLEEP_TEXT", &self.sleep, true)
-            .override_global("PROCESS_TIMEOUT", &self.process_timeout, true);
+            .override_global("PROCESS_TIMEOUT", &self.process_timeout, true)
+            .override_global("KERNEL_TEXT", &self.kernel_text, true);
     }
 }
 

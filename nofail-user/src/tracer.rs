@@ -245,6 +245,31 @@ fn attach_functions(
 }
 
 impl Tracer {
+    /// `nofail inject`: the stage roles that scope the injector
+    /// (attach::STAGE_ROLES), attached the way vmalloc's core was.
+    pub fn attach_stages(&mut self, view: &KernelView) -> Result<()> {
+        let core_mode = self
+            .attached
+            .iter()
+            .find(|a| a.role == "vmalloc-core")
+            .map(|a| a.mode)
+            .context("vmalloc's core is not attached")?;
+        let (plan, _) = attach::resolve_table(view, attach::STAGE_ROLES)?;
+        let btf = Btf::from_sys_fs().ok();
+        for Resolved { role, function } in plan {
+            let a = attach_role(
+                &mut self.ebpf,
+                btf.as_ref(),
+                view,
+                role,
+                function,
+                core_mode,
+            )?;
+            self.attached.push(a);
+        }
+        Ok(())
+    }
+
     /// Counts every call (entry and exit hooks), rather than tracepoint
     /// mode's vmap areas and slow-path events or sentinel's slow paths.
     pub fn sees_every_call(&self) -> bool {
@@ -299,6 +324,7 @@ fn attach_role(
     };
     let fentry_err = match mode {
         Mode::Kprobe | Mode::Tracepoint | Mode::Sentinel => None,
+        _ if role.programs.kprobe_only_role() => None,
         // Exact counts first: on a kernel that preempts BPF programs, fentry
         // loses events under load; kprobes do not. --mode fentry overrides.
         Mode::Auto if view.preempts_bpf() && view.kprobes => Some(format!(

@@ -337,6 +337,19 @@ static const struct file_operations null_tids_fops = {
 	.write = null_tids_write,
 };
 
+/* Any write: free every lazily freed vmap area now (vm_unmap_aliases()),
+ * so that a measured batch of calls meets no purge of earlier frees. */
+static ssize_t purge_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	vm_unmap_aliases();
+	return len;
+}
+
+static const struct file_operations purge_fops = {
+	.owner = THIS_MODULE,
+	.write = purge_write,
+};
+
 static int __init trigger_init(void)
 {
 	static const char *const mapping_fns[] = {
@@ -361,6 +374,7 @@ static int __init trigger_init(void)
 	debugfs_create_file("run", 0200, dir, NULL, &run_fops);
 	debugfs_create_file("results", 0400, dir, NULL, &results_fops);
 	debugfs_create_file("null_tids", 0600, dir, NULL, &null_tids_fops);
+	debugfs_create_file("purge", 0200, dir, NULL, &purge_fops);
 	return 0;
 }
 

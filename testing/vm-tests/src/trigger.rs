@@ -46,6 +46,11 @@ fn write(file: &str, value: &str) -> Result<()> {
         .with_context(|| format!("write {value:?} to {DIR}/{file}"))
 }
 
+/// Frees the vmap areas vfree() left for a later purge (vm_unmap_aliases()).
+pub fn purge_lazy() -> Result<()> {
+    write("purge", "1")
+}
+
 /// What the trigger saw for its last run.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Results {
