@@ -39,6 +39,13 @@ pub static ZERO_STATS: Array<CallerStats> = Array::with_max_entries(1, 0);
 #[map]
 pub static LAST_NULL: LruHashMap<u32, LastNull> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
+/// Full mode: when the last NULL went into `LAST_NULL` (slot 0). A call
+/// starting more than the retry window later cannot be a retry by hand,
+/// so it skips the `LAST_NULL` lookup: the common case costs an array
+/// read instead of a hash lookup.
+#[map]
+pub static LAST_NULL_NS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Tracepoint mode: per task, what its vmalloc call showed last.
 #[map]
 pub static TP_TASKS: LruHashMap<u32, TpTask> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);

@@ -27,7 +27,7 @@ use nofail_common::{
 
 use crate::{
     config::{chains_on, gfp_nofail, retry_window_ns, selected},
-    maps::{INFLIGHT, LAST_NULL, STACKS, caller_stats, chain_stats, health},
+    maps::{INFLIGHT, LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
     task::{current_tgid, current_tid, now_ns},
 };
 
@@ -134,6 +134,10 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
 /// sleeps taken since the NULL.
 #[inline(always)]
 fn note_hand_retry(tid: u32, caller: u64, now: u64) -> Option<u32> {
+    let newest = LAST_NULL_NS.get(0).copied().unwrap_or(u64::MAX);
+    if now.saturating_sub(newest) > retry_window_ns() {
+        return None;
+    }
     let last = *unsafe { LAST_NULL.get(tid) }?;
     let _ = LAST_NULL.remove(tid);
     if last.caller != caller || now.saturating_sub(last.end_ns) > retry_window_ns() {
@@ -185,6 +189,9 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
             _pad: 0,
         };
         let _ = LAST_NULL.insert(tid, last, 0);
+        if let Some(newest) = LAST_NULL_NS.get_ptr_mut(0) {
+            unsafe { *newest = now };
+        }
     }
     let latency = now.saturating_sub(call.start_ns);
     if let Some(stats) = caller_stats(call.caller) {

@@ -3,9 +3,12 @@
 //! `vm-tests --bench` (untraced, nofail kprobe, fentry and sentinel,
 //! bpftrace; interleaved rounds) in two test-VM boots: under `-icount`
 //! (guest instructions, the counted metric) and plain TCG (wall time).
-//! Results: printed, and written to target/bench-{icount,wall}.json.
+//! Results: printed, and written to target/bench-{icount,wall}.json
+//! (`-N` appended per run with `--runs N`, and the spread of the counted
+//! metric between runs in target/bench-runs.json).
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
 
 use crate::{
     kernels::{self, KernelName},
@@ -14,7 +17,7 @@ use crate::{
     vm,
 };
 
-pub fn run() -> Result<i32> {
+pub fn run(runs: u32) -> Result<i32> {
     setup::ensure()?;
     let root = workspace_root();
     util::run(
@@ -24,10 +27,42 @@ pub fn run() -> Result<i32> {
     )?;
     let kernel = kernels::ensure(KernelName::Test)?;
     let ko = trigger::build(&kernel)?;
-    // Two boots: the counted metric (-icount: one guest nanosecond per
-    // guest instruction), then plain TCG wall time for comparison.
+    let mut counted = Vec::new();
+    for n in 1..=runs {
+        if runs > 1 {
+            println!("xtask bench: run {n} of {runs}");
+        }
+        let suffix = if runs > 1 {
+            format!("-{n}")
+        } else {
+            String::new()
+        };
+        one_run(&root, &kernel, &ko, &suffix)?;
+        let path = root.join(format!("target/bench-icount{suffix}.json"));
+        counted.push(serde_json::from_str::<Value>(&std::fs::read_to_string(
+            &path,
+        )?)?);
+    }
+    if runs > 1 {
+        let (table, spread) = spread(&counted)?;
+        print!("{table}");
+        let out = root.join("target/bench-runs.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&spread)? + "\n")?;
+        println!("xtask bench: spread between runs in {}", out.display());
+    }
+    Ok(0)
+}
+
+/// Two boots: the counted metric (-icount: one guest nanosecond per guest
+/// instruction), then plain TCG wall time for comparison.
+fn one_run(
+    root: &std::path::Path,
+    kernel: &kernels::Kernel,
+    ko: &std::path::Path,
+    suffix: &str,
+) -> Result<()> {
     for (clock, icount) in [("icount", true), ("wall", false)] {
-        let out = root.join(format!("target/bench-{clock}.json"));
+        let out = root.join(format!("target/bench-{clock}{suffix}.json"));
         let command: Vec<String> = vec![
             root.join("target/release/vm-tests").display().to_string(),
             "--nofail".into(),
@@ -43,8 +78,8 @@ pub fn run() -> Result<i32> {
         ];
         println!("xtask bench: {clock} boot");
         let code = vm::run(&vm::Guest {
-            kernel: &kernel,
-            cwd: &root,
+            kernel,
+            cwd: root,
             command: &command,
             env: &[format!("NOFAIL_BENCH_CLOCK={clock}")],
             timeout: 3600,
@@ -56,5 +91,77 @@ pub fn run() -> Result<i32> {
         }
         println!("xtask bench: results in {}", out.display());
     }
-    Ok(0)
+    Ok(())
+}
+
+/// Per configuration and workload, the counted metric's added instructions
+/// per call (median of each run's rounds) in every run, with min–max; and
+/// each nofail full-mode configuration's added cost as a ratio of
+/// bpftrace's, per run.
+fn spread(runs: &[Value]) -> Result<(String, Value)> {
+    let added = |run: &Value, config: &str, workload: &str| -> Option<f64> {
+        run["configs"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == config)?["workloads"]
+            .as_array()?
+            .iter()
+            .find(|w| w["workload"] == workload)?["added_ns_per_call_median"]
+            .as_f64()
+    };
+    let first = runs.first().context("no runs")?;
+    let mut table = format!(
+        "{:<16} {:<17} {:>28} {:>22}\n",
+        "CONFIG", "WORKLOAD", "ADDED INSNS/CALL per run", "SPREAD min-max"
+    );
+    let mut rows = Vec::new();
+    for config in first["configs"].as_array().context("configs")? {
+        let name = config["name"].as_str().unwrap_or_default();
+        for w in config["workloads"].as_array().context("workloads")? {
+            let workload = w["workload"].as_str().unwrap_or_default();
+            let per_run: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| added(r, name, workload))
+                .collect();
+            let (lo, hi) = per_run
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let vs_bpftrace: Vec<Option<f64>> = runs
+                .iter()
+                .map(|r| {
+                    let b = added(r, "bpftrace", workload)?;
+                    (b > 0.0).then(|| added(r, name, workload).unwrap_or(0.0) / b)
+                })
+                .collect();
+            table += &format!(
+                "{:<16} {:<17} {:>28} {:>22}\n",
+                name,
+                workload,
+                per_run
+                    .iter()
+                    .map(|v| format!("{v:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                format!("{lo:.0}–{hi:.0}")
+            );
+            if name.starts_with("nofail") && !workload.starts_with("bpf_map") {
+                table += &format!(
+                    "{:<16} {:<17} {:>28}\n",
+                    "",
+                    "  x bpftrace",
+                    vs_bpftrace
+                        .iter()
+                        .map(|r| r.map_or("-".into(), |r| format!("{r:.2}")))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            rows.push(json!({
+                "config": name, "workload": workload,
+                "added_insns_per_call": per_run, "min": lo, "max": hi,
+                "ratio_to_bpftrace": vs_bpftrace,
+            }));
+        }
+    }
+    Ok((table, json!({ "runs": runs.len(), "rows": rows })))
 }

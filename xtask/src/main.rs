@@ -49,8 +49,15 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
-    /// Tracing overhead: untraced vs nofail (fentry, kprobe) vs bpftrace.
-    Bench,
+    /// Tracing overhead: untraced vs nofail (kprobe, fentry, sentinel) vs
+    /// bpftrace, counted (-icount) and wall time.
+    Bench {
+        /// Complete runs (two boots each); with more than one, the spread
+        /// of the counted metric between them is printed and written to
+        /// target/bench-runs.json.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+        runs: u32,
+    },
     /// The whole test suite: host checks, then the VM matrix.
     Ci {
         /// Kernels of the VM matrix; all four by default.
@@ -66,7 +73,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
-        Cmd::Bench => bench::run(),
+        Cmd::Bench { runs } => bench::run(runs),
         Cmd::VmTest { kernel, filter } => ci::vm_test(kernel, filter),
     };
     match result {
