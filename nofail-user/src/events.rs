@@ -14,6 +14,7 @@ use std::{
     fs::File,
     io::{BufWriter, Write as _},
     path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
@@ -28,7 +29,7 @@ use nofail_common::{
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use crate::symbols::Kallsyms;
+use crate::{symbols::Kallsyms, tracer::Globals};
 
 /// Records per second the kernel side sends at most, unless told.
 const DEFAULT_RATE: u64 = 1000;
@@ -80,6 +81,32 @@ impl EventArgs {
                     .with_context(|| format!("cannot write --events-json {}", p.display()))
             })
             .transpose()
+    }
+}
+
+impl EventArgs {
+    /// The tracer's load-time constants for a command whose own events are
+    /// `command` (`EVENT_INJECTED`, `EVENT_RETRY`).
+    pub fn globals(&self, command: u32, retry_window: Duration, stuck_after: Duration) -> Globals {
+        Globals {
+            retry_window_ns: retry_window.as_nanos() as u64,
+            event_kinds: self.kinds(command),
+            events_rate: self.events_rate,
+            stuck_after_ns: stuck_after.as_nanos() as u64,
+        }
+    }
+
+    /// The reader of an attached session's events, if `--events` is on.
+    pub fn stream(
+        &self,
+        session: &mut crate::session::Session,
+        json: Option<BufWriter<File>>,
+    ) -> Result<Option<EventStream>> {
+        if !self.on() {
+            return Ok(None);
+        }
+        let gfp_nofail = session.view.gfp_nofail();
+        EventStream::open(&mut session.tracer.ebpf, json, gfp_nofail, self.events_rate).map(Some)
     }
 }
 

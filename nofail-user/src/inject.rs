@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use crate::{
     attach::{AREA_INJECT, InjectHook, MAPPING_INJECT, Mode, SYSCALL_EXIT},
     cli::parse_duration,
-    events::{self, EventStream},
+    events,
     filter::FilterArgs,
     injector::{self, InjectMode},
     kconfig::KernelConfig,
     report::{CallerRow, InflightRow, Injection},
     session::{Session, Stop},
-    tracer::{Globals, one_line},
+    tracer::one_line,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -349,12 +349,9 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     // Every rule is checked before anything is loaded or attached.
     let mut mechanism = InjectMode::Auto;
     let events_json = args.events.open_json()?;
-    let globals = Globals {
-        retry_window_ns: args.retry_window.as_nanos() as u64,
-        event_kinds: args.events.kinds(EVENT_INJECTED),
-        events_rate: args.events.events_rate,
-        stuck_after_ns: args.stuck_after.as_nanos() as u64,
-    };
+    let globals = args
+        .events
+        .globals(EVENT_INJECTED, args.retry_window, args.stuck_after);
     let mut session = Session::start(&args.filter, args.mode, globals, |view| {
         let config = KernelConfig::load(&view.release);
         mechanism = injector::choose(args.inject_mode, view, &config, &hooks)?;
@@ -375,15 +372,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let mut rule_map: Array<_, InjectRule> =
         Array::try_from(ebpf.map_mut("INJECT_RULE").context("INJECT_RULE missing")?)?;
     rule_map.set(0, args.rule(), 0)?;
-    let mut events = match args.events.on() {
-        true => Some(EventStream::open(
-            &mut session.tracer.ebpf,
-            events_json,
-            session.view.gfp_nofail(),
-            args.events.events_rate,
-        )?),
-        false => None,
-    };
+    let mut events = args.events.stream(&mut session, events_json)?;
     session.tracer.announce();
     own_process_exempt()?;
     eprintln!(

@@ -9,33 +9,20 @@ use nofail_common::EVENT_RETRY;
 
 use crate::{
     cli::TraceArgs,
-    events::{self, EventStream},
-    render, report,
+    events, render, report,
     session::{Session, Stop},
     symbols::Kallsyms,
-    tracer::Globals,
 };
 
 pub async fn run(args: TraceArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
     let events_json = args.events.open_json()?;
-    let globals = Globals {
-        retry_window_ns: args.retry_window.as_nanos() as u64,
-        event_kinds: args.events.kinds(EVENT_RETRY),
-        events_rate: args.events.events_rate,
-        stuck_after_ns: args.stuck_after.as_nanos() as u64,
-    };
+    let globals = args
+        .events
+        .globals(EVENT_RETRY, args.retry_window, args.stuck_after);
     let mut session = Session::start(&args.filter, args.mode, globals, |_| Ok(()))?;
-    let mut events = match args.events.on() {
-        true => Some(EventStream::open(
-            &mut session.tracer.ebpf,
-            events_json,
-            session.view.gfp_nofail(),
-            args.events.events_rate,
-        )?),
-        false => None,
-    };
+    let mut events = args.events.stream(&mut session, events_json)?;
     session.tracer.announce();
     eprintln!(
         "nofail: tracing for {:?} (Ctrl-C to stop early)",

@@ -75,28 +75,29 @@ fn start_inject(ctx: &Ctx, name: &str, extra: &[&str]) -> Result<(Trace, std::pa
 
 /// --fail-first 3 on a NOFAIL site: exactly 3 INJECTED lines, attempts 1,
 /// 2, 3, from this task, at the site, in the stage asked for; in both
-/// stages and with both mechanisms (kprobe override, fmod_ret).
+/// stages and with both mechanisms (kprobe override, fmod_ret); the area
+/// run with --events-stack, each stack passing through the site.
 pub fn fail_first_lines(ctx: &Ctx) -> Result<()> {
-    for (stage, site, mode) in [
-        ("area", "vmalloc_nofail", "kprobe"),
-        ("mapping", "vmalloc_nofail_fresh", "fmod-ret"),
+    for (stage, site, mode, stack) in [
+        ("area", "vmalloc_nofail", "kprobe", true),
+        ("mapping", "vmalloc_nofail_fresh", "fmod-ret", false),
     ] {
         let symbol = format!("site_{site}");
         let name = format!("events_fail_first_{stage}");
-        let (inj, json) = start_inject(
-            ctx,
-            &name,
-            &[
-                "--stage",
-                stage,
-                "--caller",
-                &symbol,
-                "--fail-first",
-                "3",
-                "--inject-mode",
-                mode,
-            ],
-        )?;
+        let mut args = vec![
+            "--stage",
+            stage,
+            "--caller",
+            &symbol,
+            "--fail-first",
+            "3",
+            "--inject-mode",
+            mode,
+        ];
+        if stack {
+            args.push("--events-stack");
+        }
+        let (inj, json) = start_inject(ctx, &name, &args)?;
         let stdout = inj.stdout.clone();
         let tid = gettid();
         let (run, report) = inj.around(|| trigger::run(site, 1, 64 << 10, Arm::Off))?;
@@ -123,6 +124,21 @@ pub fn fail_first_lines(ctx: &Ctx) -> Result<()> {
                 i + 1,
                 i + 1
             );
+            if stack {
+                let frames = get(e, "stack")?.as_array().cloned().unwrap_or_default();
+                ensure!(
+                    frames.iter().any(|f| f
+                        .as_str()
+                        .is_some_and(|f| f.starts_with(&format!("{symbol}+")))),
+                    "{stage}: stack of event {} does not pass through {symbol}: {e}",
+                    i + 1
+                );
+            } else {
+                ensure!(
+                    e.get("stack").is_none(),
+                    "a stack without --events-stack: {e}"
+                );
+            }
             let line = &ev.text[i];
             ensure!(
                 line.contains(&format!(" attempt {} ", i + 1))
