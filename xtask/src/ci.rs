@@ -240,7 +240,10 @@ pub fn vm_suite(kernel: &Kernel, filter: Option<&str>) -> Result<bool> {
         cwd: &root,
         command: &command,
         env: &env,
-        timeout: 900,
+        // A guard against hangs, not a time limit: the test kernel's whole
+        // matrix (53 scenarios, the 3-minute soak among them) takes about
+        // 15 minutes under TCG on 2 cores.
+        timeout: 1800,
         memory: 2048,
         icount: false,
     })?;
