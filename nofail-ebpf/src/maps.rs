@@ -97,8 +97,6 @@ pub fn inject_count(slot: InjectCounter) {
     bump_percpu(&INJECT_STATS, slot as u32);
 }
 
-/// NULL returns that became a system call failing with -ENOMEM, per call
-/// site and system call number.
 /// fmod_ret mode: the verdict the fentry decision program left for the
 /// task's fmod_ret program on the same `should_*` call (tid -> return
 /// value). The fmod_ret program, assembled by userspace (aya cannot load
@@ -106,6 +104,8 @@ pub fn inject_count(slot: InjectCounter) {
 #[map]
 pub static VERDICT: HashMap<u32, u64> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
 
+/// NULL returns that became a system call failing with -ENOMEM, per call
+/// site and system call number.
 #[map]
 pub static ENOMEM_SYSCALLS: HashMap<SyscallKey, u64> = HashMap::with_max_entries(1024, 0);
 
