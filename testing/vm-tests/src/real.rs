@@ -103,7 +103,23 @@ impl TpCount {
         }
         let dir = root.join("instances").join(name);
         let _ = std::fs::remove_dir(&dir);
-        std::fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        // An instance with record-cmd on registers a comm recorder on
+        // sched_switch when its event is enabled and unregisters it when
+        // disabled (tracing_start_cmdline_record()): each flips the
+        // sched_switch static key, live-patching the jump site in
+        // __schedule() that every CPU runs. Under TCG one such flip ended
+        // a CI run with "Oops: int3" at __schedule+0x323, the
+        // sched_switch site in the test kernel's __jump_table. The counts
+        // filter on common_pid and need no comm. record-cmd is a top-level
+        // option an instance copies when created (trace_array_create()),
+        // so it is off only while this instance is made.
+        let record_cmd = root.join("options").join("record-cmd");
+        let was = std::fs::read_to_string(&record_cmd)
+            .with_context(|| format!("read {}", record_cmd.display()))?;
+        std::fs::write(&record_cmd, "0")?;
+        let made = std::fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()));
+        std::fs::write(&record_cmd, was.trim())?;
+        made?;
         let ev = dir.join("events").join(event);
         std::fs::write(
             ev.join("filter"),
