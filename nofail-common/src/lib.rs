@@ -103,9 +103,9 @@ pub struct CallerStats {
     pub max_retries: u64,
     /// Calls that followed a NULL return from the same call site in the
     /// same task within the retry window: an open-coded retry loop.
-    pub hand_retries: u64,
+    pub open_coded_retries: u64,
     /// Sleeps between such a NULL return and the retry.
-    pub hand_retry_sleeps: u64,
+    pub open_coded_retry_sleeps: u64,
     /// Failures `nofail inject` caused in this caller's calls.
     pub injected: u64,
     /// Longest time slept in one call, ns.
@@ -131,8 +131,8 @@ impl Default for CallerStats {
             slept_ns: 0,
             sleep_jiffies: 0,
             max_retries: 0,
-            hand_retries: 0,
-            hand_retry_sleeps: 0,
+            open_coded_retries: 0,
+            open_coded_retry_sleeps: 0,
             injected: 0,
             max_slept_ns: 0,
             latency_hist: [0; HIST_BUCKETS],
@@ -161,8 +161,10 @@ impl CallerStats {
         self.slept_ns = self.slept_ns.saturating_add(o.slept_ns);
         self.sleep_jiffies = self.sleep_jiffies.saturating_add(o.sleep_jiffies);
         self.max_retries = self.max_retries.max(o.max_retries);
-        self.hand_retries = self.hand_retries.saturating_add(o.hand_retries);
-        self.hand_retry_sleeps = self.hand_retry_sleeps.saturating_add(o.hand_retry_sleeps);
+        self.open_coded_retries = self.open_coded_retries.saturating_add(o.open_coded_retries);
+        self.open_coded_retry_sleeps = self
+            .open_coded_retry_sleeps
+            .saturating_add(o.open_coded_retry_sleeps);
         self.injected = self.injected.saturating_add(o.injected);
         self.max_slept_ns = self.max_slept_ns.max(o.max_slept_ns);
         for i in 0..HIST_BUCKETS {
@@ -197,7 +199,7 @@ pub struct Inflight {
     pub ignored: u32,
     /// 1 when this call is an open-coded retry (it followed a NULL from
     /// the same site in this task), for the `--chains` aggregate.
-    pub hand_retry: u32,
+    pub open_coded_retry: u32,
     pub area_failures: u32,
     pub mapping_failures: u32,
     pub pt_failures: [u32; PT_LEVELS],
@@ -214,7 +216,7 @@ pub struct Inflight {
     pub injected: u32,
     pub consecutive: u32,
     /// Sleeps between the NULL this call retries and the call itself.
-    pub hand_retry_sleeps: u32,
+    pub open_coded_retry_sleeps: u32,
     /// Stage whose failure the loop retries now (`STAGE_*`), 0 before the
     /// first failure: the stage a retry sleep event names.
     pub failed_stage: u32,

@@ -56,7 +56,7 @@ pub fn sentinel_sleep_ret(_ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn sentinel_io_sleep(_ctx: ProbeContext) -> u32 {
-    note_hand_retry_sleep(current_tid());
+    note_open_coded_retry_sleep(current_tid());
     0
 }
 
@@ -116,7 +116,7 @@ fn try_sleep(ctx: &ProbeContext, timeout: i64) {
     let tid = current_tid();
     let Some(call) = tracked(ctx, gfp_nofail(), true) else {
         // Not vmalloc's own sleep: maybe a caller's loop after a NULL.
-        note_hand_retry_sleep(tid);
+        note_open_coded_retry_sleep(tid);
         return;
     };
     let area = matches!(unsafe { TP_TASKS.get(tid) }, Some(t) if t.slot == call.slot && t.area_failed != 0);
@@ -157,7 +157,7 @@ fn try_sleep_ret() {
 /// hand (counted at its first sleep; the full mode counts it at the next
 /// call instead, the same number when every retry sleeps first).
 #[inline(always)]
-fn note_hand_retry_sleep(tid: u32) {
+fn note_open_coded_retry_sleep(tid: u32) {
     let Some(last) = LAST_NULL.get_ptr_mut(tid) else {
         return;
     };
@@ -169,9 +169,9 @@ fn note_hand_retry_sleep(tid: u32) {
     if let Some(stats) = caller_stats(last.caller) {
         unsafe {
             if last.sleeps == 0 {
-                (*stats).hand_retries += 1;
+                (*stats).open_coded_retries += 1;
             }
-            (*stats).hand_retry_sleeps += 1;
+            (*stats).open_coded_retry_sleeps += 1;
         }
     }
     last.sleeps += 1;

@@ -103,10 +103,10 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let now = now_ns();
     let ignored = !selected(tgid, &comm, caller, size, gfp);
-    let hand_retry = if ignored {
+    let open_coded_retry = if ignored {
         None
     } else {
-        note_hand_retry(tid, caller, now)
+        note_open_coded_retry(tid, caller, now)
     };
     let call = Inflight {
         frame,
@@ -118,8 +118,8 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
         tgid,
         tid,
         ignored: ignored as u32,
-        hand_retry: hand_retry.is_some() as u32,
-        hand_retry_sleeps: hand_retry.unwrap_or(0),
+        open_coded_retry: open_coded_retry.is_some() as u32,
+        open_coded_retry_sleeps: open_coded_retry.unwrap_or(0),
         comm,
         ..Default::default()
     };
@@ -133,7 +133,7 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
 /// at once (a retry that never returns is still a retry); returns the
 /// sleeps taken since the NULL.
 #[inline(always)]
-fn note_hand_retry(tid: u32, caller: u64, now: u64) -> Option<u32> {
+fn note_open_coded_retry(tid: u32, caller: u64, now: u64) -> Option<u32> {
     let newest = LAST_NULL_NS.get(0).copied().unwrap_or(u64::MAX);
     if now.saturating_sub(newest) > retry_window_ns() {
         return None;
@@ -145,8 +145,8 @@ fn note_hand_retry(tid: u32, caller: u64, now: u64) -> Option<u32> {
     }
     if let Some(stats) = caller_stats(caller) {
         unsafe {
-            (*stats).hand_retries += 1;
-            (*stats).hand_retry_sleeps += last.sleeps as u64;
+            (*stats).open_coded_retries += 1;
+            (*stats).open_coded_retry_sleeps += last.sleeps as u64;
         }
     }
     Some(last.sleeps)
@@ -228,7 +228,7 @@ fn matters(call: &Inflight, ret: u64) -> bool {
         || call.area_failures != 0
         || call.mapping_failures != 0
         || call.sleeps != 0
-        || call.hand_retry != 0
+        || call.open_coded_retry != 0
 }
 
 /// Adds one call that mattered to a `--chains` aggregate: its counters
@@ -250,8 +250,8 @@ fn fold_chain(stats: &mut CallerStats, call: &Inflight, ret: u64) {
     stats.injected += call.injected as u64;
     // Caller rows count a retry by hand at its entry; a chain learns of
     // it here.
-    stats.hand_retries += call.hand_retry as u64;
-    stats.hand_retry_sleeps += call.hand_retry_sleeps as u64;
+    stats.open_coded_retries += call.open_coded_retry as u64;
+    stats.open_coded_retry_sleeps += call.open_coded_retry_sleeps as u64;
 }
 
 /// Adds one finished call to an aggregate.

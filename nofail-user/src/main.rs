@@ -1,29 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail`: see and break the kernel's never-fail allocation retry loops.
 
-mod attach;
-mod btf;
-mod chains;
-mod cli;
-mod doctor;
-mod events;
-mod export;
-mod filter;
-mod fmodret;
-mod hist;
-mod inject;
-mod injector;
-mod kconfig;
+// Layers, lowest first; a layer imports only those below it, and bpf and
+// output never import each other (ARCHITECTURE.md, tests/layers.rs).
+mod bpf;
+mod cmd;
 mod kernel;
-mod progstats;
-mod render;
-mod report;
-mod session;
-mod symbols;
-mod sysbpf;
-mod tpmode;
-mod trace;
-mod tracer;
+mod model;
+mod output;
 
 use std::process::ExitCode;
 
@@ -31,7 +15,7 @@ use clap::Parser as _;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cmd::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print in full; usage errors in one line.
         Err(e) if !e.use_stderr() => e.exit(),
@@ -49,21 +33,21 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        cli::Command::Trace(args) => trace::run(args).await,
-        cli::Command::Doctor(args) => doctor::run(args),
-        cli::Command::Inject(args) => inject::run(args).await,
-        cli::Command::Report(args) => export::run_report(args),
-        cli::Command::Serve(args) => export::serve::run(args).await,
+        cmd::Command::Trace(args) => cmd::trace::run(args).await,
+        cmd::Command::Doctor(args) => cmd::doctor::run(args),
+        cmd::Command::Inject(args) => cmd::inject::run(args).await,
+        cmd::Command::Report(args) => cmd::report::run(args),
+        cmd::Command::Serve(args) => cmd::serve::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.downcast_ref::<export::GateFailed>().is_some() => {
+        Err(err) if err.downcast_ref::<cmd::report::GateFailed>().is_some() => {
             eprintln!("nofail: {err}");
             ExitCode::from(3)
         }
         Err(err) => {
             // One line: the context chain joined, never a backtrace.
-            eprintln!("nofail: error: {}", tracer::one_line(&format!("{err:#}")));
+            eprintln!("nofail: error: {}", bpf::one_line(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

@@ -240,7 +240,7 @@ pub fn times_one_plain(ctx: &Ctx) -> Result<()> {
         b["injected"] == 1
             && b["null_returned"] == 1
             && b["absorbed"] == 1
-            && b["retried_by_hand"] == 0,
+            && b["open_coded_retries"] == 0,
         "{b}"
     );
     ensure!(
@@ -273,7 +273,9 @@ pub fn retried_by_hand(ctx: &Ctx) -> Result<()> {
     ensure!(run.null == 0 && run.retries == 2, "trigger: {run:?}");
     let b = behaviour(&report, "site_vmalloc_retry")?;
     ensure!(
-        b["retried_by_hand"] == 2 && b["null_returned"] == 2 && b["retry_sleeps_by_hand"] == 2,
+        b["open_coded_retries"] == 2
+            && b["null_returned"] == 2
+            && b["open_coded_retry_sleeps"] == 2,
         "{b}"
     );
     ensure!(b["absorbed"] == 0, "{b}");

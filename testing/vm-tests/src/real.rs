@@ -363,7 +363,7 @@ pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
             )
         })?;
     ensure!(
-        b["injected"] == 3 && b["null_returned"] == 3 && b["retried_by_hand"] == 3,
+        b["injected"] == 3 && b["null_returned"] == 3 && b["open_coded_retries"] == 3,
         "behaviour {b}"
     );
     ensure!(

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The fmod_ret half of `--inject-mode fmod-ret`. aya 0.14 cannot load
+//! BPF_MODIFY_RETURN programs, and the program needed is tiny: take the
+//! verdict the fentry decision program (nofail-ebpf/src/inject.rs) left
+//! for this task in `VERDICT`, delete it, return it (0 lets the original
+//! `should_*` function run). It is assembled here, loaded with
+//! BPF_PROG_LOAD against the function's BTF id and attached with
+//! BPF_RAW_TRACEPOINT_OPEN; the link is a file descriptor, so it goes away
+//! with nofail, kill -9 included.
+
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{Ebpf, maps::MapData};
+
+use crate::{bpf::sys::bpf_fd, kernel::btf::KernelBtf};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+const BPF_PROG_TYPE_TRACING: u32 = 26;
+const BPF_MODIFY_RETURN: u32 = 26;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_MAP_DELETE_ELEM: i32 = 3;
+const HELPER_GET_CURRENT_PID_TGID: i32 = 14;
+
+/// `struct bpf_insn`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+const fn call(helper: i32) -> Insn {
+    insn(0x85, 0, 0, 0, helper) // BPF_JMP | BPF_CALL
+}
+
+/// `r{dst} = map` (BPF_LD | BPF_IMM | BPF_DW, two slots).
+fn ld_map(dst: u8, map_fd: i32) -> [Insn; 2] {
+    [
+        insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map_fd),
+        insn(0, 0, 0, 0, 0),
+    ]
+}
+
+/// The program, for `VERDICT` at `map_fd`.
+fn program(map_fd: i32) -> Vec<Insn> {
+    let mut p = vec![
+        call(HELPER_GET_CURRENT_PID_TGID),
+        insn(0x63, 10, 0, -4, 0), // *(u32 *)(r10 - 4) = r0: the tid
+    ];
+    p.extend(ld_map(1, map_fd));
+    p.extend([
+        insn(0xbf, 2, 10, 0, 0), // r2 = r10
+        insn(0x07, 2, 0, 0, -4), // r2 += -4
+        call(HELPER_MAP_LOOKUP_ELEM),
+        insn(0x15, 0, 0, 8, 0), // if r0 == 0 goto +8 (return 0)
+        insn(0x79, 6, 0, 0, 0), // r6 = *(u64 *)(r0 + 0): the verdict
+    ]);
+    p.extend(ld_map(1, map_fd));
+    p.extend([
+        insn(0xbf, 2, 10, 0, 0), // r2 = r10
+        insn(0x07, 2, 0, 0, -4), // r2 += -4
+        call(HELPER_MAP_DELETE_ELEM),
+        insn(0xbf, 0, 6, 0, 0), // r0 = r6
+        insn(0x95, 0, 0, 0, 0), // exit
+        insn(0xb7, 0, 0, 0, 0), // r0 = 0
+        insn(0x95, 0, 0, 0, 0), // exit
+    ]);
+    p
+}
+
+/// The head of `union bpf_attr` for BPF_PROG_LOAD (uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+    attach_prog_fd: u32,
+    _pad: u32,
+}
+
+/// An attached fmod_ret program; dropping it detaches.
+pub struct FmodRet {
+    _prog: OwnedFd,
+    _link: OwnedFd,
+}
+
+/// Loads the verdict program for `function` and attaches it.
+pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
+    let btf = KernelBtf::from_sys_fs().context("fmod_ret needs the kernel's BTF")?;
+    let btf_id = *btf
+        .funcs
+        .get(function)
+        .with_context(|| format!("{function} is not in the kernel's BTF"))?;
+    let verdict: &MapData = match ebpf.map("VERDICT").context("VERDICT map missing")? {
+        aya::maps::Map::HashMap(data) => data,
+        _ => bail!("VERDICT is not a hash map"),
+    };
+    let insns = program(verdict.fd().as_fd().as_raw_fd());
+    let license = c"GPL";
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        expected_attach_type: BPF_MODIFY_RETURN,
+        attach_btf_id: btf_id,
+        ..Default::default()
+    };
+    let n = name.len().min(15);
+    attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let prog = bpf_fd(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+        let text = String::from_utf8_lossy(&log);
+        let last = text
+            .trim_end_matches('\0')
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        anyhow::anyhow!("the kernel refused an fmod_ret program on {function}: {e} {last}")
+    })?;
+    #[repr(C)]
+    struct RawTpAttr {
+        name: u64,
+        prog_fd: u32,
+        _pad: u32,
+    }
+    let mut open = RawTpAttr {
+        name: 0,
+        prog_fd: prog.as_raw_fd() as u32,
+        _pad: 0,
+    };
+    let link = bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &mut open)
+        .with_context(|| format!("cannot attach fmod_ret to {function}"))?;
+    Ok(FmodRet {
+        _prog: prog,
+        _link: link,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jump_lands_on_return_zero() {
+        let p = program(7);
+        let jeq = p.iter().position(|i| i.code == 0x15).unwrap();
+        let target = jeq + 1 + p[jeq].off as usize;
+        assert_eq!(p[target], insn(0xb7, 0, 0, 0, 0));
+        assert_eq!(p[target + 1].code, 0x95);
+        // Both map loads carry the map fd as a pseudo map reference.
+        let loads: Vec<&Insn> = p.iter().filter(|i| i.code == 0x18).collect();
+        assert_eq!(loads.len(), 2);
+        assert!(
+            loads
+                .iter()
+                .all(|i| i.imm == 7 && i.regs >> 4 == BPF_PSEUDO_MAP_FD)
+        );
+    }
+}

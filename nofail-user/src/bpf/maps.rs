@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Reading the kernel maps into the model: per-CPU sums of the caller
+//! aggregates, health counters, calls in flight, call chains, injection
+//! tallies and -ENOMEM system calls.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
+};
+use nofail_common::{
+    CallerStats, ChainKey, Health, INJECT_COUNTERS, Inflight, InjectCounter, NO_STACK, SyscallKey,
+};
+
+use crate::{
+    kernel::{monotonic_ns, symbols::Kallsyms},
+    model::{
+        chains::{self, ChainRow},
+        counters::{Aggregate, Counts},
+        health::HealthCounts,
+        inject::InjectCounts,
+        report::{InflightRow, pt_map},
+    },
+};
+
+/// The call sites in the aggregate map (keys only: cheap to poll).
+pub fn caller_addresses(ebpf: &Ebpf) -> Result<Vec<u64>> {
+    let map: PerCpuHashMap<_, u64, CallerStats> =
+        PerCpuHashMap::try_from(ebpf.map("CALLERS").context("CALLERS map missing")?)?;
+    Ok(map.keys().filter_map(|k| k.ok()).collect())
+}
+
+/// Sums the per-CPU aggregates of every call site.
+pub fn read_callers(ebpf: &Ebpf) -> Result<BTreeMap<u64, Aggregate>> {
+    let map: PerCpuHashMap<_, u64, CallerStats> =
+        PerCpuHashMap::try_from(ebpf.map("CALLERS").context("CALLERS map missing")?)?;
+    let mut out = BTreeMap::new();
+    for entry in map.iter() {
+        let (caller, per_cpu) = entry?;
+        let total: &mut Aggregate = out.entry(caller).or_default();
+        for stats in per_cpu.iter() {
+            total.add(&Aggregate::of_stats(stats));
+        }
+    }
+    Ok(out)
+}
+
+pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("HEALTH").context("HEALTH map missing")?)?;
+    let sum = |slot: Health| -> Result<u64> { Ok(map.get(&(slot as u32), 0)?.iter().sum()) };
+    let programs = crate::bpf::progstats::read(ebpf);
+    Ok(HealthCounts {
+        inflight_full: sum(Health::InflightFull)?,
+        callers_full: sum(Health::CallersFull)?,
+        orphan_exits: sum(Health::OrphanExit)?,
+        stale_replaced: sum(Health::StaleReplaced)?,
+        stacks_lost: sum(Health::StackLost)?,
+        chains_full: sum(Health::ChainsFull)?,
+        caller_unread: sum(Health::CallerUnread)?,
+        missed_runs: programs.iter().map(|p| p.recursion_misses).sum(),
+        programs,
+        events: None,
+    })
+}
+
+/// Calls in progress, oldest first.
+/// In tracepoint mode (`loops_only`) the map holds retry loops, kept while
+/// their sleeps keep coming (nofail-ebpf/src/tracepoints.rs).
+pub fn read_inflight(
+    ebpf: &Ebpf,
+    syms: &Kallsyms,
+    stuck_after_ns: u64,
+    loops_only: bool,
+) -> Result<Vec<InflightRow>> {
+    let map: HashMap<_, u32, Inflight> =
+        HashMap::try_from(ebpf.map("INFLIGHT").context("INFLIGHT map missing")?)?;
+    let now = monotonic_ns();
+    let mut rows = Vec::new();
+    for entry in map.iter() {
+        let Ok((_, call)) = entry else { continue }; // entries vanish while we iterate
+        if call.ignored != 0 {
+            continue;
+        }
+        if loops_only && now.saturating_sub(call.sleep_start_ns) >= nofail_common::TP_LOOP_GAP_NS {
+            continue; // the loop ended: no sleep for a while
+        }
+        let age_ns = now.saturating_sub(call.start_ns);
+        let comm_len = call
+            .comm
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(call.comm.len());
+        rows.push(InflightRow {
+            tid: call.tid,
+            pid: call.tgid,
+            comm: String::from_utf8_lossy(&call.comm[..comm_len]).into_owned(),
+            caller: syms.resolve(call.caller),
+            size: call.size,
+            age_ns,
+            area_failures: call.area_failures as u64,
+            mapping_failures: call.mapping_failures as u64,
+            pt_failures: pt_map(call.pt_failures.map(u64::from)),
+            sleeps_so_far: call.sleeps as u64,
+            slept_ns: call.slept_ns,
+            stuck: age_ns >= stuck_after_ns,
+        });
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
+    Ok(rows)
+}
+
+/// Reads `CHAINS` and `STACKS` and resolves every chain `depth` frames
+/// deep, most retries first.
+pub fn read_chains(ebpf: &Ebpf, syms: &Kallsyms, depth: u32) -> Result<Vec<ChainRow>> {
+    let chains: PerCpuHashMap<_, ChainKey, CallerStats> =
+        PerCpuHashMap::try_from(ebpf.map("CHAINS").context("CHAINS map missing")?)?;
+    let stacks = StackTraceMap::try_from(ebpf.map("STACKS").context("STACKS map missing")?)?;
+    let mut folded: BTreeMap<(String, Vec<String>), Counts> = BTreeMap::new();
+    let in_vmalloc = |ip: u64| {
+        let name = syms.resolve(ip);
+        name.starts_with("__vmalloc")
+            || name.starts_with("vmalloc")
+            || name.starts_with("__kvmalloc")
+    };
+    for entry in chains.iter() {
+        let (key, per_cpu) = entry?;
+        let chain = if key.stack_id == NO_STACK {
+            vec!["(stack lost)".to_string()]
+        } else {
+            match stacks.get(&key.stack_id, 0) {
+                Ok(trace) => {
+                    let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+                    chains::cut(&ips, key.caller, depth as usize, in_vmalloc)
+                        .into_iter()
+                        .map(|ip| syms.resolve(ip))
+                        .collect()
+                }
+                Err(_) => vec!["(stack lost)".to_string()],
+            }
+        };
+        let total = folded.entry((syms.resolve(key.caller), chain)).or_default();
+        for s in per_cpu.iter() {
+            total.add(&Counts::of_stats(s));
+        }
+    }
+    let mut rows: Vec<ChainRow> = folded
+        .into_iter()
+        .map(|((caller, chain), counts)| ChainRow {
+            caller,
+            chain,
+            counts,
+        })
+        .collect();
+    chains::sort(&mut rows);
+    Ok(rows)
+}
+
+/// The injection tallies (`INJECT_STATS`), summed over CPUs.
+pub fn read_counts(ebpf: &aya::Ebpf) -> Result<InjectCounts> {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("INJECT_STATS").context("INJECT_STATS missing")?)?;
+    let mut sums = [0u64; INJECT_COUNTERS as usize];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        *sum = map.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(InjectCounts {
+        eligible: sums[InjectCounter::Eligible as usize],
+        injected: sums[InjectCounter::Injected as usize],
+        skipped_budget: sums[InjectCounter::SkippedBudget as usize],
+        skipped_guard: sums[InjectCounter::SkippedGuard as usize],
+        skipped_selection: sums[InjectCounter::SkippedSelection as usize],
+    })
+}
+
+/// x86-64 system call names for the calls that commonly surface -ENOMEM.
+fn syscall_name(nr: u32) -> String {
+    let name = match nr {
+        0 => "read",
+        1 => "write",
+        9 => "mmap",
+        16 => "ioctl",
+        54 => "setsockopt",
+        56 => "clone",
+        57 => "fork",
+        59 => "execve",
+        175 => "init_module",
+        257 => "openat",
+        313 => "finit_module",
+        321 => "bpf",
+        435 => "clone3",
+        _ => return format!("syscall {nr}"),
+    };
+    name.to_string()
+}
+
+/// -ENOMEM system calls per call site address.
+pub fn read_enomem(ebpf: &aya::Ebpf) -> Result<BTreeMap<u64, BTreeMap<String, u64>>> {
+    let map: HashMap<_, SyscallKey, u64> = HashMap::try_from(
+        ebpf.map("ENOMEM_SYSCALLS")
+            .context("ENOMEM_SYSCALLS missing")?,
+    )?;
+    let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+    for entry in map.iter() {
+        let (key, count) = entry?;
+        *out.entry(key.caller)
+            .or_default()
+            .entry(syscall_name(key.nr))
+            .or_default() += count;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_names() {
+        assert_eq!(syscall_name(321), "bpf");
+        assert_eq!(syscall_name(9999), "syscall 9999");
+    }
+}

@@ -1,0 +1,369 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `nofail doctor`: the attach plan as resolved on the running kernel, and
+//! what the kernel offers for fault injection.
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::{
+    bpf::{
+        attach::{AREA_INJECT, MAPPING_INJECT, ROLES, TRACEPOINT_BLIND, TRACEPOINT_ROLES},
+        injector, one_line,
+        tracer::Tracer,
+    },
+    kernel::{config::KernelConfig, view::KernelView},
+    model::{Mode, inject::InjectMode},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Attach mode to try.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+const GFP_BITS: [&str; 6] = [
+    "___GFP_NOFAIL_BIT",
+    "___GFP_NORETRY_BIT",
+    "___GFP_RETRY_MAYFAIL_BIT",
+    "___GFP_DIRECT_RECLAIM_BIT",
+    "___GFP_KSWAPD_RECLAIM_BIT",
+    "___GFP_NOWARN_BIT",
+];
+
+#[derive(Debug, Serialize)]
+struct RoleLine {
+    role: &'static str,
+    required: bool,
+    candidates: Vec<&'static str>,
+    function: Option<&'static str>,
+    in_btf: bool,
+    mode: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Doctor {
+    kernel: String,
+    btf: bool,
+    tracefs: bool,
+    kprobes: bool,
+    preempt: Option<String>,
+    config_source: Option<String>,
+    hz: Option<String>,
+    gfp_bits: Vec<(&'static str, Option<i64>)>,
+    /// The `__GFP_NOFAIL` mask nofail uses and where it came from.
+    gfp_nofail_mask: u32,
+    gfp_nofail_source: &'static str,
+    roles: Vec<RoleLine>,
+    injection_options: Vec<(&'static str, Option<bool>)>,
+    override_return_loads: Result<(), String>,
+    /// What each injection mechanism lacks here (empty: usable).
+    kprobe_override_missing: Vec<String>,
+    fmod_ret_missing: Vec<String>,
+    injection_supported: bool,
+    /// tracefs mounted (tracepoints listed under events/).
+    tracefs_mounted: bool,
+    /// The kernel lockdown mode in force, when securityfs shows it.
+    lockdown: Option<String>,
+    /// The attach plan in one line: mode and why.
+    plan: String,
+    /// Tracepoint mode: its roles, and what it cannot see.
+    tracepoint_roles: Vec<TracepointLine>,
+    blind: Vec<&'static str>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct TracepointLine {
+    role: &'static str,
+    tracepoint: String,
+    attached: bool,
+    sees: &'static str,
+}
+
+/// `[integrity]` in "none [integrity] confidentiality".
+/// Without securityfs, the kernel command line's `lockdown=`.
+fn lockdown() -> Option<String> {
+    let Ok(text) = std::fs::read_to_string("/sys/kernel/security/lockdown") else {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+        let mode = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("lockdown="))?;
+        return Some(format!("{mode} (kernel command line)"));
+    };
+    let start = text.find('[')? + 1;
+    Some(text[start..start + text[start..].find(']')?].to_string())
+}
+
+pub fn run(args: DoctorArgs) -> Result<()> {
+    let view = KernelView::probe();
+    let config = KernelConfig::load(&view.release);
+    let attached = Tracer::attach(&view, args.mode, &Default::default(), &Default::default());
+    let mut roles = Vec::new();
+    for role in ROLES {
+        let function = role
+            .candidates
+            .iter()
+            .copied()
+            .find(|f| view.is_traceable(f));
+        let (mode, note) = match (&attached, function) {
+            (_, None) => (
+                None,
+                Some(format!("none present or traceable: {} not seen", role.lost)),
+            ),
+            (Ok(t), Some(_)) => match t.attached.iter().find(|a| a.role == role.name) {
+                Some(a) => (
+                    Some(a.mode.to_string()),
+                    a.fallback_reason.as_ref().map(|r| format!("fentry {r}")),
+                ),
+                None => (
+                    None,
+                    t.warnings
+                        .iter()
+                        .find(|w| w.starts_with(role.name))
+                        .cloned(),
+                ),
+            },
+            (Err(e), Some(_)) => (None, Some(one_line(&format!("{e:#}")))),
+        };
+        roles.push(RoleLine {
+            role: role.name,
+            required: role.required,
+            candidates: role.candidates.to_vec(),
+            function,
+            in_btf: function.is_some_and(|f| view.has_btf_func(f)),
+            mode,
+            note,
+        });
+    }
+    let sentinel = args.mode == Mode::Sentinel && attached.is_ok();
+    let tp_mode = !sentinel && matches!(&attached, Ok(t) if !t.sees_every_call());
+    let plan = match &attached {
+        Ok(t) => {
+            let modes: std::collections::BTreeSet<String> =
+                t.attached.iter().map(|a| a.mode.to_string()).collect();
+            let why = t.attached.iter().find_map(|a| a.fallback_reason.clone());
+            match why {
+                Some(w) if tp_mode => format!("tracepoint (auto: {w})"),
+                Some(w) => format!("{} (fentry {w})", Vec::from_iter(modes).join("+")),
+                None => Vec::from_iter(modes).join("+"),
+            }
+        }
+        Err(e) => format!("cannot trace: {}", one_line(&format!("{e:#}"))),
+    };
+    let tracepoint_roles = TRACEPOINT_ROLES
+        .iter()
+        .map(|r| TracepointLine {
+            role: r.name,
+            tracepoint: format!("{}:{}", r.category, r.event),
+            attached: matches!(&attached, Ok(t) if t.attached.iter().any(|a| a.role == r.name)),
+            sees: r.sees,
+        })
+        .collect();
+    drop(attached);
+    let override_return_loads = injector::probe_override_return();
+    let injection_options: Vec<_> = injector::KPROBE_OPTIONS
+        .iter()
+        .chain([&AREA_INJECT.option, &MAPPING_INJECT.option])
+        .map(|o| (*o, config.enabled(o)))
+        .collect();
+    let hooks = [&AREA_INJECT, &MAPPING_INJECT];
+    let kprobe_override_missing = injector::missing(InjectMode::Kprobe, &view, &config, &hooks);
+    let fmod_ret_missing = injector::missing(InjectMode::FmodRet, &view, &config, &hooks);
+    let injection_supported = kprobe_override_missing.is_empty() || fmod_ret_missing.is_empty();
+    let doctor = Doctor {
+        kernel: view.release.clone(),
+        btf: view.btf.is_some(),
+        tracefs: view.traceable.is_some(),
+        kprobes: view.kprobes,
+        preempt: view.preempt.clone(),
+        config_source: config.source.clone(),
+        hz: config.value("CONFIG_HZ").map(str::to_string),
+        gfp_bits: GFP_BITS
+            .iter()
+            .map(|b| {
+                (
+                    *b,
+                    view.btf
+                        .as_ref()
+                        .and_then(|btf| btf.enumerators.get(*b).copied()),
+                )
+            })
+            .collect(),
+        gfp_nofail_mask: view.gfp_nofail(),
+        gfp_nofail_source: if view
+            .btf
+            .as_ref()
+            .and_then(|b| b.gfp_flag("___GFP_NOFAIL_BIT"))
+            .is_some()
+        {
+            "BTF enum ___GFP_NOFAIL_BIT"
+        } else {
+            "default 0x8000 (no ___GFP_*_BIT enum in BTF: before 6.8 the bits are macros)"
+        },
+        roles,
+        injection_options,
+        override_return_loads,
+        kprobe_override_missing,
+        fmod_ret_missing,
+        injection_supported,
+        tracefs_mounted: std::path::Path::new("/sys/kernel/tracing/events").exists()
+            || std::path::Path::new("/sys/kernel/debug/tracing/events").exists(),
+        lockdown: lockdown(),
+        plan,
+        tracepoint_roles,
+        blind: if tp_mode {
+            TRACEPOINT_BLIND.to_vec()
+        } else if sentinel {
+            crate::bpf::attach::SENTINEL_BLIND.to_vec()
+        } else {
+            Vec::new()
+        },
+    };
+    print!("{}", render(&doctor));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&doctor)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
+fn render(d: &Doctor) -> String {
+    let mut out = format!(
+        "kernel {}: BTF {}, tracefs {}, ftrace functions {}, kprobes {}, lockdown {}, config {}\n",
+        d.kernel,
+        yes_no(Some(d.btf)),
+        if d.tracefs_mounted {
+            "mounted"
+        } else {
+            "not mounted"
+        },
+        yes_no(Some(d.tracefs)),
+        yes_no(Some(d.kprobes)),
+        d.lockdown.as_deref().unwrap_or("unknown"),
+        d.config_source.as_deref().unwrap_or("not found")
+    );
+    out.push_str(&format!("plan: {}\n", d.plan));
+    out.push_str(&format!(
+        "HZ {}\n",
+        d.hz.as_deref().unwrap_or("unknown (no kernel config)")
+    ));
+    let bits: Vec<String> = d
+        .gfp_bits
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "{}={}",
+                n.trim_start_matches("___GFP_").trim_end_matches("_BIT"),
+                v.map_or("?".into(), |v| format!("{:#x}", 1u64 << v))
+            )
+        })
+        .collect();
+    out.push_str(&format!("gfp bits (BTF): {}\n", bits.join(" ")));
+    out.push_str(&format!(
+        "__GFP_NOFAIL used: {:#x} from {}\n\n",
+        d.gfp_nofail_mask, d.gfp_nofail_source
+    ));
+    out.push_str(&format!(
+        "{:<14} {:<34} {:<7} {}\n",
+        "ROLE", "FUNCTION", "MODE", "NOTE"
+    ));
+    // A note shared by several roles (one fallback reason for all) is
+    // printed once, below the table, and referenced by number.
+    let mut notes: Vec<&str> = Vec::new();
+    for r in &d.roles {
+        let note = match r.note.as_deref() {
+            Some(n)
+                if d.roles
+                    .iter()
+                    .filter(|o| o.note.as_deref() == Some(n))
+                    .count()
+                    > 1 =>
+            {
+                let i = notes.iter().position(|x| *x == n).unwrap_or_else(|| {
+                    notes.push(n);
+                    notes.len() - 1
+                });
+                format!("[{}]", i + 1)
+            }
+            Some(n) => n.to_string(),
+            None if r.required => "required".to_string(),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "{:<14} {:<34} {:<7} {}\n",
+            r.role,
+            r.function.unwrap_or("-"),
+            r.mode.as_deref().unwrap_or("-"),
+            note
+        ));
+    }
+    for (i, n) in notes.iter().enumerate() {
+        out.push_str(&format!("[{}] {n}\n", i + 1));
+    }
+    if !d.blind.is_empty() && d.plan.starts_with("sentinel") {
+        out.push_str("\nnot counted in sentinel mode:\n");
+        for b in &d.blind {
+            out.push_str(&format!("  - {b}\n"));
+        }
+    } else if !d.blind.is_empty() {
+        out.push_str("\ntracepoint mode:\n");
+        for t in &d.tracepoint_roles {
+            out.push_str(&format!(
+                "{:<14} {:<34} {:<7} {}\n",
+                t.role,
+                t.tracepoint,
+                if t.attached { "yes" } else { "no" },
+                t.sees
+            ));
+        }
+        out.push_str("not seen in this mode:\n");
+        for b in &d.blind {
+            out.push_str(&format!("  - {b}\n"));
+        }
+    }
+    out.push_str("\ninjection:\n");
+    for (opt, on) in &d.injection_options {
+        out.push_str(&format!("  {opt:<34} {}\n", yes_no(*on)));
+    }
+    out.push_str(&format!(
+        "  bpf_override_return             {}\n",
+        match &d.override_return_loads {
+            Ok(()) => "accepted by the verifier".to_string(),
+            Err(e) => format!("refused ({e})"),
+        }
+    ));
+    for (name, missing) in [
+        ("kprobe override", &d.kprobe_override_missing),
+        ("fmod_ret", &d.fmod_ret_missing),
+    ] {
+        out.push_str(&format!(
+            "  {name:<34} {}\n",
+            if missing.is_empty() {
+                "usable".to_string()
+            } else {
+                format!("lacks {}", missing.join(", "))
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "  => fault injection {}\n",
+        if d.injection_supported {
+            "supported"
+        } else {
+            "NOT supported on this kernel: use the test kernel (cargo xtask vm --kernel test)"
+        }
+    ));
+    out
+}

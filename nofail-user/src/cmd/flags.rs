@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Flags several subcommands share, declared once and flattened into
+//! each: what to select, how to attach and follow calls, where the report
+//! goes. Each turns into the plain values the layers below take.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Result;
+use nofail_common::{MAX_CALLERS, MAX_INFLIGHT};
+
+use crate::{
+    model::{Mode, filter::Selection, report::Report},
+    output::{json, prometheus},
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FilterArgs {
+    /// Only calls made by this process (tgid).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only calls made by tasks with this command name.
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Only calls from call sites inside functions matching these symbols
+    /// or globs, comma-separated (e.g. 'xfs_*', 'xfs_buf*,xfs_attr*').
+    /// Whole subsystems work: matched functions that lie next to each other
+    /// merge into one address range, and up to 32768 ranges are searched
+    /// exactly in the kernel.
+    #[arg(long, value_delimiter = ',')]
+    pub caller: Vec<String>,
+    /// Only calls from code of these loadable modules, comma-separated
+    /// (kallsyms' [module] tags); with --caller, only the matching
+    /// functions of these modules. Built-in code has no module: select it
+    /// with --caller.
+    #[arg(long, value_delimiter = ',')]
+    pub module: Vec<String>,
+    /// Only calls with __GFP_NOFAIL.
+    #[arg(long)]
+    pub nofail_only: bool,
+    /// Only calls of at least this size (bytes; K, M, G suffixes).
+    #[arg(long, value_parser = parse_size)]
+    pub min_size: Option<u64>,
+    /// Also break each caller down by the call chain behind it, this many
+    /// frames deep (1 to 16), for the calls that matter: NOFAIL calls and
+    /// calls that failed, returned NULL, slept or were open-coded retries.
+    /// The stack is taken only for those calls.
+    #[arg(long, value_name = "DEPTH", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub chains: Option<u32>,
+    #[command(flatten)]
+    pub capacity: CapacityArgs,
+}
+
+/// Sizes of the kernel maps that bound what nofail can hold, fixed when
+/// the object is loaded. What does not fit is counted as missed (report
+/// `health`, `nofail_missed_events_total`), never silently dropped.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CapacityArgs {
+    /// Call sites nofail can hold (per-CPU aggregates; each costs about
+    /// 1.1 KiB per CPU). Calls from sites beyond it are counted as missed.
+    #[arg(long, default_value_t = MAX_CALLERS, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_callers: u32,
+    /// Calls that can be inside vmalloc at once (one per task). Calls
+    /// beyond it are not tracked and counted as missed.
+    #[arg(long, default_value_t = MAX_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    pub max_inflight: u32,
+}
+
+impl FilterArgs {
+    pub fn selection(&self) -> Selection {
+        Selection {
+            pid: self.pid,
+            comm: self.comm.clone(),
+            caller: self.caller.clone(),
+            module: self.module.clone(),
+            nofail_only: self.nofail_only,
+            min_size: self.min_size,
+            chains: self.chains,
+            max_callers: self.capacity.max_callers,
+            max_inflight: self.capacity.max_inflight,
+        }
+    }
+}
+
+/// How calls are followed: the attach mode and the two time thresholds of
+/// the kernel side (trace, inject, serve).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LiveArgs {
+    /// Attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Flag calls still inside vmalloc after this long as stuck.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub stuck_after: Duration,
+    /// A call from the same site and task within this long after a NULL
+    /// return counts as an open-coded retry.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub retry_window: Duration,
+}
+
+/// Callers shown by name: rows of the text tables and callers with their
+/// own Prometheus label (the rest are summed as caller="other").
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct TopArgs {
+    /// Callers shown by name: table rows and Prometheus labels; the rest
+    /// are summed as caller="other".
+    #[arg(long, visible_alias = "top-labels", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub top: u64,
+}
+
+/// Report files `trace` and `inject` write when they finish.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Outputs {
+    /// Write the report as JSON (schema: docs/report-schema.md).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the counts in Prometheus text format (node_exporter
+    /// textfile-collector convention: written to a temp file, renamed).
+    #[arg(long)]
+    pub prometheus: Option<PathBuf>,
+    #[command(flatten)]
+    pub top: TopArgs,
+}
+
+impl Outputs {
+    /// Checked before attaching, so a long run is not lost to a typo.
+    pub fn check(&self) -> Result<()> {
+        for path in self.json.iter().chain(&self.prometheus) {
+            json::check_writable(path)?;
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, report: &Report) -> Result<()> {
+        if let Some(path) = &self.json {
+            json::write_json(path, report)?;
+        }
+        if let Some(path) = &self.prometheus {
+            let text = prometheus::render(report, self.top.top as usize);
+            json::atomic_write(path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("duration must be positive, got {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (try 4096, 64K, 1M)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("12Q").is_err());
+    }
+}

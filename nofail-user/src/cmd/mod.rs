@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The command line: one file per subcommand, each owning its flags; the
+//! flags several share are declared once in `flags.rs` and flattened.
+//! The only layer that sees them all: it turns flags into plain values
+//! for `bpf`, `model` and `output`, and wires a session to its outputs.
+
+pub mod doctor;
+pub mod events;
+pub mod flags;
+pub mod inject;
+pub mod report;
+pub mod serve;
+pub mod signals;
+pub mod trace;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nofail",
+    version,
+    about = "See and break the kernel's never-fail allocation retry loops"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace vmalloc calls and their retry loops per call site until the
+    /// duration ends or Ctrl-C.
+    Trace(trace::TraceArgs),
+    /// Fail sub-allocations inside targeted stages of targeted vmalloc calls
+    /// and report how each caller copes.
+    Inject(inject::InjectArgs),
+    /// Show how nofail would attach on this kernel: roles, functions,
+    /// modes, injection support, HZ and gfp bits.
+    Doctor(doctor::DoctorArgs),
+    /// Read a JSON report back: print it, compare it with a baseline, gate
+    /// on thresholds, draw it as SVG, convert it to Prometheus text.
+    Report(report::ReportArgs),
+    /// Serve Prometheus metrics over HTTP: live counts, or a recorded
+    /// report with --report.
+    Serve(serve::ServeArgs),
+}

@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! What the running kernel offers nofail: BTF, traceable functions, kprobes.
+
+use std::collections::HashSet;
+
+use crate::kernel::btf::KernelBtf;
+
+/// A snapshot of the kernel facts the attach plan depends on.
+#[derive(Debug, Default)]
+pub struct KernelView {
+    pub release: String,
+    /// None when /sys/kernel/btf/vmlinux is missing or unreadable.
+    pub btf: Option<KernelBtf>,
+    /// Functions ftrace can attach to (`available_filter_functions`); None
+    /// when tracefs is not mounted. Inlined and `notrace` functions are
+    /// absent even though BTF or kallsyms may still name them.
+    pub traceable: Option<HashSet<String>>,
+    /// The kprobe PMU exists (`CONFIG_KPROBES` and perf kprobe support).
+    pub kprobes: bool,
+    /// Preemption model in use (`none`, `voluntary`, `full`, `lazy`), from
+    /// /sys/kernel/debug/sched/preempt; None when it cannot be read.
+    pub preempt: Option<String>,
+}
+
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+impl KernelView {
+    pub fn probe() -> Self {
+        Self {
+            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            btf: KernelBtf::from_sys_fs().ok(),
+            traceable: TRACEFS.iter().find_map(|dir| {
+                let text =
+                    std::fs::read_to_string(format!("{dir}/available_filter_functions")).ok()?;
+                Some(parse_filter_functions(&text))
+            }),
+            kprobes: std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+            preempt: std::fs::read_to_string("/sys/kernel/debug/sched/preempt")
+                .ok()
+                .and_then(|t| parse_preempt(&t)),
+        }
+    }
+
+    /// Whether a task can be preempted inside a BPF program. fentry/fexit
+    /// programs run preemptibly; while one is preempted, the kernel skips
+    /// every other run of it on that CPU (recursion protection), losing
+    /// events. kprobe handlers run with preemption off.
+    pub fn preempts_bpf(&self) -> bool {
+        matches!(self.preempt.as_deref(), Some("full" | "lazy" | "rt"))
+    }
+
+    /// Can `function` be attached to at all (present and not inlined)?
+    pub fn is_traceable(&self, function: &str) -> bool {
+        match &self.traceable {
+            Some(set) => set.contains(function),
+            // Without tracefs, BTF is the best evidence the symbol exists.
+            None => self
+                .btf
+                .as_ref()
+                .is_some_and(|b| b.funcs.contains_key(function)),
+        }
+    }
+
+    pub fn has_btf_func(&self, function: &str) -> bool {
+        self.btf
+            .as_ref()
+            .is_some_and(|b| b.funcs.contains_key(function))
+    }
+
+    /// `__GFP_NOFAIL` from BTF; 0x8000 (6.x/7.x) when BTF is absent.
+    pub fn gfp_nofail(&self) -> u32 {
+        self.btf
+            .as_ref()
+            .and_then(|b| b.gfp_flag("___GFP_NOFAIL_BIT"))
+            .unwrap_or(0x8000)
+    }
+}
+
+/// "none voluntary (full) lazy": the model in parentheses is the one in use.
+fn parse_preempt(text: &str) -> Option<String> {
+    let start = text.find('(')? + 1;
+    let end = start + text[start..].find(')')?;
+    Some(text[start..end].to_string())
+}
+
+/// One function per line, optionally followed by ` [module]`.
+fn parse_filter_functions(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_functions_with_modules() {
+        let set = parse_filter_functions("vmalloc\n__pmd_alloc\nxfs_buf_alloc [xfs]\n");
+        assert!(set.contains("xfs_buf_alloc"));
+        assert!(set.contains("__pmd_alloc"));
+        assert_eq!(set.len(), 3);
+    }
+
+    #[test]
+    fn preempt_model() {
+        assert_eq!(
+            parse_preempt("none voluntary full (lazy)\n").as_deref(),
+            Some("lazy")
+        );
+        assert_eq!(
+            parse_preempt("none (voluntary) full lazy").as_deref(),
+            Some("voluntary")
+        );
+        assert_eq!(parse_preempt("garbage"), None);
+        let view = KernelView {
+            preempt: Some("lazy".into()),
+            ..Default::default()
+        };
+        assert!(view.preempts_bpf());
+        assert!(
+            !KernelView {
+                preempt: Some("voluntary".into()),
+                ..Default::default()
+            }
+            .preempts_bpf()
+        );
+    }
+
+    #[test]
+    fn traceable_requires_listing() {
+        let view = KernelView {
+            traceable: Some(parse_filter_functions("vmalloc\n")),
+            ..Default::default()
+        };
+        assert!(view.is_traceable("vmalloc"));
+        assert!(!view.is_traceable("__vmap_pages_range"));
+        assert_eq!(view.gfp_nofail(), 0x8000);
+    }
+}

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! What the user selected to count (or fail): tasks, call sites, sizes,
+//! and the map sizes that bound it; and how a report records it.
+
+use serde::{Deserialize, Serialize};
+
+/// The selection as plain values (the flags are in cmd/flags.rs; what it
+/// becomes in the kernel is bpf/filter.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Symbols or globs of the calling functions.
+    pub caller: Vec<String>,
+    /// Loadable modules whose code calls.
+    pub module: Vec<String>,
+    pub nofail_only: bool,
+    pub min_size: Option<u64>,
+    /// `--chains` depth.
+    pub chains: Option<u32>,
+    pub max_callers: u32,
+    pub max_inflight: u32,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            pid: None,
+            comm: None,
+            caller: vec![],
+            module: vec![],
+            nofail_only: false,
+            min_size: None,
+            chains: None,
+            max_callers: nofail_common::MAX_CALLERS,
+            max_inflight: nofail_common::MAX_INFLIGHT,
+        }
+    }
+}
+
+/// The in-kernel filter the counts were taken under.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FilterView {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// `--caller` patterns, comma-separated.
+    pub caller: Option<String>,
+    /// `--module` names, comma-separated.
+    #[serde(default)]
+    pub module: Option<String>,
+    pub nofail_only: bool,
+    pub min_size: Option<u64>,
+    /// `--chains` depth.
+    #[serde(default)]
+    pub chains: Option<u32>,
+}
+
+impl From<&Selection> for FilterView {
+    fn from(f: &Selection) -> Self {
+        Self {
+            pid: f.pid,
+            comm: f.comm.clone(),
+            caller: (!f.caller.is_empty()).then(|| f.caller.join(",")),
+            module: (!f.module.is_empty()).then(|| f.module.join(",")),
+            nofail_only: f.nofail_only,
+            min_size: f.min_size,
+            chains: f.chains,
+        }
+    }
+}

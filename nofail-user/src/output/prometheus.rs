@@ -1,0 +1,499 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Prometheus text exposition (format 0.0.4) of a report: counters end in
+//! `_total`, base units in names, histograms as cumulative `_bucket{le}`
+//! ending in `+Inf` with `_sum` and `_count`. Caller labels are bounded:
+//! the top N callers by retries keep their name, the rest add up under
+//! `caller="other"`.
+
+use std::fmt::Write as _;
+
+use nofail_common::HIST_BUCKETS;
+
+use crate::model::{
+    chains::ChainRow,
+    counters::{Aggregate, COUNTERS, Counts, Unit},
+    hist::bounds,
+    report::{CallerRow, PT_LEVEL_NAMES, Report},
+};
+
+/// The content type of the text format `serve` answers with.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The top `top` callers by retries (the report's order) and, when more
+/// exist, one "other" series summing the rest.
+fn series(callers: &[CallerRow], top: usize) -> Vec<(String, Aggregate)> {
+    let mut out: Vec<(String, Aggregate)> = Vec::new();
+    for (i, r) in callers.iter().enumerate() {
+        if i < top {
+            out.push((r.caller.clone(), r.aggregate()));
+        } else {
+            if out.len() == top {
+                out.push(("other".into(), Aggregate::default()));
+            }
+            out[top].1.add(&r.aggregate());
+        }
+    }
+    out
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// `le` of log2 bucket `i`: the largest integer value it holds, scaled.
+fn le(i: usize, scale: f64) -> String {
+    let v = (bounds(i).1 - 1) as f64 * scale;
+    format!("{v}")
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    scale: f64,
+    rows: &[(String, Aggregate)],
+    pick: impl Fn(&Aggregate) -> (&[u64; HIST_BUCKETS], f64),
+) {
+    header(out, name, "histogram", help);
+    for (caller, s) in rows {
+        let label = format!("caller=\"{}\"", escape_label(caller));
+        let (h, sum) = pick(s);
+        let mut cumulative = 0u64;
+        // The last kernel bucket has no upper bound: it is only in +Inf.
+        for (i, n) in h.iter().enumerate().take(HIST_BUCKETS - 1) {
+            cumulative = cumulative.saturating_add(*n);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{label},le=\"{}\"}} {cumulative}",
+                le(i, scale)
+            );
+        }
+        let count = cumulative.saturating_add(h[HIST_BUCKETS - 1]);
+        let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{label}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{label}}} {count}");
+    }
+}
+
+/// Page-table failures per level: not a scalar counter, so not in the
+/// counter table.
+const PT_FAMILY: (&str, &str) = (
+    "nofail_pagetable_failures_total",
+    "Page-table page allocations that failed inside vmalloc, per level.",
+);
+
+/// `--chains` counters, labelled by call site and chain; the top `top`
+/// chains (the report's order) keep their labels, the rest add up under
+/// `caller="other",chain="other"`. Nothing without `--chains`.
+fn chain_counters(out: &mut String, chains: &[ChainRow], top: usize) {
+    if chains.is_empty() {
+        return;
+    }
+    let mut rows: Vec<(String, String, Counts)> = Vec::new();
+    for (i, c) in chains.iter().enumerate() {
+        if i < top {
+            rows.push((c.caller.clone(), c.label(), c.counts.clone()));
+            continue;
+        }
+        if rows.len() == top {
+            rows.push(("other".into(), "other".into(), Counts::default()));
+        }
+        rows[top].2.add(&c.counts);
+    }
+    type Family = (&'static str, &'static str, fn(&Counts) -> u64);
+    let families: [Family; 6] = [
+        (
+            "nofail_chain_calls_total",
+            "Calls that mattered (NOFAIL, failed, NULL, slept, open-coded retries) per call site and call chain.",
+            |c| c.calls,
+        ),
+        (
+            "nofail_chain_nofail_calls_total",
+            "__GFP_NOFAIL calls per call site and call chain.",
+            |c| c.nofail_calls,
+        ),
+        (
+            "nofail_chain_null_returns_total",
+            "NULL returns per call site and call chain.",
+            |c| c.null_returns,
+        ),
+        (
+            "nofail_chain_retries_total",
+            "Turns of the __GFP_NOFAIL retry loop per call site and call chain.",
+            |c| c.retries(),
+        ),
+        (
+            "nofail_chain_retry_sleeps_total",
+            "Retry sleeps inside vmalloc per call site and call chain.",
+            |c| c.sleeps,
+        ),
+        (
+            "nofail_chain_open_coded_retries_total",
+            "Calls repeated by hand after a NULL, per call site and call chain.",
+            |c| c.open_coded_retries,
+        ),
+    ];
+    for (name, help, value) in families {
+        header(out, name, "counter", help);
+        for (caller, chain, c) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{caller=\"{}\",chain=\"{}\"}} {}",
+                escape_label(caller),
+                escape_label(chain),
+                value(c)
+            );
+        }
+    }
+}
+
+/// The whole exposition for `report`, at most `top` named callers.
+pub fn render(report: &Report, top: usize) -> String {
+    let rows = series(&report.callers, top);
+    let mut out = String::new();
+
+    header(
+        &mut out,
+        "nofail_info",
+        "gauge",
+        "nofail build and the kernel it traces; always 1.",
+    );
+    let _ = writeln!(
+        out,
+        "nofail_info{{version=\"{}\",kernel=\"{}\",mode=\"{}\",command=\"{}\"}} 1",
+        escape_label(&report.nofail_version),
+        escape_label(&report.kernel),
+        escape_label(&report.mode),
+        escape_label(&report.command)
+    );
+    header(
+        &mut out,
+        "nofail_trace_duration_seconds",
+        "gauge",
+        "How long the counts were collected.",
+    );
+    let _ = writeln!(out, "nofail_trace_duration_seconds {}", report.duration_s);
+    header(
+        &mut out,
+        "nofail_calls_in_flight",
+        "gauge",
+        "vmalloc calls in progress when the report was taken.",
+    );
+    let _ = writeln!(out, "nofail_calls_in_flight {}", report.in_flight.len());
+    header(
+        &mut out,
+        "nofail_oldest_call_in_flight_seconds",
+        "gauge",
+        "Age of the oldest vmalloc call in progress (0 when none).",
+    );
+    let oldest = report.in_flight.iter().map(|r| r.age_ns).max().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "nofail_oldest_call_in_flight_seconds {}",
+        seconds(oldest)
+    );
+
+    // Tracepoint mode sees no call return and no gfp mask: series it
+    // cannot count are left out rather than exported as zeros.
+    let tracepoint = report.mode == "tracepoint";
+    let sentinel = report.mode == "sentinel";
+    // Families in table order; a family's members (stage="area",
+    // stage="mapping") are written together under one header.
+    let mut families: Vec<&str> = COUNTERS
+        .iter()
+        .filter_map(|c| Some(c.series?.family))
+        .collect();
+    families.dedup();
+    families.insert(
+        families
+            .iter()
+            .position(|f| *f == "nofail_vmalloc_retries_total")
+            .map_or(families.len(), |i| i + 1),
+        PT_FAMILY.0,
+    );
+    for name in families {
+        if (tracepoint && NOT_IN_TRACEPOINT_MODE.contains(&name))
+            || (sentinel && NOT_IN_SENTINEL_MODE.contains(&name))
+        {
+            continue;
+        }
+        if name == PT_FAMILY.0 {
+            header(&mut out, name, "counter", PT_FAMILY.1);
+            for (caller, a) in &rows {
+                for (l, n) in PT_LEVEL_NAMES.iter().zip(a.pt_failures) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{caller=\"{}\",level=\"{l}\"}} {n}",
+                        escape_label(caller)
+                    );
+                }
+            }
+            continue;
+        }
+        let members: Vec<_> = COUNTERS
+            .iter()
+            .filter_map(|c| Some((c, c.series?)))
+            .filter(|(_, s)| s.family == name)
+            .collect();
+        let help = match name {
+            "nofail_vmalloc_calls_total" if tracepoint => {
+                "vmap areas allocated per call site (tracepoint mode: calls that reached alloc_vmap_area)."
+            }
+            _ => members[0].1.help,
+        };
+        header(&mut out, name, "counter", help);
+        for (caller, a) in &rows {
+            for (c, s) in &members {
+                let v = (c.get)(&a.counts);
+                let v = match c.unit {
+                    Unit::Count => v.to_string(),
+                    Unit::Ns => seconds(v).to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{caller=\"{}\"{}}} {v}",
+                    escape_label(caller),
+                    s.labels
+                );
+            }
+        }
+    }
+
+    chain_counters(&mut out, &report.chains, top);
+    if !tracepoint && !sentinel {
+        per_call_histograms(&mut out, &rows);
+    }
+    missed_and_injection(&mut out, report);
+    out
+}
+
+/// Series tracepoint mode cannot count (attach::TRACEPOINT_BLIND).
+const NOT_IN_TRACEPOINT_MODE: &[&str] = &[
+    "nofail_vmalloc_nofail_calls_total",
+    "nofail_vmalloc_null_returns_total",
+    "nofail_pagetable_failures_total",
+    "nofail_open_coded_retries_total",
+    "nofail_open_coded_retry_sleeps_total",
+    "nofail_injected_failures_total",
+];
+
+/// Series sentinel mode cannot count (attach::SENTINEL_BLIND).
+const NOT_IN_SENTINEL_MODE: &[&str] = &[
+    "nofail_vmalloc_calls_total",
+    "nofail_vmalloc_nofail_calls_total",
+    "nofail_pagetable_failures_total",
+    "nofail_injected_failures_total",
+];
+
+fn per_call_histograms(out: &mut String, rows: &[(String, Aggregate)]) {
+    histogram(
+        out,
+        "nofail_vmalloc_retries_per_call",
+        "NOFAIL loop turns per finished call (0 for calls without __GFP_NOFAIL).",
+        1.0,
+        rows,
+        |s| (&s.retries_hist, s.counts.retries() as f64),
+    );
+    histogram(
+        out,
+        "nofail_vmalloc_latency_seconds",
+        "Duration of finished vmalloc calls.",
+        1e-9,
+        rows,
+        |s| (&s.latency_hist, seconds(s.counts.total_latency_ns)),
+    );
+    histogram(
+        out,
+        "nofail_vmalloc_slept_per_call_seconds",
+        "Time one finished vmalloc call spent in retry sleeps.",
+        1e-9,
+        rows,
+        |s| (&s.slept_hist, seconds(s.counts.slept_ns)),
+    );
+}
+
+fn missed_and_injection(out: &mut String, report: &Report) {
+    let h = &report.health;
+    header(
+        out,
+        "nofail_missed_events_total",
+        "counter",
+        "Events nofail did not count: skipped program runs, full maps.",
+    );
+    for (reason, v) in [
+        ("program_skipped", h.missed_runs),
+        ("inflight_map_full", h.inflight_full),
+        ("caller_map_full", h.callers_full),
+        ("chain_map_full", h.chains_full),
+        ("stack_lost", h.stacks_lost),
+        // A call whose exit was not seen (kretprobe instances exhausted,
+        // a skipped run): its record was replaced by the task's next call,
+        // or an exit came without its entry.
+        ("exit_missed", h.stale_replaced),
+        ("entry_missed", h.orphan_exits),
+        ("caller_unread", h.caller_unread),
+    ] {
+        let _ = writeln!(out, "nofail_missed_events_total{{reason=\"{reason}\"}} {v}");
+    }
+    if let Some(inj) = &report.injection {
+        header(
+            out,
+            "nofail_injection_decisions_total",
+            "counter",
+            "Sub-allocations the injection rule saw, by outcome.",
+        );
+        let c = &inj.counts;
+        for (outcome, v) in [
+            ("injected", c.injected),
+            ("skipped_budget", c.skipped_budget),
+            ("skipped_guard", c.skipped_guard),
+            ("skipped_selection", c.skipped_selection),
+        ] {
+            let _ = writeln!(
+                out,
+                "nofail_injection_decisions_total{{outcome=\"{outcome}\"}} {v}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nofail_common::CallerStats;
+
+    use super::*;
+    use crate::model::report::{sample, sample_row};
+
+    fn stats(calls: u64, retries_each: u64) -> CallerStats {
+        let mut s = CallerStats {
+            calls,
+            nofail_calls: calls,
+            area_retries: calls * retries_each,
+            latency_ns: calls * 1000,
+            ..Default::default()
+        };
+        s.retries_hist[nofail_common::log2_bucket(retries_each)] = calls;
+        s.latency_hist[10] = calls;
+        s.slept_hist[0] = calls;
+        s
+    }
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix}"))
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_end_in_inf() {
+        let text = render(&sample(vec![sample_row("a+0x1", &stats(10, 3))]), 20);
+        let name = "nofail_vmalloc_retries_per_call";
+        assert!(text.contains(&format!("# TYPE {name} histogram\n")));
+        assert_eq!(
+            line(
+                &text,
+                &format!("{name}_bucket{{caller=\"a+0x1\",le=\"1\"}}")
+            ),
+            format!("{name}_bucket{{caller=\"a+0x1\",le=\"1\"}} 0")
+        );
+        assert!(text.contains(&format!("{name}_bucket{{caller=\"a+0x1\",le=\"3\"}} 10\n")));
+        assert!(text.contains(&format!("{name}_bucket{{caller=\"a+0x1\",le=\"7\"}} 10\n")));
+        assert!(text.contains(&format!(
+            "{name}_bucket{{caller=\"a+0x1\",le=\"+Inf\"}} 10\n"
+        )));
+        assert!(text.contains(&format!("{name}_sum{{caller=\"a+0x1\"}} 30\n")));
+        assert!(text.contains(&format!("{name}_count{{caller=\"a+0x1\"}} 10\n")));
+        // Latency bucket 10 holds [512, 1024) ns: le is 1023 ns in seconds.
+        assert!(text.contains(
+            "nofail_vmalloc_latency_seconds_bucket{caller=\"a+0x1\",le=\"0.000001023\"} 10\n"
+        ));
+        assert!(text.contains("nofail_vmalloc_latency_seconds_sum{caller=\"a+0x1\"} 0.00001\n"));
+        let buckets = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket")))
+            .count();
+        assert_eq!(buckets, HIST_BUCKETS);
+    }
+
+    #[test]
+    fn chains_are_labelled_and_bounded() {
+        let mut report = sample(vec![sample_row("a+0x1", &stats(10, 3))]);
+        let mut c1 = crate::model::chains::sample("a+0x1", &["a+0x1", "wrap+0x10", "fs_op+0x20"]);
+        c1.counts.calls = 5;
+        c1.counts.area_retries = 3;
+        let mut c2 = crate::model::chains::sample("a+0x1", &["a+0x1", "other_op+0x8"]);
+        c2.counts.calls = 2;
+        c2.counts.null_returns = 1;
+        let mut c3 = crate::model::chains::sample("a+0x1", &["a+0x1", "third+0x8"]);
+        c3.counts.calls = 1;
+        report.chains = vec![c1, c2, c3];
+        let text = render(&report, 1);
+        assert!(
+            text.contains("nofail_chain_calls_total{caller=\"a+0x1\",chain=\"a;wrap;fs_op\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "nofail_chain_retries_total{caller=\"a+0x1\",chain=\"a;wrap;fs_op\"} 3\n"
+            )
+        );
+        // Beyond --top-labels: one "other" series with the sums.
+        assert!(text.contains("nofail_chain_calls_total{caller=\"other\",chain=\"other\"} 3\n"));
+        assert!(
+            text.contains("nofail_chain_null_returns_total{caller=\"other\",chain=\"other\"} 1\n")
+        );
+        assert!(!text.contains("other_op"));
+        // No --chains: no chain families at all.
+        let plain = render(&sample(vec![sample_row("a+0x1", &stats(1, 0))]), 5);
+        assert!(!plain.contains("nofail_chain_"));
+    }
+
+    #[test]
+    fn callers_beyond_top_fold_into_other() {
+        let rows = vec![
+            sample_row("a+0x1", &stats(10, 3)),
+            sample_row("b+0x2", &stats(4, 1)),
+            sample_row("c+0x3", &stats(6, 0)),
+        ];
+        let text = render(&sample(rows), 1);
+        assert!(text.contains("nofail_vmalloc_calls_total{caller=\"a+0x1\"} 10\n"));
+        assert!(text.contains("nofail_vmalloc_calls_total{caller=\"other\"} 10\n"));
+        assert!(!text.contains("b+0x2"));
+        assert!(
+            text.contains("nofail_vmalloc_retries_per_call_bucket{caller=\"other\",le=\"0\"} 6\n")
+        );
+        assert!(
+            text.contains("nofail_vmalloc_retries_per_call_bucket{caller=\"other\",le=\"1\"} 10\n")
+        );
+        assert!(text.contains("nofail_vmalloc_retries_total{caller=\"other\",stage=\"area\"} 4\n"));
+    }
+
+    #[test]
+    fn labels_are_escaped_and_counters_end_in_total() {
+        let text = render(&sample(vec![sample_row("x\"\\\ny", &stats(1, 0))]), 5);
+        assert!(text.contains("caller=\"x\\\"\\\\\\ny\""), "{text}");
+        for l in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let parts: Vec<&str> = l.split(' ').collect();
+            assert_eq!(
+                parts[3].ends_with("counter"),
+                parts[2].ends_with("_total"),
+                "{l}"
+            );
+        }
+    }
+}

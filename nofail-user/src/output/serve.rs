@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `nofail serve`: Prometheus' pull endpoint. `GET /metrics` renders the
+//! live counts (or a recorded report) at scrape time. Loopback by default:
+//! the metrics name kernel call sites, which is not for every network.
+//! HTTP is hyper's: connections are served concurrently with keep-alive,
+//! a deadline and a size bound for each request head, and a bound on open
+//! connections, so idle or hostile clients cannot hold up a scrape.
+
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    time::Duration,
+};
+
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{model::source::ReportSource, output::prometheus};
+
+/// Request heads must arrive within this long (a half-sent request line
+/// cannot hold a connection), and be at most this large.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Connections served at once; beyond it new ones are closed at accept.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Serves `source` on `listener` until `stop` resolves. Connections are
+/// served concurrently on this thread; a scrape reads the source
+/// synchronously under the RefCell, so scrapes never overlap.
+pub async fn serve(
+    listener: TcpListener,
+    source: Box<dyn ReportSource>,
+    top: usize,
+    stop: impl Future<Output = ()>,
+) {
+    let source = Rc::new(RefCell::new(source));
+    let local = tokio::task::LocalSet::new();
+    tokio::pin!(stop);
+    local
+        .run_until(async move {
+            let open = Rc::new(Cell::new(0usize));
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => source.borrow_mut().tick(),
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        if open.get() >= MAX_CONNECTIONS {
+                            drop(stream);
+                            continue;
+                        }
+                        open.set(open.get() + 1);
+                        let (source, open) = (source.clone(), open.clone());
+                        tokio::task::spawn_local(async move {
+                            serve_connection(stream, source, top).await;
+                            open.set(open.get() - 1);
+                        });
+                    }
+                    _ = &mut stop => break,
+                }
+            }
+        })
+        .await;
+}
+
+/// One connection: HTTP/1.1 with keep-alive, as Prometheus scrapes.
+async fn serve_connection(
+    stream: TcpStream,
+    source: Rc<RefCell<Box<dyn ReportSource>>>,
+    top: usize,
+) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let response = answer(&req, &source, top);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    // A client that goes away or times out ends only its own connection.
+    let _ = conn.await;
+}
+
+fn answer(
+    req: &Request<Incoming>,
+    source: &RefCell<Box<dyn ReportSource>>,
+    top: usize,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, kind: &str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_str(kind).expect("valid content type"),
+        );
+        r
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => match source
+            .borrow_mut()
+            .report()
+            .map(|r| prometheus::render(&r, top))
+        {
+            Ok(body) => reply(StatusCode::OK, prometheus::CONTENT_TYPE, body),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("nofail: cannot read the counts: {e:#}\n"),
+            ),
+        },
+        "/" => reply(
+            StatusCode::OK,
+            "text/plain",
+            "nofail: retry-loop metrics at /metrics\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
