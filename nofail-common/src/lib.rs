@@ -466,6 +466,41 @@ pub enum EventCounter {
 
 pub const EVENT_COUNTERS: u32 = 3;
 
+/// Names of the kernel side's maps, as userspace looks them up (the eBPF
+/// crate declares each as a `#[map]` static of this name; a host test
+/// checks the built object has every one).
+pub mod map_names {
+    pub const CALLERS: &str = "CALLERS";
+    pub const CALLER_RANGES: &str = "CALLER_RANGES";
+    pub const CHAINS: &str = "CHAINS";
+    pub const ENOMEM_SYSCALLS: &str = "ENOMEM_SYSCALLS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const EVENT_STATS: &str = "EVENT_STATS";
+    pub const FILTER: &str = "FILTER";
+    pub const HEALTH: &str = "HEALTH";
+    pub const INFLIGHT: &str = "INFLIGHT";
+    pub const INJECT_RULE: &str = "INJECT_RULE";
+    pub const INJECT_STATS: &str = "INJECT_STATS";
+    pub const STACKS: &str = "STACKS";
+    pub const VERDICT: &str = "VERDICT";
+    /// Every map userspace reads or writes.
+    pub const ALL: &[&str] = &[
+        CALLERS,
+        CALLER_RANGES,
+        CHAINS,
+        ENOMEM_SYSCALLS,
+        EVENTS,
+        EVENT_STATS,
+        FILTER,
+        HEALTH,
+        INFLIGHT,
+        INJECT_RULE,
+        INJECT_STATS,
+        STACKS,
+        VERDICT,
+    ];
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), integer fields only, no padding.

@@ -16,7 +16,7 @@ use aya::{
 };
 use nofail_common::{
     EVENT_INJECTED, EVENT_RETRY, EVENT_STUCK, Event, EventCounter, REASON_DRY_RUN, REASON_TIMES,
-    STAGE_AREA, STAGE_MAPPING,
+    STAGE_AREA, STAGE_MAPPING, map_names,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -53,7 +53,9 @@ pub struct EventStream {
 impl EventStream {
     /// Takes the ring buffer out of `ebpf` (the programs keep writing to it).
     pub fn open(ebpf: &mut Ebpf, gfp_nofail: u32, rate: u64) -> Result<Self> {
-        let map = ebpf.take_map("EVENTS").context("EVENTS map missing")?;
+        let map = ebpf
+            .take_map(map_names::EVENTS)
+            .context("EVENTS map missing")?;
         let ring = RingBuf::try_from(map)?;
         // SAFETY: RingBuf owns its map fd and returns the same one until
         // dropped, which is when the AsyncFd is dropped.
@@ -84,7 +86,7 @@ impl EventStream {
         mut each: impl FnMut(EventLine) -> Result<()>,
     ) -> Result<()> {
         let stacks = ebpf
-            .map("STACKS")
+            .map(map_names::STACKS)
             .and_then(|m| StackTraceMap::try_from(m).ok());
         loop {
             let ring = self.ring.get_mut();
@@ -152,8 +154,10 @@ impl EventStream {
 
     /// The kernel side's tally (`shown` is the reader's to fill in).
     pub fn tally(&self, ebpf: &Ebpf) -> Result<EventHealth> {
-        let stats: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(ebpf.map("EVENT_STATS").context("EVENT_STATS missing")?)?;
+        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            ebpf.map(map_names::EVENT_STATS)
+                .context("EVENT_STATS missing")?,
+        )?;
         let sum = |c: EventCounter| -> Result<u64> { Ok(stats.get(&(c as u32), 0)?.iter().sum()) };
         let (over_rate, ring_full) = (sum(EventCounter::OverRate)?, sum(EventCounter::RingFull)?);
         Ok(EventHealth {

@@ -4,7 +4,9 @@
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, maps::Array};
-use nofail_common::{COMM_LEN, CallerRange, Filter, MAX_CALLER_RANGES, MAX_CALLERS, MAX_INFLIGHT};
+use nofail_common::{
+    COMM_LEN, CallerRange, Filter, MAX_CALLER_RANGES, MAX_CALLERS, MAX_INFLIGHT, map_names,
+};
 
 use crate::{
     kernel::symbols::{Kallsyms, Patterns, Selection as Functions},
@@ -142,14 +144,16 @@ impl Selection {
 /// never sees `n_ranges` cover entries not yet written).
 pub fn install(ebpf: &mut Ebpf, targets: &Targets) -> Result<()> {
     let mut ranges: Array<_, CallerRange> = Array::try_from(
-        ebpf.map_mut("CALLER_RANGES")
+        ebpf.map_mut(map_names::CALLER_RANGES)
             .context("CALLER_RANGES map missing")?,
     )?;
     for (i, r) in targets.ranges.iter().enumerate() {
         ranges.set(i as u32, r, 0)?;
     }
-    let mut map: Array<_, Filter> =
-        Array::try_from(ebpf.map_mut("FILTER").context("FILTER map missing")?)?;
+    let mut map: Array<_, Filter> = Array::try_from(
+        ebpf.map_mut(map_names::FILTER)
+            .context("FILTER map missing")?,
+    )?;
     map.set(0, targets.filter, 0)?;
     Ok(())
 }

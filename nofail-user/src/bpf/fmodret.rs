@@ -8,17 +8,17 @@
 //! BPF_RAW_TRACEPOINT_OPEN; the link is a file descriptor, so it goes away
 //! with nofail, kill -9 included.
 
+use nofail_common::map_names;
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, maps::MapData};
 
-use crate::{bpf::sys::bpf_fd, kernel::btf::KernelBtf};
+use crate::{
+    bpf::sys::{bpf_attach_type, bpf_cmd, bpf_fd, bpf_prog_type, zeroed_attr},
+    kernel::btf::KernelBtf,
+};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
-const BPF_PROG_TYPE_TRACING: u32 = 26;
-const BPF_MODIFY_RETURN: u32 = 26;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_MAP_DELETE_ELEM: i32 = 3;
@@ -82,34 +82,6 @@ fn program(map_fd: i32) -> Vec<Insn> {
     p
 }
 
-/// The head of `union bpf_attr` for BPF_PROG_LOAD (uapi/linux/bpf.h).
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    prog_btf_fd: u32,
-    func_info_rec_size: u32,
-    func_info: u64,
-    func_info_cnt: u32,
-    line_info_rec_size: u32,
-    line_info: u64,
-    line_info_cnt: u32,
-    attach_btf_id: u32,
-    attach_prog_fd: u32,
-    _pad: u32,
-}
-
 /// An attached fmod_ret program; dropping it detaches.
 pub struct FmodRet {
     _prog: OwnedFd,
@@ -123,28 +95,33 @@ pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
         .funcs
         .get(function)
         .with_context(|| format!("{function} is not in the kernel's BTF"))?;
-    let verdict: &MapData = match ebpf.map("VERDICT").context("VERDICT map missing")? {
+    let verdict: &MapData = match ebpf
+        .map(map_names::VERDICT)
+        .context("VERDICT map missing")?
+    {
         aya::maps::Map::HashMap(data) => data,
         _ => bail!("VERDICT is not a hash map"),
     };
     let insns = program(verdict.fd().as_fd().as_raw_fd());
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
-    let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_TRACING,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        expected_attach_type: BPF_MODIFY_RETURN,
-        attach_btf_id: btf_id,
-        ..Default::default()
-    };
-    let n = name.len().min(15);
-    attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
-    let prog = bpf_fd(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+    let mut attr = zeroed_attr();
+    // SAFETY: reading back a field of the all-zero union to fill it in.
+    let mut load = unsafe { attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+    load.insn_cnt = insns.len() as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.license = license.as_ptr() as u64;
+    load.log_level = 1;
+    load.log_size = log.len() as u32;
+    load.log_buf = log.as_mut_ptr() as u64;
+    load.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
+    load.attach_btf_id = btf_id;
+    for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    attr.__bindgen_anon_3 = load;
+    let prog = bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|e| {
         let text = String::from_utf8_lossy(&log);
         let last = text
             .trim_end_matches('\0')
@@ -154,18 +131,11 @@ pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
             .to_string();
         anyhow::anyhow!("the kernel refused an fmod_ret program on {function}: {e} {last}")
     })?;
-    #[repr(C)]
-    struct RawTpAttr {
-        name: u64,
-        prog_fd: u32,
-        _pad: u32,
-    }
-    let mut open = RawTpAttr {
-        name: 0,
-        prog_fd: prog.as_raw_fd() as u32,
-        _pad: 0,
-    };
-    let link = bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &mut open)
+    // BPF_RAW_TRACEPOINT_OPEN with no name attaches a tracing program to
+    // the BTF function it was loaded for.
+    let mut open = zeroed_attr();
+    open.raw_tracepoint.prog_fd = prog.as_raw_fd() as u32;
+    let link = bpf_fd(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut open)
         .with_context(|| format!("cannot attach fmod_ret to {function}"))?;
     Ok(FmodRet {
         _prog: prog,

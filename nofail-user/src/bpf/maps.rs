@@ -12,6 +12,7 @@ use aya::{
 };
 use nofail_common::{
     CallerStats, ChainKey, Health, INJECT_COUNTERS, Inflight, InjectCounter, NO_STACK, SyscallKey,
+    map_names,
 };
 
 use crate::{
@@ -27,15 +28,19 @@ use crate::{
 
 /// The call sites in the aggregate map (keys only: cheap to poll).
 pub fn caller_addresses(ebpf: &Ebpf) -> Result<Vec<u64>> {
-    let map: PerCpuHashMap<_, u64, CallerStats> =
-        PerCpuHashMap::try_from(ebpf.map("CALLERS").context("CALLERS map missing")?)?;
+    let map: PerCpuHashMap<_, u64, CallerStats> = PerCpuHashMap::try_from(
+        ebpf.map(map_names::CALLERS)
+            .context("CALLERS map missing")?,
+    )?;
     Ok(map.keys().filter_map(|k| k.ok()).collect())
 }
 
 /// Sums the per-CPU aggregates of every call site.
 pub fn read_callers(ebpf: &Ebpf) -> Result<BTreeMap<u64, Aggregate>> {
-    let map: PerCpuHashMap<_, u64, CallerStats> =
-        PerCpuHashMap::try_from(ebpf.map("CALLERS").context("CALLERS map missing")?)?;
+    let map: PerCpuHashMap<_, u64, CallerStats> = PerCpuHashMap::try_from(
+        ebpf.map(map_names::CALLERS)
+            .context("CALLERS map missing")?,
+    )?;
     let mut out = BTreeMap::new();
     for entry in map.iter() {
         let (caller, per_cpu) = entry?;
@@ -49,7 +54,7 @@ pub fn read_callers(ebpf: &Ebpf) -> Result<BTreeMap<u64, Aggregate>> {
 
 pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
     let map: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map("HEALTH").context("HEALTH map missing")?)?;
+        PerCpuArray::try_from(ebpf.map(map_names::HEALTH).context("HEALTH map missing")?)?;
     let sum = |slot: Health| -> Result<u64> { Ok(map.get(&(slot as u32), 0)?.iter().sum()) };
     let programs = crate::bpf::progstats::read(ebpf);
     Ok(HealthCounts {
@@ -75,8 +80,10 @@ pub fn read_inflight(
     stuck_after_ns: u64,
     loops_only: bool,
 ) -> Result<Vec<InflightRow>> {
-    let map: HashMap<_, u32, Inflight> =
-        HashMap::try_from(ebpf.map("INFLIGHT").context("INFLIGHT map missing")?)?;
+    let map: HashMap<_, u32, Inflight> = HashMap::try_from(
+        ebpf.map(map_names::INFLIGHT)
+            .context("INFLIGHT map missing")?,
+    )?;
     let now = monotonic_ns();
     let mut rows = Vec::new();
     for entry in map.iter() {
@@ -116,8 +123,9 @@ pub fn read_inflight(
 /// deep, most retries first.
 pub fn read_chains(ebpf: &Ebpf, syms: &Kallsyms, depth: u32) -> Result<Vec<ChainRow>> {
     let chains: PerCpuHashMap<_, ChainKey, CallerStats> =
-        PerCpuHashMap::try_from(ebpf.map("CHAINS").context("CHAINS map missing")?)?;
-    let stacks = StackTraceMap::try_from(ebpf.map("STACKS").context("STACKS map missing")?)?;
+        PerCpuHashMap::try_from(ebpf.map(map_names::CHAINS).context("CHAINS map missing")?)?;
+    let stacks =
+        StackTraceMap::try_from(ebpf.map(map_names::STACKS).context("STACKS map missing")?)?;
     let mut folded: BTreeMap<(String, Vec<String>), Counts> = BTreeMap::new();
     let in_vmalloc = |ip: u64| {
         let name = syms.resolve(ip);
@@ -160,8 +168,10 @@ pub fn read_chains(ebpf: &Ebpf, syms: &Kallsyms, depth: u32) -> Result<Vec<Chain
 
 /// The injection tallies (`INJECT_STATS`), summed over CPUs.
 pub fn read_counts(ebpf: &aya::Ebpf) -> Result<InjectCounts> {
-    let map: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map("INJECT_STATS").context("INJECT_STATS missing")?)?;
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
+        ebpf.map(map_names::INJECT_STATS)
+            .context("INJECT_STATS missing")?,
+    )?;
     let mut sums = [0u64; INJECT_COUNTERS as usize];
     for (i, sum) in sums.iter_mut().enumerate() {
         *sum = map.get(&(i as u32), 0)?.iter().sum();
@@ -199,7 +209,7 @@ fn syscall_name(nr: u32) -> String {
 /// -ENOMEM system calls per call site address.
 pub fn read_enomem(ebpf: &aya::Ebpf) -> Result<BTreeMap<u64, BTreeMap<String, u64>>> {
     let map: HashMap<_, SyscallKey, u64> = HashMap::try_from(
-        ebpf.map("ENOMEM_SYSCALLS")
+        ebpf.map(map_names::ENOMEM_SYSCALLS)
             .context("ENOMEM_SYSCALLS missing")?,
     )?;
     let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();

@@ -409,7 +409,50 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
 #[cfg(test)]
 mod tests {
     use super::OBJECT;
-    use crate::bpf::one_line;
+    use crate::bpf::{
+        attach::{
+            AREA_INJECT, MAPPING_INJECT, ROLES, SENTINEL_ROLES, STAGE_ROLES, SYSCALL_EXIT,
+            TRACEPOINT_ROLES,
+        },
+        one_line,
+    };
+
+    /// Every program the attach tables and the injectors name, and every
+    /// map userspace opens, is in the object nofail embeds: a renamed
+    /// program or map fails here, not at attach time on some kernel.
+    #[test]
+    fn object_has_every_program_the_tables_name() {
+        let obj = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
+        let mut named: Vec<&str> = ROLES
+            .iter()
+            .chain(STAGE_ROLES)
+            .chain(SENTINEL_ROLES)
+            .flat_map(|r| {
+                let p = &r.programs;
+                [p.fentry, p.fexit, p.kprobe, p.kretprobe]
+            })
+            .flatten()
+            .collect();
+        named.extend(TRACEPOINT_ROLES.iter().map(|r| r.program));
+        for hook in [&AREA_INJECT, &MAPPING_INJECT] {
+            named.extend([hook.kprobe, hook.decide]);
+        }
+        named.push(SYSCALL_EXIT.2);
+        assert!(named.len() > 20, "only {} programs named", named.len());
+        let missing: Vec<&&str> = named
+            .iter()
+            .filter(|n| !obj.programs.contains_key(**n))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "programs not in the object: {missing:?}"
+        );
+        let missing: Vec<&&str> = nofail_common::map_names::ALL
+            .iter()
+            .filter(|n| !obj.maps.contains_key(**n))
+            .collect();
+        assert!(missing.is_empty(), "maps not in the object: {missing:?}");
+    }
 
     /// The bytes of the ELF section `name` in a little-endian ELF64 object.
     fn elf_section<'a>(elf: &'a [u8], name: &str) -> Option<&'a [u8]> {

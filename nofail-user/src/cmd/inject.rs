@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use aya::{maps::Array, programs::TracePoint};
-use nofail_common::{EVENT_INJECTED, InjectRule};
+use nofail_common::{EVENT_INJECTED, InjectRule, map_names};
 
 use crate::{
     bpf::{
@@ -117,13 +117,14 @@ impl InjectArgs {
 /// whatever the rule targets; if it fails, the guard is broken and nofail
 /// stops (dropping the session detaches everything).
 fn own_process_exempt() -> Result<()> {
-    let mut attr = [0u32; 32];
-    attr[0] = 2; // BPF_MAP_TYPE_ARRAY
-    attr[1] = 4; // key_size
-    attr[2] = 4096; // value_size
-    attr[3] = 256; // max_entries
-    // BPF_MAP_CREATE; the map is closed again right away.
-    if let Err(e) = crate::bpf::sys::bpf_fd(0, &mut attr) {
+    use crate::bpf::sys::{bpf_cmd, bpf_fd, bpf_map_type, zeroed_attr};
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_1.map_type = bpf_map_type::BPF_MAP_TYPE_ARRAY as u32;
+    attr.__bindgen_anon_1.key_size = 4;
+    attr.__bindgen_anon_1.value_size = 4096;
+    attr.__bindgen_anon_1.max_entries = 256;
+    // The map is closed again right away.
+    if let Err(e) = bpf_fd(bpf_cmd::BPF_MAP_CREATE, &mut attr) {
         bail!(
             "nofail's own 1 MiB allocation failed while injecting ({e}): the own-process guard did not hold; stopped"
         );
@@ -160,8 +161,10 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot load {program}: {}", one_line(&e)))?;
     exit.attach(category, name)
         .map_err(|e| anyhow::anyhow!("cannot attach to {category}:{name}: {}", one_line(&e)))?;
-    let mut rule_map: Array<_, InjectRule> =
-        Array::try_from(ebpf.map_mut("INJECT_RULE").context("INJECT_RULE missing")?)?;
+    let mut rule_map: Array<_, InjectRule> = Array::try_from(
+        ebpf.map_mut(map_names::INJECT_RULE)
+            .context("INJECT_RULE missing")?,
+    )?;
     rule_map.set(0, args.rule(), 0)?;
     let mut events = args.events.stream(&mut session, sink)?;
     session.tracer.announce();
@@ -191,7 +194,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         session
             .tracer
             .ebpf
-            .map_mut("INJECT_RULE")
+            .map_mut(map_names::INJECT_RULE)
             .context("INJECT_RULE missing")?,
     )?;
     rule_map.set(0, InjectRule::default(), 0)?;
