@@ -237,7 +237,7 @@ pub const TRACEPOINT_BLIND: &[&str] = &[
     "per-call latency and NOFAIL call counts (no hook at a call's entry or exit)",
     "calls that fail before alloc_vmap_area (the vm_struct allocation), unless they retry",
     "mapping-stage failures of plain calls and page-table failures per level (no trace left)",
-    "NULL returns and retries by hand (no hook sees a call return)",
+    "NULL returns and open-coded retries (no hook sees a call return)",
     "injection (needs kprobes or fentry)",
 ];
 
@@ -266,7 +266,7 @@ pub const SENTINEL_ROLES: &[Role] = &[
         name: "io-sleep",
         candidates: &["io_schedule_timeout"],
         required: false,
-        lost: "retries by hand that sleep in memalloc_retry_wait",
+        lost: "open-coded retries that sleep in memalloc_retry_wait",
         programs: Programs::kprobe_only("sentinel_io_sleep"),
     },
 ];
@@ -277,7 +277,7 @@ pub const SENTINEL_BLIND: &[&str] = &[
     "call counts, NOFAIL call counts and latency (no hook runs for a call that does not fail)",
     "page-table failures per level",
     "NULLs vmalloc does not warn about (zero size, page allocation cut short by a fatal signal); a failed huge-page attempt that falls back to small pages counts as a NULL",
-    "retries by hand that do not sleep before calling again",
+    "open-coded retries that do not sleep before calling again",
     "injection",
 ];
 

@@ -144,7 +144,7 @@ counters! {
     /// Calls that followed a NULL from the same call site in the same task
     /// within the retry window: an open-coded retry loop.
     open_coded_retries <- open_coded_retries, Count, Sum, Some("OPEN-CODED"),
-        series("nofail_open_coded_retries_total", "Calls repeated by hand after a NULL from the same site and task.", "");
+        series("nofail_open_coded_retries_total", "Open-coded retries: calls repeated after a NULL from the same site and task.", "");
     /// Sleeps between such a NULL and the retry.
     open_coded_retry_sleeps <- open_coded_retry_sleeps, Count, Sum, None,
         series("nofail_open_coded_retry_sleeps_total", "Sleeps between open-coded retries.", "");

@@ -16,10 +16,10 @@ pub enum Mode {
     Kprobe,
     /// Raw tracepoints, for kernels without kprobes and fentry (auto's
     /// fallback): vmap areas, NOFAIL retry sleeps per stage, slept time; no
-    /// latency, NULLs, retries by hand or injection.
+    /// latency, NULLs, open-coded retries or injection.
     Tracepoint,
     /// Slow paths only, for always-on use: failures, NULLs, NOFAIL retries
-    /// and sleeps, retries by hand; a call that does not fail runs nothing,
+    /// and sleeps, open-coded retries; a call that does not fail runs nothing,
     /// so calls, latency and page-table levels are not counted.
     Sentinel,
 }

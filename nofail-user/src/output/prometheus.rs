@@ -144,7 +144,7 @@ fn chain_counters(out: &mut String, chains: &[ChainRow], top: usize) {
         ),
         (
             "nofail_chain_open_coded_retries_total",
-            "Calls repeated by hand after a NULL, per call site and call chain.",
+            "Open-coded retries (calls repeated after a NULL) per call site and call chain.",
             |c| c.open_coded_retries,
         ),
     ];

@@ -135,7 +135,7 @@ pub fn render_report(report: &Report) -> String {
         ));
         if r.is_open_coded_loop() {
             out.push_str(&format!(
-                "  open-coded retry loop: {} retries by hand after NULL, {} sleeps between them\n",
+                "  open-coded retry loop: {} calls again after a NULL, {} sleeps between them\n",
                 r.counts.open_coded_retries, r.counts.open_coded_retry_sleeps
             ));
         }
@@ -207,6 +207,12 @@ pub fn render_report(report: &Report) -> String {
             "warning: {} calls not tracked (in-flight map full), {} not counted (caller map full)\n",
             h.inflight_full, h.callers_full
         ));
+    }
+    // A read-back inject report: how each caller coped (inject itself
+    // prints this as it ends).
+    if let Some(inj) = &report.injection {
+        out.push('\n');
+        out.push_str(&render_behaviour(&inj.counts, &inj.behaviour));
     }
     out
 }
