@@ -22,10 +22,15 @@ fn read(path: &std::path::Path) -> Value {
 #[test]
 fn version_1_behaviour_fields_read_under_their_version_2_names() {
     let old = read(&recorded("real_xfs_inject.json"));
-    assert_eq!(old["schema_version"], 1, "the fixture is a version 1 report");
+    assert_eq!(
+        old["schema_version"], 1,
+        "the fixture is a version 1 report"
+    );
     let old_b = &old["injection"]["behaviour"][0];
     let by_hand = old_b["retried_by_hand"].as_u64().expect("v1 field present");
-    let sleeps = old_b["retry_sleeps_by_hand"].as_u64().expect("v1 field present");
+    let sleeps = old_b["retry_sleeps_by_hand"]
+        .as_u64()
+        .expect("v1 field present");
     assert!(by_hand > 0, "the fixture retried by hand");
 
     let dir = std::env::temp_dir().join(format!("nofail-v1-{}", std::process::id()));
@@ -52,7 +57,12 @@ fn version_1_behaviour_fields_read_under_their_version_2_names() {
     // Totals now carry every counter, equal to the sums over the rows.
     let rows = new["callers"].as_array().unwrap();
     let sum = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
-    for k in ["calls", "open_coded_retries", "open_coded_retry_sleeps", "sleep_jiffies"] {
+    for k in [
+        "calls",
+        "open_coded_retries",
+        "open_coded_retry_sleeps",
+        "sleep_jiffies",
+    ] {
         assert_eq!(new["totals"][k].as_u64(), Some(sum(k)), "totals.{k}");
     }
     let text = String::from_utf8_lossy(&out.stdout);
