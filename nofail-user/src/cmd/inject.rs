@@ -16,8 +16,8 @@ use crate::{
         session::Session,
     },
     cmd::{
-        events::EventArgs,
         flags::{FilterArgs, LiveArgs, Outputs, parse_duration},
+        follow::{EventArgs, follow},
         signals::Stop,
     },
     kernel::config::KernelConfig,
@@ -175,20 +175,15 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         args.duration,
         if args.dry_run { ", dry run" } else { "" }
     );
-    let deadline = tokio::time::sleep(args.duration);
-    tokio::pin!(deadline);
-    let mut naming = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            _ = stop.signalled() => break,
-            _ = naming.tick() => session.learn_names()?,
-            ready = events.ready() => {
-                ready?;
-                events.drain(&session)?;
-            }
-        }
-    }
+    follow(
+        &mut session,
+        &mut events,
+        &mut stop,
+        args.duration,
+        None,
+        |_| Ok(()),
+    )
+    .await?;
     // Stop injecting before reading, so the numbers are final.
     let mut rule_map: Array<_, InjectRule> = Array::try_from(
         session

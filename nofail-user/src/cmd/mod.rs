@@ -5,8 +5,8 @@
 //! for `bpf`, `model` and `output`, and wires a session to its outputs.
 
 pub mod doctor;
-pub mod events;
 pub mod flags;
+pub mod follow;
 pub mod inject;
 pub mod report;
 pub mod serve;

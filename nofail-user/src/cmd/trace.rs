@@ -10,8 +10,8 @@ use nofail_common::EVENT_RETRY;
 use crate::{
     bpf::{maps, session::Session},
     cmd::{
-        events::EventArgs,
         flags::{FilterArgs, LiveArgs, Outputs, parse_duration},
+        follow::{EventArgs, follow},
         signals::Stop,
     },
     kernel::symbols::Kallsyms,
@@ -53,35 +53,29 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         args.duration
     );
     let stuck_after = live.stuck_after.as_nanos() as u64;
-    let deadline = tokio::time::sleep(args.duration);
-    tokio::pin!(deadline);
-    let mut ticker = tokio::time::interval(args.interval.unwrap_or(Duration::from_secs(3600)));
-    ticker.tick().await;
-    let mut naming = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            _ = stop.signalled() => break,
-            _ = naming.tick() => session.learn_names()?,
-            ready = events.ready() => {
-                ready?;
-                events.drain(&session)?;
-            }
-            _ = ticker.tick(), if args.interval.is_some() => {
-                let ebpf = &session.tracer.ebpf;
-                let syms = Kallsyms::load().unwrap_or_default();
-                let rows = report::rows(&maps::read_callers(ebpf)?, &syms);
-                let loops_only = !session.tracer.sees_every_call();
-                let stuck = maps::read_inflight(ebpf, &syms, stuck_after, loops_only)?;
-                println!("--- {:.0} s ---", session.started.elapsed().as_secs_f64());
-                print!(
-                    "{}{}",
-                    text::render_top(&rows, args.outputs.top.top as usize),
-                    text::render_inflight(&stuck)
-                );
-            }
-        }
-    }
+    let top = args.outputs.top.top as usize;
+    follow(
+        &mut session,
+        &mut events,
+        &mut stop,
+        args.duration,
+        args.interval,
+        |session| {
+            let ebpf = &session.tracer.ebpf;
+            let syms = Kallsyms::load().unwrap_or_default();
+            let rows = report::rows(&maps::read_callers(ebpf)?, &syms);
+            let loops_only = !session.tracer.sees_every_call();
+            let stuck = maps::read_inflight(ebpf, &syms, stuck_after, loops_only)?;
+            println!("--- {:.0} s ---", session.started.elapsed().as_secs_f64());
+            print!(
+                "{}{}",
+                text::render_top(&rows, top),
+                text::render_inflight(&stuck)
+            );
+            Ok(())
+        },
+    )
+    .await?;
     let mut report = session.collect("trace", live.stuck_after)?;
     report.health.events = events.finish(&session)?;
     drop(session);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! `--events` for trace and inject: the flags, the kernel side's constants
-//! they set, and the loop glue from the ring buffer reader (bpf) to the
-//! lines shown (output).
+//! Following a session for trace and inject: the `--events` flags, the
+//! kernel side's constants they set, the glue from the ring buffer reader
+//! (bpf) to the lines shown (output), and the loop that runs until the
+//! duration ends or a signal.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -117,6 +118,36 @@ impl Events {
         };
         print!("{}", render_tally(&health));
         Ok(Some(health))
+    }
+}
+
+/// Follows an attached session until `duration` ends or a signal comes:
+/// names call sites about once a second (while their code is there),
+/// shows events as they arrive, and runs `every` each `interval`.
+pub async fn follow(
+    session: &mut Session,
+    events: &mut Events,
+    stop: &mut crate::cmd::signals::Stop,
+    duration: Duration,
+    interval: Option<Duration>,
+    mut every: impl FnMut(&Session) -> Result<()>,
+) -> Result<()> {
+    let deadline = tokio::time::sleep(duration);
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+    ticker.tick().await;
+    let mut naming = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return Ok(()),
+            _ = stop.signalled() => return Ok(()),
+            _ = naming.tick() => session.learn_names()?,
+            ready = events.ready() => {
+                ready?;
+                events.drain(session)?;
+            }
+            _ = ticker.tick(), if interval.is_some() => every(session)?,
+        }
     }
 }
 
