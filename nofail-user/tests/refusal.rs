@@ -11,7 +11,7 @@
 
 use std::{
     process::{Command, Stdio},
-    sync::Mutex,
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -25,20 +25,26 @@ use nofail_test_support::{
 /// objects are never counted as another's leftovers.
 static BPF_OBJECTS: Mutex<()> = Mutex::new(());
 
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    BPF_OBJECTS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn nofail() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nofail"))
 }
 
-/// Root, without which the kernel's object lists cannot be read.
-fn can_count_objects() -> bool {
+/// `nofail ARGS`: its exit code and what it printed on stderr.
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = nofail().args(args).output().expect("run nofail");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr)
+}
+
+/// The lock and a snapshot of the kernel's objects, for a test that
+/// counts them; `None` (skipped) without root, which reading them needs.
+fn counting() -> Option<(MutexGuard<'static, ()>, Snapshot)> {
+    let guard = BPF_OBJECTS.lock().unwrap_or_else(|e| e.into_inner());
     require(
         is_root(),
         "reading the kernel's BPF program and map lists needs root",
     )
+    .then(|| (guard, Snapshot::take().unwrap()))
 }
 
 /// Objects the run left loaded (freed shortly after their last fd closes).
@@ -52,11 +58,9 @@ fn assert_nothing_left(before: &Snapshot, what: &str) {
 /// run is attached (this kernel has the tracepoints), and none after it.
 #[test]
 fn object_count_sees_nofail_attached_and_gone() {
-    let _bpf = lock();
-    if !can_count_objects() {
+    let Some((_bpf, before)) = counting() else {
         return;
-    }
-    let before = Snapshot::take().unwrap();
+    };
     let mut child = nofail()
         .args(["trace", "--mode", "tracepoint", "--duration", "30s"])
         .stdout(Stdio::null())
@@ -83,7 +87,6 @@ fn object_count_sees_nofail_attached_and_gone() {
 
 #[test]
 fn kprobe_mode_refuses_with_one_line_on_a_kernel_without_kprobes() {
-    let _bpf = lock();
     if !require(
         !has_kprobes(),
         "this kernel has kprobes, so the refusal path cannot be reached",
@@ -97,7 +100,6 @@ fn kprobe_mode_refuses_with_one_line_on_a_kernel_without_kprobes() {
 /// program detached and every map freed again.
 #[test]
 fn nofail_only_refused_in_tracepoint_mode() {
-    let _bpf = lock();
     refuses(
         &[
             "trace",
@@ -113,7 +115,6 @@ fn nofail_only_refused_in_tracepoint_mode() {
 
 #[test]
 fn events_refused_in_tracepoint_mode() {
-    let _bpf = lock();
     refuses(
         &[
             "trace",
@@ -128,15 +129,12 @@ fn events_refused_in_tracepoint_mode() {
 }
 
 /// `args` fail with one line naming `needle`, exit 1, nothing left loaded.
-/// The caller holds the lock.
 fn refuses(args: &[&str], needle: &str) {
-    if !can_count_objects() {
+    let Some((_bpf, before)) = counting() else {
         return;
-    }
-    let before = Snapshot::take().unwrap();
-    let out = nofail().args(args).output().expect("run nofail");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    };
+    let (code, stderr) = run(args);
+    assert_eq!(code, Some(1), "{args:?}: {stderr}");
     assert_eq!(
         stderr.lines().count(),
         1,
@@ -153,12 +151,8 @@ fn refuses(args: &[&str], needle: &str) {
 
 #[test]
 fn bad_duration_is_one_clear_error() {
-    let out = nofail()
-        .args(["trace", "--duration", "5y"])
-        .output()
-        .expect("run nofail");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = run(&["trace", "--duration", "5y"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("invalid duration unit"), "{stderr}");
 }
@@ -182,13 +176,8 @@ fn bad_inject_rules_are_one_line_errors() {
         ),
         (&["--probability", "0.5"], "--stage"),
     ] {
-        let out = nofail()
-            .arg("inject")
-            .args(args)
-            .output()
-            .expect("run nofail");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let (code, stderr) = run(&[&["inject"], args].concat());
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
@@ -199,23 +188,11 @@ fn bad_inject_rules_are_one_line_errors() {
 /// error on any kernel, also before anything is attached.
 #[test]
 fn inject_preflight_and_unknown_caller() {
-    let _bpf = lock();
-    if !can_count_objects() {
+    let Some((_bpf, before)) = counting() else {
         return;
-    }
-    let before = Snapshot::take().unwrap();
-    let run = |args: &[&str]| {
-        let out = nofail()
-            .arg("inject")
-            .args(args)
-            .output()
-            .expect("run nofail");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
     };
     let (code, stderr) = run(&[
+        "inject",
         "--stage",
         "area",
         "--caller",
@@ -230,7 +207,7 @@ fn inject_preflight_and_unknown_caller() {
         !has_kprobes(),
         "this kernel has kprobes: the no-injection refusal is checked in the VM",
     ) {
-        let (code, stderr) = run(&["--stage", "area", "--duration", "1s"]);
+        let (code, stderr) = run(&["inject", "--stage", "area", "--duration", "1s"]);
         assert_eq!(code, Some(1), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
@@ -248,23 +225,10 @@ fn inject_preflight_and_unknown_caller() {
 /// an empty list item and an out-of-range --chains are one-line errors.
 #[test]
 fn subsystem_targets_and_their_errors() {
-    let _bpf = lock();
-    if !can_count_objects() {
+    let Some((_bpf, before)) = counting() else {
         return;
-    }
-    let before = Snapshot::take().unwrap();
-    let run = |cmd: &str, args: &[&str]| {
-        let out = nofail()
-            .arg(cmd)
-            .args(args)
-            .args(["--duration", "1s"])
-            .output()
-            .expect("run nofail");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
     };
+    let run_1s = |cmd: &str, args: &[&str]| run(&[&[cmd], args, &["--duration", "1s"]].concat());
     for cmd in ["trace", "inject"] {
         let stage: &[&str] = if cmd == "inject" {
             &["--stage", "area"]
@@ -272,15 +236,15 @@ fn subsystem_targets_and_their_errors() {
             &[]
         };
         let with = |extra: &[&'static str]| -> Vec<&'static str> { [stage, extra].concat() };
-        let (code, stderr) = run(cmd, &with(&["--module", "no_such_module"]));
+        let (code, stderr) = run_1s(cmd, &with(&["--module", "no_such_module"]));
         assert_eq!(code, Some(1), "{cmd}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{cmd}: {stderr}");
         assert!(stderr.contains("not a loaded module"), "{cmd}: {stderr}");
-        let (code, stderr) = run(cmd, &with(&["--caller", "xfs_buf_alloc,"]));
+        let (code, stderr) = run_1s(cmd, &with(&["--caller", "xfs_buf_alloc,"]));
         assert_eq!(code, Some(1), "{cmd}: {stderr}");
         assert!(stderr.contains("empty pattern"), "{cmd}: {stderr}");
         for bad in ["0", "17", "x"] {
-            let (code, stderr) = run(cmd, &with(&["--chains", bad]));
+            let (code, stderr) = run_1s(cmd, &with(&["--chains", bad]));
             assert_eq!(code, Some(2), "{cmd} --chains {bad}: {stderr}");
             assert_eq!(stderr.lines().count(), 1, "{cmd} --chains {bad}: {stderr}");
         }
@@ -290,7 +254,7 @@ fn subsystem_targets_and_their_errors() {
         ) {
             // 'xfs_*' (thousands of functions) passes the filter; what
             // stops a kprobe run is this kernel's lack of kprobes.
-            let (code, stderr) = run(
+            let (code, stderr) = run_1s(
                 cmd,
                 &with(&["--caller", "xfs_*,ext4_*", "--mode", "kprobe"]),
             );

@@ -159,7 +159,10 @@ fn measure_all() -> Result<Vec<f64>> {
 }
 
 fn counted_by_nofail(report: &Value, caller: &str) -> Result<u64> {
-    nofail_test_support::json::sum(crate::harness::rows_of(&report["callers"], caller), "calls")
+    nofail_test_support::json::sum(
+        crate::harness::rows_of(&report["callers"], caller)?,
+        "calls",
+    )
 }
 
 fn with_nofail(ctx: &Ctx, mode: &str, round: usize) -> Result<Sample> {

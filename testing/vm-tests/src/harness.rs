@@ -128,20 +128,24 @@ impl Trace {
 }
 
 /// The entries of `report[list]` (callers, chains, in_flight, injection
-/// behaviour...) whose `caller` is a call site in `symbol`.
-pub fn rows_of<'a>(list: &'a Value, symbol: &str) -> Vec<&'a Value> {
+/// behaviour...) whose `caller` is a call site in `symbol`; an error if
+/// `list` is not an array (a list renamed or dropped finds no rows by
+/// accident).
+pub fn rows_of<'a>(list: &'a Value, symbol: &str) -> Result<Vec<&'a Value>> {
     let prefix = format!("{symbol}+");
-    list.as_array()
-        .into_iter()
-        .flatten()
+    let rows = list
+        .as_array()
+        .with_context(|| format!("looking for {symbol}: not a list: {list}"))?;
+    Ok(rows
+        .iter()
         .filter(|r| r["caller"].as_str().is_some_and(|s| s.starts_with(&prefix)))
-        .collect()
+        .collect())
 }
 
 /// The one caller row of `symbol` (its call site), or an error naming
 /// what nofail reported instead.
 pub fn row<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
-    let rows = rows_of(&report["callers"], symbol);
+    let rows = rows_of(&report["callers"], symbol)?;
     ensure!(
         rows.len() == 1,
         "{} rows for {symbol}; callers: {}",

@@ -34,6 +34,16 @@ fn behaviour<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
         })
 }
 
+/// An injection rule: `stage` failed in calls from `caller`, as `extra` says.
+pub fn rule<'a>(stage: &'a str, caller: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["--stage", stage, "--caller", caller][..], extra].concat()
+}
+
+/// The rule `--fail-first 3` in `stage` on `symbol`, by the `mode` mechanism.
+pub fn fail_first_rule<'a>(stage: &'a str, symbol: &'a str, mode: &'a str) -> Vec<&'a str> {
+    rule(stage, symbol, &["--fail-first", "3", "--inject-mode", mode])
+}
+
 /// --fail-first K on a NOFAIL site in one stage: exactly K failures, the
 /// loop turns K times in that stage with a jiffy each, and the call
 /// succeeds. `site` must be one whose first attempt leaves nothing behind
@@ -46,16 +56,7 @@ fn fail_first(ctx: &Ctx, stage: &str, site: &str, mode: &str) -> Result<()> {
     let inj = start(
         ctx,
         &format!("inject_fail_first_{stage}_{mode}"),
-        &[
-            "--stage",
-            stage,
-            "--caller",
-            &symbol,
-            "--fail-first",
-            "3",
-            "--inject-mode",
-            mode,
-        ],
+        &fail_first_rule(stage, &symbol, mode),
     )?;
     let (run, report) = inj.around(|| trigger::run(site, 1, 64 << 10, Arm::Off))?;
     ensure!(
@@ -128,14 +129,7 @@ pub fn times_budget_exact_concurrent(ctx: &Ctx) -> Result<()> {
     let inj = start(
         ctx,
         "inject_times_concurrent",
-        &[
-            "--stage",
-            "area",
-            "--caller",
-            "site_vmalloc",
-            "--times",
-            "5",
-        ],
+        &rule("area", "site_vmalloc", &["--times", "5"]),
     )?;
     let (before_calls, before_null) = trigger::totals()?;
     let work = || -> Result<()> {
@@ -216,16 +210,11 @@ pub fn times_one_plain(ctx: &Ctx) -> Result<()> {
     let inj = start(
         ctx,
         "inject_times_one",
-        &[
-            "--stage",
+        &rule(
             "area",
-            "--caller",
             "site_vmalloc",
-            "--times",
-            "1",
-            "--retry-window",
-            "50ms",
-        ],
+            &["--times", "1", "--retry-window", "50ms"],
+        ),
     )?;
     let first = trigger::run("vmalloc", 1, 64 << 10, Arm::Off);
     std::thread::sleep(Duration::from_millis(300));

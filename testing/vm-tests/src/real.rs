@@ -352,7 +352,7 @@ pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
     let (_, report) = inj.around(|| xattr_files(&fs.mnt, "g", 6))?;
     let retries = xb_page_retries()? - before;
     ensure!(retries == 3, "xb_page_retries rose by {retries}, not 3");
-    let b = crate::harness::rows_of(&report["injection"]["behaviour"], "xfs_buf_alloc")
+    let b = crate::harness::rows_of(&report["injection"]["behaviour"], "xfs_buf_alloc")?
         .into_iter()
         .next()
         .with_context(|| {

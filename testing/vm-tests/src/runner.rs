@@ -28,7 +28,8 @@ pub fn run(ctx: &Ctx, cases: &[&Case], results: Option<&Path>) -> Result<Summary
         })
         .transpose()?;
     let mut summary = Summary::default();
-    println!("running {} scenarios", cases.len());
+    let n = cases.len();
+    println!("running {n} scenario{}", if n == 1 { "" } else { "s" });
     for case in cases {
         let started = Instant::now();
         let result = run_one(ctx, case);

@@ -268,7 +268,7 @@ pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
         "site_vmalloc_nofail",
         &[("calls", 1), ("area_retries", turns)],
     )?;
-    let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc").len();
+    let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc")?.len();
     ensure!(
         counted == 0,
         "a map call was counted with the in-flight map full"
