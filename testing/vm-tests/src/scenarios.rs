@@ -483,14 +483,22 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
 
 /// A kernel behaviour nofail exists to show: a page-table page failing
 /// after part of a NOFAIL call's range was mapped. fail_page_alloc lets
-/// three page-table pages through (enough for the first 2 MiB of PTEs)
-/// and fails the next one of a 6 MiB call; every retry then finds those
-/// PTEs set (WARN in vmap_pages_pte_range, -EBUSY) and sleeps again, for
-/// ever. nofail must show the call stuck, with exactly one page-table
-/// failure and mapping failures that keep coming. The task spins until
-/// power-off: the scenario table gives it a boot of its own.
+/// the first page-table pages of a 6 MiB call through (its fresh slot's
+/// PMD page and the first 2 MiB of PTEs) and fails the next one; every
+/// retry then finds those PTEs set (WARN in vmap_pages_pte_range, -EBUSY)
+/// and sleeps again, for ever. nofail must show the call stuck, with
+/// exactly one page-table failure and mapping failures that keep coming.
+/// The task spins until power-off: the scenario table gives it a boot of
+/// its own.
 fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
+    // In a fresh boot the first fresh-slot call also makes the page-table
+    // levels above the slots' PMD pages (a PUD page with 5-level paging),
+    // which would use up the pages let through before any PTE is written:
+    // one call first makes them, as the scenarios before it did when this
+    // one shared their boot.
+    let primed = trigger::run("vmalloc_nofail_fresh", 1, 64 << 10, Arm::Off)?;
+    ensure!(primed.null == 0, "the priming call failed: {primed:?}");
     let trace = Trace::start(ctx, "mapping_spin", &["--stuck-after", "500ms"])?;
     let finished = run_mapping_injected(6 << 20, 1, 3);
     if matches!(finished, Ok(None)) {
