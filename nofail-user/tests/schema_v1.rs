@@ -21,7 +21,7 @@ fn read(path: &std::path::Path) -> Value {
 
 #[test]
 fn version_1_behaviour_fields_read_under_their_version_2_names() {
-    let old = read(&recorded("real_xfs_inject.json"));
+    let old = read(&recorded("legacy/real_xfs_inject_v1.json"));
     assert_eq!(
         old["schema_version"], 1,
         "the fixture is a version 1 report"
@@ -38,7 +38,7 @@ fn version_1_behaviour_fields_read_under_their_version_2_names() {
     let out_json = dir.join("v2.json");
     let out = Command::new(env!("CARGO_BIN_EXE_nofail"))
         .arg("report")
-        .arg(recorded("real_xfs_inject.json"))
+        .arg(recorded("legacy/real_xfs_inject_v1.json"))
         .arg("--json")
         .arg(&out_json)
         .output()

@@ -8,8 +8,9 @@ use std::{path::Path, process::Command, time::Instant};
 use anyhow::Result;
 
 use crate::{
-    kernels::{self, Kernel, KernelName},
-    setup, trigger,
+    kernels::{self, KernelName},
+    setup,
+    suite::{self, Selection},
     util::workspace_root,
     vm,
 };
@@ -187,7 +188,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
             });
         }
         let t0 = Instant::now();
-        let ok = vm_suite(&kernel, None).unwrap_or_else(|e| {
+        let ok = suite::run(&kernel, Selection::default()).unwrap_or_else(|e| {
             eprintln!("xtask ci: {e:#}");
             false
         });
@@ -210,48 +211,9 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
-/// Runs the VM scenarios (testing/vm-tests) on one kernel with the release
-/// nofail binary; on the test kernel with the trigger module as well.
-pub fn vm_suite(kernel: &Kernel, filter: Option<&str>) -> Result<bool> {
-    let root = workspace_root();
-    let out = root.join("target/vm-results").join(kernel.name.as_str());
-    let mut command = vec![
-        root.join("target/release/vm-tests").display().to_string(),
-        "--nofail".into(),
-        root.join("target/release/nofail").display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    if kernel.name == KernelName::Test {
-        let ko = trigger::build(kernel)?;
-        command.extend(["--trigger".into(), ko.display().to_string()]);
-    }
-    if let Some(f) = filter {
-        command.extend(["--filter".into(), f.to_string()]);
-    }
-    // nofail reads the kernel config from here when the guest has none.
-    let env: Vec<String> = kernel
-        .config
-        .iter()
-        .map(|c| format!("NOFAIL_KERNEL_CONFIG={}", c.display()))
-        .collect();
-    let code = vm::run(&vm::Guest {
-        kernel,
-        cwd: &root,
-        command: &command,
-        env: &env,
-        // A guard against hangs, not a time limit: the test kernel's whole
-        // matrix (53 scenarios, the 3-minute soak among them) takes about
-        // 15 minutes under TCG on 2 cores.
-        timeout: 1800,
-        memory: 2048,
-        icount: false,
-    })?;
-    Ok(code == 0)
-}
-
-/// `cargo xtask vm-test`: build, then the VM scenarios on one kernel.
-pub fn vm_test(name: KernelName, filter: Option<String>) -> Result<i32> {
+/// `cargo xtask vm-test`: build, then the VM scenarios on one kernel;
+/// with `bless`, only those that record testing/reports, copied there.
+pub fn vm_test(name: KernelName, filter: Option<String>, bless: bool) -> Result<i32> {
     setup::ensure()?;
     let root = workspace_root();
     if !cargo(
@@ -261,9 +223,9 @@ pub fn vm_test(name: KernelName, filter: Option<String>) -> Result<i32> {
         anyhow::bail!("build failed");
     }
     let kernel = kernels::ensure(name)?;
-    Ok(if vm_suite(&kernel, filter.as_deref())? {
-        0
-    } else {
-        1
-    })
+    let sel = Selection {
+        filter: filter.as_deref(),
+        bless,
+    };
+    Ok(if suite::run(&kernel, sel)? { 0 } else { 1 })
 }

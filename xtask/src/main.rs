@@ -9,6 +9,7 @@ mod demo;
 mod kernels;
 mod licenses;
 mod setup;
+mod suite;
 mod trigger;
 mod util;
 mod vm;
@@ -48,6 +49,10 @@ enum Cmd {
         /// Only scenarios whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Run the scenarios that record testing/reports (test kernel)
+        /// and copy their fresh reports there.
+        #[arg(long)]
+        bless: bool,
     },
     /// Tracing overhead: untraced vs nofail (kprobe, fentry, sentinel) vs
     /// bpftrace, counted (-icount) and wall time.
@@ -74,7 +79,11 @@ fn main() -> ExitCode {
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
         Cmd::Bench { runs } => bench::run(runs),
-        Cmd::VmTest { kernel, filter } => ci::vm_test(kernel, filter),
+        Cmd::VmTest {
+            kernel,
+            filter,
+            bless,
+        } => ci::vm_test(kernel, filter, bless),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

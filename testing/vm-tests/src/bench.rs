@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
+use nofail_test_support::bpf;
 use serde_json::{Value, json};
 
 use crate::{
@@ -79,7 +80,7 @@ const WORKLOADS: &[Workload] = &[
         caller: "array_map_alloc",
         calls: 50,
         batches: 1,
-        run: || (0..50).try_for_each(|_| crate::bpf::create_big_array_map()),
+        run: || (0..50).try_for_each(|_| bpf::create_big_array_map()),
     },
     Workload {
         name: "nofail_3_retries",
@@ -157,11 +158,11 @@ fn measure_all() -> Result<Vec<f64>> {
         .collect()
 }
 
-fn counted_by_nofail(report: &Value, caller: &str) -> u64 {
-    crate::harness::rows_of(&report["callers"], caller)
-        .iter()
-        .map(|r| field(r, "calls"))
-        .sum()
+fn counted_by_nofail(report: &Value, caller: &str) -> Result<u64> {
+    nofail_test_support::json::sum(
+        crate::harness::rows_of(&report["callers"], caller)?,
+        "calls",
+    )
 }
 
 fn with_nofail(ctx: &Ctx, mode: &str, round: usize) -> Result<Sample> {
@@ -173,17 +174,21 @@ fn with_nofail(ctx: &Ctx, mode: &str, round: usize) -> Result<Sample> {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let sum = |k: &str| programs.iter().map(|p| field(p, k)).sum::<u64>();
+    let sum = |k: &str| programs.iter().map(|p| field(p, k)).sum::<Result<u64>>();
     Ok(Sample {
         ns_per_call,
         // Sentinel counts no calls, only what failed.
         counted: WORKLOADS
             .iter()
-            .map(|w| (mode != "sentinel").then(|| counted_by_nofail(&report, w.caller)))
-            .collect(),
-        runs: sum("run_count"),
-        run_time_ns: sum("run_time_ns"),
-        skipped: field(&report["health"], "missed_runs"),
+            .map(|w| {
+                (mode != "sentinel")
+                    .then(|| counted_by_nofail(&report, w.caller))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?,
+        runs: sum("run_count")?,
+        run_time_ns: sum("run_time_ns")?,
+        skipped: field(&report["health"], "missed_runs")?,
     })
 }
 

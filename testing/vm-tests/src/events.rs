@@ -84,16 +84,7 @@ pub fn fail_first_lines(ctx: &Ctx) -> Result<()> {
     ] {
         let symbol = format!("site_{site}");
         let name = format!("events_fail_first_{stage}");
-        let mut args = vec![
-            "--stage",
-            stage,
-            "--caller",
-            &symbol,
-            "--fail-first",
-            "3",
-            "--inject-mode",
-            mode,
-        ];
+        let mut args = crate::inject::fail_first_rule(stage, &symbol, mode);
         if stack {
             args.push("--events-stack");
         }
@@ -165,14 +156,7 @@ pub fn times_concurrent_tids(ctx: &Ctx) -> Result<()> {
     let (inj, json) = start_inject(
         ctx,
         "events_times_concurrent",
-        &[
-            "--stage",
-            "area",
-            "--caller",
-            "site_vmalloc",
-            "--times",
-            "5",
-        ],
+        &crate::inject::rule("area", "site_vmalloc", &["--times", "5"]),
     )?;
     let stdout = inj.stdout.clone();
     let dir = "/sys/kernel/debug/nofail_trigger";
@@ -371,16 +355,11 @@ pub fn off_removes_paths(ctx: &Ctx) -> Result<()> {
             .with_context(|| format!("{program} not in health.programs"))
             .and_then(|p| num(p, "insns"))
     };
-    let rule = [
-        "--stage",
+    let rule = crate::inject::rule(
         "area",
-        "--caller",
         "site_vmalloc",
-        "--times",
-        "1",
-        "--inject-mode",
-        "kprobe",
-    ];
+        &["--times", "1", "--inject-mode", "kprobe"],
+    );
     ctx.load_trigger()?;
     let off = Trace::start_cmd(ctx, "inject", "events_off", &rule)?;
     let stdout_off = off.stdout.clone();

@@ -6,15 +6,16 @@
 //! testing/reports/ for the host tests.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
-    path::Path,
+    io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use nofail_test_support::bpf;
+use nofail_test_support::prom::promtool_check_file as promtool;
+use nofail_test_support::{http::http_get, prom::sample};
 
 use crate::{
     harness::{Ctx, Trace, expect_fields},
@@ -80,56 +81,6 @@ impl Serve {
         ensure!(status.success(), "nofail serve exited {status}");
         Ok(())
     }
-}
-
-/// A plain HTTP/1.1 GET; returns the status code and body.
-pub fn http_get(port: u16, path: &str) -> Result<(u32, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP head")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status")?;
-    Ok((code, body.to_string()))
-}
-
-/// Debian's promtool must accept the exposition without a lint complaint.
-fn promtool(file: &Path) -> Result<()> {
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(file)?)
-        .output()
-        .context("promtool not found (cargo xtask setup installs prometheus)")?;
-    ensure!(
-        out.status.success(),
-        "promtool check metrics {}: {}{}",
-        file.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// The value of `name{caller="<symbol>+...",<extra>}`.
-pub fn sample(text: &str, name: &str, symbol: &str, extra: &str) -> Result<f64> {
-    let prefix = format!("{name}{{caller=\"{symbol}+");
-    let hits: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(extra))
-        .collect();
-    ensure!(hits.len() == 1, "{} lines {prefix}..{extra}", hits.len());
-    let value = hits[0].rsplit(' ').next().unwrap_or_default();
-    value
-        .parse()
-        .with_context(|| format!("bad value {value:?}"))
 }
 
 /// The Prometheus view of the site must equal the trigger's ground truth:
@@ -235,7 +186,7 @@ pub fn formats_from_live_run(ctx: &Ctx) -> Result<()> {
 /// it, and returns the text after promtool accepted it (kept as `name`).
 pub fn scrape_after_maps(ctx: &Ctx, serve: Serve, maps: u32, name: &str) -> Result<String> {
     let work = (0..maps)
-        .try_for_each(|_| crate::bpf::create_big_array_map())
+        .try_for_each(|_| bpf::create_big_array_map())
         .and_then(|_| http_get(serve.port, "/metrics"));
     serve.stop()?;
     let (code, body) = work?;

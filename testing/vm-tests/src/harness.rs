@@ -128,37 +128,24 @@ impl Trace {
 }
 
 /// The entries of `report[list]` (callers, chains, in_flight, injection
-/// behaviour...) whose `caller` is a call site in `symbol`.
-pub fn rows_of<'a>(list: &'a Value, symbol: &str) -> Vec<&'a Value> {
+/// behaviour...) whose `caller` is a call site in `symbol`; an error if
+/// `list` is not an array (a list renamed or dropped finds no rows by
+/// accident).
+pub fn rows_of<'a>(list: &'a Value, symbol: &str) -> Result<Vec<&'a Value>> {
     let prefix = format!("{symbol}+");
-    list.as_array()
-        .into_iter()
-        .flatten()
+    let rows = list
+        .as_array()
+        .with_context(|| format!("looking for {symbol}: not a list: {list}"))?;
+    Ok(rows
+        .iter()
         .filter(|r| r["caller"].as_str().is_some_and(|s| s.starts_with(&prefix)))
-        .collect()
-}
-
-/// Text symbols of the running kernel, sorted by address:
-/// (address, name), as nofail reads them (t, T, w, W).
-pub fn kernel_functions(kallsyms: &str) -> Vec<(u64, &str)> {
-    let mut funcs: Vec<(u64, &str)> = kallsyms
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
-            let kind = f.next()?;
-            matches!(kind, "t" | "T" | "w" | "W").then_some(())?;
-            Some((addr, f.next()?))
-        })
-        .collect();
-    funcs.sort();
-    funcs
+        .collect())
 }
 
 /// The one caller row of `symbol` (its call site), or an error naming
 /// what nofail reported instead.
 pub fn row<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
-    let rows = rows_of(&report["callers"], symbol);
+    let rows = rows_of(&report["callers"], symbol)?;
     ensure!(
         rows.len() == 1,
         "{} rows for {symbol}; callers: {}",
@@ -168,9 +155,9 @@ pub fn row<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
     Ok(rows[0])
 }
 
-pub fn field(row: &Value, name: &str) -> u64 {
-    row[name].as_u64().unwrap_or(0)
-}
+/// A row's integer field; a missing or non-integer one is an error naming
+/// the field and the row, never a 0 that an expectation of zero would pass.
+pub use nofail_test_support::json::uint as field;
 
 fn callers(report: &Value) -> String {
     report["callers"]
@@ -185,20 +172,25 @@ fn callers(report: &Value) -> String {
 /// Checks named fields of `symbol`'s row against the ground truth.
 pub fn expect_fields(report: &Value, symbol: &str, want: &[(&str, u64)]) -> Result<()> {
     let r = row(report, symbol)?;
-    let wrong: Vec<String> = want
-        .iter()
-        .filter(|(name, v)| field(r, name) != *v)
-        .map(|(name, v)| format!("{name}: nofail {} != truth {v}", field(r, name)))
-        .collect();
+    let mut wrong = Vec::new();
+    for (name, v) in want {
+        let got = field(r, name)?;
+        if got != *v {
+            wrong.push(format!("{name}: nofail {got} != truth {v}"));
+        }
+    }
     ensure!(wrong.is_empty(), "{symbol}: {}", wrong.join("; "));
     Ok(())
 }
 
 /// Page-table allocation failures of a caller or in-flight row, all levels.
-pub fn pt_total(row: &Value) -> u64 {
+pub fn pt_total(row: &Value) -> Result<u64> {
+    let levels = row
+        .get("pt_failures")
+        .with_context(|| format!("no field pt_failures in {}", row["caller"]))?;
     ["pte", "pmd", "pud", "p4d"]
         .iter()
-        .map(|l| row["pt_failures"][l].as_u64().unwrap_or(0))
+        .map(|l| field(levels, l).with_context(|| format!("pt_failures of {}", row["caller"])))
         .sum()
 }
 
@@ -274,11 +266,7 @@ pub fn same_fields(
     let (f, o) = (row(full, site)?, row(other, site)?);
     let mut line = String::new();
     for name in fields {
-        ensure!(
-            f.get(*name).is_some() && o.get(*name).is_some(),
-            "{site}: no {name}"
-        );
-        let (a, b) = (field(f, name), field(o, name));
+        let (a, b) = (field(f, name)?, field(o, name)?);
         line += &format!(" {name} {a}/{b}");
         ensure!(a == b, "{site}: {name}: full {a}, {mode} {b}");
     }

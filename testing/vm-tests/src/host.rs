@@ -4,21 +4,23 @@
 //! against ground truths the kernel keeps: BPF maps made here, XFS's
 //! `xfs_buf_backing_vmalloc` tracepoint, and a live `nofail serve`.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
+use nofail_test_support::bpf;
+use nofail_test_support::prom::sample;
 use serde_json::Value;
 
 use crate::{
-    export::{Serve, sample, scrape_after_maps},
+    export::{Serve, scrape_after_maps},
     harness::{Ctx, Trace, field, row},
     real::{LoopFs, TpCount, xattr_files},
-    scenarios::Scenario,
+    scenarios::{Case, case},
 };
 
-pub fn all() -> Vec<(&'static str, Scenario)> {
+pub fn all() -> Vec<Case> {
     vec![
-        ("host_auto_chooses_tracepoints", auto_chooses_tracepoints),
-        ("host_xfs_exact", xfs_exact),
-        ("host_serve_live", serve_live),
+        case("host_auto_chooses_tracepoints", auto_chooses_tracepoints),
+        case("host_xfs_exact", xfs_exact),
+        case("host_serve_live", serve_live),
     ]
 }
 
@@ -39,15 +41,15 @@ fn auto_chooses_tracepoints(ctx: &Ctx) -> Result<()> {
     let pid = std::process::id().to_string();
     let trace = Trace::start(ctx, "host_maps", &["--pid", &pid])?;
     for _ in 0..N {
-        crate::bpf::create_big_array_map()?;
+        bpf::create_big_array_map()?;
     }
     let report = trace.finish()?;
     all_tracepoint(&report)?;
     let r = row(&report, "array_map_alloc")?;
     ensure!(
-        r.get("calls").is_some() && field(r, "calls") == N,
+        r.get("calls").is_some() && field(r, "calls")? == N,
         "array_map_alloc: {} vmap areas for {N} maps",
-        field(r, "calls")
+        field(r, "calls")?
     );
     let warnings = report["warnings"].to_string();
     for blind in ["latency", "NULL returns", "injection"] {
@@ -75,17 +77,13 @@ fn xfs_exact(ctx: &Ctx) -> Result<()> {
     all_tracepoint(&report)?;
     println!("  xfs_buf_backing_vmalloc events: {events}");
     ensure!(events >= FILES as u64, "only {events} events");
-    let total: u64 = report["callers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| field(r, "calls"))
-        .sum();
+    let callers = report["callers"].as_array().context("no callers array")?;
+    let total = nofail_test_support::json::sum(callers, "calls")?;
     let r = row(&report, "xfs_buf_alloc")?;
     ensure!(
-        field(r, "calls") == events && total == events,
+        field(r, "calls")? == events && total == events,
         "xfs_buf_alloc {} / all rows {total} vmap areas, {events} events",
-        field(r, "calls")
+        field(r, "calls")?
     );
     Ok(())
 }

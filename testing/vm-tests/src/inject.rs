@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use nofail_test_support::bpf;
 use serde_json::Value;
 
 use crate::{
-    harness::{Ctx, Trace, expect_fields},
+    harness::{Ctx, Trace, expect_fields, field},
     trigger::{self, Arm},
 };
 
@@ -33,6 +34,16 @@ fn behaviour<'a>(report: &'a Value, symbol: &str) -> Result<&'a Value> {
         })
 }
 
+/// An injection rule: `stage` failed in calls from `caller`, as `extra` says.
+pub fn rule<'a>(stage: &'a str, caller: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["--stage", stage, "--caller", caller][..], extra].concat()
+}
+
+/// The rule `--fail-first 3` in `stage` on `symbol`, by the `mode` mechanism.
+pub fn fail_first_rule<'a>(stage: &'a str, symbol: &'a str, mode: &'a str) -> Vec<&'a str> {
+    rule(stage, symbol, &["--fail-first", "3", "--inject-mode", mode])
+}
+
 /// --fail-first K on a NOFAIL site in one stage: exactly K failures, the
 /// loop turns K times in that stage with a jiffy each, and the call
 /// succeeds. `site` must be one whose first attempt leaves nothing behind
@@ -45,16 +56,7 @@ fn fail_first(ctx: &Ctx, stage: &str, site: &str, mode: &str) -> Result<()> {
     let inj = start(
         ctx,
         &format!("inject_fail_first_{stage}_{mode}"),
-        &[
-            "--stage",
-            stage,
-            "--caller",
-            &symbol,
-            "--fail-first",
-            "3",
-            "--inject-mode",
-            mode,
-        ],
+        &fail_first_rule(stage, &symbol, mode),
     )?;
     let (run, report) = inj.around(|| trigger::run(site, 1, 64 << 10, Arm::Off))?;
     ensure!(
@@ -84,7 +86,7 @@ fn fail_first(ctx: &Ctx, stage: &str, site: &str, mode: &str) -> Result<()> {
         b[this] == K && b[other] == 0 && b["sleeps"] == K,
         "{this}/sleeps != {K}: {b}"
     );
-    let stall = b["stall_ms"].as_f64().unwrap_or(0.0);
+    let stall = nofail_test_support::json::float(b, "stall_ms")?;
     ensure!(
         stall * 1e6 >= (K * 1_000_000_000 / hz) as f64,
         "stalled {stall} ms < {K} jiffies"
@@ -95,7 +97,7 @@ fn fail_first(ctx: &Ctx, stage: &str, site: &str, mode: &str) -> Result<()> {
         &[("injected", K), (this, K), (other, 0), ("max_retries", K)],
     )?;
     if stage == "mapping" {
-        let pt = crate::harness::pt_total(crate::harness::row(&report, &symbol)?);
+        let pt = crate::harness::pt_total(crate::harness::row(&report, &symbol)?)?;
         ensure!(pt == K, "page-table failures {pt} != {K}");
     }
     Ok(())
@@ -127,14 +129,7 @@ pub fn times_budget_exact_concurrent(ctx: &Ctx) -> Result<()> {
     let inj = start(
         ctx,
         "inject_times_concurrent",
-        &[
-            "--stage",
-            "area",
-            "--caller",
-            "site_vmalloc",
-            "--times",
-            "5",
-        ],
+        &rule("area", "site_vmalloc", &["--times", "5"]),
     )?;
     let (before_calls, before_null) = trigger::totals()?;
     let work = || -> Result<()> {
@@ -188,7 +183,7 @@ pub fn own_process_exempt(ctx: &Ctx) -> Result<()> {
         &["--stage", "area", "--caller", "array_map_alloc"],
     )?;
     let startup = inj.startup.join("\n");
-    let (created, report) = inj.around(|| Ok(crate::bpf::create_big_array_map()))?;
+    let (created, report) = inj.around(|| Ok(bpf::create_big_array_map()))?;
     let err = created
         .err()
         .context("this process's map creation was not failed")?;
@@ -215,16 +210,11 @@ pub fn times_one_plain(ctx: &Ctx) -> Result<()> {
     let inj = start(
         ctx,
         "inject_times_one",
-        &[
-            "--stage",
+        &rule(
             "area",
-            "--caller",
             "site_vmalloc",
-            "--times",
-            "1",
-            "--retry-window",
-            "50ms",
-        ],
+            &["--times", "1", "--retry-window", "50ms"],
+        ),
     )?;
     let first = trigger::run("vmalloc", 1, 64 << 10, Arm::Off);
     std::thread::sleep(Duration::from_millis(300));
@@ -244,10 +234,7 @@ pub fn times_one_plain(ctx: &Ctx) -> Result<()> {
         "{b}"
     );
     ensure!(
-        report["injection"]["counts"]["skipped_budget"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 2,
+        field(&report["injection"]["counts"], "skipped_budget")? >= 2,
         "budget skips: {}",
         report["injection"]["counts"]
     );
@@ -315,7 +302,7 @@ pub fn mapping_stage_plain(ctx: &Ctx) -> Result<()> {
     let b = behaviour(&report, "site_vmalloc_fresh")?;
     ensure!(b["null_returned"] == 1 && b["absorbed"] == 1, "{b}");
     let row = crate::harness::row(&report, "site_vmalloc_fresh")?;
-    let pt = crate::harness::pt_total(row);
+    let pt = crate::harness::pt_total(row)?;
     ensure!(pt == 1, "page-table failures {pt} != 1");
     expect_fields(
         &report,
@@ -390,10 +377,7 @@ pub fn dry_run_fails_nothing(ctx: &Ctx) -> Result<()> {
     ensure!(run.null == 0, "a dry run failed {} calls", run.null);
     // Each call's area stage makes two slab allocations (vm_struct, vmap_area).
     ensure!(
-        report["injection"]["counts"]["injected"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 4,
+        field(&report["injection"]["counts"], "injected")? >= 4,
         "would-inject count: {}",
         report["injection"]["counts"]
     );
@@ -414,9 +398,9 @@ pub fn dry_run_fails_nothing(ctx: &Ctx) -> Result<()> {
 /// would be empty either way).
 /// Maps and programs created while `f` ran, from the ids before and after.
 fn loaded_while<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, (u32, u32))> {
-    let (map0, prog0) = (crate::bpf::next_map_id()?, crate::bpf::next_prog_id()?);
+    let (map0, prog0) = (bpf::next_map_id()?, bpf::next_prog_id()?);
     let value = f()?;
-    let (map1, prog1) = (crate::bpf::next_map_id()?, crate::bpf::next_prog_id()?);
+    let (map1, prog1) = (bpf::next_map_id()?, bpf::next_prog_id()?);
     Ok((value, (map1 - map0 - 1, prog1 - prog0 - 1)))
 }
 
@@ -541,10 +525,7 @@ pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {
         report["injection"]["counts"]["injected"]
     );
     ensure!(
-        report["injection"]["counts"]["skipped_guard"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1,
+        field(&report["injection"]["counts"], "skipped_guard")? >= 1,
         "{}",
         report["injection"]["counts"]
     );
@@ -553,23 +534,6 @@ pub fn guard_ends_nofail_loop(ctx: &Ctx) -> Result<()> {
         "site_vmalloc_nofail",
         &[("area_retries", 4), ("calls", 1)],
     )
-}
-
-pub fn nofail_programs_loaded() -> Result<usize> {
-    let out = std::process::Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok([
-        "inject_failslab",
-        "decide_failslab",
-        "fmodret_slab",
-        "vmalloc_core",
-        "area_stage",
-    ]
-    .iter()
-    .map(|n| text.matches(n).count())
-    .sum())
 }
 
 /// kill -9 in the middle of an unbounded injection: the BPF links die with
@@ -583,6 +547,9 @@ pub fn kill_9_detaches_fmod_ret(ctx: &Ctx) -> Result<()> {
 }
 
 fn kill_9(ctx: &Ctx, mode: &str) -> Result<()> {
+    ctx.load_trigger()?;
+    // Ground truth: the kernel's own program and map lists.
+    let before = bpf::Snapshot::take()?;
     let inj = start(
         ctx,
         &format!("inject_kill_{mode}"),
@@ -597,26 +564,17 @@ fn kill_9(ctx: &Ctx, mode: &str) -> Result<()> {
     )?;
     let during = trigger::run("vmalloc", 2, 64 << 10, Arm::Off)?;
     ensure!(during.null == 2, "injection was not active: {during:?}");
+    let running = before.created_since()?;
     ensure!(
-        nofail_programs_loaded()? > 0,
-        "no nofail program attached while running"
+        !running.programs.is_empty(),
+        "no program loaded while nofail ran: {running}"
     );
     unsafe { libc::kill(inj.pid() as i32, libc::SIGKILL) };
     let status = inj.wait()?;
     ensure!(!status.success(), "nofail survived SIGKILL");
-    // Program teardown is deferred (RCU): give it a moment.
-    let mut loaded = usize::MAX;
-    for _ in 0..50 {
-        loaded = nofail_programs_loaded()?;
-        if loaded == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ensure!(
-        loaded == 0,
-        "{loaded} nofail programs still loaded after kill -9"
-    );
+    // Teardown is deferred (RCU, work queues): give it a moment.
+    let left = before.left_after(Duration::from_secs(5))?;
+    ensure!(left.is_empty(), "still loaded after kill -9: {left}");
     let after = trigger::run("vmalloc", 3, 64 << 10, Arm::Off)?;
     ensure!(
         after.null == 0,

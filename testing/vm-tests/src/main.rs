@@ -5,38 +5,48 @@
 //! compares nofail's per-caller counts with that ground truth.
 
 mod bench;
-mod bpf;
 mod events;
 mod export;
 mod harness;
 mod host;
 mod inject;
 mod real;
+mod runner;
 mod scenarios;
 mod sentinel;
 mod soak;
 mod tracepoint;
 mod trigger;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
+use nofail_test_support::outcome::Listing;
 
 #[derive(Parser)]
 struct Args {
     /// The nofail binary under test.
-    #[arg(long)]
-    nofail: PathBuf,
+    #[arg(long, required_unless_present = "list")]
+    nofail: Option<PathBuf>,
     /// The trigger module (test kernel only); without it, trigger-based
-    /// scenarios are not run.
+    /// scenarios are not run (nor listed).
     #[arg(long)]
     trigger: Option<PathBuf>,
     /// Directory for JSON reports.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "list")]
+    out: Option<PathBuf>,
     /// Run only scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
+    /// Run only the scenario of this exact name (repeatable), in table order.
+    #[arg(long)]
+    exact: Vec<String>,
+    /// Print the scenario table (name, own-boot, records=FILES) and exit.
+    #[arg(long)]
+    list: bool,
+    /// Append each result line and the closing line to this file.
+    #[arg(long)]
+    results: Option<PathBuf>,
     /// Run the host scenarios (this machine's own kernel, tracepoint
     /// mode) instead of the VM ones.
     #[arg(long)]
@@ -46,68 +56,61 @@ struct Args {
     bench: Option<PathBuf>,
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    let ctx = harness::Ctx::new(args.nofail, args.trigger, args.out);
+    let cases = if args.host {
+        host::all()
+    } else {
+        scenarios::all(args.trigger.is_some())
+    };
+    if args.list {
+        for c in &cases {
+            let listing = Listing {
+                name: c.name.into(),
+                own_boot: c.own_boot,
+                records: c.records.iter().map(|r| r.to_string()).collect(),
+            };
+            println!("{listing}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let (Some(nofail), Some(out)) = (args.nofail, args.out) else {
+        unreachable!("clap requires --nofail and --out without --list");
+    };
+    let ctx = harness::Ctx::new(nofail, args.trigger, out);
     if let Some(out) = &args.bench {
         return match bench::run(&ctx, out) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 println!("bench failed: {e:#}");
-                std::process::ExitCode::FAILURE
+                ExitCode::FAILURE
             }
         };
     }
-    let (mut passed, mut failed) = (0, 0);
-    let list = if args.host {
-        host::all()
-    } else {
-        scenarios::all(&ctx)
-    };
-    for (name, scenario) in list {
-        if args
-            .filter
-            .as_ref()
-            .is_some_and(|f| !name.contains(f.as_str()))
-        {
-            continue;
-        }
-        let mut kmsg = harness::Kmsg::from_now();
-        let result = scenario(&ctx).and_then(|()| {
-            // The kernel must stay clean: no WARN, BUG, oops or lockdep
-            // report the scenario does not expect.
-            let records = kmsg
-                .as_mut()
-                .map_err(|e| anyhow::anyhow!("{e:#}"))?
-                .read_new()?;
-            let trouble =
-                harness::kernel_trouble(&records, scenarios::expected_kernel_warnings(name));
-            anyhow::ensure!(
-                trouble.is_empty(),
-                "kernel log: {}",
-                trouble.join(" | ").trim()
-            );
-            Ok(())
-        });
-        match result {
-            Ok(()) => {
-                println!("ok   {name}");
-                passed += 1;
-            }
-            Err(e) => {
-                println!("FAIL {name}: {e:#}");
-                failed += 1;
-            }
-        }
+    if let Some(unknown) = args
+        .exact
+        .iter()
+        .find(|n| !cases.iter().any(|c| c.name == n.as_str()))
+    {
+        println!("vm-tests: no scenario {unknown} on this kernel");
+        return ExitCode::FAILURE;
     }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!(
-        "vm-tests on {}: {passed} passed, {failed} failed",
-        release.trim()
-    );
-    if failed > 0 || passed == 0 {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
+    let selected: Vec<&scenarios::Case> = cases
+        .iter()
+        .filter(|c| {
+            args.filter
+                .as_ref()
+                .is_none_or(|f| c.name.contains(f.as_str()))
+        })
+        .filter(|c| args.exact.is_empty() || args.exact.iter().any(|n| n == c.name))
+        .collect();
+    match runner::run(&ctx, &selected, args.results.as_deref()) {
+        // Nothing run is a failure too: a filter that matches nothing.
+        Ok(s) if s.failed == 0 && s.passed + s.skipped > 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            println!("vm-tests: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

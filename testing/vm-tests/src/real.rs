@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use nofail_test_support::{bpf, json, outcome::skip};
 use serde_json::Value;
 
 use crate::harness::{Ctx, Kmsg, Trace, expect_fields, field, row};
@@ -216,16 +217,14 @@ pub fn xattr_files(dir: &Path, prefix: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-fn rows(report: &Value) -> Vec<(String, u64)> {
+fn rows(report: &Value) -> Result<Vec<(String, u64)>> {
     report["callers"]
         .as_array()
-        .into_iter()
-        .flatten()
+        .context("no callers array")?
+        .iter()
         .map(|r| {
-            (
-                r["caller"].as_str().unwrap_or("?").to_string(),
-                r["calls"].as_u64().unwrap_or(u64::MAX),
-            )
+            let caller = r["caller"].as_str().context("a row without a caller")?;
+            Ok((caller.to_string(), field(r, "calls")?))
         })
         .collect()
 }
@@ -237,8 +236,8 @@ fn same_rows_inside(
     control: &Value,
     inside: impl Fn(&str) -> bool,
 ) -> Result<()> {
-    let f = rows(filtered);
-    let want: Vec<(String, u64)> = rows(control)
+    let f = rows(filtered)?;
+    let want: Vec<(String, u64)> = rows(control)?
         .into_iter()
         .filter(|(c, _)| inside(c))
         .collect();
@@ -266,10 +265,9 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
     const FILES: usize = 8;
     const MAPS: u64 = 3;
     let Some(tp) = TpCount::start("nofail_xfs_trace", "xfs/xfs_buf_backing_vmalloc")? else {
-        println!(
-            "  skipped: this kernel's XFS has no xfs_buf_backing_vmalloc tracepoint (it maps buffers with vm_map_ram, not vmalloc)"
-        );
-        return Ok(());
+        return Err(skip(
+            "this kernel's XFS has no xfs_buf_backing_vmalloc tracepoint (it maps buffers with vm_map_ram, not vmalloc)",
+        ));
     };
     let fs = LoopFs::new("xfs_trace", "xfs", 600, &["-f", "-q"])?;
     let pid = std::process::id().to_string();
@@ -295,7 +293,7 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
     let work = (|| {
         xattr_files(&fs.mnt, "f", FILES)?;
         for _ in 0..MAPS {
-            crate::bpf::create_big_array_map()?;
+            bpf::create_big_array_map()?;
         }
         Ok::<_, anyhow::Error>(())
     })();
@@ -307,7 +305,7 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
     work?;
     println!(
         "  xfs_buf_backing_vmalloc events: {events}; filtered rows: {:?}",
-        rows(&filtered)
+        rows(&filtered)?
     );
     ensure!(
         events >= FILES as u64,
@@ -321,7 +319,7 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
     expect_fields(&control, "array_map_alloc", &[("calls", MAPS)])?;
     same_rows_inside(&filtered, &control, |c| c.starts_with("xfs_"))?;
     if let Some(module) = &module {
-        println!("  --module xfs rows: {:?}", rows(module));
+        println!("  --module xfs rows: {:?}", rows(module)?);
         same_rows_inside(module, &control, |c| c.starts_with("xfs_"))?;
     }
     same_rows_inside(&wide, &control, |c| {
@@ -336,8 +334,9 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
 /// mattered (3 NULLs, 3 retries by hand).
 pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
     if !Path::new("/sys/kernel/tracing/events/xfs/xfs_buf_backing_vmalloc").exists() {
-        println!("  skipped: this kernel's XFS does not allocate buffers with vmalloc");
-        return Ok(());
+        return Err(skip(
+            "this kernel's XFS does not allocate buffers with vmalloc",
+        ));
     }
     let fs = LoopFs::new("xfs_inject", "xfs", 600, &["-f", "-q"])?;
     let pid = std::process::id().to_string();
@@ -353,7 +352,7 @@ pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
     let (_, report) = inj.around(|| xattr_files(&fs.mnt, "g", 6))?;
     let retries = xb_page_retries()? - before;
     ensure!(retries == 3, "xb_page_retries rose by {retries}, not 3");
-    let b = crate::harness::rows_of(&report["injection"]["behaviour"], "xfs_buf_alloc")
+    let b = crate::harness::rows_of(&report["injection"]["behaviour"], "xfs_buf_alloc")?
         .into_iter()
         .next()
         .with_context(|| {
@@ -377,15 +376,15 @@ pub fn xfs_inject_glob_retried_by_hand(ctx: &Ctx) -> Result<()> {
         .flatten()
         .filter(|c| c["caller"] == caller["caller"])
         .collect();
-    let sum = |k: &str| chains.iter().map(|c| field(&c["counts"], k)).sum::<u64>();
+    let sum = |k: &str| json::sum(chains.iter().map(|c| &c["counts"]), k);
     // The calls that mattered: the 3 NULLs and the retries that then went
     // through, one per buffer hit (3 on one buffer: 4 calls; one each on
     // 3 buffers: 6).
     ensure!(
-        sum("null_returns") == 3
-            && sum("open_coded_retries") == 3
-            && sum("injected") == 3
-            && (4..=6).contains(&sum("calls")),
+        sum("null_returns")? == 3
+            && sum("open_coded_retries")? == 3
+            && sum("injected")? == 3
+            && (4..=6).contains(&sum("calls")?),
         "chains of xfs_buf_alloc: {chains:?}"
     );
     for c in &chains {
@@ -424,7 +423,7 @@ pub fn ext4_filter_exact(ctx: &Ctx) -> Result<()> {
         }
         unsafe { libc::sync() };
         for _ in 0..MAPS {
-            crate::bpf::create_big_array_map()?;
+            bpf::create_big_array_map()?;
         }
         drop(fs);
         Ok::<_, anyhow::Error>(())
@@ -432,26 +431,14 @@ pub fn ext4_filter_exact(ctx: &Ctx) -> Result<()> {
     let control = control.finish()?;
     let filtered = filtered.finish()?;
     work?;
-    println!("  ext4 rows: {:?}", rows(&filtered));
+    println!("  ext4 rows: {:?}", rows(&filtered)?);
     expect_fields(&control, "array_map_alloc", &[("calls", MAPS)])?;
     same_rows_inside(&filtered, &control, |c| c.starts_with("ext4_"))
 }
 
 /// `[start, end)` of a kernel function, from /proc/kallsyms.
 fn symbol_range(name: &str) -> Result<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/kallsyms")?;
-    let funcs = crate::harness::kernel_functions(&text);
-    let i = funcs
-        .iter()
-        .position(|(_, n)| *n == name)
-        .with_context(|| format!("{name} not in /proc/kallsyms"))?;
-    let start = funcs[i].0;
-    let end = funcs[i..]
-        .iter()
-        .map(|(a, _)| *a)
-        .find(|a| *a > start)
-        .context("no symbol after")?;
-    Ok((start, end))
+    nofail_test_support::kernel::function_range(&std::fs::read_to_string("/proc/kallsyms")?, name)
 }
 
 /// The kernel's own fail_page_alloc, failing one page allocation (order
@@ -600,10 +587,7 @@ pub fn xfs_nofail_kvmalloc_fallback(ctx: &Ctx) -> Result<()> {
         report["callers"]
     );
     let chains: Vec<&Value> = report["chains"].as_array().into_iter().flatten().collect();
-    let sum: u64 = chains
-        .iter()
-        .map(|c| field(&c["counts"], "nofail_calls"))
-        .sum();
+    let sum = json::sum(chains.iter().map(|c| &c["counts"]), "nofail_calls")?;
     ensure!(sum == N, "chains: {chains:?}");
     for c in &chains {
         ensure!(

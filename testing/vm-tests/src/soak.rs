@@ -14,9 +14,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
+use nofail_test_support::bpf;
+use nofail_test_support::{http::http_get, prom::sample};
 
 use crate::{
-    export::{Serve, http_get, sample},
+    export::Serve,
     harness::{Ctx, Trace, expect_fields},
     real::{LoopFs, TpCount, set_big_xattr},
     trigger::{self, Arm, Injector},
@@ -63,13 +65,18 @@ pub fn serve_soak(ctx: &Ctx) -> Result<()> {
                     let (code, body) = http_get(port, "/metrics")?;
                     slowest_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
                     ensure!(code == 200, "scrape answered {code}");
-                    let calls = sample(
+                    // No series before the site's first call; once there,
+                    // it must stay.
+                    let calls = match sample(
                         &body,
                         "nofail_vmalloc_calls_total",
                         "site_vmalloc_nofail",
                         "",
-                    )
-                    .unwrap_or(0.0);
+                    ) {
+                        Ok(v) => v,
+                        Err(_) if last == 0.0 => 0.0,
+                        Err(e) => return Err(e),
+                    };
                     ensure!(calls >= last, "calls went down: {last} -> {calls}");
                     last = calls;
                     scrapes.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +93,7 @@ pub fn serve_soak(ctx: &Ctx) -> Result<()> {
             trigger::run("vmalloc_nofail", 1, 64 << 10, Arm::Off)?;
             trigger::run("vmalloc", 1, 64 << 10, Arm::Off)?;
             trigger::run("kvmalloc_nofail", 1, 8 << 20, Arm::Off)?;
-            crate::bpf::create_big_array_map()?;
+            bpf::create_big_array_map()?;
             maps += 1;
             let f = fs.mnt.join(format!("s{rounds}"));
             std::fs::write(&f, b"x")?;
@@ -249,7 +256,7 @@ pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
         let mut maps = 0u64;
         for _ in 0..3 {
-            crate::bpf::create_big_array_map()?;
+            bpf::create_big_array_map()?;
             maps += 1;
         }
         let (run, left) = looping.join().expect("looping thread")?;
@@ -261,12 +268,12 @@ pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
         "site_vmalloc_nofail",
         &[("calls", 1), ("area_retries", turns)],
     )?;
-    let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc").len();
+    let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc")?.len();
     ensure!(
         counted == 0,
         "a map call was counted with the in-flight map full"
     );
-    let missed = report["health"]["inflight_full"].as_u64().unwrap_or(0);
+    let missed = crate::harness::field(&report["health"], "inflight_full")?;
     ensure!(
         missed >= maps,
         "inflight_full {missed} < {maps} maps made meanwhile"

@@ -5,6 +5,7 @@
 //! creation. On stock kernels, the maps alone.
 
 use anyhow::{Result, ensure};
+use nofail_test_support::{bpf, outcome::skip};
 
 use crate::{
     harness::{Ctx, Trace, field, row, same_fields},
@@ -52,23 +53,23 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
         let (f, t) = (row(&full, site)?, row(&tp, site)?);
         let mut line = format!(
             "  {site}: calls {} / {}",
-            field(f, "calls"),
-            field(t, "calls")
+            field(f, "calls")?,
+            field(t, "calls")?
         );
         line += &same_fields(&full, &tp, "tracepoint", site, &fields)?;
-        let (a, b) = (field(f, "slept_ns"), field(t, "slept_ns"));
+        let (a, b) = (field(f, "slept_ns")?, field(t, "slept_ns")?);
         println!("{line}, slept_ns {a} / {b} (full / tracepoint)");
-        ensure!(field(f, "calls") == calls, "{site}: full calls");
-        ensure!(field(t, "calls") == calls, "{site}: tracepoint vmap areas");
+        ensure!(field(f, "calls")? == calls, "{site}: full calls");
+        ensure!(field(t, "calls")? == calls, "{site}: tracepoint vmap areas");
         // Timer start to expiry versus the sleep function's entry to exit:
         // the tracepoint misses only the wake-up.
         ensure!(b <= a && b * 2 >= a, "{site}: slept {b} ns against {a} ns");
     }
     // The ground truth, not only agreement.
     let t = row(&tp, "site_vmalloc_nofail")?;
-    ensure!(field(t, "area_retries") == K && field(t, "sleeps") == K);
+    ensure!(field(t, "area_retries")? == K && field(t, "sleeps")? == K);
     let t = row(&tp, "site_vmalloc_nofail_fresh")?;
-    ensure!(field(t, "mapping_retries") == 1 && field(t, "area_retries") == 0);
+    ensure!(field(t, "mapping_retries")? == 1 && field(t, "area_retries")? == 0);
     Ok(())
 }
 
@@ -79,21 +80,22 @@ pub fn counts_maps(ctx: &Ctx) -> Result<()> {
         .iter()
         .any(|d| std::path::Path::new(&format!("{d}/events/vmalloc/alloc_vmap_area")).exists())
     {
-        println!("  skipped: this kernel has no vmalloc:alloc_vmap_area tracepoint");
-        return Ok(());
+        return Err(skip(
+            "this kernel has no vmalloc:alloc_vmap_area tracepoint",
+        ));
     }
     let trace = Trace::start(ctx, "tp_maps", &["--mode", "tracepoint"])?;
     for _ in 0..N {
-        crate::bpf::create_big_array_map()?;
+        bpf::create_big_array_map()?;
     }
     let report = trace.finish()?;
     let r = row(&report, "array_map_alloc")?;
-    let calls = field(r, "calls");
+    let calls = field(r, "calls")?;
     ensure!(
         r.get("calls").is_some() && calls == N,
         "vmap areas {calls} != {N}"
     );
-    ensure!(field(r, "sleeps") == 0 && field(r, "area_failures") == 0);
+    ensure!(field(r, "sleeps")? == 0 && field(r, "area_failures")? == 0);
     ensure!(report["health"]["callers_full"] == 0);
     Ok(())
 }

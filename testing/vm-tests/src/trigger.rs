@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
+use nofail_test_support::kernel::{KernelConfig, kernel_functions};
 
 const DIR: &str = "/sys/kernel/debug/nofail_trigger";
 
@@ -30,15 +31,16 @@ pub fn load(module: &Path) -> Result<()> {
     // The fresh-address-space site calls __vmalloc_node_range, which is
     // not exported: the module gets its address from here (and checks it).
     let kallsyms = std::fs::read_to_string("/proc/kallsyms")?;
-    let addr = kallsyms
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            let (addr, _, name) = (f.next()?, f.next()?, f.next()?);
-            matches!(name, "__vmalloc_node_range_noprof" | "__vmalloc_node_range").then_some(addr)
+    let (addr, _) = kernel_functions(&kallsyms)
+        .into_iter()
+        .find(|(_, name)| {
+            matches!(
+                *name,
+                "__vmalloc_node_range_noprof" | "__vmalloc_node_range"
+            )
         })
         .context("no __vmalloc_node_range in /proc/kallsyms")?;
-    write("vmalloc_range", &format!("0x{addr}"))
+    write("vmalloc_range", &format!("{addr:#x}"))
 }
 
 fn write(file: &str, value: &str) -> Result<()> {
@@ -201,12 +203,5 @@ pub fn run_injected(
 
 /// CONFIG_HZ of the running kernel (the test kernel has /proc/config.gz).
 pub fn hz() -> Result<u64> {
-    let raw = std::fs::read("/proc/config.gz").context("no /proc/config.gz")?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
-        .context("no CONFIG_HZ")?
-        .parse()
-        .context("bad CONFIG_HZ")
+    KernelConfig::running()?.hz()
 }

@@ -1,0 +1,380 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The VM scenarios on one kernel: which boots to make (a scenario marked
+//! own-boot gets a kernel of its own, the rest share one), the results
+//! read back from each boot, one libtest-style summary for the kernel,
+//! and `--bless`: the reports testing/reports keeps, regenerated.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use nofail_test_support::outcome::{Listing, Outcome, Summary, TestLine};
+
+use crate::{
+    kernels::{Kernel, KernelName},
+    trigger,
+    util::{self, workspace_root},
+    vm,
+};
+
+/// What to run on the kernel.
+#[derive(Clone, Copy, Default)]
+pub struct Selection<'a> {
+    /// Only scenarios whose name contains this.
+    pub filter: Option<&'a str>,
+    /// Only the scenarios that record reports for testing/reports, whose
+    /// files are then copied there.
+    pub bless: bool,
+}
+
+/// One scenario's result as read back from its boot.
+struct Finished {
+    line: TestLine,
+    /// A failure's message (its first line is shown in the summary).
+    message: Vec<String>,
+}
+
+/// A guest run of some scenarios.
+struct Boot {
+    names: Vec<String>,
+    timeout: u64,
+}
+
+/// Runs the selected scenarios on `kernel`; true if none failed (and, on
+/// the test kernel, none was skipped).
+pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
+    let root = workspace_root();
+    let out = root.join("target/vm-results").join(kernel.name.as_str());
+    std::fs::create_dir_all(&out)?;
+    let vm_tests = root.join("target/release/vm-tests");
+    let mut base = vec![
+        vm_tests.display().to_string(),
+        "--nofail".into(),
+        root.join("target/release/nofail").display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    if kernel.name == KernelName::Test {
+        let ko = trigger::build(kernel)?;
+        base.extend(["--trigger".into(), ko.display().to_string()]);
+    }
+    if sel.bless && kernel.name != KernelName::Test {
+        bail!("--bless records reports on the test kernel only (--kernel test)");
+    }
+    let table = list(&vm_tests, kernel.name == KernelName::Test)?;
+    let chosen: Vec<&Listing> = table
+        .iter()
+        .filter(|l| sel.filter.is_none_or(|f| l.name.contains(f)))
+        .filter(|l| !sel.bless || !l.records.is_empty())
+        .collect();
+    if chosen.is_empty() {
+        bail!("no scenario on {} matches", kernel.name.as_str());
+    }
+    if sel.bless {
+        // A stale copy must never be blessed: the scenarios write them anew.
+        for file in chosen.iter().flat_map(|l| &l.records) {
+            let _ = std::fs::remove_file(out.join(file));
+        }
+    }
+    let boots = plan(&chosen);
+    let started = Instant::now();
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut trouble: Vec<String> = Vec::new();
+    for (i, boot) in boots.iter().enumerate() {
+        let results = out.join(format!("results-{i}.txt"));
+        let _ = std::fs::remove_file(&results);
+        let mut command = base.clone();
+        command.extend(["--results".into(), results.display().to_string()]);
+        for name in &boot.names {
+            command.extend(["--exact".into(), name.clone()]);
+        }
+        println!(
+            "xtask vm-test: boot {} of {} on {}: {}",
+            i + 1,
+            boots.len(),
+            kernel.name.as_str(),
+            if boot.names.len() == 1 {
+                boot.names[0].clone()
+            } else {
+                format!("{} scenarios", boot.names.len())
+            }
+        );
+        let code = vm::run(&vm::Guest {
+            kernel,
+            cwd: &root,
+            command: &command,
+            env: &guest_env(kernel),
+            timeout: boot.timeout,
+            memory: 2048,
+            icount: false,
+        })?;
+        let (lines, closed) = read_results(&results);
+        for name in &boot.names {
+            if !lines.iter().any(|f| &f.line.name == name) {
+                finished.push(Finished {
+                    line: TestLine {
+                        name: name.clone(),
+                        outcome: Outcome::Failed,
+                        secs: 0.0,
+                    },
+                    message: vec![format!("not run: the guest ended with exit code {code}")],
+                });
+            }
+        }
+        let failed = lines
+            .iter()
+            .any(|f| matches!(f.line.outcome, Outcome::Failed));
+        if code != 0 && !failed {
+            trouble.push(format!(
+                "boot {}: guest exit code {code}{}",
+                i + 1,
+                if closed {
+                    ""
+                } else {
+                    " before its closing line"
+                }
+            ));
+        }
+        finished.extend(lines);
+    }
+    let test_kernel = kernel.name == KernelName::Test;
+    let summary = report(kernel, &finished, &trouble, test_kernel, started);
+    let ok = summary.failed == 0 && trouble.is_empty() && !(test_kernel && summary.skipped > 0);
+    if sel.bless {
+        bless(&root, &out, &chosen, &finished)?;
+    }
+    Ok(ok)
+}
+
+/// NOFAIL_KERNEL_CONFIG: nofail reads the kernel config from there when
+/// the guest has none.
+fn guest_env(kernel: &Kernel) -> Vec<String> {
+    kernel
+        .config
+        .iter()
+        .map(|c| format!("NOFAIL_KERNEL_CONFIG={}", c.display()))
+        .collect()
+}
+
+/// The scenario table of vm-tests, read on the host.
+fn list(vm_tests: &Path, test_kernel: bool) -> Result<Vec<Listing>> {
+    let mut cmd = Command::new(vm_tests);
+    cmd.arg("--list");
+    if test_kernel {
+        // Only its presence matters for the table.
+        cmd.args(["--trigger", "nofail_trigger.ko"]);
+    }
+    util::output(&mut cmd)?
+        .lines()
+        .map(|l| Listing::parse(l).with_context(|| format!("vm-tests --list: {l:?}")))
+        .collect()
+}
+
+/// One shared boot for the scenarios that leave the kernel as they found
+/// it, then one boot each for those that do not.
+fn plan(chosen: &[&Listing]) -> Vec<Boot> {
+    let shared: Vec<String> = chosen
+        .iter()
+        .filter(|l| !l.own_boot)
+        .map(|l| l.name.clone())
+        .collect();
+    // A guard against hangs, not a time limit: the test kernel's shared
+    // boot (52 scenarios, the 3-minute soak among them) takes about 15
+    // minutes under TCG on 2 cores.
+    let mut boots: Vec<Boot> = Vec::new();
+    if !shared.is_empty() {
+        boots.push(Boot {
+            names: shared,
+            timeout: 1800,
+        });
+    }
+    boots.extend(chosen.iter().filter(|l| l.own_boot).map(|l| Boot {
+        names: vec![l.name.clone()],
+        timeout: 600,
+    }));
+    boots
+}
+
+/// The result lines of one boot's file (each failure with its indented
+/// message), and whether its closing `test result:` line is there.
+fn read_results(path: &Path) -> (Vec<Finished>, bool) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: Vec<Finished> = Vec::new();
+    let mut closed = false;
+    for line in text.lines() {
+        if let Some(t) = TestLine::parse(line) {
+            out.push(Finished {
+                line: t,
+                message: Vec::new(),
+            });
+        } else if let (Some(msg), Some(last)) = (line.strip_prefix("    "), out.last_mut()) {
+            last.message.push(msg.to_string());
+        } else if Summary::parse(line).is_some() {
+            closed = true;
+        }
+    }
+    (out, closed)
+}
+
+/// Prints the kernel's failures and skips, then its `test result:` line.
+fn report(
+    kernel: &Kernel,
+    finished: &[Finished],
+    trouble: &[String],
+    test_kernel: bool,
+    started: Instant,
+) -> Summary {
+    let mut summary = Summary::default();
+    for f in finished {
+        summary.add(&f.line.outcome);
+    }
+    println!(
+        "\nxtask vm-test: {} ({}), {:.0} s",
+        kernel.name.as_str(),
+        kernel.release,
+        started.elapsed().as_secs_f64()
+    );
+    let failures: Vec<&Finished> = finished
+        .iter()
+        .filter(|f| f.line.outcome == Outcome::Failed)
+        .collect();
+    if !failures.is_empty() || !trouble.is_empty() {
+        println!("failures:");
+        for f in failures {
+            let first = f.message.first().map(String::as_str).unwrap_or("");
+            println!("    {}: {first}", f.line.name);
+        }
+        for t in trouble {
+            println!("    {t}");
+        }
+    }
+    let skips: Vec<(&str, &str)> = finished
+        .iter()
+        .filter_map(|f| match &f.line.outcome {
+            Outcome::Skipped(why) => Some((f.line.name.as_str(), why.as_str())),
+            _ => None,
+        })
+        .collect();
+    if !skips.is_empty() {
+        println!(
+            "skipped{}:",
+            if test_kernel {
+                " (a failure here: the test kernel must lack nothing a scenario needs)"
+            } else {
+                ""
+            }
+        );
+        for (name, why) in skips {
+            println!("    {name}: {why}");
+        }
+    }
+    println!("{summary}");
+    summary
+}
+
+/// Copies the reports of every recording scenario that passed into
+/// testing/reports, saying for each whether it changed.
+fn bless(root: &Path, out: &Path, chosen: &[&Listing], finished: &[Finished]) -> Result<()> {
+    let reports = root.join("testing/reports");
+    let passed = |name: &str| {
+        finished
+            .iter()
+            .any(|f| f.line.name == name && f.line.outcome == Outcome::Ok)
+    };
+    let mut copied = 0;
+    for l in chosen {
+        if !passed(&l.name) {
+            println!(
+                "xtask vm-test --bless: {} did not pass; its reports are left as they were",
+                l.name
+            );
+            continue;
+        }
+        for file in &l.records {
+            let (from, to): (PathBuf, PathBuf) = (out.join(file), reports.join(file));
+            let new = std::fs::read(&from)
+                .with_context(|| format!("{} passed but wrote no {}", l.name, from.display()))?;
+            let status = match std::fs::read(&to) {
+                Ok(old) if old == new => "unchanged",
+                Ok(_) => "updated",
+                Err(_) => "new",
+            };
+            std::fs::write(&to, &new)?;
+            copied += 1;
+            println!(
+                "xtask vm-test --bless: testing/reports/{file}: {status} (from {})",
+                l.name
+            );
+        }
+    }
+    println!("xtask vm-test --bless: {copied} reports copied");
+    // What changed, as git sees it (nothing printed when nothing did).
+    let _ = Command::new("git")
+        .args(["--no-pager", "diff", "--stat", "--", "testing/reports"])
+        .current_dir(root)
+        .status();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(name: &str, own_boot: bool) -> Listing {
+        Listing {
+            name: name.into(),
+            own_boot,
+            records: vec![],
+        }
+    }
+
+    #[test]
+    fn own_boot_scenarios_get_a_boot_each_after_the_shared_one() {
+        let table = [
+            listing("a", false),
+            listing("spins", true),
+            listing("b", false),
+            listing("spins_too", true),
+        ];
+        let chosen: Vec<&Listing> = table.iter().collect();
+        let boots = plan(&chosen);
+        let names: Vec<Vec<String>> = boots.iter().map(|b| b.names.clone()).collect();
+        assert_eq!(names, [vec!["a", "b"], vec!["spins"], vec!["spins_too"]]);
+        // Only an own-boot scenario chosen: no shared boot at all.
+        let boots = plan(&[&table[1]]);
+        assert_eq!(boots.len(), 1);
+        assert_eq!(boots[0].names, ["spins"]);
+    }
+
+    #[test]
+    fn results_file_read_back_with_messages() {
+        let dir = std::env::temp_dir().join(format!("xtask-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.txt");
+        std::fs::write(
+            &path,
+            "test a ... ok (1.0 s)\n\
+             test b ... FAILED (2.0 s)\n    site: calls 1 != 2\n    more\n\
+             test c ... skipped: no tracepoint (0.1 s)\n\
+             test result: 1 passed, 1 failed, 1 skipped\n",
+        )
+        .unwrap();
+        let (lines, closed) = read_results(&path);
+        assert!(closed);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1].message, ["site: calls 1 != 2", "more"]);
+        assert_eq!(
+            lines[2].line.outcome,
+            Outcome::Skipped("no tracepoint".into())
+        );
+        // A guest that died mid-run: what finished, and no closing line.
+        std::fs::write(&path, "test a ... ok (1.0 s)\n").unwrap();
+        let (lines, closed) = read_results(&path);
+        assert!(!closed && lines.len() == 1);
+        assert_eq!(read_results(&dir.join("missing")).0.len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
