@@ -13,13 +13,13 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nofail_test_support::{
     http::http_get,
     json,
-    prom::{promtool_check, sample},
+    prom::{Server, promtool_check, sample},
 };
 use serde_json::Value;
 
@@ -113,14 +113,6 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -233,61 +225,16 @@ fn real_prometheus_scrapes_serve_and_agrees_on_quantiles() {
     let serve = Serve::start(&report_path);
 
     let dir = scratch("prometheus");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: nofail\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            serve.port
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus not found: run cargo xtask setup (Debian package prometheus)");
-
+    let prometheus = Server::start(serve.port, &dir).unwrap();
     let q = 0.99;
     let query = format!(
         "histogram_quantile({q}, nofail_vmalloc_retries_per_call_bucket{{caller=\"{name}\"}})"
     );
-    let encoded: String = query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let value = loop {
-        let answer = TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .and_then(|_| http_get(port, &format!("/api/v1/query?query={encoded}")).ok());
-        if let Some((200, body)) = answer {
-            let v: Value = serde_json::from_str(&body).unwrap();
-            if let Some(sample) = v["data"]["result"][0]["value"][1].as_str() {
-                break sample.parse::<f64>().unwrap();
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = prometheus.kill();
-            panic!(
-                "prometheus gave no answer in 120 s; log: {}",
-                std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
+    let answer = prometheus
+        .query_until(&query, Duration::from_secs(120))
+        .unwrap();
+    let value = answer[0].1;
+    drop(prometheus);
 
     let expected = expected_quantile(q, caller);
     assert!(

@@ -5,7 +5,7 @@
 //! the top N callers by retries keep their name, the rest add up under
 //! `caller="other"`.
 
-use std::fmt::Write as _;
+use std::{collections::HashSet, fmt::Write as _};
 
 use nofail_common::HIST_BUCKETS;
 
@@ -19,20 +19,73 @@ use crate::model::{
 /// The content type of the text format `serve` answers with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The top `top` callers by retries (the report's order) and, when more
-/// exist, one "other" series summing the rest.
-fn series(callers: &[CallerRow], top: usize) -> Vec<(String, Aggregate)> {
-    let mut out: Vec<(String, Aggregate)> = Vec::new();
-    for (i, r) in callers.iter().enumerate() {
-        if i < top {
-            out.push((r.caller.clone(), r.aggregate()));
-        } else {
-            if out.len() == top {
-                out.push(("other".into(), Aggregate::default()));
-            }
-            out[top].1.add(&r.aggregate());
+/// Which callers (or chains) have a label of their own. A one-shot
+/// exposition names the first `bound` in the report's order (most retries
+/// first). `serve` keeps one for the life of the process: a caller once
+/// named stays named, and one summed into "other" stays there, so no
+/// series disappears and "other" never goes down. Re-picking the top at
+/// every scrape would move a caller that drops out of it into "other":
+/// its series would vanish and "other" could fall, which Prometheus reads
+/// as a counter reset and turns into a wrong `rate()`.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    named: HashSet<String>,
+    bound: usize,
+}
+
+impl Labels {
+    pub fn new(bound: usize) -> Self {
+        Self {
+            named: HashSet::new(),
+            bound,
         }
     }
+
+    /// Whether `key` has its own label, naming it while there is room.
+    fn own(&mut self, key: &str) -> bool {
+        if self.named.contains(key) {
+            return true;
+        }
+        if self.named.len() < self.bound {
+            self.named.insert(key.to_string());
+            return true;
+        }
+        false
+    }
+}
+
+/// The labels of callers and of `--chains` chains, kept across scrapes.
+#[derive(Debug, Clone)]
+pub struct Sticky {
+    callers: Labels,
+    chains: Labels,
+}
+
+impl Sticky {
+    /// At most `top` callers and `top` chains get a label of their own.
+    pub fn new(top: usize) -> Self {
+        Self {
+            callers: Labels::new(top),
+            chains: Labels::new(top),
+        }
+    }
+}
+
+/// The named callers in the report's order, then (when any caller is not
+/// named) one "other" summing the rest.
+fn series(callers: &[CallerRow], labels: &mut Labels) -> Vec<(String, Aggregate)> {
+    let mut out: Vec<(String, Aggregate)> = Vec::new();
+    let mut other: Option<Aggregate> = None;
+    for r in callers {
+        if labels.own(&r.caller) {
+            out.push((r.caller.clone(), r.aggregate()));
+        } else {
+            other
+                .get_or_insert_with(Aggregate::default)
+                .add(&r.aggregate());
+        }
+    }
+    out.extend(other.map(|o| ("other".to_string(), o)));
     out
 }
 
@@ -100,21 +153,21 @@ const PT_FAMILY: (&str, &str) = (
 /// `--chains` counters, labelled by call site and chain; the top `top`
 /// chains (the report's order) keep their labels, the rest add up under
 /// `caller="other",chain="other"`. Nothing without `--chains`.
-fn chain_counters(out: &mut String, chains: &[ChainRow], top: usize) {
+fn chain_counters(out: &mut String, chains: &[ChainRow], labels: &mut Labels) {
     if chains.is_empty() {
         return;
     }
     let mut rows: Vec<(String, String, Counts)> = Vec::new();
-    for (i, c) in chains.iter().enumerate() {
-        if i < top {
-            rows.push((c.caller.clone(), c.label(), c.counts.clone()));
-            continue;
+    let mut other: Option<Counts> = None;
+    for c in chains {
+        let label = c.label();
+        if labels.own(&format!("{}\0{label}", c.caller)) {
+            rows.push((c.caller.clone(), label, c.counts.clone()));
+        } else {
+            other.get_or_insert_with(Counts::default).add(&c.counts);
         }
-        if rows.len() == top {
-            rows.push(("other".into(), "other".into(), Counts::default()));
-        }
-        rows[top].2.add(&c.counts);
     }
+    rows.extend(other.map(|o| ("other".to_string(), "other".to_string(), o)));
     type Family = (&'static str, &'static str, fn(&Counts) -> u64);
     let families: [Family; 6] = [
         (
@@ -164,7 +217,13 @@ fn chain_counters(out: &mut String, chains: &[ChainRow], top: usize) {
 
 /// The whole exposition for `report`, at most `top` named callers.
 pub fn render(report: &Report, top: usize) -> String {
-    let rows = series(&report.callers, top);
+    render_sticky(report, &mut Sticky::new(top))
+}
+
+/// The exposition for `report` with labels kept in `sticky` (`serve`
+/// passes the same one at every scrape).
+pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
+    let rows = series(&report.callers, &mut sticky.callers);
     let mut out = String::new();
 
     header(
@@ -274,7 +333,7 @@ pub fn render(report: &Report, top: usize) -> String {
         }
     }
 
-    chain_counters(&mut out, &report.chains, top);
+    chain_counters(&mut out, &report.chains, &mut sticky.chains);
     if !tracepoint && !sentinel {
         per_call_histograms(&mut out, &rows);
     }
@@ -397,6 +456,42 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no line {prefix}"))
+    }
+
+    /// The value of the calls counter of `caller`, or None without one.
+    fn calls_of(text: &str, caller: &str) -> Option<u64> {
+        let prefix = format!("nofail_vmalloc_calls_total{{caller=\"{caller}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn labels_stick_and_other_never_goes_down() {
+        let mut sticky = Sticky::new(1);
+        // First scrape: a retries most and gets the one label.
+        let first = sample(vec![
+            sample_row("a+0x1", &stats(2, 3)),
+            sample_row("b+0x1", &stats(5, 0)),
+        ]);
+        let text = render_sticky(&first, &mut sticky);
+        assert_eq!(calls_of(&text, "a+0x1"), Some(2));
+        assert_eq!(calls_of(&text, "other"), Some(5));
+        // b now retries most and c appears: a keeps its label, b and c
+        // stay in other, which only grew.
+        let second = sample(vec![
+            sample_row("b+0x1", &stats(9, 7)),
+            sample_row("a+0x1", &stats(3, 3)),
+            sample_row("c+0x1", &stats(1, 0)),
+        ]);
+        let text = render_sticky(&second, &mut sticky);
+        assert_eq!(calls_of(&text, "a+0x1"), Some(3));
+        assert_eq!(calls_of(&text, "b+0x1"), None);
+        assert_eq!(calls_of(&text, "other"), Some(10));
+        // A one-shot exposition of the same report names its top caller.
+        let once = render(&second, 1);
+        assert_eq!(calls_of(&once, "b+0x1"), Some(9));
+        assert_eq!(calls_of(&once, "other"), Some(4));
     }
 
     #[test]

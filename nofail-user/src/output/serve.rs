@@ -21,7 +21,10 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{model::source::ReportSource, output::prometheus};
+use crate::{
+    model::source::ReportSource,
+    output::prometheus::{self, Sticky},
+};
 
 /// Request heads must arrive within this long (a half-sent request line
 /// cannot hold a connection), and be at most this large.
@@ -29,6 +32,20 @@ const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Connections served at once; beyond it new ones are closed at accept.
 const MAX_CONNECTIONS: usize = 256;
+
+/// What a scrape reads: the source, and the callers that have their own
+/// label so far (kept for the life of the process: output/prometheus.rs).
+struct Endpoint {
+    source: Box<dyn ReportSource>,
+    labels: Sticky,
+}
+
+impl Endpoint {
+    fn metrics(&mut self) -> anyhow::Result<String> {
+        let report = self.source.report()?;
+        Ok(prometheus::render_sticky(&report, &mut self.labels))
+    }
+}
 
 /// Serves `source` on `listener` until `stop` resolves. Connections are
 /// served concurrently on this thread; a scrape reads the source
@@ -39,7 +56,10 @@ pub async fn serve(
     top: usize,
     stop: impl Future<Output = ()>,
 ) {
-    let source = Rc::new(RefCell::new(source));
+    let source = Rc::new(RefCell::new(Endpoint {
+        source,
+        labels: Sticky::new(top),
+    }));
     let local = tokio::task::LocalSet::new();
     tokio::pin!(stop);
     local
@@ -48,7 +68,7 @@ pub async fn serve(
             let mut ticks = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => source.borrow_mut().tick(),
+                    _ = ticks.tick() => source.borrow_mut().source.tick(),
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         if open.get() >= MAX_CONNECTIONS {
@@ -58,7 +78,7 @@ pub async fn serve(
                         open.set(open.get() + 1);
                         let (source, open) = (source.clone(), open.clone());
                         tokio::task::spawn_local(async move {
-                            serve_connection(stream, source, top).await;
+                            serve_connection(stream, source).await;
                             open.set(open.get() - 1);
                         });
                     }
@@ -70,13 +90,9 @@ pub async fn serve(
 }
 
 /// One connection: HTTP/1.1 with keep-alive, as Prometheus scrapes.
-async fn serve_connection(
-    stream: TcpStream,
-    source: Rc<RefCell<Box<dyn ReportSource>>>,
-    top: usize,
-) {
+async fn serve_connection(stream: TcpStream, source: Rc<RefCell<Endpoint>>) {
     let service = service_fn(move |req: Request<Incoming>| {
-        let response = answer(&req, &source, top);
+        let response = answer(&req, &source);
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -89,11 +105,7 @@ async fn serve_connection(
     let _ = conn.await;
 }
 
-fn answer(
-    req: &Request<Incoming>,
-    source: &RefCell<Box<dyn ReportSource>>,
-    top: usize,
-) -> Response<Full<Bytes>> {
+fn answer(req: &Request<Incoming>, source: &RefCell<Endpoint>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, kind: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -111,11 +123,7 @@ fn answer(
         );
     }
     match req.uri().path() {
-        "/metrics" => match source
-            .borrow_mut()
-            .report()
-            .map(|r| prometheus::render(&r, top))
-        {
+        "/metrics" => match source.borrow_mut().metrics() {
             Ok(body) => reply(StatusCode::OK, prometheus::CONTENT_TYPE, body),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -270,6 +270,22 @@ pub fn array_map(value_size: u32, entries: u32) -> io::Result<OwnedFd> {
     sys_bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr).map(owned)
 }
 
+/// A preallocated BPF hash map of `entries` values of `value_size` bytes:
+/// its elements come from one bpf_map_area_alloc in prealloc_init, a call
+/// site other than an array map's.
+pub fn hash_map(value_size: u32, entries: u32) -> io::Result<OwnedFd> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain integers into the MAP_CREATE member.
+    unsafe {
+        let a = &mut attr.__bindgen_anon_1;
+        a.map_type = bpf_map_type::BPF_MAP_TYPE_HASH as u32;
+        a.key_size = 4;
+        a.value_size = value_size;
+        a.max_entries = entries;
+    }
+    sys_bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
 /// A 16 MiB array: one vmalloc from array_map_alloc (plus the nested
 /// page-array vmalloc, which must not count).
 pub fn create_big_array_map() -> anyhow::Result<()> {

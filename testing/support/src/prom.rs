@@ -51,6 +51,105 @@ pub fn sample(text: &str, name: &str, symbol: &str, extra: &str) -> Result<f64> 
         .with_context(|| format!("bad value {value:?}"))
 }
 
+/// A real Prometheus server (Debian's `prometheus`) scraping one target
+/// every second, with its data in `dir`; killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    pub port: u16,
+    log: std::path::PathBuf,
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Server {
+    pub fn start(target_port: u16, dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: nofail\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )?;
+        let port = free_port()?;
+        let log = dir.join("prometheus.log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("prometheus not found (cargo xtask setup installs Debian's prometheus)")?;
+        Ok(Self { child, port, log })
+    }
+
+    /// An instant query: each result's labels and value; None until the
+    /// server answers.
+    pub fn query(&self, expr: &str) -> Option<Vec<(serde_json::Value, f64)>> {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (code, body) =
+            crate::http::http_get(self.port, &format!("/api/v1/query?query={encoded}")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let results = v["data"]["result"].as_array()?;
+        Some(
+            results
+                .iter()
+                .filter_map(|r| {
+                    let value = r["value"][1].as_str()?.parse().ok()?;
+                    Some((r["metric"].clone(), value))
+                })
+                .collect(),
+        )
+    }
+
+    /// `query` until it returns at least one result, for up to `wait`.
+    pub fn query_until(
+        &self,
+        expr: &str,
+        wait: std::time::Duration,
+    ) -> Result<Vec<(serde_json::Value, f64)>> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(r) = self.query(expr).filter(|r| !r.is_empty()) {
+                return Ok(r);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "prometheus gave no answer to {expr} in {wait:?}; log: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
