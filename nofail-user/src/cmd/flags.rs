@@ -95,6 +95,29 @@ pub struct LiveArgs {
     /// return counts as an open-coded retry.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub retry_window: Duration,
+    /// Write this file (nofail's pid) once every program is attached and
+    /// counting, for scripts to wait on instead of sleeping and guessing.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl LiveArgs {
+    /// Checked before attaching: a path that cannot be written fails with
+    /// nothing loaded.
+    pub fn check(&self) -> Result<()> {
+        match &self.ready_file {
+            Some(path) => json::check_writable(path),
+            None => Ok(()),
+        }
+    }
+
+    /// Says "ready" through `--ready-file`, once everything is attached.
+    pub fn ready(&self) -> Result<()> {
+        match &self.ready_file {
+            Some(path) => json::atomic_write(path, format!("{}\n", std::process::id()).as_bytes()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Callers shown by name: rows of the text tables and callers with their
@@ -111,7 +134,8 @@ pub struct TopArgs {
 /// Report files `trace` and `inject` write when they finish.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Outputs {
-    /// Write the report as JSON (schema: docs/report-schema.md).
+    /// Write the report as JSON (schema: docs/report-schema.md); `-` for
+    /// stdout (the text report then goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the counts in Prometheus text format (node_exporter
@@ -123,16 +147,32 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    fn json_to_stdout(&self) -> bool {
+        self.json.as_deref() == Some(std::path::Path::new("-"))
+    }
+
     /// Checked before attaching, so a long run is not lost to a typo.
     pub fn check(&self) -> Result<()> {
-        for path in self.json.iter().chain(&self.prometheus) {
+        let json = self.json.iter().filter(|_| !self.json_to_stdout());
+        for path in json.chain(&self.prometheus) {
             json::check_writable(path)?;
         }
         Ok(())
     }
 
+    /// Text for people: stdout, or stderr when stdout carries the JSON.
+    pub fn show(&self, text: &str) {
+        if self.json_to_stdout() {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+
     pub fn write(&self, report: &Report) -> Result<()> {
-        if let Some(path) = &self.json {
+        if self.json_to_stdout() {
+            println!("{}", serde_json::to_string_pretty(report)?);
+        } else if let Some(path) = &self.json {
             json::write_json(path, report)?;
         }
         if let Some(path) = &self.prometheus {

@@ -121,18 +121,26 @@ impl Events {
     }
 }
 
-/// Follows an attached session until `duration` ends or a signal comes:
+/// Follows an attached session until `duration` ends (if given) or a
+/// signal comes:
 /// names call sites about once a second (while their code is there),
-/// shows events as they arrive, and runs `every` each `interval`.
+/// shows events as they arrive, and runs `every` each `interval` (which
+/// ends the run by returning false).
 pub async fn follow(
     session: &mut Session,
     events: &mut Events,
     stop: &mut crate::cmd::signals::Stop,
-    duration: Duration,
+    duration: Option<Duration>,
     interval: Option<Duration>,
-    mut every: impl FnMut(&Session) -> Result<()>,
+    mut every: impl FnMut(&Session) -> Result<bool>,
 ) -> Result<()> {
-    let deadline = tokio::time::sleep(duration);
+    // No duration: until a signal (as bpftrace and the libbpf tools).
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
     ticker.tick().await;
@@ -146,7 +154,11 @@ pub async fn follow(
                 ready?;
                 events.drain(session)?;
             }
-            _ = ticker.tick(), if interval.is_some() => every(session)?,
+            _ = ticker.tick(), if interval.is_some() => {
+                if !every(session)? {
+                    return Ok(());
+                }
+            }
         }
     }
 }

@@ -136,6 +136,7 @@ fn own_process_exempt() -> Result<()> {
 pub async fn run(args: InjectArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
+    args.live.check()?;
     let hooks: Vec<&InjectHook> = args.stages.iter().map(|&s| inject_hook(s)).collect();
     // Every rule is checked before anything is loaded or attached.
     let mut mechanism = InjectMode::Auto;
@@ -175,13 +176,14 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         args.duration,
         if args.dry_run { ", dry run" } else { "" }
     );
+    args.live.ready()?;
     follow(
         &mut session,
         &mut events,
         &mut stop,
-        args.duration,
+        Some(args.duration),
         None,
-        |_| Ok(()),
+        |_| Ok(true),
     )
     .await?;
     // Stop injecting before reading, so the numbers are final.
@@ -200,7 +202,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     drop(injecting);
     drop(session);
     let behaviour = behaviour(&report.callers, &report.in_flight, &enomem);
-    print!("{}", render_behaviour(&counts, &behaviour));
+    args.outputs.show(&render_behaviour(&counts, &behaviour));
     report.injection = Some(Injection {
         rule: InjectRuleView {
             mechanism,

@@ -92,11 +92,14 @@ pub fn run(args: ReportArgs) -> Result<()> {
         .as_ref()
         .map(|_| svg::render(&new, args.svg_callers as usize))
         .transpose()?;
-    print!("{}", text::render_report(&new));
+    args.outputs.show(&text::render_report(&new));
     let changes = old.as_ref().map(|old| baseline::diff(old, &new));
     if let (Some(changes), Some(base)) = (&changes, &args.baseline) {
-        println!("\nagainst baseline {}:", base.display());
-        print!("{}", baseline::render(changes));
+        args.outputs.show(&format!(
+            "\nagainst baseline {}:\n{}",
+            base.display(),
+            baseline::render(changes)
+        ));
     }
     if let (Some(path), Some(picture)) = (&args.svg, picture) {
         json::atomic_write(path, picture.as_bytes())?;

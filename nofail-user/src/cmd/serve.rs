@@ -63,6 +63,7 @@ impl ReportSource for Live {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
+    args.live.check()?;
     if !args.listen.ip().is_loopback() && !args.allow_remote {
         bail!(
             "refusing to serve on {} (not loopback): the metrics name kernel call sites; pass --allow-remote if that is intended",
@@ -96,6 +97,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "nofail: serving http://{}/metrics (Ctrl-C to stop)",
         listener.local_addr()?
     );
+    args.live.ready()?;
     serve(listener, source, args.top.top as usize, stop.signalled()).await;
     Ok(())
 }

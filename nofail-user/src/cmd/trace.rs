@@ -16,23 +16,35 @@ use crate::{
     },
     kernel::symbols::Kallsyms,
     model::report,
-    output::text,
+    output::{events::clock_of, text},
 };
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// How long to trace: 10s, 500ms, 2m, or plain seconds.
-    #[arg(long, short, value_parser = parse_duration, default_value = "10s")]
-    pub duration: Duration,
+    /// How long to trace: 10s, 500ms, 2m, or plain seconds; without it,
+    /// until Ctrl-C or SIGTERM.
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     #[command(flatten)]
     pub outputs: Outputs,
     #[command(flatten)]
     pub live: LiveArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Refresh a top-N table at this interval while tracing.
+    /// Every interval, print what changed in it: a timestamped table of
+    /// the callers that changed (up to --top), and calls stuck now; the
+    /// totals still come at the end.
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
+    /// Stop after this many intervals (with --interval).
+    #[arg(long, requires = "interval", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
     #[command(flatten)]
     pub events: EventArgs,
 }
@@ -40,6 +52,7 @@ pub struct TraceArgs {
 pub async fn run(args: TraceArgs) -> Result<()> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
+    args.live.check()?;
     let sink = args.events.sink()?;
     let live = &args.live;
     let globals = args
@@ -48,12 +61,14 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut session = Session::start(&args.filter.selection(), live.mode, globals, |_| Ok(()))?;
     let mut events = args.events.stream(&mut session, sink)?;
     session.tracer.announce();
-    eprintln!(
-        "nofail: tracing for {:?} (Ctrl-C to stop early)",
-        args.duration
-    );
+    match args.duration {
+        Some(d) => eprintln!("nofail: tracing for {d:?} (Ctrl-C to stop early)"),
+        None => eprintln!("nofail: tracing until Ctrl-C or SIGTERM"),
+    }
+    args.live.ready()?;
     let stuck_after = live.stuck_after.as_nanos() as u64;
     let top = args.outputs.top.top as usize;
+    let (mut earlier, mut intervals) = (Vec::new(), 0u64);
     follow(
         &mut session,
         &mut events,
@@ -66,19 +81,27 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             let rows = report::rows(&maps::read_callers(ebpf)?, &syms);
             let loops_only = !session.tracer.sees_every_call();
             let stuck = maps::read_inflight(ebpf, &syms, stuck_after, loops_only)?;
-            println!("--- {:.0} s ---", session.started.elapsed().as_secs_f64());
-            print!(
-                "{}{}",
-                text::render_top(&rows, top),
+            let changed = text::delta_rows(&rows, &earlier);
+            args.outputs.show(&format!(
+                "--- {} ({:.0} s) ---\n{}{}",
+                clock_of(unix_now_ns()),
+                session.started.elapsed().as_secs_f64(),
+                if changed.is_empty() {
+                    "(no change)\n".to_string()
+                } else {
+                    text::render_top(&changed, top)
+                },
                 text::render_inflight(&stuck)
-            );
-            Ok(())
+            ));
+            earlier = rows;
+            intervals += 1;
+            Ok(args.count.is_none_or(|n| intervals < n))
         },
     )
     .await?;
     let mut report = session.collect("trace", live.stuck_after)?;
     report.health.events = events.finish(&session)?;
     drop(session);
-    print!("{}", text::render_report(&report));
+    args.outputs.show(&text::render_report(&report));
     args.outputs.write(&report)
 }

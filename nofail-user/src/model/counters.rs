@@ -85,6 +85,11 @@ macro_rules! counters {
                 Self { $($field: s.$stat,)* }
             }
 
+            /// Each counter, in table order.
+            fn for_each_mut(&mut self, mut f: impl FnMut(&mut u64)) {
+                $(f(&mut self.$field);)*
+            }
+
             /// Adds `o` in, each counter by its merge rule.
             pub fn add(&mut self, o: &Self) {
                 let mut i = 0;
@@ -158,6 +163,29 @@ counters! {
 }
 
 impl Counts {
+    /// What changed since `earlier` of the same call site: sums by their
+    /// difference; a maximum has no difference and stays as it is.
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut out = self.clone();
+        let mut i = 0;
+        out.for_each_mut(|v| {
+            let c = &COUNTERS[i];
+            if c.merge == Merge::Sum {
+                *v = v.saturating_sub((c.get)(earlier));
+            }
+            i += 1;
+        });
+        out
+    }
+
+    /// Anything at all, maxima left out (a delta with only a maximum is
+    /// no change).
+    pub fn any(&self) -> bool {
+        COUNTERS
+            .iter()
+            .any(|c| c.merge == Merge::Sum && (c.get)(self) > 0)
+    }
+
     pub fn failures(&self) -> u64 {
         self.area_failures.saturating_add(self.mapping_failures)
     }
@@ -248,6 +276,25 @@ mod tests {
                 c.name
             );
         }
+    }
+
+    #[test]
+    fn since_subtracts_sums_and_keeps_maxima() {
+        let earlier = Counts {
+            calls: 2,
+            max_retries: 5,
+            ..Default::default()
+        };
+        let now = Counts {
+            calls: 7,
+            max_retries: 5,
+            sleeps: 1,
+            ..Default::default()
+        };
+        let d = now.since(&earlier);
+        assert_eq!((d.calls, d.sleeps, d.max_retries), (5, 1, 5));
+        assert!(d.any());
+        assert!(!now.since(&now).any(), "only a maximum left: no change");
     }
 
     #[test]

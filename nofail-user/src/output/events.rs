@@ -116,7 +116,7 @@ pub fn render(l: &EventLine) -> String {
 }
 
 /// HH:MM:SS.micros in local time, as libbpf-tools' -T.
-fn clock_of(unix_ns: u64) -> String {
+pub fn clock_of(unix_ns: u64) -> String {
     let secs = (unix_ns / 1_000_000_000) as libc::time_t;
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::localtime_r(&secs, &mut tm) };

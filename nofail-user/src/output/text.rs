@@ -74,6 +74,28 @@ pub fn render_top(callers: &[CallerRow], top: usize) -> String {
     out
 }
 
+/// The rows of what changed since `earlier` (per caller, by name): each
+/// changed caller with its counter deltas (maxima as they are now);
+/// latency quantiles belong to whole runs and are left out.
+pub fn delta_rows(now: &[CallerRow], earlier: &[CallerRow]) -> Vec<CallerRow> {
+    now.iter()
+        .filter_map(|r| {
+            let before = earlier.iter().find(|e| e.caller == r.caller);
+            let counts = match before {
+                Some(e) => r.counts.since(&e.counts),
+                None => r.counts.clone(),
+            };
+            counts.any().then(|| CallerRow {
+                failures: counts.failures(),
+                counts,
+                p50_latency_ns: None,
+                p99_latency_ns: None,
+                ..r.clone()
+            })
+        })
+        .collect()
+}
+
 pub fn render_inflight(rows: &[InflightRow]) -> String {
     let mut out = String::new();
     for r in rows.iter().filter(|r| r.stuck) {

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The command-line habits of the tools people already use, on this
+//! machine's kernel (tracepoint mode): `trace` without `--duration` runs
+//! until a signal, `--json -` puts the report on stdout, `--ready-file`
+//! appears once everything is attached, `--interval` with `--count` prints
+//! timestamped changes and stops on its own. Counted against the maps this
+//! test makes. Bad values are one-line errors with nothing loaded.
+//!
+//! Root is needed (BPF): with `NOFAIL_CI=1` (.ci/run) its absence fails
+//! the test, elsewhere the test prints `skipped: <reason>`.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use nofail_test_support::{
+    bpf::{Snapshot, create_big_array_map},
+    ci::{is_root, require},
+};
+use serde_json::Value;
+
+/// One BPF-loading test at a time, so each counts only its own maps.
+static BPF: Mutex<()> = Mutex::new(());
+
+fn nofail() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nofail"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nofail-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Waits for `path` to exist, for up to a minute.
+fn wait_for(path: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The calls counted for the row whose caller starts with `symbol+`.
+fn calls_at(report: &Value, symbol: &str) -> u64 {
+    let rows = report["callers"].as_array().expect("callers");
+    let row = rows
+        .iter()
+        .find(|r| {
+            r["caller"]
+                .as_str()
+                .is_some_and(|c| c.starts_with(&format!("{symbol}+")))
+        })
+        .unwrap_or_else(|| panic!("no {symbol} row in {report}"));
+    row["calls"].as_u64().expect("calls is a count")
+}
+
+#[test]
+fn trace_without_duration_runs_until_sigint_and_json_goes_to_stdout() {
+    let _bpf = BPF.lock().unwrap_or_else(|e| e.into_inner());
+    if !require(is_root(), "tracing needs root") {
+        return;
+    }
+    let dir = scratch("until");
+    let ready = dir.join("ready");
+    let pid = std::process::id().to_string();
+    let child = nofail()
+        .args(["trace", "--pid", &pid, "--json", "-", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = wait_for(&ready);
+    assert_eq!(
+        said.trim(),
+        child.id().to_string(),
+        "the ready file holds nofail's pid"
+    );
+    for _ in 0..3 {
+        create_big_array_map().unwrap();
+    }
+    // Past any duration a default would have set, it is still running.
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tracing until Ctrl-C or SIGTERM"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON report");
+    assert_eq!(calls_at(&report, "array_map_alloc"), 3);
+    // The text report went to stderr, not into the JSON.
+    assert!(stderr.contains("CALLER"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn interval_count_prints_changes_and_stops() {
+    let _bpf = BPF.lock().unwrap_or_else(|e| e.into_inner());
+    if !require(is_root(), "tracing needs root") {
+        return;
+    }
+    let dir = scratch("interval");
+    let ready = dir.join("ready");
+    let pid = std::process::id().to_string();
+    let started = Instant::now();
+    let child = nofail()
+        .args(["trace", "--pid", &pid, "--interval", "2s", "--count", "2"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&ready);
+    create_big_array_map().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "it did not stop on its own"
+    );
+    // Two intervals, each stamped HH:MM:SS.micros.
+    let stamps: Vec<&str> = stdout.lines().filter(|l| l.starts_with("--- ")).collect();
+    assert_eq!(stamps.len(), 2, "{stdout}");
+    for s in &stamps {
+        let clock = s.split_whitespace().nth(1).unwrap();
+        assert!(
+            clock.len() == 15 && clock.as_bytes()[2] == b':' && clock.as_bytes()[8] == b'.',
+            "{s}"
+        );
+    }
+    // The one map shows in the interval it was made in (a change of one
+    // call), not in the other, and once more in the totals at the end.
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("array_map_alloc+"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows.iter().all(|r| r[1] == "1"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_values_are_one_line_errors_with_nothing_loaded() {
+    let _bpf = BPF.lock().unwrap_or_else(|e| e.into_inner());
+    for (args, code, needle) in [
+        (
+            &["trace", "--interval", "1s", "--count", "0"][..],
+            2,
+            "--count",
+        ),
+        (&["trace", "--count", "3"][..], 2, "--interval"),
+        (
+            &["trace", "--ready-file", "/nonexistent/dir/ready"][..],
+            1,
+            "/nonexistent/dir/ready",
+        ),
+        (
+            &["serve", "--ready-file", "/nonexistent/dir/ready"][..],
+            1,
+            "/nonexistent/dir/ready",
+        ),
+    ] {
+        let before = is_root().then(|| Snapshot::take().unwrap());
+        let out = nofail().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        if let Some(before) = before {
+            let left = before.left_after(Duration::from_secs(1)).unwrap();
+            assert!(left.is_empty(), "{args:?} left {left}");
+        }
+    }
+}
