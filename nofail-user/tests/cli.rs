@@ -194,3 +194,53 @@ fn bad_values_are_one_line_errors_with_nothing_loaded() {
         }
     }
 }
+
+/// `doctor --strict`: 0 when the plan can trace (auto chooses tracepoints
+/// on this kernel), 1 with one line naming the role when the mode asked
+/// for cannot (kprobes on a kernel without them); without --strict the
+/// same report exits 0. The preemption model is named with its source.
+#[test]
+fn doctor_strict_fails_only_when_the_plan_cannot_trace() {
+    let _bpf = BPF.lock().unwrap_or_else(|e| e.into_inner());
+    if !require(is_root(), "attaching needs root")
+        || !require(
+            !nofail_test_support::kernel::has_kprobes(),
+            "this kernel has kprobes: the kprobe-mode refusal is checked where they are absent",
+        )
+    {
+        return;
+    }
+    let run = |args: &[&str]| nofail().arg("doctor").args(args).output().unwrap();
+    let auto = run(&["--strict"]);
+    assert_eq!(
+        auto.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&auto.stderr)
+    );
+    let first = String::from_utf8_lossy(&auto.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ["(debugfs)", "(kernel command line)", "(kernel config)"]
+            .iter()
+            .any(|s| first.contains("preempt ") && first.contains(s)),
+        "{first}"
+    );
+    let kprobe = run(&["--strict", "--mode", "kprobe"]);
+    let stderr = String::from_utf8_lossy(&kprobe.stderr);
+    assert_eq!(kprobe.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--strict: kprobe mode cannot trace here")
+            && stderr.contains("vmalloc-core"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&kprobe.stdout).contains("ROLE"),
+        "the report is still printed"
+    );
+    assert_eq!(run(&["--mode", "kprobe"]).status.code(), Some(0));
+}

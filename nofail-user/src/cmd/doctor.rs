@@ -23,6 +23,10 @@ pub struct DoctorArgs {
     /// Also write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Exit non-zero (1) when the plan cannot trace: a required role of
+    /// the mode asked for cannot attach (for scripts and CI gates).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 const GFP_BITS: [&str; 6] = [
@@ -52,6 +56,8 @@ struct Doctor {
     tracefs: bool,
     kprobes: bool,
     preempt: Option<String>,
+    /// "debugfs", "kernel command line" or "kernel config".
+    preempt_source: Option<&'static str>,
     config_source: Option<String>,
     hz: Option<String>,
     gfp_bits: Vec<(&'static str, Option<i64>)>,
@@ -163,6 +169,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
             sees: r.sees,
         })
         .collect();
+    let cannot_trace = attached.as_ref().err().map(|e| one_line(&format!("{e:#}")));
     drop(attached);
     let override_return_loads = injector::probe_override_return();
     let injection_options: Vec<_> = injector::KPROBE_OPTIONS
@@ -180,6 +187,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         tracefs: view.traceable.is_some(),
         kprobes: view.kprobes,
         preempt: view.preempt.clone(),
+        preempt_source: view.preempt_source,
         config_source: config.source.clone(),
         hz: config.value("CONFIG_HZ").map(str::to_string),
         gfp_bits: GFP_BITS
@@ -228,6 +236,9 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doctor)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    if let (true, Some(why)) = (args.strict, cannot_trace) {
+        anyhow::bail!("--strict: {} mode cannot trace here: {why}", args.mode);
+    }
     Ok(())
 }
 
@@ -241,7 +252,7 @@ fn yes_no(v: Option<bool>) -> &'static str {
 
 fn render(d: &Doctor) -> String {
     let mut out = format!(
-        "kernel {}: BTF {}, tracefs {}, ftrace functions {}, kprobes {}, lockdown {}, config {}\n",
+        "kernel {}: BTF {}, tracefs {}, ftrace functions {}, kprobes {}, lockdown {}, preempt {}, config {}\n",
         d.kernel,
         yes_no(Some(d.btf)),
         if d.tracefs_mounted {
@@ -252,6 +263,10 @@ fn render(d: &Doctor) -> String {
         yes_no(Some(d.tracefs)),
         yes_no(Some(d.kprobes)),
         d.lockdown.as_deref().unwrap_or("unknown"),
+        match (&d.preempt, d.preempt_source) {
+            (Some(m), Some(from)) => format!("{m} ({from})"),
+            _ => "unknown".to_string(),
+        },
         d.config_source.as_deref().unwrap_or("not found")
     );
     out.push_str(&format!("plan: {}\n", d.plan));

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::kernel::btf::KernelBtf;
+use crate::kernel::{btf::KernelBtf, config::KernelConfig};
 
 /// A snapshot of the kernel facts the attach plan depends on.
 #[derive(Debug, Default)]
@@ -17,9 +17,12 @@ pub struct KernelView {
     pub traceable: Option<HashSet<String>>,
     /// The kprobe PMU exists (`CONFIG_KPROBES` and perf kprobe support).
     pub kprobes: bool,
-    /// Preemption model in use (`none`, `voluntary`, `full`, `lazy`), from
-    /// /sys/kernel/debug/sched/preempt; None when it cannot be read.
+    /// Preemption model in use (`none`, `voluntary`, `full`, `lazy`, `rt`):
+    /// from /sys/kernel/debug/sched/preempt, else the command line's
+    /// `preempt=`, else the build config's default; None when none says.
     pub preempt: Option<String>,
+    /// Where `preempt` came from.
+    pub preempt_source: Option<&'static str>,
 }
 
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -37,10 +40,34 @@ impl KernelView {
                 Some(parse_filter_functions(&text))
             }),
             kprobes: std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
-            preempt: std::fs::read_to_string("/sys/kernel/debug/sched/preempt")
-                .ok()
-                .and_then(|t| parse_preempt(&t)),
+            ..Default::default()
         }
+        .with_preempt()
+    }
+
+    /// The preemption model: debugfs shows the one in force; without it
+    /// (debugfs not mounted or not readable, as under lockdown) the
+    /// command line's `preempt=` overrides the config's default under
+    /// PREEMPT_DYNAMIC, and the config's choice is the model otherwise.
+    /// Guessing none would let auto mode pick fentry on a kernel that
+    /// preempts BPF programs and skips their runs.
+    fn with_preempt(mut self) -> Self {
+        let debugfs = std::fs::read_to_string("/sys/kernel/debug/sched/preempt")
+            .ok()
+            .and_then(|t| parse_preempt(&t));
+        let cmdline = std::fs::read_to_string("/proc/cmdline")
+            .ok()
+            .and_then(|c| preempt_of_cmdline(&c));
+        let config = || preempt_of_config(&KernelConfig::load(&self.release));
+        (self.preempt, self.preempt_source) = match (debugfs, cmdline) {
+            (Some(m), _) => (Some(m), Some("debugfs")),
+            (None, Some(m)) => (Some(m), Some("kernel command line")),
+            (None, None) => match config() {
+                Some(m) => (Some(m), Some("kernel config")),
+                None => (None, None),
+            },
+        };
+        self
     }
 
     /// Whether a task can be preempted inside a BPF program. fentry/fexit
@@ -78,6 +105,28 @@ impl KernelView {
     }
 }
 
+/// `preempt=full` on the kernel command line (PREEMPT_DYNAMIC).
+fn preempt_of_cmdline(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("preempt="))
+        .map(str::to_string)
+}
+
+/// The build's preemption model (the default one under PREEMPT_DYNAMIC).
+fn preempt_of_config(config: &KernelConfig) -> Option<String> {
+    [
+        ("CONFIG_PREEMPT_RT", "rt"),
+        ("CONFIG_PREEMPT_LAZY", "lazy"),
+        ("CONFIG_PREEMPT", "full"),
+        ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"),
+        ("CONFIG_PREEMPT_NONE", "none"),
+    ]
+    .iter()
+    .find(|(option, _)| config.enabled(option) == Some(true))
+    .map(|(_, model)| model.to_string())
+}
+
 /// "none voluntary (full) lazy": the model in parentheses is the one in use.
 fn parse_preempt(text: &str) -> Option<String> {
     let start = text.find('(')? + 1;
@@ -103,6 +152,26 @@ mod tests {
         assert!(set.contains("xfs_buf_alloc"));
         assert!(set.contains("__pmd_alloc"));
         assert_eq!(set.len(), 3);
+    }
+
+    #[test]
+    fn preempt_without_debugfs() {
+        assert_eq!(
+            preempt_of_cmdline("ro quiet preempt=full x").as_deref(),
+            Some("full")
+        );
+        assert_eq!(preempt_of_cmdline("ro quiet"), None);
+        let config = |text: &str| preempt_of_config(&KernelConfig::parse(text));
+        assert_eq!(
+            config("CONFIG_PREEMPT_DYNAMIC=y\nCONFIG_PREEMPT_LAZY=y\nCONFIG_PREEMPT_BUILD=y\n")
+                .as_deref(),
+            Some("lazy")
+        );
+        assert_eq!(
+            config("CONFIG_PREEMPT_VOLUNTARY=y\n# CONFIG_PREEMPT is not set\n").as_deref(),
+            Some("voluntary")
+        );
+        assert_eq!(config("CONFIG_HZ=250\n"), None);
     }
 
     #[test]
