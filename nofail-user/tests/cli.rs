@@ -244,3 +244,81 @@ fn doctor_strict_fails_only_when_the_plan_cannot_trace() {
     );
     assert_eq!(run(&["--mode", "kprobe"]).status.code(), Some(0));
 }
+
+/// `--version` names the build: the git revision this was built from
+/// (when built in a checkout), the aya version of Cargo.lock, and the
+/// sha256 of the embedded eBPF object; `-V` stays one line. The same
+/// revision and hash prefix label `nofail_info`.
+#[test]
+fn long_version_names_revision_aya_and_object() {
+    let out = nofail().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .trim()
+            .to_string()
+    };
+    let rev = field("git revision:");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        // Built from this checkout (perhaps with changes not committed).
+        assert!(
+            rev.trim_end_matches("-dirty") == head,
+            "{rev} vs HEAD {head}"
+        );
+    }
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("name = \"aya\"\nversion = \"{}\"", field("aya:"))),
+        "{text}"
+    );
+    let sha = field("eBPF object sha256:");
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{sha}"
+    );
+    let short = nofail().arg("-V").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&short.stdout).trim(),
+        format!("nofail {}", env!("CARGO_PKG_VERSION"))
+    );
+    // nofail_info carries the same revision and hash prefix.
+    let dir = scratch("version");
+    let prom = dir.join("r.prom");
+    let report = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testing/reports/export_live.json"
+    );
+    let conv = nofail()
+        .args(["report", report, "--prometheus"])
+        .arg(&prom)
+        .output()
+        .unwrap();
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    let info = std::fs::read_to_string(&prom).unwrap();
+    let info = info
+        .lines()
+        .find(|l| l.starts_with("nofail_info{"))
+        .unwrap()
+        .to_string();
+    assert!(
+        info.contains(&format!("git=\"{rev}\""))
+            && info.contains(&format!("object_sha256=\"{}\"", &sha[..12])),
+        "{info}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

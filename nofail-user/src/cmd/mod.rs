@@ -15,10 +15,22 @@ pub mod trace;
 
 use clap::{Parser, Subcommand};
 
+/// `nofail --version`: what this binary is made of.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ngit revision: ",
+    env!("NOFAIL_GIT_REV"),
+    "\naya: ",
+    env!("NOFAIL_AYA_VERSION"),
+    "\neBPF object sha256: ",
+    env!("NOFAIL_OBJECT_SHA256"),
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nofail",
     version,
+    long_version = LONG_VERSION,
     about = "See and break the kernel's never-fail allocation retry loops"
 )]
 pub struct Cli {

@@ -230,15 +230,17 @@ pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
         &mut out,
         "nofail_info",
         "gauge",
-        "nofail build and the kernel it traces; always 1.",
+        "nofail build (version, git revision, the first 12 hex digits of its eBPF object's sha256) and the kernel it traces; always 1.",
     );
     let _ = writeln!(
         out,
-        "nofail_info{{version=\"{}\",kernel=\"{}\",mode=\"{}\",command=\"{}\"}} 1",
+        "nofail_info{{version=\"{}\",kernel=\"{}\",mode=\"{}\",command=\"{}\",git=\"{}\",object_sha256=\"{}\"}} 1",
         escape_label(&report.nofail_version),
         escape_label(&report.kernel),
         escape_label(&report.mode),
-        escape_label(&report.command)
+        escape_label(&report.command),
+        env!("NOFAIL_GIT_REV"),
+        &env!("NOFAIL_OBJECT_SHA256")[..12],
     );
     header(
         &mut out,
