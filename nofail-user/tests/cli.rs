@@ -322,3 +322,82 @@ fn long_version_names_revision_aya_and_object() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `trace --interval --prometheus FILE` rewrites the file every interval
+/// for a textfile collector: counters never go down between rewrites,
+/// `nofail_last_run_timestamp_seconds` moves forward, the file always
+/// passes promtool, and the last one counts every map made.
+#[test]
+fn prometheus_file_is_rewritten_every_interval_and_only_grows() {
+    let _bpf = BPF.lock().unwrap_or_else(|e| e.into_inner());
+    if !require(is_root(), "tracing needs root") {
+        return;
+    }
+    let dir = scratch("textfile");
+    let (ready, prom) = (dir.join("ready"), dir.join("nofail.prom"));
+    let pid = std::process::id().to_string();
+    let child = nofail()
+        .args(["trace", "--pid", &pid, "--interval", "1s", "--count", "4"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--prometheus")
+        .arg(&prom)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&ready);
+    let value = |text: &str, prefix: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let mut seen: Vec<(f64, f64)> = Vec::new(); // (timestamp, array calls)
+    let mut made = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && seen.len() < 4 {
+        if let Ok(text) = std::fs::read_to_string(&prom) {
+            let stamp = value(&text, "nofail_last_run_timestamp_seconds ").expect("timestamp");
+            if seen.last().is_none_or(|(t, _)| stamp > *t) {
+                nofail_test_support::prom::promtool_check(text.as_bytes()).unwrap();
+                let calls = value(
+                    &text,
+                    "nofail_vmalloc_calls_total{caller=\"array_map_alloc+",
+                )
+                .unwrap_or(0.0);
+                seen.push((stamp, calls));
+                if made < 2 {
+                    create_big_array_map().unwrap();
+                    made += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        seen.len() >= 3,
+        "only {} rewrites seen: {seen:?}",
+        seen.len()
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 >= w[0].1),
+        "went back: {seen:?}"
+    );
+    // The file as nofail left it at the end counts both maps.
+    let last = std::fs::read_to_string(&prom).unwrap();
+    assert_eq!(
+        value(
+            &last,
+            "nofail_vmalloc_calls_total{caller=\"array_map_alloc+"
+        ),
+        Some(2.0),
+        "{last}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

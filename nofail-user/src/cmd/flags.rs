@@ -10,7 +10,10 @@ use nofail_common::{MAX_CALLERS, MAX_INFLIGHT};
 
 use crate::{
     model::{Mode, filter::Selection, report::Report},
-    output::{json, prometheus},
+    output::{
+        json,
+        prometheus::{self, Sticky},
+    },
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -170,13 +173,27 @@ impl Outputs {
     }
 
     pub fn write(&self, report: &Report) -> Result<()> {
+        self.write_json(report)?;
+        self.write_prometheus(report, &mut Sticky::new(self.top.top as usize))
+    }
+
+    pub fn write_json(&self, report: &Report) -> Result<()> {
         if self.json_to_stdout() {
             println!("{}", serde_json::to_string_pretty(report)?);
         } else if let Some(path) = &self.json {
             json::write_json(path, report)?;
         }
+        Ok(())
+    }
+
+    /// `--prometheus FILE`, labels kept in `sticky` (a run that rewrites
+    /// the file every --interval passes the same one each time).
+    pub fn write_prometheus(&self, report: &Report, sticky: &mut Sticky) -> Result<()> {
         if let Some(path) = &self.prometheus {
-            let text = prometheus::render(report, self.top.top as usize);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let text = prometheus::render_file(report, sticky, now);
             json::atomic_write(path, text.as_bytes())?;
         }
         Ok(())

@@ -132,7 +132,7 @@ pub async fn follow(
     stop: &mut crate::cmd::signals::Stop,
     duration: Option<Duration>,
     interval: Option<Duration>,
-    mut every: impl FnMut(&Session) -> Result<bool>,
+    mut every: impl FnMut(&mut Session) -> Result<bool>,
 ) -> Result<()> {
     // No duration: until a signal (as bpftrace and the libbpf tools).
     let deadline = async {

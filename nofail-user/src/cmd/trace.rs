@@ -16,7 +16,7 @@ use crate::{
     },
     kernel::symbols::Kallsyms,
     model::report,
-    output::{events::clock_of, text},
+    output::{events::clock_of, prometheus::Sticky, text},
 };
 
 fn unix_now_ns() -> u64 {
@@ -38,8 +38,9 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Every interval, print what changed in it: a timestamped table of
-    /// the callers that changed (up to --top), and calls stuck now; the
-    /// totals still come at the end.
+    /// the callers that changed (up to --top), and calls stuck now; with
+    /// --prometheus FILE, rewrite the file (counters only go up, labels
+    /// stay). The totals still come at the end.
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
     /// Stop after this many intervals (with --interval).
@@ -69,6 +70,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let stuck_after = live.stuck_after.as_nanos() as u64;
     let top = args.outputs.top.top as usize;
     let (mut earlier, mut intervals) = (Vec::new(), 0u64);
+    let mut sticky = Sticky::new(top);
     follow(
         &mut session,
         &mut events,
@@ -95,6 +97,10 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             ));
             earlier = rows;
             intervals += 1;
+            if args.outputs.prometheus.is_some() {
+                let report = session.collect("trace", live.stuck_after)?;
+                args.outputs.write_prometheus(&report, &mut sticky)?;
+            }
             Ok(args.count.is_none_or(|n| intervals < n))
         },
     )
@@ -103,5 +109,6 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     report.health.events = events.finish(&session)?;
     drop(session);
     args.outputs.show(&text::render_report(&report));
-    args.outputs.write(&report)
+    args.outputs.write_json(&report)?;
+    args.outputs.write_prometheus(&report, &mut sticky)
 }

@@ -215,9 +215,25 @@ fn chain_counters(out: &mut String, chains: &[ChainRow], labels: &mut Labels) {
     }
 }
 
+#[cfg(test)]
 /// The whole exposition for `report`, at most `top` named callers.
 pub fn render(report: &Report, top: usize) -> String {
     render_sticky(report, &mut Sticky::new(top))
+}
+
+/// The exposition for a textfile collector (`--prometheus FILE`): as
+/// `render_sticky`, and the time it was written, so an alert can tell a
+/// file that stopped being rewritten (a cron job that no longer runs).
+pub fn render_file(report: &Report, sticky: &mut Sticky, unix_s: f64) -> String {
+    let mut out = render_sticky(report, sticky);
+    header(
+        &mut out,
+        "nofail_last_run_timestamp_seconds",
+        "gauge",
+        "When nofail last wrote this file (Unix time).",
+    );
+    let _ = writeln!(out, "nofail_last_run_timestamp_seconds {unix_s}");
+    out
 }
 
 /// The exposition for `report` with labels kept in `sticky` (`serve`
