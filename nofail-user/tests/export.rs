@@ -662,3 +662,218 @@ fn serve_holds_up_under_stalled_and_concurrent_clients() {
         &text[..200.min(text.len())]
     );
 }
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+/// `promtool check rules`, then `promtool test rules` on series taken
+/// from a recorded run (every sample of `nofail report --prometheus`,
+/// counters rising from 0 to their recorded value over ten minutes) and on
+/// three made-up cases for what the run did not have (a stuck call, many
+/// retries per call, a textfile no longer rewritten). The expected alerts
+/// are derived from the run: a NOFAIL retry rising for each caller and
+/// stage that retried, nothing for what stayed at zero.
+#[test]
+fn alert_rules_fire_on_a_recorded_run() {
+    let rules = deploy("prometheus/nofail-alerts.yml");
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool (cargo xtask setup installs Debian's prometheus)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let dir = scratch("rules");
+    let prom = dir.join("run.prom");
+    let out = nofail()
+        .args(["report"])
+        .arg(recorded("export_spin.json"))
+        .arg("--prometheus")
+        .arg(&prom)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let report = read_report("export_spin.json");
+
+    let mut series = String::new();
+    let (mut rising, mut missed) = (Vec::new(), Vec::new());
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name_labels, value) = line.rsplit_once(' ').unwrap();
+        let v: f64 = value.parse().unwrap();
+        let with_instance = match name_labels.split_once('{') {
+            Some((name, labels)) => format!("{name}{{instance=\"h\",{labels}"),
+            None => format!("{name_labels}{{instance=\"h\"}}"),
+        };
+        let name = name_labels.split('{').next().unwrap();
+        let counter = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .any(|s| name.ends_with(s));
+        let values = if counter {
+            format!("0+{}x10 {v}x10", v / 10.0)
+        } else {
+            format!("{v}x20")
+        };
+        series += &format!("      - series: '{with_instance}'\n        values: '{values}'\n");
+        if name == "nofail_vmalloc_retries_total" && v > 0.0 {
+            let label = |k: &str| {
+                let start = name_labels.find(&format!("{k}=\"")).unwrap() + k.len() + 2;
+                name_labels[start..start + name_labels[start..].find('"').unwrap()].to_string()
+            };
+            rising.push((label("caller"), label("stage")));
+        }
+        if name == "nofail_oldest_call_in_flight_seconds" {
+            assert!(
+                v < 60.0,
+                "{line}: the expectations below assume no stuck call"
+            );
+        }
+        if name == "nofail_missed_events_total" && v > 0.0 && !line.contains("entry_missed") {
+            missed.push(line.to_string());
+        }
+    }
+    assert!(!rising.is_empty(), "the recorded run retried");
+    // Calls in flight at attach time (entry_missed) are left out of the
+    // alert; the run missed nothing else.
+    assert!(
+        missed.is_empty(),
+        "the expectations below assume no miss: {missed:?}"
+    );
+    assert!(
+        text.contains("reason=\"entry_missed\"} 14"),
+        "the run has start-up orphans to ignore"
+    );
+    let p99 = caller_row(&report, "site_vmalloc_nofail")["p99_retries"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        p99 <= 8,
+        "the run's p99 bucket ends at {p99}: no per-call alert expected"
+    );
+    let rising_alerts: String = rising
+        .iter()
+        .map(|(caller, stage)| {
+            format!(
+                "          - exp_labels: {{severity: warning, instance: h, caller: '{caller}', stage: {stage}}}\n            exp_annotations:\n              summary: '{caller}: NOFAIL retries rising in the {stage} stage on h'\n"
+            )
+        })
+        .collect();
+    let test = format!(
+        r#"rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+{series}    alert_rule_test:
+      - eval_time: 10m
+        alertname: NofailRetriesRising
+        exp_alerts:
+{rising_alerts}      - eval_time: 10m
+        alertname: NofailRetriesPerCallHigh
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: NofailCallStuck
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: NofailMissedEvents
+        exp_alerts: []
+  - interval: 1m
+    input_series:
+      - series: 'nofail_oldest_call_in_flight_seconds{{instance="h"}}'
+        values: '0x4 120x20'
+      - series: 'nofail_vmalloc_retries_per_call_bucket{{instance="h",caller="c",le="7"}}'
+        values: '0x20'
+      - series: 'nofail_vmalloc_retries_per_call_bucket{{instance="h",caller="c",le="31"}}'
+        values: '0+10x20'
+      - series: 'nofail_vmalloc_retries_per_call_bucket{{instance="h",caller="c",le="+Inf"}}'
+        values: '0+10x20'
+      - series: 'nofail_missed_events_total{{instance="h",reason="caller_map_full"}}'
+        values: '0x5 3x15'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: NofailCallStuck
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: h}}
+            exp_annotations:
+              summary: 'a vmalloc call has been in the kernel for 2m 0s on h'
+              description: 'nofail trace --stuck-after 60s shows the task, caller and failures of the stuck call.'
+      - eval_time: 20m
+        alertname: NofailRetriesPerCallHigh
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: h, caller: c}}
+            exp_annotations:
+              summary: 'c: p99 above 8 NOFAIL retries per call on h'
+      - eval_time: 10m
+        alertname: NofailMissedEvents
+        exp_alerts:
+          - exp_labels: {{severity: info, instance: h, reason: caller_map_full}}
+            exp_annotations:
+              summary: 'nofail missed events (caller_map_full) on h'
+  - interval: 1m
+    input_series:
+      - series: 'nofail_last_run_timestamp_seconds{{instance="h"}}'
+        values: '0x150'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: NofailTextfileStale
+        exp_alerts: []
+      - eval_time: 2h
+        alertname: NofailTextfileStale
+        exp_alerts:
+          - exp_labels: {{severity: info, instance: h}}
+            exp_annotations:
+              summary: "nofail's textfile on h was not rewritten for over an hour"
+"#,
+        rules = rules.display()
+    );
+    let test_file = dir.join("nofail-alerts.test.yml");
+    std::fs::write(&test_file, &test).unwrap();
+    let run = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&test_file)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every panel of the Grafana dashboard asks a real Prometheus server,
+/// scraping `nofail serve --report` of a recorded run, something it has
+/// data for.
+#[test]
+fn dashboard_queries_return_data_from_a_real_prometheus() {
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy("grafana/nofail-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 8, "{} queries", exprs.len());
+    let serve = Serve::start(&recorded("export_spin.json"));
+    let dir = scratch("dashboard");
+    let prometheus = Server::start(serve.port, &dir).unwrap();
+    for expr in &exprs {
+        let answer = prometheus.query_until(expr, Duration::from_secs(120));
+        assert!(answer.is_ok(), "no data for panel query {expr}: {answer:?}");
+    }
+    drop(prometheus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
