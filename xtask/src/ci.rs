@@ -116,6 +116,12 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         )
     });
 
+    // The VM matrix and the host scenarios run the static binary that
+    // `cargo xtask dist` packs, not the glibc build of this machine.
+    t.step("dist: static nofail (musl) packed and checked", || {
+        crate::dist::build().map(|_| true)
+    });
+
     t.step("host tests (tracepoint mode on this kernel)", || {
         // Raw tracepoints attach without tracefs, but the XFS ground truth
         // is read from it.
@@ -127,7 +133,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         Ok(Command::new(root.join("target/release/vm-tests"))
             .arg("--host")
             .arg("--nofail")
-            .arg(root.join("target/release/nofail"))
+            .arg(crate::dist::binary()?)
             .arg("--out")
             .arg(root.join("target/host-results"))
             .current_dir(&root)
@@ -222,6 +228,7 @@ pub fn vm_test(name: KernelName, filter: Option<String>, bless: bool) -> Result<
     )? {
         anyhow::bail!("build failed");
     }
+    crate::dist::build()?;
     let kernel = kernels::ensure(name)?;
     let sel = Selection {
         filter: filter.as_deref(),

@@ -6,6 +6,7 @@ mod bench;
 mod ci;
 mod cpio;
 mod demo;
+mod dist;
 mod kernels;
 mod licenses;
 mod setup;
@@ -63,6 +64,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
     },
+    /// One static nofail (musl, stripped) in target/dist/, as a tarball
+    /// with its sha256.
+    Dist,
     /// The whole test suite: host checks, then the VM matrix.
     Ci {
         /// Kernels of the VM matrix; all four by default.
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
+        Cmd::Dist => dist::build().map(|_| 0),
         Cmd::Bench { runs } => bench::run(runs),
         Cmd::VmTest {
             kernel,

@@ -53,7 +53,7 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     let mut base = vec![
         vm_tests.display().to_string(),
         "--nofail".into(),
-        root.join("target/release/nofail").display().to_string(),
+        crate::dist::binary()?.display().to_string(),
         "--out".into(),
         out.display().to_string(),
     ];

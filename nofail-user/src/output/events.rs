@@ -117,9 +117,11 @@ pub fn render(l: &EventLine) -> String {
 
 /// HH:MM:SS.micros in local time, as libbpf-tools' -T.
 pub fn clock_of(unix_ns: u64) -> String {
-    let secs = (unix_ns / 1_000_000_000) as libc::time_t;
+    // time_t is 64-bit on x86-64 with glibc and musl alike (libc's alias
+    // is deprecated for musl's 32-bit targets).
+    let secs = (unix_ns / 1_000_000_000) as i64;
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&secs, &mut tm) };
+    unsafe { libc::localtime_r((&secs as *const i64).cast(), &mut tm) };
     format!(
         "{:02}:{:02}:{:02}.{:06}",
         tm.tm_hour,
