@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
         cmd::Command::Inject(args) => cmd::inject::run(args).await,
         cmd::Command::Report(args) => cmd::report::run(args),
         cmd::Command::Serve(args) => cmd::serve::run(args).await,
+        cmd::Command::GenerateFiles(args) => cmd::generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

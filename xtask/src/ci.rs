@@ -121,6 +121,10 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     t.step("dist: static nofail (musl) packed and checked", || {
         crate::dist::build().map(|_| true)
     });
+    t.step(
+        "deb: package installed into a directory and checked",
+        || crate::deb::build().map(|_| true),
+    );
 
     t.step("host tests (tracepoint mode on this kernel)", || {
         // Raw tracepoints attach without tracefs, but the XFS ground truth

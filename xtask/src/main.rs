@@ -5,6 +5,7 @@ mod apt;
 mod bench;
 mod ci;
 mod cpio;
+mod deb;
 mod demo;
 mod dist;
 mod kernels;
@@ -67,6 +68,9 @@ enum Cmd {
     /// One static nofail (musl, stripped) in target/dist/, as a tarball
     /// with its sha256.
     Dist,
+    /// The Debian package (static binary, man pages, completions,
+    /// nofail.service), installed into a directory and checked.
+    Deb,
     /// The whole test suite: host checks, then the VM matrix.
     Ci {
         /// Kernels of the VM matrix; all four by default.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
         Cmd::Dist => dist::build().map(|_| 0),
+        Cmd::Deb => deb::build().map(|_| 0),
         Cmd::Bench { runs } => bench::run(runs),
         Cmd::VmTest {
             kernel,

@@ -10,7 +10,8 @@ use crate::util::{self, cache_dir, is_root};
 
 /// Debian packages the project needs: QEMU, the kernel build, module tools,
 /// the guest-side tools the tests and benchmark run through the shared root,
-/// and Prometheus (server and promtool) for the export tests.
+/// Prometheus (server and promtool) for the export tests, and what the
+/// package check runs (dpkg-deb, man, systemd-analyze, setpriv).
 const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "build-essential",
@@ -29,6 +30,10 @@ const PACKAGES: &[&str] = &[
     "xfsprogs",
     "e2fsprogs",
     "prometheus",
+    "dpkg-dev",
+    "man-db",
+    "systemd",
+    "util-linux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -7,6 +7,7 @@
 pub mod doctor;
 pub mod flags;
 pub mod follow;
+pub mod generate;
 pub mod inject;
 pub mod report;
 pub mod serve;
@@ -55,4 +56,7 @@ pub enum Command {
     /// Serve Prometheus metrics over HTTP: live counts, or a recorded
     /// report with --report.
     Serve(serve::ServeArgs),
+    /// Write man pages and shell completions (for packaging).
+    #[command(name = "generate-files", hide = true)]
+    GenerateFiles(generate::GenerateArgs),
 }

@@ -37,12 +37,15 @@ impl Serve {
 
     /// `nofail serve` live on an ephemeral port with `extra` arguments.
     pub fn start_with(ctx: &Ctx, extra: &[&str]) -> Result<Self> {
-        let mut child = Command::new(&ctx.nofail)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut cmd = Command::new(&ctx.nofail);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+        Self::start_command(cmd)
+    }
+
+    /// A `nofail serve` command line (perhaps under a wrapper), started
+    /// and waited for until it serves.
+    pub fn start_command(mut cmd: Command) -> Result<Self> {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped");
         std::thread::spawn(move || {
@@ -212,6 +215,98 @@ pub fn serve_scrape_on_every_kernel(ctx: &Ctx) -> Result<()> {
             "{name}{{{extra}}}: nofail {got} != truth {value}"
         );
     }
+    Ok(())
+}
+
+/// The shipped unit's command line (deploy/systemd/nofail.service,
+/// ExecStart with the binary under test) run as nobody with exactly the
+/// unit's capabilities (setpriv: inheritable, ambient and bounding sets,
+/// no new privileges): the process has those and no others, and it counts
+/// the maps made meanwhile exactly, with call sites named (CAP_SYSLOG).
+pub fn service_command_line_under_its_capabilities(ctx: &Ctx) -> Result<()> {
+    let unit_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/systemd/nofail.service"
+    );
+    let unit = std::fs::read_to_string(unit_path).context("deploy/systemd/nofail.service")?;
+    let value = |key: &str| -> Result<String> {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .with_context(|| format!("no {key}= in the unit"))
+    };
+    let caps: Vec<String> = value("AmbientCapabilities")?
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    ensure!(
+        value("CapabilityBoundingSet")? == value("AmbientCapabilities")?,
+        "the unit's bounding set is not its ambient set"
+    );
+    let exec = value("ExecStart")?;
+    let mut words = exec.split_whitespace();
+    ensure!(
+        words.next() == Some("/usr/sbin/nofail"),
+        "ExecStart: {exec}"
+    );
+    let set = format!(
+        "-all,{}",
+        caps.iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--no-new-privs",
+    ])
+    .arg(format!("--inh-caps={set}"))
+    .arg(format!("--ambient-caps={set}"))
+    .arg(format!("--bounding-set={set}"))
+    .arg("--")
+    .arg(&ctx.nofail)
+    .args(words);
+    let serve = Serve::start_command(cmd)?;
+    // What the serving process holds: nobody, the unit's capabilities.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", serve.pid()))?;
+    let field = |name: &str| -> Result<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .with_context(|| format!("no {name} in /proc/PID/status"))
+    };
+    let number = |cap: &str| -> Result<u32> {
+        Ok(match cap {
+            "dac_read_search" => 2,
+            "syslog" => 34,
+            "perfmon" => 38,
+            "bpf" => 39,
+            other => anyhow::bail!("capability {other} not known to this test"),
+        })
+    };
+    let mut want = 0u64;
+    for c in &caps {
+        want |= 1 << number(c)?;
+    }
+    let eff = u64::from_str_radix(&field("CapEff:")?, 16)?;
+    let bnd = u64::from_str_radix(&field("CapBnd:")?, 16)?;
+    let uid = field("Uid:")?;
+    println!("  unit caps {caps:?}: CapEff {eff:#x}, CapBnd {bnd:#x}, Uid {uid}");
+    ensure!(
+        eff == want && bnd == want,
+        "CapEff {eff:#x} CapBnd {bnd:#x}, unit {want:#x}"
+    );
+    ensure!(uid.split_whitespace().all(|u| u == "65534"), "Uid {uid}");
+    let body = scrape_after_maps(ctx, serve, 3, "service_scrape.prom")?;
+    let calls = sample(&body, "nofail_vmalloc_calls_total", "array_map_alloc", "")?;
+    ensure!(
+        calls == 3.0,
+        "array_map_alloc {calls} != 3 (named, so kallsyms was readable)"
+    );
     Ok(())
 }
 

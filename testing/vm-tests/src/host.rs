@@ -22,6 +22,10 @@ pub fn all() -> Vec<Case> {
         case("host_xfs_exact", xfs_exact),
         case("host_serve_live", serve_live),
         case("host_serve_labels_stick", serve_labels_stick),
+        case(
+            "host_service_command_line_under_its_capabilities",
+            crate::export::service_command_line_under_its_capabilities,
+        ),
     ]
 }
 

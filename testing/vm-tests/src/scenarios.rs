@@ -71,6 +71,10 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             "serve_scrape_on_every_kernel",
             crate::export::serve_scrape_on_every_kernel,
         ),
+        case(
+            "service_command_line_under_its_capabilities",
+            crate::export::service_command_line_under_its_capabilities,
+        ),
     ];
     if !test_kernel {
         list.push(case(

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `cargo xtask deb`: the Debian package of the static binary:
+//! `/usr/sbin/nofail`, a man page per subcommand, bash/zsh/fish
+//! completions, `nofail.service`, the dashboard and alert rules. Then it
+//! is installed into a directory (`dpkg-deb -x`) and what landed there is
+//! checked: the binary runs, the man pages render, the completions parse,
+//! and `systemd-analyze verify` accepts the unit with nothing to say.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::util::{self, workspace_root};
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to.parent().context("no parent")?)?;
+    std::fs::copy(from, to)
+        .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+pub fn build() -> Result<PathBuf> {
+    let root = workspace_root();
+    let bin = crate::dist::build()?;
+    let version = bin
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("nofail-"))
+        .context("dist directory name")?
+        .to_string();
+    let out = root.join("target/deb");
+    let stage = out.join(format!("nofail_{version}_amd64"));
+    let _ = std::fs::remove_dir_all(&stage);
+    copy(&bin, &stage.join("usr/sbin/nofail"))?;
+
+    let generated = out.join("generated");
+    let _ = std::fs::remove_dir_all(&generated);
+    util::run(
+        Command::new(&bin)
+            .arg("generate-files")
+            .arg("--out")
+            .arg(&generated),
+    )?;
+    let man = stage.join("usr/share/man/man8");
+    std::fs::create_dir_all(&man)?;
+    for page in std::fs::read_dir(generated.join("man8"))? {
+        let page = page?.path();
+        let dest = man.join(page.file_name().context("name")?);
+        copy(&page, &dest)?;
+        util::run(Command::new("gzip").args(["-9n"]).arg(&dest))?;
+    }
+    let completions = generated.join("completions");
+    for (file, dest) in [
+        (
+            "nofail.bash",
+            "usr/share/bash-completion/completions/nofail",
+        ),
+        ("_nofail", "usr/share/zsh/vendor-completions/_nofail"),
+        (
+            "nofail.fish",
+            "usr/share/fish/vendor_completions.d/nofail.fish",
+        ),
+    ] {
+        copy(&completions.join(file), &stage.join(dest))?;
+    }
+    copy(
+        &root.join("deploy/systemd/nofail.service"),
+        &stage.join("lib/systemd/system/nofail.service"),
+    )?;
+    for (file, dest) in [
+        (
+            "deploy/grafana/nofail-dashboard.json",
+            "usr/share/nofail/grafana/nofail-dashboard.json",
+        ),
+        (
+            "deploy/prometheus/nofail-alerts.yml",
+            "usr/share/nofail/prometheus/nofail-alerts.yml",
+        ),
+        ("README.md", "usr/share/doc/nofail/README.md"),
+    ] {
+        copy(&root.join(file), &stage.join(dest))?;
+    }
+    std::fs::write(
+        stage.join("usr/share/doc/nofail/copyright"),
+        copyright(&root)?,
+    )?;
+    std::fs::create_dir_all(stage.join("DEBIAN"))?;
+    std::fs::write(
+        stage.join("DEBIAN/control"),
+        format!(
+            "Package: nofail\nVersion: {version}\nArchitecture: amd64\nMaintainer: nofail developers <nofail@localhost>\nSection: admin\nPriority: optional\nDescription: see and break the kernel's never-fail allocation retry loops\n nofail counts vmalloc's __GFP_NOFAIL retry loops and open-coded retry\n loops per caller with eBPF, exports them to Prometheus (nofail serve,\n nofail.service) and injects failures scoped to chosen callers.\n One static binary; needs a kernel with BPF and BTF.\n"
+        ),
+    )?;
+    let deb = out.join(format!("nofail_{version}_amd64.deb"));
+    util::run(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&stage)
+            .arg(&deb),
+    )?;
+    check(&deb)?;
+    println!("xtask deb: {}", deb.display());
+    Ok(deb)
+}
+
+/// Debian's machine-readable copyright: the crate licenses, in full.
+fn copyright(root: &Path) -> Result<String> {
+    let mut text = String::from(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: nofail\n\nFiles: *\nCopyright: nofail developers\nLicense: MIT or Apache-2.0 (userspace); MIT or GPL-2.0-only (the embedded eBPF programs)\n",
+    );
+    for f in ["LICENSE-MIT", "LICENSE-APACHE", "LICENSE-GPL-2.0"] {
+        text += &format!("\n{f}:\n");
+        for line in std::fs::read_to_string(root.join(f))?.lines() {
+            text += &format!(" {}\n", if line.is_empty() { "." } else { line });
+        }
+    }
+    Ok(text)
+}
+
+/// Installs `deb` into a fresh directory and checks what landed there.
+fn check(deb: &Path) -> Result<()> {
+    let dir = deb.with_extension("installed");
+    let _ = std::fs::remove_dir_all(&dir);
+    util::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&dir))?;
+    let bin = dir.join("usr/sbin/nofail");
+    let v = Command::new(&bin).arg("--version").output()?;
+    ensure!(v.status.success(), "the installed nofail --version failed");
+    let pages: Vec<PathBuf> = std::fs::read_dir(dir.join("usr/share/man/man8"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    for sub in ["", "-trace", "-inject", "-doctor", "-report", "-serve"] {
+        let page = dir.join(format!("usr/share/man/man8/nofail{sub}.8.gz"));
+        ensure!(pages.contains(&page), "no man page {}", page.display());
+        let shown = Command::new("man")
+            .arg("-l")
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .output()?;
+        ensure!(
+            shown.status.success() && String::from_utf8_lossy(&shown.stdout).contains("SYNOPSIS"),
+            "man -l {} shows no SYNOPSIS",
+            page.display()
+        );
+    }
+    let bash = dir.join("usr/share/bash-completion/completions/nofail");
+    util::run(Command::new("bash").arg("-n").arg(&bash))?;
+    for f in [
+        "usr/share/zsh/vendor-completions/_nofail",
+        "usr/share/fish/vendor_completions.d/nofail.fish",
+    ] {
+        let text = std::fs::read_to_string(dir.join(f))?;
+        ensure!(
+            text.contains("serve") && text.contains("ready-file"),
+            "{f} lacks the subcommands"
+        );
+    }
+    // The unit as installed, its ExecStart pointing into the directory.
+    let unit = std::fs::read_to_string(dir.join("lib/systemd/system/nofail.service"))?;
+    let probe = dir.join("nofail.service");
+    std::fs::write(
+        &probe,
+        unit.replace("/usr/sbin/nofail", &bin.display().to_string()),
+    )?;
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&probe)
+        .output()
+        .context("systemd-analyze (package systemd)")?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    if !verify.status.success() || !said.trim().is_empty() {
+        bail!("systemd-analyze verify nofail.service: {said}");
+    }
+    println!(
+        "xtask deb: installed into {}: nofail, {} man pages, 3 completions, nofail.service verified",
+        dir.display(),
+        pages.len()
+    );
+    Ok(())
+}
