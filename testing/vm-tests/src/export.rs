@@ -283,6 +283,7 @@ pub fn service_command_line_under_its_capabilities(ctx: &Ctx) -> Result<()> {
         Ok(match cap {
             "dac_read_search" => 2,
             "syslog" => 34,
+            "sys_admin" => 21,
             "perfmon" => 38,
             "bpf" => 39,
             other => anyhow::bail!("capability {other} not known to this test"),
