@@ -256,13 +256,14 @@ impl Snapshot {
     }
 }
 
-/// A BPF array map of `entries` values of `value_size` bytes.
-pub fn array_map(value_size: u32, entries: u32) -> io::Result<OwnedFd> {
+/// A BPF map of `kind` with 4-byte keys and `entries` values of
+/// `value_size` bytes.
+fn map(kind: bpf_map_type, value_size: u32, entries: u32) -> io::Result<OwnedFd> {
     let mut attr = zeroed_attr();
     // SAFETY: writing plain integers into the MAP_CREATE member.
     unsafe {
         let a = &mut attr.__bindgen_anon_1;
-        a.map_type = bpf_map_type::BPF_MAP_TYPE_ARRAY as u32;
+        a.map_type = kind as u32;
         a.key_size = 4;
         a.value_size = value_size;
         a.max_entries = entries;
@@ -270,20 +271,16 @@ pub fn array_map(value_size: u32, entries: u32) -> io::Result<OwnedFd> {
     sys_bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr).map(owned)
 }
 
+/// A BPF array map of `entries` values of `value_size` bytes.
+pub fn array_map(value_size: u32, entries: u32) -> io::Result<OwnedFd> {
+    map(bpf_map_type::BPF_MAP_TYPE_ARRAY, value_size, entries)
+}
+
 /// A preallocated BPF hash map of `entries` values of `value_size` bytes:
 /// its elements come from one bpf_map_area_alloc in prealloc_init, a call
 /// site other than an array map's.
 pub fn hash_map(value_size: u32, entries: u32) -> io::Result<OwnedFd> {
-    let mut attr = zeroed_attr();
-    // SAFETY: writing plain integers into the MAP_CREATE member.
-    unsafe {
-        let a = &mut attr.__bindgen_anon_1;
-        a.map_type = bpf_map_type::BPF_MAP_TYPE_HASH as u32;
-        a.key_size = 4;
-        a.value_size = value_size;
-        a.max_entries = entries;
-    }
-    sys_bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr).map(owned)
+    map(bpf_map_type::BPF_MAP_TYPE_HASH, value_size, entries)
 }
 
 /// A 16 MiB array: one vmalloc from array_map_alloc (plus the nested
