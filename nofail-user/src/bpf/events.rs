@@ -65,7 +65,8 @@ impl EventStream {
             ring,
             gfp_nofail,
             rate,
-            realtime_offset_ns: realtime_ns() as i128 - crate::kernel::monotonic_ns() as i128,
+            realtime_offset_ns: crate::kernel::realtime_ns() as i128
+                - crate::kernel::monotonic_ns() as i128,
         })
     }
 
@@ -169,10 +170,4 @@ impl EventStream {
             rate_per_s: self.rate,
         })
     }
-}
-
-fn realtime_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }

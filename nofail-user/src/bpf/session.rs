@@ -62,9 +62,7 @@ impl Session {
             tracer,
             filters: filter.into(),
             started: Instant::now(),
-            started_unix_s: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started_unix_s: crate::kernel::realtime_ns() / 1_000_000_000,
         })
     }
 

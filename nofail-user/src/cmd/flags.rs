@@ -190,9 +190,7 @@ impl Outputs {
     /// the file every --interval passes the same one each time).
     pub fn write_prometheus(&self, report: &Report, sticky: &mut Sticky) -> Result<()> {
         if let Some(path) = &self.prometheus {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+            let now = crate::kernel::realtime_ns() as f64 / 1e9;
             let text = prometheus::render_file(report, sticky, now);
             json::atomic_write(path, text.as_bytes())?;
         }

@@ -14,16 +14,10 @@ use crate::{
         follow::{EventArgs, follow},
         signals::Stop,
     },
-    kernel::symbols::Kallsyms,
+    kernel::{realtime_ns, symbols::Kallsyms},
     model::report,
     output::{events::clock_of, prometheus::Sticky, text},
 };
-
-fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
@@ -86,7 +80,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
             let changed = text::delta_rows(&rows, &earlier);
             args.outputs.show(&format!(
                 "--- {} ({:.0} s) ---\n{}{}",
-                clock_of(unix_now_ns()),
+                clock_of(realtime_ns()),
                 session.started.elapsed().as_secs_f64(),
                 if changed.is_empty() {
                     "(no change)\n".to_string()

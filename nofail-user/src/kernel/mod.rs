@@ -7,6 +7,13 @@ pub mod config;
 pub mod symbols;
 pub mod view;
 
+/// CLOCK_REALTIME in ns since the Unix epoch (0 before it).
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
