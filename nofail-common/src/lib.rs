@@ -110,9 +110,24 @@ pub struct CallerStats {
     pub injected: u64,
     /// Longest time slept in one call, ns.
     pub max_slept_ns: u64,
+    /// `--what-if`: NOFAIL retries after which nothing the failed stage
+    /// needs had been freed since the failure (an event-driven wait would
+    /// not have woken the task), and the others.
+    pub futile_retries: u64,
+    pub freed_retries: u64,
+    /// `--what-if`: time from the first relevant free to the wake, summed
+    /// over `freed_retries` (what an event-driven wait would have saved).
+    pub wake_delay_ns: u64,
+    /// `--what-if`: the retry sleeps' time had the task been woken by the
+    /// first relevant free instead of the timer (futile sleeps count
+    /// whole: the task would have waited anyway).
+    pub whatif_slept_ns: u64,
     pub latency_hist: [u64; HIST_BUCKETS],
     pub retries_hist: [u64; HIST_BUCKETS],
     pub slept_hist: [u64; HIST_BUCKETS],
+    /// `--what-if`: wake delay per freed retry, and what-if stall per call.
+    pub wake_delay_hist: [u64; HIST_BUCKETS],
+    pub whatif_hist: [u64; HIST_BUCKETS],
 }
 
 impl Default for CallerStats {
@@ -135,9 +150,15 @@ impl Default for CallerStats {
             open_coded_retry_sleeps: 0,
             injected: 0,
             max_slept_ns: 0,
+            futile_retries: 0,
+            freed_retries: 0,
+            wake_delay_ns: 0,
+            whatif_slept_ns: 0,
             latency_hist: [0; HIST_BUCKETS],
             retries_hist: [0; HIST_BUCKETS],
             slept_hist: [0; HIST_BUCKETS],
+            wake_delay_hist: [0; HIST_BUCKETS],
+            whatif_hist: [0; HIST_BUCKETS],
         }
     }
 }
@@ -167,7 +188,13 @@ impl CallerStats {
             .saturating_add(o.open_coded_retry_sleeps);
         self.injected = self.injected.saturating_add(o.injected);
         self.max_slept_ns = self.max_slept_ns.max(o.max_slept_ns);
+        self.futile_retries = self.futile_retries.saturating_add(o.futile_retries);
+        self.freed_retries = self.freed_retries.saturating_add(o.freed_retries);
+        self.wake_delay_ns = self.wake_delay_ns.saturating_add(o.wake_delay_ns);
+        self.whatif_slept_ns = self.whatif_slept_ns.saturating_add(o.whatif_slept_ns);
         for i in 0..HIST_BUCKETS {
+            self.wake_delay_hist[i] = self.wake_delay_hist[i].saturating_add(o.wake_delay_hist[i]);
+            self.whatif_hist[i] = self.whatif_hist[i].saturating_add(o.whatif_hist[i]);
             self.latency_hist[i] = self.latency_hist[i].saturating_add(o.latency_hist[i]);
             self.retries_hist[i] = self.retries_hist[i].saturating_add(o.retries_hist[i]);
             self.slept_hist[i] = self.slept_hist[i].saturating_add(o.slept_hist[i]);
@@ -226,7 +253,40 @@ pub struct Inflight {
     /// retry sleep that follows it; a retry sleep without one is a NOFAIL
     /// mapping-stage failure (that loop does not warn).
     pub area_warned: u32,
-    pub _pad: u32,
+    /// `--what-if`: 1 + the `WAITERS` slot this task holds, 0 for none.
+    pub waiter: u32,
+    /// The address window the call asked for (`start`, `end` arguments):
+    /// a vmap area freed outside it cannot end an area-stage failure.
+    pub vstart: u64,
+    pub vend: u64,
+    /// `--what-if` sums of this call (see `CallerStats`).
+    pub wake_delay_ns: u64,
+    pub whatif_ns: u64,
+    pub futile: u32,
+    pub freed: u32,
+}
+
+/// `--what-if`: slots of the `WAITERS` array (a task takes slot
+/// `tid % MAX_WAITERS`; a collision is counted, not followed).
+pub const MAX_WAITERS: u32 = 16;
+
+/// `--what-if`: a task between a NOFAIL stage failure and its retry,
+/// waiting for what the stage needs; the free programs note the first
+/// relevant free in it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Waiter {
+    /// 0: slot free.
+    pub tid: u32,
+    /// `STAGE_AREA` (needs vmap space in `[vstart, vend)`) or
+    /// `STAGE_MAPPING` (needs pages).
+    pub stage: u32,
+    pub vstart: u64,
+    pub vend: u64,
+    /// When the failure armed the slot, and the first relevant free after
+    /// it (0: none yet).
+    pub armed_ns: u64,
+    pub first_free_ns: u64,
 }
 
 /// Stages of a vmalloc call nofail can fail (bits of `InjectRule::stages`).
@@ -365,10 +425,13 @@ pub enum Health {
     /// Tracepoint mode: a vmalloc event whose `caller` argument could not
     /// be found in stack memory; not counted.
     CallerUnread = 6,
+    /// `--what-if`: a retry whose waiter slot another task held; it is
+    /// counted as a retry but neither futile nor freed.
+    WaiterBusy = 7,
 }
 
 /// Number of slots in the `HEALTH` map.
-pub const HEALTH_SLOTS: u32 = 7;
+pub const HEALTH_SLOTS: u32 = 8;
 
 /// Tracepoint mode: what the current task's vmalloc call showed last, for
 /// telling a retry sleep's stage (nofail-ebpf/src/tracepoints.rs).
@@ -515,6 +578,7 @@ mod pod {
     unsafe impl aya::Pod for super::TpTask {}
     unsafe impl aya::Pod for super::TpSleep {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Waiter {}
 }
 
 #[cfg(test)]

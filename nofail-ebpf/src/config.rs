@@ -25,6 +25,15 @@ static RETRY_WINDOW_NS: u64 = 1_000_000_000;
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
 
+/// 1 with `--what-if` (whatif.rs); 0 removes its paths at verification.
+#[unsafe(no_mangle)]
+static WHAT_IF: u32 = 0;
+
+#[inline(always)]
+pub fn what_if() -> bool {
+    unsafe { core::ptr::read_volatile(&WHAT_IF) != 0 }
+}
+
 #[inline(always)]
 pub fn gfp_nofail() -> u32 {
     // Volatile: the value is rewritten in .rodata after compilation.

@@ -21,6 +21,7 @@ mod syscall;
 mod task;
 mod tracepoints;
 mod vmalloc;
+mod whatif;
 
 #[cfg(not(test))]
 #[panic_handler]

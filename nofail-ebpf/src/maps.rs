@@ -8,7 +8,7 @@ use aya_ebpf::{
 use nofail_common::{
     CallerRange, CallerStats, ChainKey, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS, Inflight,
     InjectCounter, InjectRule, LastNull, MAX_CALLER_RANGES, MAX_CALLERS, MAX_CHAINS, MAX_INFLIGHT,
-    MAX_STACKS, SyscallKey, TpSleep, TpTask,
+    MAX_STACKS, MAX_WAITERS, SyscallKey, TpSleep, TpTask, Waiter,
 };
 
 /// Call in progress per thread id.
@@ -69,6 +69,14 @@ pub static SCRATCH_INFLIGHT: PerCpuArray<Inflight> = PerCpuArray::with_max_entri
 #[map]
 pub static SENTINEL_SLEEPS: LruHashMap<u32, TpSleep> =
     LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// `--what-if`: tasks waiting between a NOFAIL failure and its retry
+/// (whatif.rs), and how many slots are taken (slot 0): the free programs
+/// look no further while it is 0.
+#[map]
+pub static WAITERS: Array<Waiter> = Array::with_max_entries(MAX_WAITERS, 0);
+#[map]
+pub static WAITING: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Runtime filters (slot 0), rewritten by userspace without reloading.
 #[map]

@@ -22,6 +22,7 @@ use crate::{
     frames,
     maps::LAST_NULL,
     task::{current_call, current_tid, now_ns},
+    whatif,
 };
 
 #[fentry(function = "schedule_timeout_uninterruptible")]
@@ -74,6 +75,7 @@ fn try_sleep_enter<C: StackIdContext>(ctx: &C, timeout: i64, in_call_sleep: bool
                 // The mapping loop retries without a report.
                 call.mapping_failures += 1;
                 call.failed_stage = STAGE_MAPPING;
+                whatif::arm(call, STAGE_MAPPING);
             }
             let now = now_ns();
             call.sleeps += 1;
@@ -122,12 +124,13 @@ fn retry_events<C: StackIdContext>(ctx: &C, call: &mut Inflight, jiffies: u64, n
 
 fn try_sleep_exit() {
     if let Some(call) = current_call() {
-        unsafe {
-            let start = (*call).sleep_start_ns;
-            if start != 0 {
-                (*call).slept_ns += now_ns().saturating_sub(start);
-                (*call).sleep_start_ns = 0;
-            }
+        let call = unsafe { &mut *call };
+        let start = call.sleep_start_ns;
+        if start != 0 {
+            let now = now_ns();
+            call.slept_ns += now.saturating_sub(start);
+            call.sleep_start_ns = 0;
+            whatif::judge(call, start, now);
         }
     }
 }

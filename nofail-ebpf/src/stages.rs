@@ -160,6 +160,7 @@ fn try_failure_report(fmt: u64) {
             // The retry sleep that follows is this failure's, not a
             // silent mapping failure.
             call.area_warned = 1;
+            crate::whatif::arm(call, STAGE_AREA);
         }
         Some(Failure::Mapping) => {
             call.mapping_failures += 1;

@@ -26,12 +26,15 @@ use nofail_common::{
 };
 
 use crate::{
-    config::{chains_on, gfp_nofail, retry_window_ns, selected},
+    config::{chains_on, gfp_nofail, retry_window_ns, selected, what_if},
     maps::{INFLIGHT, LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
     task::{current_tgid, current_tid, now_ns},
+    whatif,
 };
 
 const ARG_SIZE: usize = 0;
+const ARG_START: usize = 2;
+const ARG_END: usize = 3;
 const ARG_GFP: usize = 4;
 const ARG_CALLER: usize = 8;
 
@@ -44,7 +47,8 @@ pub fn vmalloc_core_fentry(ctx: FEntryContext) -> u32 {
     // The trampoline's argument block: the same address for this
     // invocation's fentry and fexit, deeper for a nested invocation.
     let frame = ctx.as_ptr() as u64;
-    try_enter(frame, ctx.arg(ARG_SIZE), ctx.arg(ARG_GFP), caller);
+    let window = (ctx.arg(ARG_START), ctx.arg(ARG_END));
+    try_enter(frame, ctx.arg(ARG_SIZE), ctx.arg(ARG_GFP), caller, window);
     0
 }
 
@@ -60,9 +64,13 @@ pub fn vmalloc_core_kprobe(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let caller = stack_arg(&ctx, ARG_CALLER).unwrap_or(0);
+    let window = (
+        ctx.arg::<u64>(ARG_START).unwrap_or(0),
+        ctx.arg::<u64>(ARG_END).unwrap_or(u64::MAX),
+    );
     // sp at entry points at the return address.
     let frame = unsafe { (*ctx.regs).rsp };
-    try_enter(frame, size, gfp, caller);
+    try_enter(frame, size, gfp, caller, window);
     0
 }
 
@@ -87,7 +95,8 @@ fn stack_arg(ctx: &ProbeContext, n: usize) -> Option<u64> {
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
 }
 
-fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
+#[inline(always)]
+fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64, u64)) {
     let tid = current_tid();
     if let Some(call) = INFLIGHT.get_ptr_mut(tid) {
         if frame < unsafe { (*call).frame } {
@@ -121,6 +130,8 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64) {
         open_coded_retry: open_coded_retry.is_some() as u32,
         open_coded_retry_sleeps: open_coded_retry.unwrap_or(0),
         comm,
+        vstart,
+        vend,
         ..Default::default()
     };
     if INFLIGHT.insert(tid, call, 0).is_err() {
@@ -177,6 +188,7 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     }
     let call = unsafe { *call };
     let _ = INFLIGHT.remove(tid);
+    whatif::release(&call);
     if call.ignored != 0 {
         return;
     }
@@ -295,5 +307,14 @@ fn fold(stats: &mut CallerStats, call: &Inflight, ret: u64, latency: u64) {
     }
     if let Some(b) = stats.slept_hist.get_mut(log2_bucket(call.slept_ns)) {
         *b += 1;
+    }
+    if what_if() && nofail {
+        stats.futile_retries += call.futile as u64;
+        stats.freed_retries += call.freed as u64;
+        stats.wake_delay_ns += call.wake_delay_ns;
+        stats.whatif_slept_ns += call.whatif_ns;
+        if let Some(b) = stats.whatif_hist.get_mut(log2_bucket(call.whatif_ns)) {
+            *b += 1;
+        }
     }
 }

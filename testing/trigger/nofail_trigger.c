@@ -31,10 +31,18 @@
  *                    may start inside an existing PTE page, and a failure
  *                    after some PTEs were written makes every retry fail
  *                    with -EBUSY (vmap_pages_pte_range), for ever.
+ *
+ * Real exhaustion (exhaust, exhaust_results): a kernel thread makes one
+ * NOFAIL call that loops until something is freed, and the module frees
+ * at a known retry sleep (see exhaust_write()).
  */
 #include <linux/debugfs.h>
 #include <linux/kallsyms.h>
 #include <linux/kprobes.h>
+#include <linux/kthread.h>
+#include <linux/gfp.h>
+#include <linux/ktime.h>
+#include <linux/workqueue.h>
 #include <linux/fs.h>
 #include <linux/instruction_pointer.h>
 #include <linux/module.h>
@@ -205,6 +213,300 @@ static noinline void *site_vmalloc_fresh(unsigned long sz)
 	return p;
 }
 
+/*
+ * Exhaustion. "area PAGES DECOYS FREE_AT" reserves one-page areas (no
+ * pages behind them) in a window of PAGES pages of fresh vmalloc space
+ * until the window is full, reserves DECOYS more in another fresh slot,
+ * and starts a kernel thread whose NOFAIL vmalloc of one page into the
+ * window fails in the area stage and sleeps a jiffy per retry. Retry
+ * sleep i (counted by a kprobe on schedule_timeout_uninterruptible for that
+ * thread) frees decoy i while i <= DECOYS (vmap space no call of the window
+ * can use) and, at i == FREE_AT, one reservation of the window: the next
+ * attempt purges it and succeeds. "mapping FREE_AT" makes the thread's
+ * NOFAIL call of 64 KiB in a fresh slot with make_it_fail set in its
+ * mapping stage (the test arms fail_page_alloc for K page-table pages) and
+ * frees a page the module held at retry sleep FREE_AT. Frees run from a
+ * work item queued at the sleep's entry, so they land inside that sleep
+ * unless the jiffy ends first; exhaust_results gives the times of every
+ * sleep, wake and free (ktime_get_ns(), the clock of bpf_ktime_get_ns())
+ * so the test can tell.
+ */
+#define EXHAUST_MAX 64
+typedef struct vm_struct *(*get_area_fn)(unsigned long size, unsigned long flags,
+					 unsigned long start, unsigned long end,
+					 const void *caller);
+static u64 get_area_addr;
+static struct vm_struct *window_areas[EXHAUST_MAX], *decoy_areas[EXHAUST_MAX];
+static int n_window, n_decoys, decoys_freed;
+/* Reservations the window took at the start (n_window drops to 0 at the end). */
+static int window_reserved;
+static unsigned long window_start, window_end;
+static struct page *held_page;
+static u32 ex_decoys, ex_free_at;
+static unsigned long ex_size;
+static bool ex_mapping;
+static struct task_struct *ex_task;
+static pid_t ex_tid;
+static int ex_done, ex_ok;
+static atomic_t ex_sleeps = ATOMIC_INIT(0);
+static u64 sleep_ns[EXHAUST_MAX], wake_ns[EXHAUST_MAX];
+static u64 free_start_ns, free_end_ns;
+static atomic_t ex_wakes = ATOMIC_INIT(0);
+
+static get_area_fn get_area(void)
+{
+	char name[KSYM_SYMBOL_LEN];
+	unsigned long addr = READ_ONCE(get_area_addr);
+
+	if (!addr)
+		return NULL;
+	sprint_symbol(name, addr);
+	if (strncmp(name, "__get_vm_area_caller+0x0/", 25))
+		return NULL;
+	return (get_area_fn)addr;
+}
+
+/* Frees the kprobe handler asked for, at its sleep: decoys due (one per
+ * sleep up to DECOYS), and the window's reservation or the held page. */
+static atomic_t decoys_due = ATOMIC_INIT(0);
+static int free_due;
+
+static void free_work_fn(struct work_struct *w)
+{
+	while (decoys_freed < atomic_read(&decoys_due) && decoys_freed < n_decoys) {
+		free_vm_area(decoy_areas[decoys_freed]);
+		decoy_areas[decoys_freed++] = NULL;
+	}
+	if (!READ_ONCE(free_due))
+		return;
+	WRITE_ONCE(free_due, 0);
+	WRITE_ONCE(free_start_ns, ktime_get_ns());
+	if (ex_mapping) {
+		__free_page(held_page);
+		held_page = NULL;
+	} else {
+		free_vm_area(window_areas[0]);
+		window_areas[0] = NULL;
+	}
+	WRITE_ONCE(free_end_ns, ktime_get_ns());
+}
+static DECLARE_WORK(free_work, free_work_fn);
+
+static int ex_sleep_enter(struct kprobe *kp, struct pt_regs *regs)
+{
+	int n;
+
+	if (current != READ_ONCE(ex_task))
+		return 0;
+	n = atomic_inc_return(&ex_sleeps);
+	if (n <= EXHAUST_MAX)
+		sleep_ns[n - 1] = ktime_get_ns();
+	if (!ex_mapping && n <= (int)ex_decoys)
+		atomic_inc(&decoys_due);
+	if (n == (int)ex_free_at)
+		WRITE_ONCE(free_due, 1);
+	if ((!ex_mapping && n <= (int)ex_decoys) || n == (int)ex_free_at)
+		queue_work_on(raw_smp_processor_id(), system_highpri_wq, &free_work);
+	return 0;
+}
+
+static struct kprobe sleep_probe = {
+	.symbol_name = "schedule_timeout_uninterruptible",
+	.pre_handler = ex_sleep_enter,
+};
+
+static int ex_sleep_return(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	int n;
+
+	if (current != READ_ONCE(ex_task))
+		return 0;
+	n = atomic_inc_return(&ex_wakes);
+	if (n <= EXHAUST_MAX)
+		wake_ns[n - 1] = ktime_get_ns();
+	return 0;
+}
+
+static struct kretprobe wake_probe = {
+	.kp.symbol_name = "schedule_timeout_uninterruptible",
+	.handler = ex_sleep_return,
+	.maxactive = 8,
+};
+static bool sleep_probes;
+
+static noinline void *site_vmalloc_nofail_window(unsigned long sz)
+{
+	vmalloc_range_fn fn = vmalloc_range();
+	void *p;
+
+	if (!fn)
+		return NULL;
+	p = fn(sz, 1, window_start, window_end, GFP_KERNEL | __GFP_NOFAIL,
+	       PAGE_KERNEL, 0, NUMA_NO_NODE, (void *)_THIS_IP_);
+	barrier();
+	return p;
+}
+
+static void release_reservations(void)
+{
+	int i;
+
+	flush_work(&free_work);
+	for (i = 0; i < n_window; i++)
+		if (window_areas[i])
+			free_vm_area(window_areas[i]);
+	for (i = 0; i < n_decoys; i++)
+		if (decoy_areas[i])
+			free_vm_area(decoy_areas[i]);
+	n_window = n_decoys = 0;
+	if (held_page)
+		__free_page(held_page);
+	held_page = NULL;
+}
+
+static void *site_vmalloc_nofail_fresh_armed(unsigned long sz);
+
+static int exhaust_thread(void *unused)
+{
+	void *p;
+
+	/* A size read at run time: a constant argument would make the compiler
+	 * specialise the site function (site_vmalloc_nofail_window.constprop.0). */
+	if (ex_mapping)
+		p = site_vmalloc_nofail_fresh_armed(READ_ONCE(ex_size));
+	else
+		p = site_vmalloc_nofail_window(READ_ONCE(ex_size));
+	WRITE_ONCE(ex_task, NULL);
+	ex_ok = p != NULL;
+	if (p)
+		vfree(p);
+	release_reservations();
+	smp_store_release(&ex_done, 1);
+	return 0;
+}
+
+static int exhaust_start(char *cmd)
+{
+	get_area_fn reserve = get_area();
+	unsigned int pages = 0;
+	unsigned long base;
+	struct task_struct *t;
+
+	if (!sleep_probes || !vmalloc_range() || (ex_task && !ex_done))
+		return -EBUSY;
+	n_window = n_decoys = decoys_freed = 0;
+	ex_decoys = 0;
+	atomic_set(&decoys_due, 0);
+	free_due = 0;
+	if (sscanf(cmd, "area %u %u %u", &pages, &ex_decoys, &ex_free_at) == 3) {
+		if (!reserve || pages < 2 || pages > 2 * EXHAUST_MAX || ex_decoys > EXHAUST_MAX)
+			return -EINVAL;
+		ex_mapping = false;
+		ex_size = PAGE_SIZE;
+		window_start = fresh_start();
+		window_end = window_start + pages * PAGE_SIZE;
+		while (n_window < EXHAUST_MAX) {
+			struct vm_struct *a = reserve(PAGE_SIZE, VM_ALLOC, window_start,
+						      window_end, (void *)_THIS_IP_);
+			if (!a)
+				break;
+			window_areas[n_window++] = a;
+		}
+		window_reserved = n_window;
+		base = fresh_start();
+		while (n_decoys < (int)ex_decoys) {
+			struct vm_struct *a = reserve(PAGE_SIZE, VM_ALLOC, base,
+						      base + PUD_SIZE, (void *)_THIS_IP_);
+			if (!a)
+				break;
+			decoy_areas[n_decoys++] = a;
+		}
+	} else if (sscanf(cmd, "mapping %u", &ex_free_at) == 1) {
+		ex_mapping = true;
+		ex_size = 64 << 10;
+		held_page = alloc_page(GFP_KERNEL);
+		if (!held_page)
+			return -ENOMEM;
+	} else {
+		return -EINVAL;
+	}
+	atomic_set(&ex_sleeps, 0);
+	atomic_set(&ex_wakes, 0);
+	memset(sleep_ns, 0, sizeof(sleep_ns));
+	memset(wake_ns, 0, sizeof(wake_ns));
+	free_start_ns = free_end_ns = 0;
+	ex_done = ex_ok = 0;
+	t = kthread_create(exhaust_thread, NULL, "nofail_exhaust");
+	if (IS_ERR(t)) {
+		release_reservations();
+		return PTR_ERR(t);
+	}
+	ex_tid = t->pid;
+	WRITE_ONCE(ex_task, t);
+	wake_up_process(t);
+	return 0;
+}
+
+static ssize_t exhaust_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	char cmd[64];
+	int ret;
+
+	if (len == 0 || len >= sizeof(cmd))
+		return -EINVAL;
+	if (copy_from_user(cmd, buf, len))
+		return -EFAULT;
+	cmd[len] = '\0';
+	mutex_lock(&lock);
+	ret = exhaust_start(strim(cmd));
+	mutex_unlock(&lock);
+	return ret ? ret : len;
+}
+
+static ssize_t exhaust_read(struct file *file, char __user *buf, size_t len, loff_t *ppos)
+{
+	int i, n = min(atomic_read(&ex_sleeps), EXHAUST_MAX), off;
+	size_t cap = 512 + EXHAUST_MAX * 48;
+	char *text = kmalloc(cap, GFP_KERNEL);
+	ssize_t ret;
+
+	if (!text)
+		return -ENOMEM;
+	off = scnprintf(text, cap,
+			"done=%d ok=%d tid=%d window=%d decoys=%d decoys_freed=%d sleeps=%d free_start_ns=%llu free_end_ns=%llu\n",
+			smp_load_acquire(&ex_done), ex_ok, ex_tid, window_reserved, n_decoys,
+			decoys_freed, atomic_read(&ex_sleeps),
+			(unsigned long long)READ_ONCE(free_start_ns),
+			(unsigned long long)READ_ONCE(free_end_ns));
+	for (i = 0; i < n; i++)
+		off += scnprintf(text + off, cap - off, "sleep %llu %llu\n",
+				 (unsigned long long)sleep_ns[i],
+				 (unsigned long long)wake_ns[i]);
+	ret = simple_read_from_buffer(buf, len, ppos, text, off);
+	kfree(text);
+	return ret;
+}
+
+static const struct file_operations exhaust_fops = {
+	.owner = THIS_MODULE,
+	.read = exhaust_read,
+	.write = exhaust_write,
+};
+
+/* The exhaustion thread's mapping-stage call: a fresh-slot NOFAIL call
+ * with make_it_fail armed in its mapping stage (fail=2). */
+static noinline void *site_vmalloc_nofail_fresh_armed(unsigned long sz)
+{
+	void *p;
+
+	mapping_armed_size = PAGE_ALIGN(sz);
+	WRITE_ONCE(mapping_armed, current);
+	p = site_vmalloc_nofail_fresh(sz);
+	WRITE_ONCE(mapping_armed, NULL);
+	current->make_it_fail = 0;
+	return p;
+}
+
 static int run_site(const char *site)
 {
 	void *(*fn)(unsigned long) = NULL;
@@ -366,6 +668,13 @@ static int __init trigger_init(void)
 	}
 	if (!mapping_probe_registered)
 		pr_warn("nofail_trigger: no mapping function to probe: fail=2 unavailable\n");
+	sleep_probes = register_kprobe(&sleep_probe) == 0;
+	if (sleep_probes && register_kretprobe(&wake_probe)) {
+		unregister_kprobe(&sleep_probe);
+		sleep_probes = false;
+	}
+	if (!sleep_probes)
+		pr_warn("nofail_trigger: no probe on schedule_timeout_uninterruptible: exhaust unavailable\n");
 	dir = debugfs_create_dir("nofail_trigger", NULL);
 	debugfs_create_u64("size", 0600, dir, &size);
 	debugfs_create_u32("count", 0600, dir, &count);
@@ -375,6 +684,8 @@ static int __init trigger_init(void)
 	debugfs_create_file("results", 0400, dir, NULL, &results_fops);
 	debugfs_create_file("null_tids", 0600, dir, NULL, &null_tids_fops);
 	debugfs_create_file("purge", 0200, dir, NULL, &purge_fops);
+	debugfs_create_x64("get_area", 0600, dir, &get_area_addr);
+	debugfs_create_file("exhaust", 0600, dir, NULL, &exhaust_fops);
 	return 0;
 }
 
@@ -383,6 +694,13 @@ static void __exit trigger_exit(void)
 	if (mapping_probe_registered)
 		unregister_kprobe(&mapping_probe);
 	debugfs_remove_recursive(dir);
+	if (sleep_probes) {
+		unregister_kretprobe(&wake_probe);
+		unregister_kprobe(&sleep_probe);
+	}
+	/* A thread still looping in vmalloc holds code of this module: the
+	 * test never unloads before exhaust_results says done. */
+	flush_work(&free_work);
 }
 
 module_init(trigger_init);

@@ -186,6 +186,22 @@ pub const STAGE_ROLES: &[Role] = &[
     },
 ];
 
+/// `--what-if` (nofail-ebpf/src/whatif.rs): where vmap space is handed
+/// back, attached the way vmalloc's core was.
+pub const WHAT_IF_ROLES: &[Role] = &[Role {
+    name: "vmap-free",
+    // vfree()/vunmap() end here (static, so a kprobe or BTF fentry).
+    candidates: &["free_vmap_area_noflush"],
+    required: true,
+    lost: "--what-if for the area stage",
+    programs: Programs::entry_only("vmap_free_fentry", "vmap_free_kprobe"),
+}];
+
+/// `--what-if`: page frees (raw tracepoint `kmem:mm_page_free`), for the
+/// mapping stage.
+pub const PAGE_FREE_TP: &str = "mm_page_free";
+pub const PAGE_FREE_PROGRAM: &str = "page_free";
+
 /// A role of the tracepoint mode: a raw tracepoint and its program
 /// (nofail-ebpf/src/tracepoints.rs).
 #[derive(Debug)]

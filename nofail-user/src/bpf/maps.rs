@@ -65,6 +65,7 @@ pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
         stacks_lost: sum(Health::StackLost)?,
         chains_full: sum(Health::ChainsFull)?,
         caller_unread: sum(Health::CallerUnread)?,
+        waiter_busy: sum(Health::WaiterBusy)?,
         missed_runs: programs.iter().map(|p| p.recursion_misses).sum(),
         programs,
         events: None,

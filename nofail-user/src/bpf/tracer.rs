@@ -31,6 +31,8 @@ pub struct Globals {
     pub event_kinds: u32,
     pub events_rate: u64,
     pub stuck_after_ns: u64,
+    /// `--what-if`: futile retries and wake delays (whatif.rs).
+    pub what_if: bool,
 }
 
 impl Default for Globals {
@@ -40,6 +42,7 @@ impl Default for Globals {
             event_kinds: 0,
             events_rate: 0,
             stuck_after_ns: u64::MAX,
+            what_if: false,
         }
     }
 }
@@ -65,13 +68,15 @@ impl Tracer {
             .ok()
             .and_then(|k| tpmode::TextGlobals::from_kallsyms(&k));
         let self_tgid = std::process::id();
+        let what_if = globals.what_if as u32;
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("CALLERS", cap.max_callers)
             .map_max_entries("INFLIGHT", cap.max_inflight)
             .override_global("GFP_NOFAIL", &gfp_nofail, true)
             .override_global("RETRY_WINDOW_NS", &globals.retry_window_ns, true)
-            .override_global("SELF_TGID", &self_tgid, true);
+            .override_global("SELF_TGID", &self_tgid, true)
+            .override_global("WHAT_IF", &what_if, true);
         crate::bpf::events::apply_globals(
             &mut loader,
             &globals.event_kinds,
@@ -128,11 +133,58 @@ impl Tracer {
                 "--nofail-only needs each call's gfp mask, which tracepoint mode cannot see"
             );
         }
-        Ok(Self {
+        let mut tracer = Self {
             ebpf,
             attached,
             warnings,
-        })
+        };
+        if globals.what_if {
+            // Dropping the tracer detaches what was attached.
+            tracer.attach_what_if(view)?;
+        }
+        Ok(tracer)
+    }
+
+    /// `--what-if`: the vmap-free role in the core's mode and the page
+    /// free tracepoint. The full mode only: the other modes do not follow
+    /// a call from its failure to its retry.
+    fn attach_what_if(&mut self, view: &KernelView) -> Result<()> {
+        let core_mode = self
+            .attached
+            .iter()
+            .find(|a| a.role == "vmalloc-core")
+            .map(|a| a.mode);
+        let Some(core_mode) = core_mode else {
+            anyhow::bail!(
+                "--what-if needs the full mode (kprobe or fentry): the {} mode does not follow a call from its failure to its retry",
+                mode_of(&self.attached)
+            );
+        };
+        let (plan, _) = attach::resolve_table(view, attach::WHAT_IF_ROLES)?;
+        let btf = Btf::from_sys_fs().ok();
+        for Resolved { role, function } in plan {
+            let a = attach_role(
+                &mut self.ebpf,
+                btf.as_ref(),
+                view,
+                role,
+                function,
+                core_mode,
+            )?;
+            self.attached.push(a);
+        }
+        let name = attach::PAGE_FREE_PROGRAM;
+        let tp: &mut aya::programs::RawTracePoint = program(&mut self.ebpf, name)?.try_into()?;
+        tp.load()
+            .map_err(|e| anyhow!("cannot load {name}: {}", one_line(&e)))?;
+        tp.attach(attach::PAGE_FREE_TP).map_err(|e| {
+            anyhow!(
+                "cannot attach to raw tracepoint {}: {}",
+                attach::PAGE_FREE_TP,
+                one_line(&e)
+            )
+        })?;
+        Ok(())
     }
 }
 

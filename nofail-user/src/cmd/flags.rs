@@ -102,6 +102,15 @@ pub struct LiveArgs {
     /// counting, for scripts to wait on instead of sleeping and guessing.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Would waiting for an event beat sleeping a jiffy? For each NOFAIL
+    /// retry, note whether what the failed stage needs was freed while the
+    /// task slept (vmap space in the call's window for the area stage,
+    /// pages for the mapping stage): futile retries, wake delay from the
+    /// first such free to the wake, and each call's stall had that free
+    /// woken it. Full mode only. Adds a probe on every vmap area free and
+    /// the page-free tracepoint (one array read each while no task waits).
+    #[arg(long)]
+    pub what_if: bool,
 }
 
 impl LiveArgs {

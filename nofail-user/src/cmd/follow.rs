@@ -6,6 +6,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use super::flags::LiveArgs;
+
 use anyhow::Result;
 use nofail_common::{EVENT_STACK, EVENT_STUCK};
 
@@ -64,12 +66,13 @@ impl EventArgs {
 impl EventArgs {
     /// The tracer's load-time constants for a command whose own events are
     /// `command` (`EVENT_INJECTED`, `EVENT_RETRY`).
-    pub fn globals(&self, command: u32, retry_window: Duration, stuck_after: Duration) -> Globals {
+    pub fn globals(&self, command: u32, live: &LiveArgs) -> Globals {
         Globals {
-            retry_window_ns: retry_window.as_nanos() as u64,
+            retry_window_ns: live.retry_window.as_nanos() as u64,
             event_kinds: self.kinds(command),
             events_rate: self.events_rate,
-            stuck_after_ns: stuck_after.as_nanos() as u64,
+            stuck_after_ns: live.stuck_after.as_nanos() as u64,
+            what_if: live.what_if,
         }
     }
 

@@ -142,9 +142,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let mut mechanism = InjectMode::Auto;
     let sink = args.events.sink()?;
     let live = &args.live;
-    let globals = args
-        .events
-        .globals(EVENT_INJECTED, live.retry_window, live.stuck_after);
+    let globals = args.events.globals(EVENT_INJECTED, live);
     let mut session = Session::start(&args.filter.selection(), live.mode, globals, |view| {
         let config = KernelConfig::load(&view.release);
         mechanism = injector::choose(args.inject_mode, view, &config, &hooks)?;

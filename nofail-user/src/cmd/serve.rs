@@ -82,6 +82,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 args.live.mode,
                 Globals {
                     retry_window_ns: args.live.retry_window.as_nanos() as u64,
+                    what_if: args.live.what_if,
                     ..Default::default()
                 },
                 |_| Ok(()),

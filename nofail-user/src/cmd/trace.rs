@@ -50,9 +50,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     args.live.check()?;
     let sink = args.events.sink()?;
     let live = &args.live;
-    let globals = args
-        .events
-        .globals(EVENT_RETRY, live.retry_window, live.stuck_after);
+    let globals = args.events.globals(EVENT_RETRY, live);
     let mut session = Session::start(&args.filter.selection(), live.mode, globals, |_| Ok(()))?;
     let mut events = args.events.stream(&mut session, sink)?;
     session.tracer.announce();

@@ -160,6 +160,22 @@ counters! {
     max_slept_ns <- max_slept_ns, Ns, Max, None, None;
     /// Entry-to-exit time of finished calls, summed.
     total_latency_ns <- latency_ns, Ns, Sum, None, None;
+    /// `--what-if`: NOFAIL retries after which nothing the failed stage
+    /// needs had been freed since the failure (an event-driven wait would
+    /// not have woken the task for them).
+    futile_retries <- futile_retries, Count, Sum, None,
+        series("nofail_whatif_futile_retries_total", "NOFAIL retries with nothing the failed stage needs freed since the failure (--what-if).", "");
+    /// `--what-if`: NOFAIL retries with such a free before the wake.
+    freed_retries <- freed_retries, Count, Sum, None,
+        series("nofail_whatif_freed_retries_total", "NOFAIL retries after a free the failed stage could use (--what-if).", "");
+    /// `--what-if`: time from the first relevant free to the task's wake,
+    /// summed over those retries (what an event-driven wait would save).
+    wake_delay_ns <- wake_delay_ns, Ns, Sum, None,
+        series("nofail_whatif_wake_delay_seconds_total", "Time from the first relevant free to the retrying task's wake (--what-if).", "");
+    /// `--what-if`: the retry sleeps' time had the first relevant free
+    /// woken the task (futile sleeps count whole), next to `slept_ns`.
+    whatif_slept_ns <- whatif_slept_ns, Ns, Sum, None,
+        series("nofail_whatif_slept_seconds_total", "Retry sleep time had the first relevant free woken the task (--what-if).", "");
 }
 
 impl Counts {
@@ -214,6 +230,9 @@ pub struct Aggregate {
     pub retries_hist: Log2,
     pub latency_hist: Log2,
     pub slept_hist: Log2,
+    /// `--what-if`: wake delay per freed retry; what-if stall per call.
+    pub wake_delay_hist: Log2,
+    pub whatif_hist: Log2,
 }
 
 impl Default for Aggregate {
@@ -224,6 +243,8 @@ impl Default for Aggregate {
             retries_hist: [0; HIST_BUCKETS],
             latency_hist: [0; HIST_BUCKETS],
             slept_hist: [0; HIST_BUCKETS],
+            wake_delay_hist: [0; HIST_BUCKETS],
+            whatif_hist: [0; HIST_BUCKETS],
         }
     }
 }
@@ -236,6 +257,8 @@ impl Aggregate {
             retries_hist: s.retries_hist,
             latency_hist: s.latency_hist,
             slept_hist: s.slept_hist,
+            wake_delay_hist: s.wake_delay_hist,
+            whatif_hist: s.whatif_hist,
         }
     }
 
@@ -250,6 +273,8 @@ impl Aggregate {
         sum(&mut self.retries_hist, &o.retries_hist);
         sum(&mut self.latency_hist, &o.latency_hist);
         sum(&mut self.slept_hist, &o.slept_hist);
+        sum(&mut self.wake_delay_hist, &o.wake_delay_hist);
+        sum(&mut self.whatif_hist, &o.whatif_hist);
     }
 
     /// Anything to show: calls, or (sentinel mode, open-coded loops)

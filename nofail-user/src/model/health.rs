@@ -25,6 +25,10 @@ pub struct HealthCounts {
     /// the stack (a kretprobe on vmalloc's core hides it); not counted.
     #[serde(default)]
     pub caller_unread: u64,
+    /// `--what-if`: retries whose waiter slot another task held, counted
+    /// as retries but neither futile nor freed.
+    #[serde(default)]
+    pub waiter_busy: u64,
     /// Program runs the kernel skipped (recursion protection); each is an
     /// event nofail did not see.
     pub missed_runs: u64,

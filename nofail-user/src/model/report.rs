@@ -57,6 +57,14 @@ pub struct CallerHists {
     pub latency_ns: Hist,
     /// Time slept in retry sleeps per call.
     pub slept_per_call_ns: Hist,
+    /// `--what-if`: time from the first relevant free to the wake, per
+    /// retry that had one; absent when none had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_delay_ns: Option<Hist>,
+    /// `--what-if`: per NOFAIL call, its retry sleeps' time had the first
+    /// relevant free woken it; absent without --what-if.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatif_slept_per_call_ns: Option<Hist>,
 }
 
 impl CallerRow {
@@ -77,6 +85,8 @@ impl CallerRow {
                 retries_per_call: Hist::from_log2(&a.retries_hist, "retries"),
                 latency_ns: Hist::from_log2(&a.latency_hist, "ns"),
                 slept_per_call_ns: Hist::from_log2(&a.slept_hist, "ns"),
+                wake_delay_ns: non_empty(&a.wake_delay_hist),
+                whatif_slept_per_call_ns: non_empty(&a.whatif_hist),
             },
             counts: c.clone(),
         }
@@ -102,8 +112,18 @@ impl CallerRow {
             retries_hist: log2(&h.retries_per_call),
             latency_hist: log2(&h.latency_ns),
             slept_hist: log2(&h.slept_per_call_ns),
+            wake_delay_hist: h.wake_delay_ns.as_ref().map_or([0; HIST_BUCKETS], log2),
+            whatif_hist: h
+                .whatif_slept_per_call_ns
+                .as_ref()
+                .map_or([0; HIST_BUCKETS], log2),
         }
     }
+}
+
+/// A `--what-if` histogram, absent when nothing was counted in it.
+fn non_empty(h: &[u64; HIST_BUCKETS]) -> Option<Hist> {
+    h.iter().any(|&n| n > 0).then(|| Hist::from_log2(h, "ns"))
 }
 
 /// A call still inside vmalloc when the report was taken.
@@ -154,6 +174,13 @@ pub struct Report {
     pub health: HealthCounts,
     /// Present for `nofail inject`.
     pub injection: Option<Injection>,
+}
+
+impl Report {
+    /// Taken with `--what-if` (its vmap-free role is attached).
+    pub fn what_if(&self) -> bool {
+        self.attached.iter().any(|a| a.role == "vmap-free")
+    }
 }
 
 /// Sums over the caller rows.

@@ -306,6 +306,7 @@ pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
     for name in families {
         if (tracepoint && NOT_IN_TRACEPOINT_MODE.contains(&name))
             || (sentinel && NOT_IN_SENTINEL_MODE.contains(&name))
+            || (!report.what_if() && name.starts_with(WHAT_IF_PREFIX))
         {
             continue;
         }
@@ -354,9 +355,34 @@ pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
     chain_counters(&mut out, &report.chains, &mut sticky.chains);
     if !tracepoint && !sentinel {
         per_call_histograms(&mut out, &rows);
+        if report.what_if() {
+            what_if_histograms(&mut out, &rows);
+        }
     }
     missed_and_injection(&mut out, report);
     out
+}
+
+/// Series only `--what-if` counts (left out without it, not shown as 0).
+const WHAT_IF_PREFIX: &str = "nofail_whatif_";
+
+fn what_if_histograms(out: &mut String, rows: &[(String, Aggregate)]) {
+    histogram(
+        out,
+        "nofail_whatif_wake_delay_seconds",
+        "Per NOFAIL retry after a relevant free: time from that free to the task's wake (--what-if).",
+        1e-9,
+        rows,
+        |s| (&s.wake_delay_hist, seconds(s.counts.wake_delay_ns)),
+    );
+    histogram(
+        out,
+        "nofail_whatif_slept_per_call_seconds",
+        "Per NOFAIL call: its retry sleeps' time had the first relevant free woken it (--what-if).",
+        1e-9,
+        rows,
+        |s| (&s.whatif_hist, seconds(s.counts.whatif_slept_ns)),
+    );
 }
 
 /// Series tracepoint mode cannot count (attach::TRACEPOINT_BLIND).
@@ -424,6 +450,7 @@ fn missed_and_injection(out: &mut String, report: &Report) {
         ("exit_missed", h.stale_replaced),
         ("entry_missed", h.orphan_exits),
         ("caller_unread", h.caller_unread),
+        ("whatif_waiter_busy", h.waiter_busy),
     ] {
         let _ = writeln!(out, "nofail_missed_events_total{{reason=\"{reason}\"}} {v}");
     }

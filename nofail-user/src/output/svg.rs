@@ -99,9 +99,11 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
     if rows.is_empty() {
         bail!("the report has no finished calls to draw");
     }
+    // --what-if: a third panel per caller, the stall had a free woken it.
+    let cols = if report.what_if() { 3 } else { 2 };
     let mut svg = String::new();
     {
-        let size = (PANEL.0 * 2, PANEL.1 * rows.len() as u32 + 40);
+        let size = (PANEL.0 * cols as u32, PANEL.1 * rows.len() as u32 + 40);
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw the picture: {e}");
         root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -112,8 +114,8 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
         let root = root
             .titled(&title, ("sans-serif", 18))
             .map_err(|e| err(&e))?;
-        let panels = root.split_evenly((rows.len(), 2));
-        for (row, cells) in rows.iter().zip(panels.chunks(2)) {
+        let panels = root.split_evenly((rows.len(), cols));
+        for (row, cells) in rows.iter().zip(panels.chunks(cols)) {
             let s = row.aggregate();
             panel(
                 &cells[0],
@@ -142,6 +144,22 @@ pub fn render(report: &Report, top: usize) -> Result<String> {
                 hist::ns_unit,
                 true,
             )?;
+            if cols == 3 {
+                let c = &row.counts;
+                panel(
+                    &cells[2],
+                    &format!(
+                        "what-if: {} of {} retries futile; {:.1} ms had a free woken it",
+                        c.futile_retries,
+                        c.futile_retries + c.freed_retries,
+                        c.whatif_slept_ns as f64 / 1e6
+                    ),
+                    "retry sleep time had the first relevant free woken the call",
+                    &s.whatif_hist,
+                    hist::ns_unit,
+                    true,
+                )?;
+            }
         }
         root.present().map_err(|e| err(&e))?;
     }

@@ -184,6 +184,18 @@ pub fn render_report(report: &Report) -> String {
             r.counts.null_returns
         ));
         let s = r.aggregate();
+        let c = &r.counts;
+        if c.futile_retries + c.freed_retries > 0 {
+            out.push_str(&format!(
+                "  what-if: {} of {} retries futile (nothing the stage needs freed since the failure); {} after a free, woken {} ms after it in all; slept {} ms, {} ms had the free woken it\n",
+                c.futile_retries,
+                c.futile_retries + c.freed_retries,
+                c.freed_retries,
+                ms(c.wake_delay_ns),
+                ms(c.slept_ns),
+                ms(c.whatif_slept_ns)
+            ));
+        }
         for (title, h, unit) in [
             (
                 "retries per call",
@@ -192,6 +204,16 @@ pub fn render_report(report: &Report) -> String {
             ),
             ("latency", &s.latency_hist, hist::ns_unit),
             ("slept per call", &s.slept_hist, hist::ns_unit),
+            (
+                "what-if: wake delay per freed retry",
+                &s.wake_delay_hist,
+                hist::ns_unit,
+            ),
+            (
+                "what-if: stall per call had a free woken it",
+                &s.whatif_hist,
+                hist::ns_unit,
+            ),
         ] {
             let text = hist::render(h, unit, "    ");
             if !text.is_empty() {

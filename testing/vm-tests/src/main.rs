@@ -17,6 +17,7 @@ mod sentinel;
 mod soak;
 mod tracepoint;
 mod trigger;
+mod whatif;
 
 use std::{path::PathBuf, process::ExitCode};
 

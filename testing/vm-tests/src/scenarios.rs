@@ -213,6 +213,18 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             ),
             case("events_off_removes_paths", crate::events::off_removes_paths),
             case(
+                "whatif_area_exhaustion_one_free",
+                crate::whatif::area_exhaustion_one_free,
+            ),
+            case(
+                "whatif_area_exhaustion_irrelevant_frees",
+                crate::whatif::area_exhaustion_irrelevant_frees,
+            ),
+            case(
+                "whatif_mapping_page_frees",
+                crate::whatif::mapping_page_frees,
+            ),
+            case(
                 "mapping_stage_failure_counted",
                 mapping_stage_failure_counted,
             ),

@@ -28,19 +28,25 @@ pub fn load(module: &Path) -> Result<()> {
         module.display(),
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    // The fresh-address-space site calls __vmalloc_node_range, which is
-    // not exported: the module gets its address from here (and checks it).
+    // The fresh-address-space site calls __vmalloc_node_range and the
+    // exhaustion reserves areas with __get_vm_area_caller, neither
+    // exported: the module gets their addresses from here (and checks
+    // them).
     let kallsyms = std::fs::read_to_string("/proc/kallsyms")?;
-    let (addr, _) = kernel_functions(&kallsyms)
-        .into_iter()
-        .find(|(_, name)| {
-            matches!(
-                *name,
-                "__vmalloc_node_range_noprof" | "__vmalloc_node_range"
-            )
-        })
-        .context("no __vmalloc_node_range in /proc/kallsyms")?;
-    write("vmalloc_range", &format!("{addr:#x}"))
+    let functions = kernel_functions(&kallsyms);
+    let find = |names: &[&str]| {
+        functions
+            .iter()
+            .find(|(_, name)| names.contains(name))
+            .map(|(addr, _)| *addr)
+            .with_context(|| format!("no {} in /proc/kallsyms", names.join(" or ")))
+    };
+    let addr = find(&["__vmalloc_node_range_noprof", "__vmalloc_node_range"])?;
+    write("vmalloc_range", &format!("{addr:#x}"))?;
+    write(
+        "get_area",
+        &format!("{:#x}", find(&["__get_vm_area_caller"])?),
+    )
 }
 
 fn write(file: &str, value: &str) -> Result<()> {
