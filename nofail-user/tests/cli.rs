@@ -181,6 +181,14 @@ fn bad_values_are_one_line_errors_with_nothing_loaded() {
             1,
             "/nonexistent/dir/ready",
         ),
+        // This kernel has neither kprobes nor fentry: auto traces with
+        // tracepoints, which cannot follow a call to its retry. Refused
+        // after loading: what was attached must be gone.
+        (
+            &["trace", "--what-if", "--duration", "1s"][..],
+            1,
+            "--what-if needs the full mode",
+        ),
     ] {
         let before = is_root().then(|| Snapshot::take().unwrap());
         let out = nofail().args(args).output().unwrap();
