@@ -341,6 +341,83 @@ fn svg_picture_shows_the_recorded_run() {
 }
 
 /// `nofail report FILE --json COPY`: the copy, and the text it printed.
+/// `--what-if` in every output of a recorded real exhaustion (the trigger's
+/// window, one reservation freed in the 5th retry sleep): Prometheus
+/// (promtool-checked) and the SVG carry the JSON's numbers; a report taken
+/// without --what-if has no `nofail_whatif_` series at all.
+#[test]
+fn what_if_in_prometheus_and_svg() {
+    let dir = scratch("whatif");
+    let report = read_report("whatif_area.json");
+    let row = caller_row(&report, "site_vmalloc_nofail_window");
+    let n = |f: &str| json::uint(&row, f).unwrap();
+    let (futile, freed) = (n("futile_retries"), n("freed_retries"));
+    assert_eq!(futile + freed, n("area_retries"), "{row}");
+    assert!(futile > 0 && freed == 1, "{row}");
+    let prom = dir.join("w.prom");
+    let svg = dir.join("w.svg");
+    let out = nofail()
+        .arg("report")
+        .arg(recorded("whatif_area.json"))
+        .arg("--prometheus")
+        .arg(&prom)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "what-if: {futile} of {} retries futile",
+            futile + freed
+        )),
+        "{stdout}"
+    );
+    let text = std::fs::read(&prom).unwrap();
+    promtool_check(&text).unwrap();
+    let text = String::from_utf8_lossy(&text);
+    for (family, want) in [
+        ("nofail_whatif_futile_retries_total", futile as f64),
+        ("nofail_whatif_freed_retries_total", freed as f64),
+        (
+            "nofail_whatif_wake_delay_seconds_total",
+            n("wake_delay_ns") as f64 / 1e9,
+        ),
+        (
+            "nofail_whatif_slept_seconds_total",
+            n("whatif_slept_ns") as f64 / 1e9,
+        ),
+        ("nofail_whatif_wake_delay_seconds_count", 1.0),
+        ("nofail_whatif_slept_per_call_seconds_count", 1.0),
+    ] {
+        let got = sample(&text, family, "site_vmalloc_nofail_window", "")
+            .unwrap_or_else(|e| panic!("{family}: {e}"));
+        assert!((got - want).abs() < 1e-9, "{family}: {got}, want {want}");
+    }
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    let want = format!(
+        "what-if: {futile} of {} retries futile; {:.1} ms had a free woken it",
+        futile + freed,
+        n("whatif_slept_ns") as f64 / 1e6
+    );
+    assert!(picture.contains(&want), "lacks {want:?}");
+    let out = nofail()
+        .arg("report")
+        .arg(recorded("export_live.json"))
+        .arg("--prometheus")
+        .arg(&prom)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        !text.contains("nofail_whatif_"),
+        "what-if series without --what-if"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn read_back(file: &Path, dir: &Path) -> (Value, String) {
     let copy = dir.join("copy.json");
     let out = nofail()

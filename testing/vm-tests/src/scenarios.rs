@@ -212,9 +212,10 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 crate::events::trace_each_retry_and_stuck,
             ),
             case("events_off_removes_paths", crate::events::off_removes_paths),
-            case(
+            recording(
                 "whatif_area_exhaustion_one_free",
                 crate::whatif::area_exhaustion_one_free,
+                &["whatif_area.json"],
             ),
             case(
                 "whatif_area_exhaustion_irrelevant_frees",

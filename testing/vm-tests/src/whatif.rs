@@ -165,6 +165,11 @@ fn area_run(ctx: &Ctx, name: &str, decoys: u64, free_at: u64) -> Result<()> {
             "wake delay histogram: {}",
             hists["wake_delay_ns"]
         );
+        // The run whose truth is known is the one kept (testing/reports).
+        std::fs::copy(
+            ctx.out.join(format!("{name}_{attempt}.json")),
+            ctx.out.join(format!("{name}.json")),
+        )?;
         println!(
             "  ({r} retries, {futile} futile; free {:.2} ms into sleep {r} of {:.2} ms, wake delay {:.2} ms = {:.2} jiffies; slept {:.1} ms, what-if {:.1} ms)",
             (ex.free_start_ns - sleep_at) as f64 / 1e6,
