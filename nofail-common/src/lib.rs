@@ -264,7 +264,17 @@ pub struct Inflight {
     pub whatif_ns: u64,
     pub futile: u32,
     pub freed: u32,
+    /// Full mode's `CALLS` slots: `OWNED | tid` while the slot holds this
+    /// task's call, 0 when free (taken with a compare-and-swap).
+    pub owner: u64,
 }
+
+/// Full mode: calls in progress live in an array slot `tid % CALL_SLOTS`
+/// (`CALLS`), found by an array read the verifier inlines; a task whose
+/// slot another task holds spills into the `INFLIGHT` hash.
+pub const CALL_SLOTS: u32 = 512;
+/// Marks an owned slot (so that tid 0 is not a free slot's 0).
+pub const OWNED: u64 = 1 << 32;
 
 /// `--what-if`: slots of the `WAITERS` array (a task takes slot
 /// `tid % MAX_WAITERS`; a collision is counted, not followed).
@@ -534,6 +544,7 @@ pub const EVENT_COUNTERS: u32 = 3;
 /// checks the built object has every one).
 pub mod map_names {
     pub const CALLERS: &str = "CALLERS";
+    pub const CALLS: &str = "CALLS";
     pub const CALLER_RANGES: &str = "CALLER_RANGES";
     pub const CHAINS: &str = "CHAINS";
     pub const ENOMEM_SYSCALLS: &str = "ENOMEM_SYSCALLS";
@@ -549,6 +560,7 @@ pub mod map_names {
     /// Every map userspace reads or writes.
     pub const ALL: &[&str] = &[
         CALLERS,
+        CALLS,
         CALLER_RANGES,
         CHAINS,
         ENOMEM_SYSCALLS,

@@ -6,14 +6,21 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
 };
 use nofail_common::{
-    CallerRange, CallerStats, ChainKey, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS, Inflight,
-    InjectCounter, InjectRule, LastNull, MAX_CALLER_RANGES, MAX_CALLERS, MAX_CHAINS, MAX_INFLIGHT,
-    MAX_STACKS, MAX_WAITERS, SyscallKey, TpSleep, TpTask, Waiter,
+    CALL_SLOTS, CallerRange, CallerStats, ChainKey, Filter, HEALTH_SLOTS, Health, INJECT_COUNTERS,
+    Inflight, InjectCounter, InjectRule, LastNull, MAX_CALLER_RANGES, MAX_CALLERS, MAX_CHAINS,
+    MAX_INFLIGHT, MAX_STACKS, MAX_WAITERS, SyscallKey, TpSleep, TpTask, Waiter,
 };
 
-/// Call in progress per thread id.
+/// Full mode: calls in progress, one slot per `tid % CALL_SLOTS` (task.rs).
+#[map]
+pub static CALLS: Array<Inflight> = Array::with_max_entries(CALL_SLOTS, 0);
+
+/// Full mode: calls whose slot another task held (slot 0 counts them: the
+/// hash is not searched while none is there). Tracepoint mode: its loops.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+#[map]
+pub static SPILLED: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Finished calls folded per call site (`caller` address).
 #[map]
@@ -163,6 +170,22 @@ fn stats_entry<K>(
         health(full);
     }
     stats
+}
+
+/// Sets `*p` to `new` if it holds `old`, atomically (BPF_CMPXCHG, kernel
+/// 5.12+); returns what it held.
+#[inline(always)]
+pub fn cmpxchg(p: *mut u64, old: u64, new: u64) -> u64 {
+    let mut r0 = old;
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({p} + 0, r0, {new})",
+            p = in(reg) p,
+            new = in(reg) new,
+            inout("r0") r0,
+        );
+    }
+    r0
 }
 
 /// Adds `n` to a shared counter and returns the value before, atomically

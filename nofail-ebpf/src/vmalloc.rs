@@ -27,8 +27,8 @@ use nofail_common::{
 
 use crate::{
     config::{chains_on, gfp_nofail, retry_window_ns, selected, what_if},
-    maps::{INFLIGHT, LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
-    task::{current_tgid, current_tid, now_ns},
+    maps::{LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
+    task::{Home, close_call, current_tgid, current_tid, find_call, now_ns, open_call},
     whatif,
 };
 
@@ -98,7 +98,8 @@ fn stack_arg(ctx: &ProbeContext, n: usize) -> Option<u64> {
 #[inline(always)]
 fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64, u64)) {
     let tid = current_tid();
-    if let Some(call) = INFLIGHT.get_ptr_mut(tid) {
+    let existing = find_call(tid);
+    if let Some((call, _)) = existing {
         if frame < unsafe { (*call).frame } {
             // Recursion for the page array: same task, deeper frame.
             unsafe { (*call).depth += 1 };
@@ -134,8 +135,16 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64,
         vend,
         ..Default::default()
     };
-    if INFLIGHT.insert(tid, call, 0).is_err() {
-        health(Health::InflightFull);
+    match existing {
+        // The stale record's place is this task's: reuse it.
+        Some((stale, home)) => unsafe {
+            let owner = (*stale).owner;
+            *stale = call;
+            if home == Home::Slot {
+                (*stale).owner = owner;
+            }
+        },
+        None => open_call(tid, &call),
     }
 }
 
@@ -165,16 +174,16 @@ fn note_open_coded_retry(tid: u32, caller: u64, now: u64) -> Option<u32> {
 
 fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     let tid = current_tid();
-    let Some(call) = INFLIGHT.get_ptr_mut(tid) else {
+    let Some((record, home)) = find_call(tid) else {
         health(Health::OrphanExit);
         return;
     };
-    let outer = unsafe { (*call).frame };
+    let outer = unsafe { (*record).frame };
     if frame < outer {
         // The nested page-array call returning.
         unsafe {
-            if (*call).depth > 0 {
-                (*call).depth -= 1;
+            if (*record).depth > 0 {
+                (*record).depth -= 1;
             }
         }
         return;
@@ -182,14 +191,15 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     if frame > outer + slack {
         // Returning from a frame above the record's: its entry was not seen
         // and the record is stale.
-        let _ = INFLIGHT.remove(tid);
+        close_call(tid, record, home);
         health(Health::OrphanExit);
         return;
     }
-    let call = unsafe { *call };
-    let _ = INFLIGHT.remove(tid);
-    whatif::release(&call);
+    // Read in place; the record is dropped once it is folded.
+    let call = unsafe { &*record };
+    whatif::release(call);
     if call.ignored != 0 {
+        close_call(tid, record, home);
         return;
     }
     let now = now_ns();
@@ -207,9 +217,9 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     }
     let latency = now.saturating_sub(call.start_ns);
     if let Some(stats) = caller_stats(call.caller) {
-        fold(unsafe { &mut *stats }, &call, ret, latency);
+        fold(unsafe { &mut *stats }, call, ret, latency);
     }
-    if chains_on() && matters(&call, ret) {
+    if chains_on() && matters(call, ret) {
         // Still in the caller's context: the stack shows who is behind it.
         // Taken only here, on calls that matter, so a call that went well
         // costs one map lookup.
@@ -226,9 +236,10 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
             _pad: 0,
         };
         if let Some(stats) = chain_stats(&key) {
-            fold_chain(unsafe { &mut *stats }, &call, ret);
+            fold_chain(unsafe { &mut *stats }, call, ret);
         }
     }
+    close_call(tid, record, home);
 }
 
 /// NOFAIL, failed in a stage, returned NULL, slept, or retried by hand:

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
 use nofail_common::{
     CallerStats, ChainKey, Health, INJECT_COUNTERS, Inflight, InjectCounter, NO_STACK, SyscallKey,
@@ -85,10 +85,18 @@ pub fn read_inflight(
         ebpf.map(map_names::INFLIGHT)
             .context("INFLIGHT map missing")?,
     )?;
+    // Full mode keeps most calls in the CALLS slots (owner set), the rest
+    // in the hash; tracepoint mode only uses the hash.
+    let slots: Array<_, Inflight> =
+        Array::try_from(ebpf.map(map_names::CALLS).context("CALLS map missing")?)?;
+    let in_slots = (0..slots.len())
+        .filter_map(|i| slots.get(&i, 0).ok())
+        .filter(|c| c.owner != 0);
+    // Entries vanish while we iterate.
+    let in_hash = map.iter().filter_map(|e| e.ok()).map(|(_, c)| c);
     let now = monotonic_ns();
     let mut rows = Vec::new();
-    for entry in map.iter() {
-        let Ok((_, call)) = entry else { continue }; // entries vanish while we iterate
+    for call in in_slots.chain(in_hash) {
         if call.ignored != 0 {
             continue;
         }

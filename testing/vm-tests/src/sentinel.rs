@@ -71,9 +71,12 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
         );
         let (a, b) = (field(f, "slept_ns")?, field(s, "slept_ns")?);
         println!("{line} slept_ns {a}/{b} (full/sentinel)");
-        // Both time the same function, entry to exit, by different probes.
+        // Both time the same function, entry to exit, by different probes
+        // that nest: one mode's interval holds the other's entry and exit
+        // programs, about 0.1 to 1 ms each under TCG (sentinel read 3 to
+        // 16 % more than the full mode in the runs logged so far).
         ensure!(
-            b * 10 >= a * 9 && a * 10 >= b * 9,
+            b * 10 >= a * 8 && a * 10 >= b * 8,
             "{site}: slept {b} ns against {a} ns"
         );
     }
