@@ -8,7 +8,7 @@ use std::{path::Path, process::Command, time::Instant};
 use anyhow::Result;
 
 use crate::{
-    kernels::{self, KernelName},
+    kernels::{self, KernelName, KernelSpec},
     setup,
     suite::{self, Selection},
     util::workspace_root,
@@ -223,7 +223,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
 
 /// `cargo xtask vm-test`: build, then the VM scenarios on one kernel;
 /// with `bless`, only those that record testing/reports, copied there.
-pub fn vm_test(name: KernelName, filter: Option<String>, bless: bool) -> Result<i32> {
+pub fn vm_test(spec: KernelSpec, filter: Option<String>, bless: bool) -> Result<i32> {
     setup::ensure()?;
     let root = workspace_root();
     if !cargo(
@@ -233,7 +233,7 @@ pub fn vm_test(name: KernelName, filter: Option<String>, bless: bool) -> Result<
         anyhow::bail!("build failed");
     }
     crate::dist::build()?;
-    let kernel = kernels::ensure(name)?;
+    let kernel = kernels::ensure_spec(&spec)?;
     let sel = Selection {
         filter: filter.as_deref(),
         bless,
