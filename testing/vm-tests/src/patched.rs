@@ -17,8 +17,9 @@ pub const UNWIND_PATCH: &str = "vmalloc-nofail-unwind-partial-map";
 
 /// `mapping_failure_after_partial_map_spins`, step for step, on the
 /// patched kernel: the priming call, then the 6 MiB NOFAIL call in fresh
-/// vmalloc space with fail_page_alloc letting 3 page-table pages through
-/// and failing the 4th, after the PTEs of the first chunks were written.
+/// vmalloc space with fail_page_alloc (space 3) letting the slot's PMD
+/// page and first PTE page through and failing the next PTE page, after
+/// the PTEs of the first 2 MiB were written.
 /// With the partial map unwound, the retry maps the whole range: exactly
 /// one mapping failure, one retry, one sleep, one page-table failure, the
 /// call returns memory, nothing is left in flight, and mm/vmalloc.c does
