@@ -304,6 +304,41 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// `ensure` itself: a patch that does not apply is refused before any
+    /// build, leaves no variant directory and the tree as it was.
+    #[test]
+    fn variant_of_a_patch_that_does_not_apply_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xtask-ensure-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tree = tree(&dir);
+        let before = snapshot(&tree);
+        let base = Kernel {
+            name: crate::kernels::KernelName::Test,
+            label: "test".into(),
+            patch: None,
+            release: "7.2.13".into(),
+            image: tree.join("arch/x86/boot/bzImage"),
+            modules: None,
+            build_tree: Some(tree.clone()),
+            config: None,
+        };
+        let bad = dir.join("bad.patch");
+        std::fs::write(
+            &bad,
+            "--- a/mm/vmalloc.c\n+++ b/mm/vmalloc.c\n@@ -1,3 +1,3 @@\n a\n-x\n+y\n c\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", ensure(&base, &bad).unwrap_err());
+        assert!(err.contains("does not apply"), "{err}");
+        assert_eq!(snapshot(&tree), before);
+        let variants = dir.join("variants");
+        let built: Vec<_> = std::fs::read_dir(&variants)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(built, [std::ffi::OsString::from(".lock")], "{built:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn exports_compared_with_the_stock_vmlinux_lines() {
         let stock = "0x0\ta\tvmlinux\tEXPORT_SYMBOL\t\n\
