@@ -3,12 +3,16 @@
 //! the refusal on this kernel), then the VM matrix: every kernel boots and
 //! runs the VM tests against the real nofail binary.
 
-use std::{path::Path, process::Command, time::Instant};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Instant, SystemTime},
+};
 
 use anyhow::Result;
 
 use crate::{
-    kernels::{self, KernelName},
+    kernels::{self, KernelName, KernelSpec},
     setup,
     suite::{self, Selection},
     util::workspace_root,
@@ -58,6 +62,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
 pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     setup::ensure()?;
     let root = workspace_root();
+    let since = SystemTime::now();
     let mut t = Tally {
         passed: 0,
         failed: vec![],
@@ -150,7 +155,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     } else {
         kernels_wanted
     };
-    for name in kernels_wanted {
+    for &name in &kernels_wanted {
         let t0 = Instant::now();
         let kernel = match kernels::ensure(name) {
             Ok(k) => k,
@@ -209,6 +214,10 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         );
     }
 
+    if kernels_wanted.contains(&KernelName::Test) {
+        patched_kernel(&mut t, &root, since);
+    }
+
     let failed = t.failed.len();
     println!(
         "xtask ci: finished in {:.0} s",
@@ -221,9 +230,58 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
+/// After the test kernel's matrix: the test kernel with the fix in
+/// testing/patches (built incrementally from its tree), its scenarios
+/// (chosen by the patch), then the gate between the stock kernel's
+/// spinning call and the patched kernel's single retry.
+fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
+    let spec = KernelSpec {
+        name: KernelName::Test,
+        patch: Some(root.join(crate::gate::PATCH)),
+    };
+    let t0 = Instant::now();
+    let kernel = match kernels::ensure_spec(&spec) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("xtask ci: kernel {spec}: {e:#}");
+            t.record(&format!("kernel {spec}"), false, t0.elapsed().as_secs_f64());
+            return;
+        }
+    };
+    t.record(
+        &format!("kernel {} ({})", kernel.label, kernel.release),
+        true,
+        t0.elapsed().as_secs_f64(),
+    );
+    let t0 = Instant::now();
+    let ok = suite::run(&kernel, Selection::default()).unwrap_or_else(|e| {
+        eprintln!("xtask ci: {e:#}");
+        false
+    });
+    t.record(
+        &format!("vm tests on {}", kernel.label),
+        ok,
+        t0.elapsed().as_secs_f64(),
+    );
+    let results = root.join("target/vm-results");
+    t.step(
+        "gate: nofail report patched vs stock passes, stock vs patched fails",
+        || {
+            crate::gate::check(
+                &crate::dist::binary()?,
+                &results.join("test").join(crate::gate::STOCK_REPORT),
+                &results
+                    .join(&kernel.label)
+                    .join(crate::gate::PATCHED_REPORT),
+                since,
+            )
+        },
+    );
+}
+
 /// `cargo xtask vm-test`: build, then the VM scenarios on one kernel;
 /// with `bless`, only those that record testing/reports, copied there.
-pub fn vm_test(name: KernelName, filter: Option<String>, bless: bool) -> Result<i32> {
+pub fn vm_test(spec: KernelSpec, filter: Option<String>, bless: bool) -> Result<i32> {
     setup::ensure()?;
     let root = workspace_root();
     if !cargo(
@@ -233,7 +291,7 @@ pub fn vm_test(name: KernelName, filter: Option<String>, bless: bool) -> Result<
         anyhow::bail!("build failed");
     }
     crate::dist::build()?;
-    let kernel = kernels::ensure(name)?;
+    let kernel = kernels::ensure_spec(&spec)?;
     let sel = Selection {
         filter: filter.as_deref(),
         bless,

@@ -45,10 +45,79 @@ impl KernelName {
     }
 }
 
+/// What `--kernel` names: a kernel of the matrix, or the test kernel with
+/// a patch applied (`test+FILE`), built incrementally from the test
+/// kernel's tree (xtask/src/variant.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSpec {
+    pub name: KernelName,
+    pub patch: Option<PathBuf>,
+}
+
+impl KernelSpec {
+    pub fn plain(name: KernelName) -> Self {
+        Self { name, patch: None }
+    }
+}
+
+impl std::str::FromStr for KernelSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        use clap::ValueEnum as _;
+        let (name, patch) = match s.split_once('+') {
+            Some((name, patch)) => (name, Some(patch)),
+            None => (s, None),
+        };
+        let name = KernelName::from_str(name, false).map_err(|_| {
+            format!(
+                "unknown kernel {name:?} (one of {}, or test+PATCH_FILE)",
+                KernelName::ALL.map(KernelName::as_str).join(", ")
+            )
+        })?;
+        match patch {
+            None => Ok(Self::plain(name)),
+            Some("") => Err(format!("{s:?}: no patch file after '+'")),
+            Some(_) if name != KernelName::Test => Err(format!(
+                "{s:?}: patches apply to the test kernel only (test+PATCH_FILE)"
+            )),
+            Some(p) => Ok(Self {
+                name,
+                patch: Some(PathBuf::from(p)),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.patch {
+            None => f.write_str(self.name.as_str()),
+            Some(p) => write!(f, "{}+{}", self.name.as_str(), p.display()),
+        }
+    }
+}
+
+/// Provides the kernel `spec` names: the matrix kernel, then, for
+/// `test+FILE`, its variant with the patch.
+pub fn ensure_spec(spec: &KernelSpec) -> Result<Kernel> {
+    let base = ensure(spec.name)?;
+    match &spec.patch {
+        None => Ok(base),
+        Some(patch) => crate::variant::ensure(&base, patch),
+    }
+}
+
 /// A bootable kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub name: KernelName,
+    /// How results and messages name it: the kernel's name, or
+    /// `test+STEM` for a variant built with the patch file STEM.patch.
+    pub label: String,
+    /// The patch's file stem, for a variant of the test kernel (the VM
+    /// scenarios are chosen by it).
+    pub patch: Option<String>,
     /// e.g. 6.12.117+deb12-amd64
     pub release: String,
     pub image: PathBuf,
@@ -161,6 +230,8 @@ fn ensure_stock(name: KernelName) -> Result<Kernel> {
     .find(|p| p.exists());
     Ok(Kernel {
         name,
+        label: name.as_str().into(),
+        patch: None,
         release,
         image,
         config,
@@ -220,6 +291,8 @@ fn ensure_test_kernel() -> Result<Kernel> {
         .to_string();
     Ok(Kernel {
         name: KernelName::Test,
+        label: KernelName::Test.as_str().into(),
+        patch: None,
         release,
         image: src.join("arch/x86/boot/bzImage"),
         modules: None,
@@ -323,4 +396,37 @@ fn check_fragment_applied(config: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_specs_parse() {
+        let spec = |s: &str| s.parse::<KernelSpec>();
+        assert_eq!(spec("test"), Ok(KernelSpec::plain(KernelName::Test)));
+        assert_eq!(
+            spec("debian-6.12"),
+            Ok(KernelSpec::plain(KernelName::Debian612))
+        );
+        let patched = spec("test+testing/patches/fix.patch").unwrap();
+        assert_eq!(patched.name, KernelName::Test);
+        assert_eq!(
+            patched.patch.as_deref(),
+            Some(Path::new("testing/patches/fix.patch"))
+        );
+        assert_eq!(patched.to_string(), "test+testing/patches/fix.patch");
+        // Only the first '+' separates: a file name may hold more.
+        assert_eq!(
+            spec("test+a+b.patch").unwrap().patch.as_deref(),
+            Some(Path::new("a+b.patch"))
+        );
+        let err = spec("debian-6.12+fix.patch").unwrap_err();
+        assert!(err.contains("test kernel only"), "{err}");
+        assert!(spec("test+").unwrap_err().contains("no patch file"));
+        let err = spec("tset").unwrap_err();
+        assert!(err.contains("unknown kernel \"tset\""), "{err}");
+        assert!(spec("TEST").is_err());
+    }
 }

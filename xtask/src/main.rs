@@ -8,12 +8,14 @@ mod cpio;
 mod deb;
 mod demo;
 mod dist;
+mod gate;
 mod kernels;
 mod licenses;
 mod setup;
 mod suite;
 mod trigger;
 mod util;
+mod variant;
 mod vm;
 
 use std::process::ExitCode;
@@ -31,11 +33,17 @@ struct Cli {
 enum Cmd {
     /// Install what building and testing need (idempotent).
     Setup,
-    /// Fetch Debian's stock kernels and build the test kernel (cached).
+    /// Fetch Debian's stock kernels and build the test kernel (cached);
+    /// `test+FILE` or `--patch FILE`: the test kernel with a patch,
+    /// built incrementally from its tree.
     Kernel {
-        /// Kernels to provide; all four by default.
-        #[arg(long, value_enum)]
-        kernel: Vec<kernels::KernelName>,
+        /// Kernels to provide (a name, or test+PATCH_FILE); all four by
+        /// default.
+        #[arg(long)]
+        kernel: Vec<kernels::KernelSpec>,
+        /// Apply this patch to the test kernel (as --kernel test+FILE).
+        #[arg(long, value_name = "FILE")]
+        patch: Option<std::path::PathBuf>,
     },
     /// Boot a kernel in QEMU and run a command in it.
     Vm(vm::VmArgs),
@@ -46,8 +54,9 @@ enum Cmd {
     },
     /// Build, then run the VM scenarios on one kernel.
     VmTest {
-        #[arg(long, value_enum, default_value = "test")]
-        kernel: kernels::KernelName,
+        /// A kernel name, or test+PATCH_FILE (the scenarios of that patch).
+        #[arg(long, default_value = "test")]
+        kernel: kernels::KernelSpec,
         /// Only scenarios whose name contains this.
         #[arg(long)]
         filter: Option<String>,
@@ -82,7 +91,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup::ensure().map(|()| 0),
-        Cmd::Kernel { kernel } => kernel_cmd(kernel),
+        Cmd::Kernel { kernel, patch } => kernel_cmd(kernel, patch),
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
@@ -104,21 +113,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn kernel_cmd(names: Vec<kernels::KernelName>) -> anyhow::Result<i32> {
-    setup::ensure()?;
-    let names = if names.is_empty() {
-        kernels::KernelName::ALL.to_vec()
+fn kernel_cmd(
+    specs: Vec<kernels::KernelSpec>,
+    patch: Option<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
+    use kernels::{KernelName, KernelSpec};
+    let mut specs = if specs.is_empty() {
+        match patch {
+            // A patch alone means the test kernel.
+            Some(_) => vec![KernelSpec::plain(KernelName::Test)],
+            None => KernelName::ALL.map(KernelSpec::plain).to_vec(),
+        }
     } else {
-        names
+        specs
     };
-    for name in names {
-        let k = kernels::ensure(name)?;
-        println!(
-            "{:<14} {:<28} {}",
-            name.as_str(),
-            k.release,
-            k.image.display()
-        );
+    if let Some(patch) = patch {
+        for spec in &mut specs {
+            if spec.name != KernelName::Test || spec.patch.is_some() {
+                anyhow::bail!("--patch applies to --kernel test only, not {spec}");
+            }
+            spec.patch = Some(patch.clone());
+        }
+    }
+    setup::ensure()?;
+    for spec in specs {
+        let k = kernels::ensure_spec(&spec)?;
+        println!("{:<14} {:<28} {}", k.label, k.release, k.image.display());
     }
     Ok(0)
 }

@@ -47,7 +47,7 @@ struct Boot {
 /// the test kernel, none was skipped).
 pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     let root = workspace_root();
-    let out = root.join("target/vm-results").join(kernel.name.as_str());
+    let out = root.join("target/vm-results").join(&kernel.label);
     std::fs::create_dir_all(&out)?;
     let vm_tests = root.join("target/release/vm-tests");
     let mut base = vec![
@@ -61,17 +61,26 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
         let ko = trigger::build(kernel)?;
         base.extend(["--trigger".into(), ko.display().to_string()]);
     }
-    if sel.bless && kernel.name != KernelName::Test {
+    // A variant of the test kernel runs the scenarios of its patch, and
+    // only those; the stock kernels never run them.
+    if let Some(patch) = &kernel.patch {
+        base.extend(["--kernel-patch".into(), patch.clone()]);
+    }
+    if sel.bless && (kernel.name != KernelName::Test || kernel.patch.is_some()) {
         bail!("--bless records reports on the test kernel only (--kernel test)");
     }
-    let table = list(&vm_tests, kernel.name == KernelName::Test)?;
+    let table = list(
+        &vm_tests,
+        kernel.name == KernelName::Test,
+        kernel.patch.as_deref(),
+    )?;
     let chosen: Vec<&Listing> = table
         .iter()
         .filter(|l| sel.filter.is_none_or(|f| l.name.contains(f)))
         .filter(|l| !sel.bless || !l.records.is_empty())
         .collect();
     if chosen.is_empty() {
-        bail!("no scenario on {} matches", kernel.name.as_str());
+        bail!("no scenario on {} matches", kernel.label);
     }
     if sel.bless {
         // A stale copy must never be blessed: the scenarios write them anew.
@@ -95,7 +104,7 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
             "xtask vm-test: boot {} of {} on {}: {}",
             i + 1,
             boots.len(),
-            kernel.name.as_str(),
+            kernel.label,
             if boot.names.len() == 1 {
                 boot.names[0].clone()
             } else {
@@ -160,12 +169,15 @@ fn guest_env(kernel: &Kernel) -> Vec<String> {
 }
 
 /// The scenario table of vm-tests, read on the host.
-fn list(vm_tests: &Path, test_kernel: bool) -> Result<Vec<Listing>> {
+fn list(vm_tests: &Path, test_kernel: bool, patch: Option<&str>) -> Result<Vec<Listing>> {
     let mut cmd = Command::new(vm_tests);
     cmd.arg("--list");
     if test_kernel {
         // Only its presence matters for the table.
         cmd.args(["--trigger", "nofail_trigger.ko"]);
+    }
+    if let Some(patch) = patch {
+        cmd.args(["--kernel-patch", patch]);
     }
     util::output(&mut cmd)?
         .lines()
@@ -233,7 +245,7 @@ fn report(
     }
     println!(
         "\nxtask vm-test: {} ({}), {:.0} s",
-        kernel.name.as_str(),
+        kernel.label,
         kernel.release,
         started.elapsed().as_secs_f64()
     );

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     cpio::Cpio,
-    kernels::{self, Kernel, KernelName},
+    kernels::{self, Kernel, KernelSpec},
     util::{self, workspace_root},
 };
 
@@ -33,8 +33,9 @@ const TAIL_LINES: usize = 40;
 
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
-    #[arg(long, value_enum, default_value = "test")]
-    pub kernel: KernelName,
+    /// A kernel name, or test+PATCH_FILE (the test kernel with a patch).
+    #[arg(long, default_value = "test")]
+    pub kernel: KernelSpec,
     /// Wall-clock limit for the whole run, boot included.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -51,7 +52,7 @@ pub struct VmArgs {
 
 pub fn cmd(args: VmArgs) -> Result<i32> {
     crate::setup::ensure()?;
-    let kernel = kernels::ensure(args.kernel)?;
+    let kernel = kernels::ensure_spec(&args.kernel)?;
     let cwd = std::env::current_dir()?;
     run(&Guest {
         kernel: &kernel,
@@ -259,8 +260,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     if let Some((code, what)) = failure {
         eprintln!(
             "xtask vm: {what} ({} kernel {}, {elapsed:.1} s); last console lines:",
-            kernel.name.as_str(),
-            kernel.release
+            kernel.label, kernel.release
         );
         for line in tail.iter().rev().take(TAIL_LINES).rev() {
             eprintln!("  | {line}");
@@ -273,10 +273,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     }
     match status {
         Some(code) => {
-            eprintln!(
-                "xtask vm: {} exited {code} ({elapsed:.1} s)",
-                kernel.name.as_str()
-            );
+            eprintln!("xtask vm: {} exited {code} ({elapsed:.1} s)", kernel.label);
             Ok(Outcome::Done(code))
         }
         None => {

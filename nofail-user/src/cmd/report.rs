@@ -47,7 +47,8 @@ pub struct GateArgs {
     pub fail_if_p99_retries_above: Option<u64>,
     /// With --baseline: fail when a caller's retries per call grew by more
     /// than PCT percent (a caller that did not retry before and does now
-    /// always fails).
+    /// always fails). Calls still in flight in a report count as calls,
+    /// with their failures so far as retries.
     #[arg(long, value_name = "PCT", value_parser = parse_pct)]
     pub fail_if_retries_increase: Option<f64>,
 }

@@ -3,11 +3,14 @@
 //! reports, and thresholds that turn them into a CI gate. Callers are
 //! matched by `symbol+offset` (addresses move with KASLR and module load
 //! order), and retries are compared per call, so runs of different length
-//! compare fairly.
+//! compare fairly. Calls still in vmalloc when a report was taken (its
+//! `in_flight` list) count as calls of their caller, with the failures
+//! they have retried so far: a call stuck in a NOFAIL loop is the worst
+//! case a gate must see, not a caller that is "gone".
 
 use std::collections::BTreeSet;
 
-use crate::model::report::{CallerRow, Report};
+use crate::model::report::{CallerRow, InflightRow, Report};
 
 /// Thresholds that fail `nofail report` (exit 3).
 #[derive(Debug, Default, Clone)]
@@ -22,8 +25,15 @@ pub struct Gates {
 /// One caller in one report, as the diff sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Side {
+    /// Finished calls.
     pub calls: u64,
+    /// Calls still in vmalloc when the report was taken.
+    pub in_flight: u64,
+    /// Retries of the finished calls, plus the failures of the calls in
+    /// flight (each one a retry under way: a call still running after a
+    /// failure is looping).
     pub retries: u64,
+    /// `retries` per call, finished or in flight.
     pub per_call: f64,
     pub p99: Option<u64>,
     pub slept_ns: u64,
@@ -31,17 +41,45 @@ pub struct Side {
 
 impl From<&CallerRow> for Side {
     fn from(r: &CallerRow) -> Self {
+        Self::of(Some(r), &[])
+    }
+}
+
+impl Side {
+    /// A caller's row and its calls in flight, together.
+    fn of(row: Option<&CallerRow>, in_flight: &[&InflightRow]) -> Self {
+        let calls = row.map_or(0, |r| r.counts.calls);
+        let retries = row.map_or(0, |r| r.retries())
+            + in_flight
+                .iter()
+                .map(|f| f.area_failures + f.mapping_failures)
+                .sum::<u64>();
+        let n = calls + in_flight.len() as u64;
         Self {
-            calls: r.counts.calls,
-            retries: r.retries(),
-            per_call: if r.counts.calls == 0 {
+            calls,
+            in_flight: in_flight.len() as u64,
+            retries,
+            per_call: if n == 0 {
                 0.0
             } else {
-                r.retries() as f64 / r.counts.calls as f64
+                retries as f64 / n as f64
             },
-            p99: r.p99_retries,
-            slept_ns: r.counts.slept_ns,
+            p99: row.and_then(|r| r.p99_retries),
+            slept_ns: row.map_or(0, |r| r.counts.slept_ns)
+                + in_flight.iter().map(|f| f.slept_ns).sum::<u64>(),
         }
+    }
+
+    /// The caller's side in `report`; None if it neither finished a call
+    /// nor has one in flight there.
+    fn find(report: &Report, caller: &str) -> Option<Self> {
+        let row = report.callers.iter().find(|c| c.caller == caller);
+        let in_flight: Vec<&InflightRow> = report
+            .in_flight
+            .iter()
+            .filter(|f| f.caller == caller)
+            .collect();
+        (row.is_some() || !in_flight.is_empty()).then(|| Self::of(row, &in_flight))
     }
 }
 
@@ -64,23 +102,25 @@ impl Change {
     }
 }
 
-/// Every caller of either report, in the new report's order, then the ones
-/// only the baseline has.
+/// Every caller of either report (with finished calls or calls in
+/// flight), in the new report's order, then the ones only the baseline
+/// has.
 pub fn diff(old: &Report, new: &Report) -> Vec<Change> {
-    let find = |r: &Report, caller: &str| {
+    let names = |r: &'_ Report| -> Vec<String> {
         r.callers
             .iter()
-            .find(|c| c.caller == caller)
-            .map(Side::from)
+            .map(|c| c.caller.clone())
+            .chain(r.in_flight.iter().map(|f| f.caller.clone()))
+            .collect()
     };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for c in new.callers.iter().chain(&old.callers) {
-        if seen.insert(c.caller.clone()) {
+    for caller in names(new).into_iter().chain(names(old)) {
+        if seen.insert(caller.clone()) {
             out.push(Change {
-                caller: c.caller.clone(),
-                old: find(old, &c.caller),
-                new: find(new, &c.caller),
+                old: Side::find(old, &caller),
+                new: Side::find(new, &caller),
+                caller,
             });
         }
     }
@@ -91,7 +131,11 @@ fn side_text(s: Option<Side>) -> (String, String, String) {
     match s {
         None => ("-".into(), "-".into(), "-".into()),
         Some(s) => (
-            s.calls.to_string(),
+            if s.in_flight > 0 {
+                format!("{}+{}", s.calls, s.in_flight)
+            } else {
+                s.calls.to_string()
+            },
             format!("{:.2}", s.per_call),
             s.p99.map_or("-".into(), |v| format!("<={v}")),
         ),
@@ -126,6 +170,15 @@ pub fn render(changes: &[Change]) -> String {
             c.caller
         ));
     }
+    if changes
+        .iter()
+        .flat_map(|c| [c.old, c.new])
+        .any(|s| s.is_some_and(|s| s.in_flight > 0))
+    {
+        out.push_str(
+            "(N+M calls: N finished, M still in vmalloc when the report was taken; their failures so far count as retries)\n",
+        );
+    }
     out
 }
 
@@ -146,11 +199,13 @@ pub fn violations(new: &Report, changes: Option<&[Change]>, gates: &Gates) -> Ve
         for c in changes {
             match (c.old, c.new, c.growth_pct()) {
                 (None, Some(n), _) if n.retries > 0 => out.push(format!(
-                    "{}: retries {:.2} per call, not in the baseline",
-                    c.caller, n.per_call
+                    "{}: retries {:.2} per call, not in the baseline{}",
+                    c.caller,
+                    n.per_call,
+                    in_flight_note(n)
                 )),
                 (Some(o), Some(n), Some(g)) if g > pct => out.push(format!(
-                    "{}: retries per call {:.2} -> {:.2} ({}), more than +{pct}%",
+                    "{}: retries per call {:.2} -> {:.2} ({}), more than +{pct}%{}",
                     c.caller,
                     o.per_call,
                     n.per_call,
@@ -158,13 +213,25 @@ pub fn violations(new: &Report, changes: Option<&[Change]>, gates: &Gates) -> Ve
                         "none before".to_string()
                     } else {
                         format!("{g:+.1}%")
-                    }
+                    },
+                    in_flight_note(n)
                 )),
                 _ => {}
             }
         }
     }
     out
+}
+
+/// ", N call(s) still in flight" when the new side has some.
+fn in_flight_note(s: Side) -> String {
+    match s.in_flight {
+        0 => String::new(),
+        n => format!(
+            ", {n} call{} still in flight",
+            if n == 1 { "" } else { "s" }
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +293,84 @@ mod tests {
             v,
             vec!["new+0x1: retries 1.00 per call, not in the baseline"]
         );
+    }
+
+    fn stuck(caller: &str, mapping_failures: u64) -> InflightRow {
+        InflightRow {
+            tid: 64,
+            pid: 64,
+            comm: "sh".into(),
+            caller: caller.into(),
+            size: 6 << 20,
+            age_ns: 6_000_000_000,
+            area_failures: 0,
+            mapping_failures,
+            pt_failures: [("pte".to_string(), 1)].into(),
+            sleeps_so_far: mapping_failures,
+            slept_ns: 5_000_000_000,
+            stuck: true,
+        }
+    }
+
+    /// The stock kernel's report: no call of the site finished, one is
+    /// stuck with 744 mapping failures. The patched kernel's: one call,
+    /// one mapping retry. In-flight calls count, so the stuck call is
+    /// 744 retries per call, not a caller that is gone.
+    #[test]
+    fn calls_in_flight_count_with_their_failures() {
+        let site = "site_vmalloc_nofail_fresh+0x71 [nofail_trigger]";
+        let mut stock = sample(vec![caller("kernel_clone+0xdf", 1, 0)]);
+        stock.in_flight = vec![stuck(site, 744)];
+        let mut once = CallerStats {
+            calls: 1,
+            nofail_calls: 1,
+            mapping_failures: 1,
+            mapping_retries: 1,
+            ..Default::default()
+        };
+        once.retries_hist[log2_bucket(1)] = 1;
+        let patched = sample(vec![
+            sample_row(site, &once),
+            caller("kernel_clone+0xdf", 1, 0),
+        ]);
+        let gates = Gates {
+            fail_if_retries_increase: Some(50.0),
+            fail_if_p99_retries_above: Some(1),
+        };
+
+        let d = diff(&stock, &patched);
+        assert_eq!(d[0].caller, site);
+        let (old, new) = (d[0].old.unwrap(), d[0].new.unwrap());
+        assert_eq!((old.calls, old.in_flight, old.retries), (0, 1, 744));
+        assert_eq!((new.calls, new.in_flight, new.retries), (1, 0, 1));
+        assert_eq!(old.per_call, 744.0);
+        assert!(violations(&patched, Some(&d), &gates).is_empty());
+        let text = render(&d);
+        let line = text.lines().find(|l| l.starts_with(site)).unwrap();
+        assert_eq!(
+            line.split_whitespace().skip(2).collect::<Vec<_>>(),
+            ["0+1", "1", "744.00", "1.00", "-", "<=1", "-99.9%"],
+            "{text}"
+        );
+        assert!(text.contains("(N+M calls: N finished, M still in vmalloc"));
+
+        let d = diff(&patched, &stock);
+        let v = violations(&stock, Some(&d), &gates);
+        assert_eq!(
+            v,
+            vec![format!(
+                "{site}: retries per call 1.00 -> 744.00 (+74300.0%), more than +50%, 1 call still in flight"
+            )]
+        );
+        // Not in the baseline at all: a stuck call is still a new retrier.
+        let d = diff(&sample(vec![]), &stock);
+        assert_eq!(
+            violations(&stock, Some(&d), &gates),
+            vec![format!(
+                "{site}: retries 744.00 per call, not in the baseline, 1 call still in flight"
+            )]
+        );
+        // Without calls in flight nothing changes: no footnote.
+        assert!(!render(&diff(&patched, &patched)).contains("N+M"));
     }
 }

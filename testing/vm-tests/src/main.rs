@@ -10,6 +10,7 @@ mod export;
 mod harness;
 mod host;
 mod inject;
+mod patched;
 mod real;
 mod runner;
 mod scenarios;
@@ -55,15 +56,20 @@ struct Args {
     /// Run the overhead benchmark instead of the scenarios, writing JSON here.
     #[arg(long)]
     bench: Option<PathBuf>,
+    /// The kernel was built with this patch (its file stem): only the
+    /// scenarios made for it run (without it, only the others).
+    #[arg(long)]
+    kernel_patch: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cases = if args.host {
+    let mut cases = if args.host {
         host::all()
     } else {
         scenarios::all(args.trigger.is_some())
     };
+    cases.retain(|c| c.patch == args.kernel_patch.as_deref());
     if args.list {
         for c in &cases {
             let listing = Listing {

@@ -28,6 +28,10 @@ pub struct Case {
     /// Reports it writes to the output directory that testing/reports
     /// keeps for the host tests (`cargo xtask vm-test --bless`).
     pub records: &'static [&'static str],
+    /// The kernel patch it needs (`--kernel-patch`, the stem of the file
+    /// xtask built the test kernel with): it runs on that variant only.
+    /// None: it runs on unpatched kernels only.
+    pub patch: Option<&'static str>,
 }
 
 pub fn case(name: &'static str, run: Scenario) -> Case {
@@ -37,6 +41,7 @@ pub fn case(name: &'static str, run: Scenario) -> Case {
         own_boot: false,
         kernel_warnings: &[],
         records: &[],
+        patch: None,
     }
 }
 
@@ -241,6 +246,15 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 ..case(
                     "mapping_failure_after_partial_map_spins",
                     mapping_failure_after_partial_map_spins,
+                )
+            },
+            // The same call on the test kernel with the fix: one retry.
+            Case {
+                own_boot: true,
+                patch: Some(crate::patched::UNWIND_PATCH),
+                ..case(
+                    "mapping_partial_map_patched_retries_once",
+                    crate::patched::partial_map_retries_once,
                 )
             },
         ]);
