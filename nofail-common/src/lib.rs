@@ -619,12 +619,15 @@ mod tests {
         // Sizes are the sum of the fields: any hole would show here.
         assert_eq!(
             core::mem::size_of::<CallerStats>(),
-            8 * (4 + 4 + PT_LEVELS + 8 + 3 * HIST_BUCKETS)
+            8 * (4 + 4 + PT_LEVELS + 8 + 4 + 5 * HIST_BUCKETS)
         );
         assert_eq!(
             core::mem::size_of::<Inflight>(),
             8 * 4 + 4 * 6 + 4 * 2 + 4 * PT_LEVELS + 4 * 2 + 8 * 2 + COMM_LEN + 4 * 8
+                // window, what-if sums, futile/freed, slot owner
+                + 8 * 2 + 8 * 2 + 4 * 2 + 8
         );
+        assert_eq!(core::mem::size_of::<Waiter>(), 4 * 2 + 8 * 4);
         assert_eq!(core::mem::size_of::<Event>(), 8 * 6 + 4 * 8 + COMM_LEN);
         assert_eq!(core::mem::size_of::<InjectRule>(), 4 * 8 + 8);
         assert_eq!(core::mem::size_of::<Filter>(), 4 * 2 + 8 + COMM_LEN + 4 * 2);
