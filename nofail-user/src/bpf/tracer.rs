@@ -156,30 +156,13 @@ impl Tracer {
     /// free tracepoint. The full mode only: the other modes do not follow
     /// a call from its failure to its retry.
     fn attach_what_if(&mut self, view: &KernelView) -> Result<()> {
-        let core_mode = self
-            .attached
-            .iter()
-            .find(|a| a.role == "vmalloc-core")
-            .map(|a| a.mode);
-        let Some(core_mode) = core_mode else {
+        if self.core_mode().is_none() {
             anyhow::bail!(
                 "--what-if needs the full mode (kprobe or fentry): the {} mode does not follow a call from its failure to its retry",
                 mode_of(&self.attached)
             );
-        };
-        let (plan, _) = attach::resolve_table(view, attach::WHAT_IF_ROLES)?;
-        let btf = Btf::from_sys_fs().ok();
-        for Resolved { role, function } in plan {
-            let a = attach_role(
-                &mut self.ebpf,
-                btf.as_ref(),
-                view,
-                role,
-                function,
-                core_mode,
-            )?;
-            self.attached.push(a);
         }
+        self.attach_like_core(view, attach::WHAT_IF_ROLES)?;
         let name = attach::PAGE_FREE_PROGRAM;
         let tp: &mut aya::programs::RawTracePoint = program(&mut self.ebpf, name)?.try_into()?;
         tp.load()
@@ -288,13 +271,22 @@ impl Tracer {
     /// `nofail inject`: the stage roles that scope the injector
     /// (attach::STAGE_ROLES), attached the way vmalloc's core was.
     pub fn attach_stages(&mut self, view: &KernelView) -> Result<()> {
-        let core_mode = self
-            .attached
+        self.attach_like_core(view, attach::STAGE_ROLES)
+    }
+
+    /// How vmalloc's core is attached (kprobe or fentry); None in the
+    /// tracepoint and sentinel modes.
+    fn core_mode(&self) -> Option<Mode> {
+        self.attached
             .iter()
             .find(|a| a.role == "vmalloc-core")
             .map(|a| a.mode)
-            .context("vmalloc's core is not attached")?;
-        let (plan, _) = attach::resolve_table(view, attach::STAGE_ROLES)?;
+    }
+
+    /// Attaches every role of `roles` the way vmalloc's core was.
+    fn attach_like_core(&mut self, view: &KernelView, roles: &'static [Role]) -> Result<()> {
+        let core_mode = self.core_mode().context("vmalloc's core is not attached")?;
+        let (plan, _) = attach::resolve_table(view, roles)?;
         let btf = Btf::from_sys_fs().ok();
         for Resolved { role, function } in plan {
             let a = attach_role(
