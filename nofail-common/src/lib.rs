@@ -269,9 +269,8 @@ pub struct Inflight {
     pub owner: u64,
 }
 
-/// Full mode: calls in progress live in an array slot `tid % CALL_SLOTS`
-/// (`CALLS`), found by an array read the verifier inlines; a task whose
-/// slot another task holds spills into the `INFLIGHT` hash.
+/// Full mode: calls in progress live in array slots from `tid % CALL_SLOTS`
+/// on (`CALLS`), found by array reads the verifier inlines.
 pub const CALL_SLOTS: u32 = 512;
 /// Marks an owned slot (so that tid 0 is not a free slot's 0).
 pub const OWNED: u64 = 1 << 32;

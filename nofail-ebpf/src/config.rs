@@ -25,22 +25,14 @@ static RETRY_WINDOW_NS: u64 = 1_000_000_000;
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
 
-/// Full mode: `CALLS` slots in use and whether a call may spill into the
-/// `INFLIGHT` hash, so that `--max-inflight N` tracks at most N calls:
-/// min(N, CALL_SLOTS) slots, the hash for the rest (task.rs).
+/// Full mode: `CALLS` slots in use, so that `--max-inflight N` tracks at
+/// most N calls: min(N, CALL_SLOTS) (task.rs).
 #[unsafe(no_mangle)]
 static SLOTS_USED: u32 = nofail_common::CALL_SLOTS;
-#[unsafe(no_mangle)]
-static SPILL_OK: u32 = 1;
 
 #[inline(always)]
 pub fn slots_used() -> u32 {
     unsafe { core::ptr::read_volatile(&SLOTS_USED) }.max(1)
-}
-
-#[inline(always)]
-pub fn spill_ok() -> bool {
-    unsafe { core::ptr::read_volatile(&SPILL_OK) != 0 }
 }
 
 /// 1 with `--what-if` (whatif.rs); 0 removes its paths at verification.

@@ -11,16 +11,13 @@ use nofail_common::{
     MAX_INFLIGHT, MAX_STACKS, MAX_WAITERS, SyscallKey, TpSleep, TpTask, Waiter,
 };
 
-/// Full mode: calls in progress, one slot per `tid % CALL_SLOTS` (task.rs).
+/// Full mode: calls in progress, in slots from `tid % slots` (task.rs).
 #[map]
 pub static CALLS: Array<Inflight> = Array::with_max_entries(CALL_SLOTS, 0);
 
-/// Full mode: calls whose slot another task held (slot 0 counts them: the
-/// hash is not searched while none is there). Tracepoint mode: its loops.
+/// Tracepoint mode: the retry loops in progress, per thread id.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
-#[map]
-pub static SPILLED: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Finished calls folded per call site (`caller` address).
 #[map]

@@ -1,22 +1,27 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 //! Per-task helpers: which call (if any) the current task is inside.
 //!
-//! Full mode keeps each call in progress in the array slot `tid %
-//! CALL_SLOTS` (`CALLS`): an array lookup is a few instructions the
-//! verifier inlines, where a hash map insert, lookup and delete per call
-//! cost hundreds (bucket lock, free list, value copies). A slot is taken
-//! with a compare-and-swap; a task whose slot another task holds keeps its
-//! call in the `INFLIGHT` hash instead (counted in `SPILLED`, so the hash
-//! is only searched while it holds any). `--max-inflight` sets how many
-//! slots are used and whether the hash takes the rest (config.rs).
+//! Full mode keeps each call in progress in an array slot (`CALLS`): an
+//! array lookup is a few instructions the verifier inlines, where a hash
+//! map insert, lookup and delete per call cost hundreds (bucket lock, free
+//! list, value copies). A task's call goes to the first free of `PROBES`
+//! slots from `tid % slots`, taken with a compare-and-swap; when all are
+//! held the call is not tracked and counted (`InflightFull`). One map for
+//! every record also keeps the verifier's walk small: pointers into two
+//! maps (an earlier hash fallback) doubled the states it explored and its
+//! time at load. `--max-inflight` sets how many slots are used
+//! (config.rs).
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use nofail_common::{Health, Inflight, OWNED};
 
 use crate::{
-    config::{slots_used, spill_ok},
-    maps::{CALLS, INFLIGHT, SPILLED, cmpxchg, fetch_add, health},
+    config::slots_used,
+    maps::{CALLS, cmpxchg, health},
 };
+
+/// Slots tried per task, from `tid % slots` on.
+const PROBES: u32 = 4;
 
 #[inline(always)]
 pub fn current_tid() -> u32 {
@@ -33,32 +38,30 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Where a task's call record lives.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Home {
-    Slot,
-    Spilled,
-}
-
 /// The record of `tid`'s call in progress, ignored ones included.
 #[inline(always)]
-pub fn find_call(tid: u32) -> Option<(*mut Inflight, Home)> {
-    let slot = CALLS.get_ptr_mut(tid % slots_used())?;
-    if unsafe { (*slot).owner } == OWNED | tid as u64 {
-        return Some((slot, Home::Slot));
+pub fn find_call(tid: u32) -> Option<*mut Inflight> {
+    let slots = slots_used();
+    let owner = OWNED | tid as u64;
+    for i in 0..PROBES {
+        let slot = CALLS.get_ptr_mut((tid + i) % slots)?;
+        if unsafe { (*slot).owner } == owner {
+            return Some(slot);
+        }
     }
-    if SPILLED.get(0).is_none_or(|n| *n == 0) {
-        return None;
-    }
-    INFLIGHT.get_ptr_mut(tid).map(|c| (c, Home::Spilled))
+    None
 }
 
-/// Stores a new call record for `tid` (who has none): in its slot when
-/// free, else in the hash.
+/// Stores a new call record for `tid` (who has none) in the first free
+/// of its slots.
 #[inline(always)]
 pub fn open_call(tid: u32, call: &Inflight) {
-    if let Some(slot) = CALLS.get_ptr_mut(tid % slots_used()) {
-        let owner = OWNED | tid as u64;
+    let slots = slots_used();
+    let owner = OWNED | tid as u64;
+    for i in 0..PROBES {
+        let Some(slot) = CALLS.get_ptr_mut((tid + i) % slots) else {
+            break;
+        };
         if cmpxchg(unsafe { &mut (*slot).owner }, 0, owner) == 0 {
             unsafe {
                 *slot = *call;
@@ -67,35 +70,20 @@ pub fn open_call(tid: u32, call: &Inflight) {
             return;
         }
     }
-    if !spill_ok() || INFLIGHT.insert(tid, call, 0).is_err() {
-        health(Health::InflightFull);
-        return;
-    }
-    if let Some(n) = SPILLED.get_ptr_mut(0) {
-        fetch_add(n, 1);
-    }
+    health(Health::InflightFull);
 }
 
-/// Drops `tid`'s call record.
+/// Drops a call record.
 #[inline(always)]
-pub fn close_call(tid: u32, call: *mut Inflight, home: Home) {
-    match home {
-        Home::Slot => unsafe { (*call).owner = 0 },
-        Home::Spilled => {
-            if INFLIGHT.remove(tid).is_ok()
-                && let Some(n) = SPILLED.get_ptr_mut(0)
-            {
-                fetch_add(n, u64::MAX);
-            }
-        }
-    }
+pub fn close_call(call: *mut Inflight) {
+    unsafe { (*call).owner = 0 };
 }
 
 /// The tracked call the current task is inside, if it is inside one that
 /// the filters selected.
 #[inline(always)]
 pub fn current_call() -> Option<*mut Inflight> {
-    let (call, _) = find_call(current_tid())?;
+    let call = find_call(current_tid())?;
     if unsafe { (*call).ignored } != 0 {
         return None;
     }

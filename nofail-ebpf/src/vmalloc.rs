@@ -28,7 +28,7 @@ use nofail_common::{
 use crate::{
     config::{chains_on, gfp_nofail, retry_window_ns, selected, what_if},
     maps::{LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
-    task::{Home, close_call, current_tgid, current_tid, find_call, now_ns, open_call},
+    task::{close_call, current_tgid, current_tid, find_call, now_ns, open_call},
     whatif,
 };
 
@@ -99,7 +99,7 @@ fn stack_arg(ctx: &ProbeContext, n: usize) -> Option<u64> {
 fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64, u64)) {
     let tid = current_tid();
     let existing = find_call(tid);
-    if let Some((call, _)) = existing {
+    if let Some(call) = existing {
         if frame < unsafe { (*call).frame } {
             // Recursion for the page array: same task, deeper frame.
             unsafe { (*call).depth += 1 };
@@ -137,12 +137,10 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64,
     };
     match existing {
         // The stale record's place is this task's: reuse it.
-        Some((stale, home)) => unsafe {
+        Some(stale) => unsafe {
             let owner = (*stale).owner;
             *stale = call;
-            if home == Home::Slot {
-                (*stale).owner = owner;
-            }
+            (*stale).owner = owner;
         },
         None => open_call(tid, &call),
     }
@@ -174,7 +172,7 @@ fn note_open_coded_retry(tid: u32, caller: u64, now: u64) -> Option<u32> {
 
 fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     let tid = current_tid();
-    let Some((record, home)) = find_call(tid) else {
+    let Some(record) = find_call(tid) else {
         health(Health::OrphanExit);
         return;
     };
@@ -191,7 +189,7 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     if frame > outer + slack {
         // Returning from a frame above the record's: its entry was not seen
         // and the record is stale.
-        close_call(tid, record, home);
+        close_call(record);
         health(Health::OrphanExit);
         return;
     }
@@ -199,7 +197,7 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
     let call = unsafe { &*record };
     whatif::release(call);
     if call.ignored != 0 {
-        close_call(tid, record, home);
+        close_call(record);
         return;
     }
     let now = now_ns();
@@ -239,7 +237,7 @@ fn try_exit<C: StackIdContext>(ctx: &C, frame: u64, slack: u64, ret: u64) {
             fold_chain(unsafe { &mut *stats }, call, ret);
         }
     }
-    close_call(tid, record, home);
+    close_call(record);
 }
 
 /// NOFAIL, failed in a stage, returned NULL, slept, or retried by hand:

@@ -69,11 +69,9 @@ impl Tracer {
             .and_then(|k| tpmode::TextGlobals::from_kallsyms(&k));
         let self_tgid = std::process::id();
         let what_if = globals.what_if as u32;
-        // --max-inflight N: min(N, CALL_SLOTS) slots, and the hash (N
-        // entries, also tracepoint mode's loops) only when N is larger
-        // (nofail-ebpf/src/task.rs).
+        // --max-inflight N: min(N, CALL_SLOTS) call slots in full mode
+        // (nofail-ebpf/src/task.rs), N loops in tracepoint mode.
         let slots_used = cap.max_inflight.min(nofail_common::CALL_SLOTS);
-        let spill_ok = (cap.max_inflight > slots_used) as u32;
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("CALLERS", cap.max_callers)
@@ -82,8 +80,7 @@ impl Tracer {
             .override_global("RETRY_WINDOW_NS", &globals.retry_window_ns, true)
             .override_global("SELF_TGID", &self_tgid, true)
             .override_global("WHAT_IF", &what_if, true)
-            .override_global("SLOTS_USED", &slots_used, true)
-            .override_global("SPILL_OK", &spill_ok, true);
+            .override_global("SLOTS_USED", &slots_used, true);
         crate::bpf::events::apply_globals(
             &mut loader,
             &globals.event_kinds,
