@@ -14,7 +14,6 @@
 //! read while no task waits.
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::bpf_probe_read_kernel,
     macros::{fentry, kprobe, raw_tracepoint},
     programs::{FEntryContext, ProbeContext, RawTracePointContext},
@@ -146,8 +145,7 @@ fn try_vmap_free(va: u64) {
 /// `mm_page_free(struct page *page, unsigned int order)`: any page freed
 /// can be the page-table page the mapping stage failed to get.
 #[raw_tracepoint(tracepoint = "mm_page_free")]
-pub fn page_free(ctx: RawTracePointContext) -> i32 {
-    let _ = ctx.as_ptr();
+pub fn page_free(_ctx: RawTracePointContext) -> i32 {
     if waiting() {
         note_free(STAGE_MAPPING, 0, u64::MAX);
     }

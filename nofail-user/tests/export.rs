@@ -127,9 +127,7 @@ fn promtool_accepts_file_and_scrape() {
         "real_xfs_nofail.json",
         "real_xfs_inject.json",
     ] {
-        let out = nofail()
-            .arg("report")
-            .arg(recorded(report))
+        let out = report_of(&recorded(report))
             .arg("--prometheus")
             .arg(&prom)
             .output()
@@ -253,9 +251,7 @@ fn real_prometheus_scrapes_serve_and_agrees_on_quantiles() {
 #[test]
 fn baseline_gate_both_ways() {
     let gate = |new: &str, old: &str, extra: &[&str]| {
-        let out = nofail()
-            .arg("report")
-            .arg(recorded(new))
+        let out = report_of(&recorded(new))
             .arg("--baseline")
             .arg(recorded(old))
             .args(extra)
@@ -283,9 +279,7 @@ fn baseline_gate_both_ways() {
     assert_eq!(code, Some(0), "{err}");
 
     let p99 = |file: &str, limit: &str| {
-        nofail()
-            .arg("report")
-            .arg(recorded(file))
+        report_of(&recorded(file))
             .args(["--fail-if-p99-retries-above", limit])
             .output()
             .unwrap()
@@ -306,9 +300,7 @@ fn baseline_gate_both_ways() {
 fn svg_picture_shows_the_recorded_run() {
     let dir = scratch("svg");
     let svg = dir.join("r.svg");
-    let out = nofail()
-        .arg("report")
-        .arg(recorded("export_live.json"))
+    let out = report_of(&recorded("export_live.json"))
         .arg("--svg")
         .arg(&svg)
         .output()
@@ -356,9 +348,7 @@ fn what_if_in_prometheus_and_svg() {
     assert!(futile > 0 && freed == 1, "{row}");
     let prom = dir.join("w.prom");
     let svg = dir.join("w.svg");
-    let out = nofail()
-        .arg("report")
-        .arg(recorded("whatif_area.json"))
+    let out = report_of(&recorded("whatif_area.json"))
         .arg("--prometheus")
         .arg(&prom)
         .arg("--svg")
@@ -402,9 +392,7 @@ fn what_if_in_prometheus_and_svg() {
         n("whatif_slept_ns") as f64 / 1e6
     );
     assert!(picture.contains(&want), "lacks {want:?}");
-    let out = nofail()
-        .arg("report")
-        .arg(recorded("export_live.json"))
+    let out = report_of(&recorded("export_live.json"))
         .arg("--prometheus")
         .arg(&prom)
         .output()
@@ -418,15 +406,16 @@ fn what_if_in_prometheus_and_svg() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `nofail report FILE`, to which a test adds its outputs.
+fn report_of(file: &Path) -> Command {
+    let mut c = nofail();
+    c.arg("report").arg(file);
+    c
+}
+
 fn read_back(file: &Path, dir: &Path) -> (Value, String) {
     let copy = dir.join("copy.json");
-    let out = nofail()
-        .arg("report")
-        .arg(file)
-        .arg("--json")
-        .arg(&copy)
-        .output()
-        .unwrap();
+    let out = report_of(file).arg("--json").arg(&copy).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let again = serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
     (again, String::from_utf8_lossy(&out.stdout).into_owned())
