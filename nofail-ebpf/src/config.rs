@@ -150,6 +150,12 @@ fn in_ranges(caller: u64, n: u32) -> bool {
     }
 }
 
+/// Does the running filter select by task name (`--comm`)?
+#[inline(always)]
+pub fn comm_filtered() -> bool {
+    FILTER.get(0).is_some_and(|f: &Filter| f.comm[0] != 0)
+}
+
 /// Does the running filter ask for `--chains`?
 #[inline(always)]
 pub fn chains_on() -> bool {

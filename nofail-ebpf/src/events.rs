@@ -10,6 +10,7 @@
 //! record left out is counted (`EVENT_STATS`), by reason.
 
 use aya_ebpf::{
+    helpers::bpf_get_current_comm,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
     programs::tracing::StackIdContext,
@@ -116,7 +117,13 @@ pub fn send<C: StackIdContext>(ctx: &C, call: &Inflight, d: Detail) {
         reason: d.reason,
         gfp: call.gfp,
         stack_id,
-        comm: call.comm,
+        // The full mode's entry leaves the name out unless a --comm filter
+        // needs it; every event is sent from the calling task itself.
+        comm: if call.comm[0] != 0 {
+            call.comm
+        } else {
+            bpf_get_current_comm().unwrap_or([0; 16])
+        },
     });
     entry.submit(0);
     bump_percpu(&EVENT_STATS, EventCounter::Sent as u32);

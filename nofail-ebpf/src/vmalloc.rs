@@ -13,22 +13,27 @@
 //! arguments: fentry needs a 6.6+ trampoline for that many, so 6.1 uses the
 //! kprobe pair, which reads the stack-passed `caller` itself.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_comm, bpf_get_func_arg, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_func_arg, bpf_probe_read_kernel,
+        generated::bpf_get_current_comm,
+    },
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{
         FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
     },
 };
 use nofail_common::{
-    CallerStats, ChainKey, Health, Inflight, LastNull, NO_STACK, PT_LEVELS, log2_bucket,
+    COMM_LEN, CallerStats, ChainKey, Health, Inflight, LastNull, NO_STACK, PT_LEVELS, log2_bucket,
 };
 
 use crate::{
-    config::{chains_on, gfp_nofail, retry_window_ns, selected, what_if},
+    config::{chains_on, comm_filtered, gfp_nofail, retry_window_ns, selected, what_if},
     maps::{LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
-    task::{close_call, current_tgid, current_tid, find_call, now_ns, open_call},
+    task::{claim_call, close_call, current_tid, find_call, now_ns, reset_call},
     whatif,
 };
 
@@ -97,52 +102,54 @@ fn stack_arg(ctx: &ProbeContext, n: usize) -> Option<u64> {
 
 #[inline(always)]
 fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64, u64)) {
-    let tid = current_tid();
-    let existing = find_call(tid);
-    if let Some(call) = existing {
-        if frame < unsafe { (*call).frame } {
-            // Recursion for the page array: same task, deeper frame.
-            unsafe { (*call).depth += 1 };
-            return;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    let record = match find_call(tid) {
+        Some(call) => {
+            if frame < unsafe { (*call).frame } {
+                // Recursion for the page array: same task, deeper frame.
+                unsafe { (*call).depth += 1 };
+                return;
+            }
+            // Not deeper: the recorded call returned without us seeing it
+            // (a skipped run). Start over in its place rather than nest
+            // under a ghost.
+            health(Health::StaleReplaced);
+            call
         }
-        // Not deeper: the recorded call returned without us seeing it (a
-        // skipped run). Start over rather than nest under a ghost.
-        health(Health::StaleReplaced);
-    }
-    let tgid = current_tgid();
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let now = now_ns();
-    let ignored = !selected(tgid, &comm, caller, size, gfp);
-    let open_coded_retry = if ignored {
-        None
-    } else {
-        note_open_coded_retry(tid, caller, now)
-    };
-    let call = Inflight {
-        frame,
-        start_ns: now,
-        caller,
-        size,
-        gfp,
-        depth: 0,
-        tgid,
-        tid,
-        ignored: ignored as u32,
-        open_coded_retry: open_coded_retry.is_some() as u32,
-        open_coded_retry_sleeps: open_coded_retry.unwrap_or(0),
-        comm,
-        vstart,
-        vend,
-        ..Default::default()
-    };
-    match existing {
-        // The stale record's place is this task's: reuse it.
-        Some(stale) => unsafe {
-            let owner = (*stale).owner;
-            *stale = call;
-            (*stale).owner = owner;
+        None => match claim_call(tid) {
+            Some(slot) => slot,
+            None => return,
         },
-        None => open_call(tid, &call),
+    };
+    // Written in place, field by field: building the record on the stack
+    // and copying it cost more than the rest of the program.
+    reset_call(record);
+    let call = unsafe { &mut *record };
+    let now = now_ns();
+    call.frame = frame;
+    call.start_ns = now;
+    call.caller = caller;
+    call.size = size;
+    call.gfp = gfp;
+    call.tgid = tgid;
+    call.tid = tid;
+    call.vstart = vstart;
+    call.vend = vend;
+    // The task's name only when a --comm filter needs it now: the slow
+    // paths that send events take it then (events.rs), and userspace reads
+    // /proc for a call in flight without one.
+    if comm_filtered() {
+        // Straight into the record (a map value), not through a stack copy.
+        unsafe { bpf_get_current_comm(call.comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32) };
+    }
+    if !selected(tgid, &call.comm, caller, size, gfp) {
+        call.ignored = 1;
+        return;
+    }
+    if let Some(sleeps) = note_open_coded_retry(tid, caller, now) {
+        call.open_coded_retry = 1;
+        call.open_coded_retry_sleeps = sleeps;
     }
 }
 
@@ -279,19 +286,51 @@ fn fold_chain(stats: &mut CallerStats, call: &Inflight, ret: u64) {
 #[inline(always)]
 fn fold(stats: &mut CallerStats, call: &Inflight, ret: u64, latency: u64) {
     let nofail = call.gfp & gfp_nofail() != 0;
-    let (area, mapping) = (call.area_failures as u64, call.mapping_failures as u64);
-    // A failed stage turns the loop again only under __GFP_NOFAIL; without
-    // it the failure is the NULL returned.
-    let retries = if nofail { area + mapping } else { 0 };
     stats.calls += 1;
     stats.latency_ns += latency;
     if nofail {
         stats.nofail_calls += 1;
-        stats.area_retries += area;
-        stats.mapping_retries += mapping;
     }
     if ret == 0 {
         stats.null_returns += 1;
+    }
+    if let Some(b) = stats.latency_hist.get_mut(log2_bucket(latency)) {
+        *b += 1;
+    }
+    if quiet(call) {
+        // Nothing failed, slept or was injected (almost every call): no
+        // retries and no sleep, bucket 0 of each, and no sum to add to.
+        stats.retries_hist[0] += 1;
+        stats.slept_hist[0] += 1;
+        if what_if() && nofail {
+            stats.whatif_hist[0] += 1;
+        }
+        return;
+    }
+    fold_eventful(stats, call, nofail);
+}
+
+/// No stage failure, page-table failure, sleep or injection in this call:
+/// every slow-path counter of the record is still 0.
+#[inline(always)]
+fn quiet(call: &Inflight) -> bool {
+    let mut any = call.area_failures | call.mapping_failures | call.sleeps | call.injected;
+    for level in 0..PT_LEVELS {
+        any |= call.pt_failures[level];
+    }
+    any == 0
+}
+
+/// The rest of `fold` for a call in which something failed or slept.
+#[inline(always)]
+fn fold_eventful(stats: &mut CallerStats, call: &Inflight, nofail: bool) {
+    let (area, mapping) = (call.area_failures as u64, call.mapping_failures as u64);
+    // A failed stage turns the loop again only under __GFP_NOFAIL; without
+    // it the failure is the NULL returned.
+    let retries = if nofail { area + mapping } else { 0 };
+    if nofail {
+        stats.area_retries += area;
+        stats.mapping_retries += mapping;
     }
     stats.area_failures += area;
     stats.mapping_failures += mapping;
@@ -307,9 +346,6 @@ fn fold(stats: &mut CallerStats, call: &Inflight, ret: u64, latency: u64) {
     stats.slept_ns += call.slept_ns;
     if retries > stats.max_retries {
         stats.max_retries = retries;
-    }
-    if let Some(b) = stats.latency_hist.get_mut(log2_bucket(latency)) {
-        *b += 1;
     }
     if let Some(b) = stats.retries_hist.get_mut(log2_bucket(retries)) {
         *b += 1;

@@ -85,6 +85,7 @@ fn one_run(
             timeout: 3600,
             memory: 2048,
             icount,
+            cpus: 1,
         })?;
         if code != 0 {
             bail!("benchmark failed in the VM ({clock} boot, exit {code})");

@@ -184,6 +184,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
                     timeout: 30,
                     memory: 512,
                     icount: false,
+                    cpus: 2,
                 })?;
                 Ok(code == vm::EXIT_TIMEOUT)
             });
@@ -198,6 +199,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
                     timeout: 120,
                     memory: 512,
                     icount: false,
+                    cpus: 2,
                 })?;
                 Ok(code == vm::EXIT_CRASH)
             });

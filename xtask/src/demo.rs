@@ -35,5 +35,6 @@ pub fn run(name: KernelName) -> Result<i32> {
         timeout: 600,
         memory: 2048,
         icount: false,
+        cpus: 2,
     })
 }

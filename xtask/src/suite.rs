@@ -119,6 +119,7 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
             timeout: boot.timeout,
             memory: 2048,
             icount: false,
+            cpus: 2,
         })?;
         let (lines, closed) = read_results(&results);
         for name in &boot.names {

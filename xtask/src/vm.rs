@@ -45,6 +45,13 @@ pub struct VmArgs {
     /// Environment variables passed to the command (NAME=VALUE).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// Count instead of time: QEMU `-icount shift=0,sleep=off` (a guest
+    /// nanosecond is one guest instruction), as `cargo xtask bench` runs.
+    #[arg(long)]
+    pub icount: bool,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub cpus: u32,
     /// The command to run in the guest, as root, in the current directory.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -61,7 +68,8 @@ pub fn cmd(args: VmArgs) -> Result<i32> {
         env: &args.env,
         timeout: args.timeout,
         memory: args.memory,
-        icount: false,
+        icount: args.icount,
+        cpus: args.cpus,
     })
 }
 
@@ -78,6 +86,10 @@ pub struct Guest<'a> {
     /// QEMU `-icount shift=0,sleep=off`: the guest clock advances one
     /// nanosecond per guest instruction (the benchmark's counted metric).
     pub icount: bool,
+    /// Guest CPUs. The benchmark boots one: under -icount the clock is
+    /// shared, so instructions a second CPU runs meanwhile (a kworker,
+    /// a tracer's own process) would count as the measured thread's.
+    pub cpus: u32,
 }
 
 /// Boots `kernel`, runs `command` in `cwd`, returns the guest command's
@@ -111,6 +123,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         timeout,
         memory,
         icount,
+        cpus,
     } = *guest;
     let work = tempdir()?;
     let nonce = format!("NOFAIL-VM-{:016x}", rand64());
@@ -127,14 +140,14 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         // static-key sites (__schedule's sched_switch tracepoint,
         // enqueue_timer's timer_start, sched_clock_cpu during boot), seen
         // in about one CI run in three on the 7.2 kernels, with and
-        // without nofail attached. The guest still has two CPUs that
-        // preempt each other; it runs slower where both are busy.
+        // without nofail attached. The guest's CPUs (two, except in the
+        // benchmark) preempt each other; it runs slower where both are busy.
         "-accel",
         "tcg,thread=single",
         "-cpu",
         "max",
         "-smp",
-        "2",
+        &cpus.to_string(),
         "-m",
         &memory.to_string(),
     ])

@@ -109,10 +109,17 @@ pub fn read_inflight(
             .iter()
             .position(|&c| c == 0)
             .unwrap_or(call.comm.len());
+        // The full mode's entry leaves the name out (vmalloc.rs) unless
+        // a --comm filter needs it: the task is alive while its call is
+        // in flight, so /proc has it.
+        let comm = match comm_len {
+            0 => task_comm(call.tgid, call.tid),
+            n => String::from_utf8_lossy(&call.comm[..n]).into_owned(),
+        };
         rows.push(InflightRow {
             tid: call.tid,
             pid: call.tgid,
-            comm: String::from_utf8_lossy(&call.comm[..comm_len]).into_owned(),
+            comm,
             caller: syms.resolve(call.caller),
             size: call.size,
             age_ns,
@@ -126,6 +133,13 @@ pub fn read_inflight(
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.age_ns));
     Ok(rows)
+}
+
+/// A task's name from /proc, empty once it is gone.
+fn task_comm(tgid: u32, tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm"))
+        .map(|c| c.trim_end_matches('\n').to_owned())
+        .unwrap_or_default()
 }
 
 /// Reads `CHAINS` and `STACKS` and resolves every chain `depth` frames

@@ -91,6 +91,10 @@ pub fn fail_first_lines(ctx: &Ctx) -> Result<()> {
         let (inj, json) = start_inject(ctx, &name, &args)?;
         let stdout = inj.stdout.clone();
         let tid = gettid();
+        // The entry program leaves the name out without --comm; the event
+        // must still carry it.
+        let comm = std::fs::read_to_string("/proc/thread-self/comm")?;
+        let comm = comm.trim_end();
         let (run, report) = inj.around(|| trigger::run(site, 1, 64 << 10, Arm::Off))?;
         ensure!(run.calls == 1 && run.null == 0, "{stage}: {run:?}");
         let ev = events_of(&json, &stdout, "INJECTED")?;
@@ -107,6 +111,7 @@ pub fn fail_first_lines(ctx: &Ctx) -> Result<()> {
                 get(e, "event")? == "injected"
                     && num(e, "attempt")? == i as u64 + 1
                     && num(e, "tid")? == tid
+                    && get(e, "comm")? == comm
                     && get(e, "stage")? == stage
                     && get(e, "nofail")? == true
                     && get(e, "rule")? == &serde_json::json!(["fail-first"])
@@ -133,7 +138,7 @@ pub fn fail_first_lines(ctx: &Ctx) -> Result<()> {
             let line = &ev.text[i];
             ensure!(
                 line.contains(&format!(" attempt {} ", i + 1))
-                    && line.contains(&format!("tid {tid} "))
+                    && line.contains(&format!("tid {tid} ({comm}) "))
                     && line.contains(caller),
                 "{stage}: text line {} does not match its JSON line: {line}",
                 i + 1
