@@ -5,7 +5,8 @@
 //! (guest instructions, the counted metric) and plain TCG (wall time).
 //! Results: printed, and written to target/bench-{icount,wall}.json
 //! (`-N` appended per run with `--runs N`, and the spread of the counted
-//! metric between runs in target/bench-runs.json).
+//! metric between runs in target/bench-runs.json). `--jobs J` boots J
+//! counted runs at once.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -17,7 +18,7 @@ use crate::{
     vm,
 };
 
-pub fn run(runs: u32) -> Result<i32> {
+pub fn run(runs: u32, jobs: u32) -> Result<i32> {
     setup::ensure()?;
     let root = workspace_root();
     util::run(
@@ -27,22 +28,48 @@ pub fn run(runs: u32) -> Result<i32> {
     )?;
     let kernel = kernels::ensure(KernelName::Test)?;
     let ko = trigger::build(&kernel)?;
-    let mut counted = Vec::new();
-    for n in 1..=runs {
+    let suffix = |n: u32| {
         if runs > 1 {
-            println!("xtask bench: run {n} of {runs}");
-        }
-        let suffix = if runs > 1 {
             format!("-{n}")
         } else {
             String::new()
-        };
-        one_run(&root, &kernel, &ko, &suffix)?;
-        let path = root.join(format!("target/bench-icount{suffix}.json"));
-        counted.push(serde_json::from_str::<Value>(&std::fs::read_to_string(
-            &path,
-        )?)?);
+        }
+    };
+    // The counted boots, `jobs` at a time: a guest instruction count does
+    // not depend on what else the host runs. The wall-time boots after
+    // them, one at a time, as their clock does.
+    let next = std::sync::atomic::AtomicU32::new(1);
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..jobs.min(runs))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n > runs {
+                            return Ok(());
+                        }
+                        boot(&root, &kernel, &ko, true, &suffix(n))?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a benchmark boot panicked"))??;
+        }
+        Ok(())
+    })?;
+    for n in 1..=runs {
+        boot(&root, &kernel, &ko, false, &suffix(n))?;
     }
+    let counted = (1..=runs)
+        .map(|n| {
+            let path = root.join(format!("target/bench-icount{}.json", suffix(n)));
+            Ok(serde_json::from_str::<Value>(&std::fs::read_to_string(
+                &path,
+            )?)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
     if runs > 1 {
         let (table, spread) = spread(&counted)?;
         print!("{table}");
@@ -53,45 +80,45 @@ pub fn run(runs: u32) -> Result<i32> {
     Ok(0)
 }
 
-/// Two boots: the counted metric (-icount: one guest nanosecond per guest
-/// instruction), then plain TCG wall time for comparison.
-fn one_run(
+/// One boot of a run: the counted metric (-icount: one guest nanosecond
+/// per guest instruction) or plain TCG wall time for comparison.
+fn boot(
     root: &std::path::Path,
     kernel: &kernels::Kernel,
     ko: &std::path::Path,
+    icount: bool,
     suffix: &str,
 ) -> Result<()> {
-    for (clock, icount) in [("icount", true), ("wall", false)] {
-        let out = root.join(format!("target/bench-{clock}{suffix}.json"));
-        let command: Vec<String> = vec![
-            root.join("target/release/vm-tests").display().to_string(),
-            "--nofail".into(),
-            root.join("target/release/nofail").display().to_string(),
-            "--trigger".into(),
-            ko.display().to_string(),
-            "--out".into(),
-            root.join(format!("target/vm-results/bench-{clock}"))
-                .display()
-                .to_string(),
-            "--bench".into(),
-            out.display().to_string(),
-        ];
-        println!("xtask bench: {clock} boot");
-        let code = vm::run(&vm::Guest {
-            kernel,
-            cwd: root,
-            command: &command,
-            env: &[format!("NOFAIL_BENCH_CLOCK={clock}")],
-            timeout: 3600,
-            memory: 2048,
-            icount,
-            cpus: 1,
-        })?;
-        if code != 0 {
-            bail!("benchmark failed in the VM ({clock} boot, exit {code})");
-        }
-        println!("xtask bench: results in {}", out.display());
+    let clock = if icount { "icount" } else { "wall" };
+    let out = root.join(format!("target/bench-{clock}{suffix}.json"));
+    let command: Vec<String> = vec![
+        root.join("target/release/vm-tests").display().to_string(),
+        "--nofail".into(),
+        root.join("target/release/nofail").display().to_string(),
+        "--trigger".into(),
+        ko.display().to_string(),
+        "--out".into(),
+        root.join(format!("target/vm-results/bench-{clock}{suffix}"))
+            .display()
+            .to_string(),
+        "--bench".into(),
+        out.display().to_string(),
+    ];
+    println!("xtask bench: {clock} boot{suffix}");
+    let code = vm::run(&vm::Guest {
+        kernel,
+        cwd: root,
+        command: &command,
+        env: &[format!("NOFAIL_BENCH_CLOCK={clock}")],
+        timeout: 5400,
+        memory: 2048,
+        icount,
+        cpus: 1,
+    })?;
+    if code != 0 {
+        bail!("benchmark failed in the VM ({clock} boot{suffix}, exit {code})");
     }
+    println!("xtask bench: results in {}", out.display());
     Ok(())
 }
 

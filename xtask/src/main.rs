@@ -73,6 +73,11 @@ enum Cmd {
         /// target/bench-runs.json.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
+        /// Counted (-icount) boots to run at once (each is one host
+        /// thread; their count does not depend on the host's load). The
+        /// wall-time boots always run one at a time.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+        jobs: u32,
     },
     /// One static nofail (musl, stripped) in target/dist/, as a tarball
     /// with its sha256.
@@ -97,7 +102,7 @@ fn main() -> ExitCode {
         Cmd::Ci { kernel } => ci::run(kernel),
         Cmd::Dist => dist::build().map(|_| 0),
         Cmd::Deb => deb::build().map(|_| 0),
-        Cmd::Bench { runs } => bench::run(runs),
+        Cmd::Bench { runs, jobs } => bench::run(runs, jobs),
         Cmd::VmTest {
             kernel,
             filter,

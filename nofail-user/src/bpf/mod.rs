@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The kernel side from userspace: loading the embedded object, the attach
-//! plan, the injectors and the fmod_ret program, bpf(2), program
+//! The kernel side from userspace: loading the embedded object (and what
+//! it leaves in the kernel), the attach plan, the injectors and the fmod_ret program, bpf(2), program
 //! statistics, the filter maps, and reading the maps into the model.
 
 pub mod attach;
 pub mod events;
 pub mod filter;
 pub mod fmodret;
+pub mod footprint;
 pub mod injector;
 pub mod maps;
 pub mod progstats;

@@ -81,6 +81,12 @@ impl Tracer {
             .override_global("SELF_TGID", &self_tgid, true)
             .override_global("WHAT_IF", &what_if, true)
             .override_global("SLOTS_USED", &slots_used, true);
+        crate::bpf::footprint::shrink_unused(
+            &mut loader,
+            mode,
+            view.kprobes,
+            globals.event_kinds != 0,
+        );
         crate::bpf::events::apply_globals(
             &mut loader,
             &globals.event_kinds,

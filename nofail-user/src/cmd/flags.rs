@@ -58,8 +58,9 @@ pub struct FilterArgs {
 /// `health`, `nofail_missed_events_total`), never silently dropped.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CapacityArgs {
-    /// Call sites nofail can hold (per-CPU aggregates; each costs about
-    /// 1.1 KiB per CPU). Calls from sites beyond it are counted as missed.
+    /// Call sites nofail can hold (per-CPU aggregates of 1.75 KiB per CPU,
+    /// allocated for each site as it is first seen). Calls from sites
+    /// beyond it are counted as missed.
     #[arg(long, default_value_t = MAX_CALLERS, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_callers: u32,
     /// Calls that can be inside vmalloc at once (one per task). Calls
