@@ -93,7 +93,19 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
 /// Every kernel: sentinel attaches, and calls that do not fail leave no
 /// row at all (nothing of nofail ran for them).
 pub fn silent_without_failures(ctx: &Ctx) -> Result<()> {
+    let before = meminfo_kb("Percpu")?;
+    let vmalloc_before = meminfo_kb("VmallocUsed")?;
     let trace = Trace::start(ctx, "sentinel_quiet", &["--mode", "sentinel"])?;
+    // What a mode leaves in the kernel while it runs (bpf/footprint.rs):
+    // with every map preallocated, sentinel mode took 9 MB of per-CPU
+    // memory per CPU for call sites it never saw.
+    let percpu = meminfo_kb("Percpu")?.saturating_sub(before);
+    let vmalloc = meminfo_kb("VmallocUsed")?.saturating_sub(vmalloc_before);
+    println!("  attached: +{percpu} kB per-CPU memory, +{vmalloc} kB vmalloc");
+    ensure!(
+        percpu <= 1024,
+        "sentinel mode took {percpu} kB of per-CPU memory (preallocated maps?)"
+    );
     for _ in 0..5 {
         bpf::create_big_array_map()?;
     }
@@ -115,4 +127,13 @@ pub fn silent_without_failures(ctx: &Ctx) -> Result<()> {
         "a map creation that did not fail shows up: {callers:?}"
     );
     Ok(())
+}
+
+/// A `/proc/meminfo` line's value in kB.
+fn meminfo_kb(name: &str) -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {name} in /proc/meminfo"))
 }
