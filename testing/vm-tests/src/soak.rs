@@ -234,15 +234,48 @@ pub fn full_caller_map_counted(ctx: &Ctx) -> Result<()> {
 /// is counted, each is counted as missed, and the looping call is exact.
 pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
-    let hz = trigger::hz()?;
-    let turns = hz / 2;
+    // The one slot is every task's: when some other task is inside vmalloc
+    // just as the loop starts, the loop is the call left untracked (as it
+    // should be) and the premise does not hold. Seen once in the test
+    // kernel's suite; such a run is repeated, at most twice.
+    for attempt in 1..=3 {
+        let (maps, report) = inflight_map_attempt(ctx, attempt)?;
+        let looping = crate::harness::rows_of(&report["callers"], "site_vmalloc_nofail")?;
+        let missed = crate::harness::field(&report["health"], "inflight_full")?;
+        if looping.is_empty() && missed >= 1 && attempt < 3 {
+            println!("  attempt {attempt}: the loop found the only slot taken; again");
+            continue;
+        }
+        expect_fields(
+            &report,
+            "site_vmalloc_nofail",
+            &[("calls", 1), ("area_retries", trigger::hz()? / 2)],
+        )?;
+        let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc")?.len();
+        ensure!(
+            counted == 0,
+            "a map call was counted with the in-flight map full"
+        );
+        ensure!(
+            missed >= maps,
+            "inflight_full {missed} < {maps} maps made meanwhile"
+        );
+        return Ok(());
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// One run of `full_inflight_map_counted`: the maps made while the loop
+/// turned, and the report.
+fn inflight_map_attempt(ctx: &Ctx, attempt: u32) -> Result<(u64, serde_json::Value)> {
+    let turns = trigger::hz()? / 2;
     let pid = std::process::id().to_string();
     let trace = Trace::start(
         ctx,
-        "full_inflight",
+        &format!("full_inflight_{attempt}"),
         &["--pid", &pid, "--max-inflight", "1"],
     )?;
-    let (maps, report) = trace.around(|| {
+    trace.around(|| {
         let looping = std::thread::spawn(move || {
             trigger::run_injected(
                 Injector::ShouldFailslab,
@@ -262,21 +295,5 @@ pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
         let (run, left) = looping.join().expect("looping thread")?;
         ensure!(run.null == 0 && left == 0, "trigger {run:?}, {left} left");
         Ok(maps)
-    })?;
-    expect_fields(
-        &report,
-        "site_vmalloc_nofail",
-        &[("calls", 1), ("area_retries", turns)],
-    )?;
-    let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc")?.len();
-    ensure!(
-        counted == 0,
-        "a map call was counted with the in-flight map full"
-    );
-    let missed = crate::harness::field(&report["health"], "inflight_full")?;
-    ensure!(
-        missed >= maps,
-        "inflight_full {missed} < {maps} maps made meanwhile"
-    );
-    Ok(())
+    })
 }
