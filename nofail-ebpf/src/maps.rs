@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
-//! Maps shared by the probe families. Userspace reads them by these names.
+//! Maps shared by the probe families. Userspace reads them by these names;
+//! which mode uses which is listed in nofail-user/src/bpf/footprint.rs,
+//! which creates the others with one entry.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,

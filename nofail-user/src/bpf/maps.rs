@@ -85,13 +85,11 @@ pub fn read_inflight(
         ebpf.map(map_names::INFLIGHT)
             .context("INFLIGHT map missing")?,
     )?;
-    // Full mode keeps most calls in the CALLS slots (owner set), the rest
-    // in the hash; tracepoint mode only uses the hash.
+    // Full mode keeps its calls in the CALLS slots (owner set), tracepoint
+    // mode its loops in the hash; the other map is empty (bpf/footprint.rs).
     let slots: Array<_, Inflight> =
         Array::try_from(ebpf.map(map_names::CALLS).context("CALLS map missing")?)?;
-    let in_slots = (0..slots.len())
-        .filter_map(|i| slots.get(&i, 0).ok())
-        .filter(|c| c.owner != 0);
+    let in_slots = slots.iter().filter_map(|c| c.ok()).filter(|c| c.owner != 0);
     // Entries vanish while we iterate.
     let in_hash = map.iter().filter_map(|e| e.ok()).map(|(_, c)| c);
     let now = monotonic_ns();

@@ -63,8 +63,9 @@ pub struct CapacityArgs {
     /// beyond it are counted as missed.
     #[arg(long, default_value_t = MAX_CALLERS, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_callers: u32,
-    /// Calls that can be inside vmalloc at once (one per task). Calls
-    /// beyond it are not tracked and counted as missed.
+    /// Calls that can be inside vmalloc at once (one per task; the full
+    /// mode holds at most 512). Calls beyond it are not tracked and
+    /// counted as missed.
     #[arg(long, default_value_t = MAX_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..=1048576))]
     pub max_inflight: u32,
 }
