@@ -5,7 +5,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::bpf_loop;
+use aya_ebpf::helpers::{bpf_loop, generated::bpf_get_current_comm};
 use nofail_common::{CALLER_RANGE_STEPS, COMM_LEN, Filter};
 
 use crate::maps::{CALLER_RANGES, FILTER};
@@ -55,9 +55,12 @@ pub fn retry_window_ns() -> u64 {
     unsafe { core::ptr::read_volatile(&RETRY_WINDOW_NS) }
 }
 
-/// Does a call pass the runtime filters?
+/// Does a call pass the runtime filters? `comm` is the task's name, or
+/// zeros when the caller has not read it: it is read here, into `comm`,
+/// only when this same read of the filter asks for a name (`--comm`), so
+/// a filter rewritten meanwhile never compares an unread name.
 #[inline(always)]
-pub fn selected(tgid: u32, comm: &[u8; COMM_LEN], caller: u64, size: u64, gfp: u32) -> bool {
+pub fn selected(tgid: u32, comm: &mut [u8; COMM_LEN], caller: u64, size: u64, gfp: u32) -> bool {
     if tgid == unsafe { core::ptr::read_volatile(&SELF_TGID) } {
         return false;
     }
@@ -75,6 +78,11 @@ pub fn selected(tgid: u32, comm: &[u8; COMM_LEN], caller: u64, size: u64, gfp: u
         return false;
     }
     if f.comm[0] != 0 {
+        if comm[0] == 0 {
+            // Straight into `comm` (a map value at entry), not through a
+            // stack copy.
+            unsafe { bpf_get_current_comm(comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32) };
+        }
         for (want, have) in f.comm.iter().zip(comm.iter()) {
             if want != have {
                 return false;
@@ -148,12 +156,6 @@ fn in_ranges(caller: u64, n: u32) -> bool {
         Some(r) => caller >= r.start && caller < r.end,
         None => false,
     }
-}
-
-/// Does the running filter select by task name (`--comm`)?
-#[inline(always)]
-pub fn comm_filtered() -> bool {
-    FILTER.get(0).is_some_and(|f: &Filter| f.comm[0] != 0)
 }
 
 /// Does the running filter ask for `--chains`?

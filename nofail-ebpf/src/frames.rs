@@ -13,8 +13,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_get_stack, bpf_loop, bpf_probe_read_kernel};
 
-use aya_ebpf::helpers::bpf_get_current_comm;
-use nofail_common::Health;
+use nofail_common::{COMM_LEN, Health};
 
 use crate::{
     config::selected,
@@ -327,6 +326,6 @@ pub fn tracked_call(
         health(Health::CallerUnread);
         return None;
     }
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    selected(current_tgid(), &comm, call.caller, size, gfp).then_some(call)
+    let mut comm = [0; COMM_LEN];
+    selected(current_tgid(), &mut comm, call.caller, size, gfp).then_some(call)
 }

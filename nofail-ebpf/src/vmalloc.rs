@@ -13,25 +13,20 @@
 //! arguments: fentry needs a 6.6+ trampoline for that many, so 6.1 uses the
 //! kprobe pair, which reads the stack-passed `caller` itself.
 
-use core::ffi::c_void;
-
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_func_arg, bpf_probe_read_kernel,
-        generated::bpf_get_current_comm,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_func_arg, bpf_probe_read_kernel},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{
         FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
     },
 };
 use nofail_common::{
-    COMM_LEN, CallerStats, ChainKey, Health, Inflight, LastNull, NO_STACK, PT_LEVELS, log2_bucket,
+    CallerStats, ChainKey, Health, Inflight, LastNull, NO_STACK, PT_LEVELS, log2_bucket,
 };
 
 use crate::{
-    config::{chains_on, comm_filtered, gfp_nofail, retry_window_ns, selected, what_if},
+    config::{chains_on, gfp_nofail, retry_window_ns, selected, what_if},
     maps::{LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
     task::{claim_call, close_call, current_tid, find_call, now_ns, reset_call},
     whatif,
@@ -136,14 +131,11 @@ fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64,
     call.tid = tid;
     call.vstart = vstart;
     call.vend = vend;
-    // The task's name only when a --comm filter needs it now: the slow
-    // paths that send events take it then (events.rs), and userspace reads
-    // /proc for a call in flight without one.
-    if comm_filtered() {
-        // Straight into the record (a map value), not through a stack copy.
-        unsafe { bpf_get_current_comm(call.comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32) };
-    }
-    if !selected(tgid, &call.comm, caller, size, gfp) {
+    // The task's name is read only when a --comm filter needs it now
+    // (selected): the slow paths that send events take it then
+    // (events.rs), and userspace reads /proc for a call in flight without
+    // one.
+    if !selected(tgid, &mut call.comm, caller, size, gfp) {
         call.ignored = 1;
         return;
     }

@@ -127,6 +127,10 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 open_coded_retry_loop_detected,
             ),
             case("filters_select_in_kernel", filters_select_in_kernel),
+            case(
+                "comm_filter_leaves_out_other_tasks",
+                comm_filter_leaves_out_other_tasks,
+            ),
             case("module_filter_exact", module_filter_exact),
             case("module_unload_keeps_names", module_unload_keeps_names),
             case(
@@ -661,6 +665,34 @@ fn filters_select_in_kernel(ctx: &Ctx) -> Result<()> {
         "site_vmalloc_nofail",
         &[("calls", 3), ("nofail_calls", 3)],
     )
+}
+
+/// --comm alone: the same call site run by a task of another name (a
+/// shell) is left out, ours is counted; the entry reads the name only
+/// because the filter asks for it.
+fn comm_filter_leaves_out_other_tasks(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let trace = Trace::start(ctx, "comm", &["--comm", "vm-tests"])?;
+    let (before, _) = trigger::totals()?;
+    trigger::run("vmalloc", 3, 64 << 10, Arm::Off)?;
+    let shell = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "cd {} && echo 65536 > size && echo 5 > count && echo 0 > fail && echo vmalloc > run",
+                trigger::DIR
+            ),
+        ])
+        .status()?;
+    ensure!(shell.success(), "shell run of the trigger: {shell}");
+    let (after, _) = trigger::totals()?;
+    ensure!(
+        after - before == 8,
+        "the trigger made {} calls, not 8",
+        after - before
+    );
+    let report = trace.finish()?;
+    expect_fields(&report, "site_vmalloc", &[("calls", 3)])
 }
 
 /// A NOFAIL call kept looping (~1 s of injected area failures) shows up in
