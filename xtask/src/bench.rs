@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! `cargo xtask bench`: what tracing costs per vmalloc call, measured by
 //! `vm-tests --bench` (untraced, nofail kprobe, fentry and sentinel,
-//! bpftrace; interleaved rounds) in two test-VM boots: under `-icount`
+//! bpftrace, a process tracing nothing; interleaved, carryover-balanced
+//! rounds) in two test-VM boots: under `-icount`
 //! (guest instructions, the counted metric) and plain TCG (wall time).
 //! Results: printed, and written to target/bench-{icount,wall}.json
 //! (`-N` appended per run with `--runs N`, and the spread of the counted
