@@ -32,6 +32,9 @@ use crate::{
 /// One round per configuration: the balanced order needs as many.
 const ROUNDS: usize = CONFIGS.len();
 const K: u64 = 3;
+/// How long bpftrace may take to attach (it parses the kernel's BTF;
+/// under plain TCG that takes about a minute).
+const BPFTRACE_ATTACH_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Per-caller calls, NOFAIL calls, NULL returns and latency, as nofail's
 /// full mode keeps them. Debian's bpftrace refuses kfunc on functions with
@@ -231,14 +234,36 @@ fn with_bpftrace() -> Result<Sample> {
         .spawn()
         .context("cannot run bpftrace")?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    // A bpftrace that never gets its probes attached (one wall-time boot
+    // waited on it until the VM's timeout) is killed, and the run fails.
+    let pid = child.id() as i32;
+    let (attached, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = watch.recv_timeout(BPFTRACE_ATTACH_LIMIT).is_err();
+        if late {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        late
+    });
     // BEGIN runs once every probe is attached ("Attaching N probes..."
     // comes before).
-    loop {
-        let line = lines.next().context("bpftrace exited before attaching")??;
-        if line.starts_with("READY") {
-            break;
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("READY") => break Ok(()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break Err(e.into()),
+            None => break Err(anyhow::anyhow!("bpftrace exited before attaching")),
         }
+    };
+    let _ = attached.send(());
+    if watchdog.join().unwrap_or(false) {
+        let _ = child.wait();
+        anyhow::bail!(
+            "bpftrace did not attach within {} s",
+            BPFTRACE_ATTACH_LIMIT.as_secs()
+        );
     }
+    ready?;
     let ns = measure_all();
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let maps: Vec<String> = lines.map_while(Result::ok).collect();
