@@ -119,9 +119,8 @@ enum Config {
     Bpftrace,
     /// A process that traces nothing (`sleep`), started and stopped as the
     /// tracers are: what any new process's kernel memory (its stack, page
-    /// tables) does to the cost of vmalloc calls, through the shape of
-    /// the kernel's vmap area trees. Measured on 8 KiB calls after a
-    /// full-mode run: -4 to +57 instructions per call.
+    /// tables) does to the cost of vmalloc calls. Measured on 8 KiB calls
+    /// after a full-mode run: -4 to +57 instructions per call.
     OtherProcess,
 }
 
@@ -159,6 +158,19 @@ struct Sample {
     runs: u64,
     run_time_ns: u64,
     skipped: u64,
+}
+
+impl Sample {
+    /// A configuration that runs no tracing program and counts nothing.
+    fn untraced(ns_per_call: Vec<f64>) -> Self {
+        Sample {
+            ns_per_call,
+            counted: vec![None; WORKLOADS.len()],
+            runs: 0,
+            run_time_ns: 0,
+            skipped: 0,
+        }
+    }
 }
 
 /// This thread's CPU time (user and kernel): what its calls cost, tracing
@@ -296,13 +308,7 @@ fn with_other_process() -> Result<Sample> {
     let ns = measure_all();
     child.kill()?;
     child.wait()?;
-    Ok(Sample {
-        ns_per_call: ns?,
-        counted: vec![None; WORKLOADS.len()],
-        runs: 0,
-        run_time_ns: 0,
-        skipped: 0,
-    })
+    Ok(Sample::untraced(ns?))
 }
 
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -322,13 +328,7 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
         for i in order(CONFIGS.len(), round) {
             let (name, config) = &CONFIGS[i];
             let s = match config {
-                Config::Untraced => Sample {
-                    ns_per_call: measure_all()?,
-                    counted: vec![None; WORKLOADS.len()],
-                    runs: 0,
-                    run_time_ns: 0,
-                    skipped: 0,
-                },
+                Config::Untraced => Sample::untraced(measure_all()?),
                 Config::Nofail(mode) => with_nofail(ctx, mode, round)?,
                 Config::Bpftrace => with_bpftrace()?,
                 Config::OtherProcess => with_other_process()?,

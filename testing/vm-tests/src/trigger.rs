@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, ensure};
 use nofail_test_support::kernel::{KernelConfig, kernel_functions};
 
-pub const DIR: &str = "/sys/kernel/debug/nofail_trigger";
+const DIR: &str = "/sys/kernel/debug/nofail_trigger";
 
 /// Loads the module unless loaded. A reload (after a scenario unloaded it)
 /// starts the fresh-address-space site 1000 slots further on: the slots an
