@@ -76,6 +76,14 @@ impl Tracer {
         loader
             .map_max_entries("CALLERS", cap.max_callers)
             .map_max_entries("INFLIGHT", cap.max_inflight)
+            // As many caller ranges as this run searches (filter::install):
+            // the full table is a 520 KiB vmalloc area held all run, and
+            // every vmalloc area held makes vmalloc calls dearer (the
+            // benchmark, README).
+            .map_max_entries(
+                nofail_common::map_names::CALLER_RANGES,
+                (targets.ranges.len() as u32).max(1),
+            )
             .override_global("GFP_NOFAIL", &gfp_nofail, true)
             .override_global("RETRY_WINDOW_NS", &globals.retry_window_ns, true)
             .override_global("SELF_TGID", &self_tgid, true)

@@ -66,7 +66,7 @@ struct Workload {
 }
 
 const WORKLOADS: &[Workload] = &[
-    // 400 areas of 17 pages (a guard page each) stay under the one-CPU
+    // 250 areas of 17 pages (a guard page each) stay under the one-CPU
     // guest's lazy-free limit (lazy_max_pages(): 8,192 pages), so a batch
     // that starts from a purge meets none: a purge is worth thousands of
     // instructions per call.
@@ -74,16 +74,16 @@ const WORKLOADS: &[Workload] = &[
         name: "vmalloc_64k",
         caller: "site_vmalloc",
         calls: 2000,
-        batches: 5,
-        run: || vmalloc(400, 64 << 10),
+        batches: LAYOUTS,
+        run: || vmalloc(250, 64 << 10),
     },
-    // 2,000 areas of 3 pages: 6,000.
+    // 500 areas of 3 pages: 1,500.
     Workload {
         name: "vmalloc_8k",
         caller: "site_vmalloc",
         calls: 4000,
-        batches: 2,
-        run: || vmalloc(2000, 8 << 10),
+        batches: LAYOUTS,
+        run: || vmalloc(500, 8 << 10),
     },
     Workload {
         name: "bpf_map_create",
@@ -186,20 +186,66 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn measure_all() -> Result<Vec<f64>> {
+/// Batches per vmalloc workload, each under its own memory layout.
+const LAYOUTS: u32 = 8;
+
+/// A memory layout for one batch: BPF array maps held through it, 0 to
+/// 32 of them, 1 KiB to 256 KiB each (log-uniform), drawn from `seed`.
+/// What else the kernel holds moves a vmalloc call's cost both ways:
+/// measured on 8 KiB calls (test kernel, one boot, one layout), one held
+/// 64 KiB map cost +78 instructions per call, four +16, 27 of them -51,
+/// 27 kmalloc'd 16 KiB maps -50. A configuration measured in one layout
+/// draws one of these by luck. Averaged over layouts, as Stabilizer
+/// (Curtsinger and Berger, ASPLOS 2013) does for user programs, the
+/// `sleep` process and the 16 KiB maps came to within 1 of untraced,
+/// and 27 held 64 KiB maps to +17 (8 KiB calls) and +120 (64 KiB): what
+/// is left is what the held memory itself costs.
+fn layout(seed: u64) -> Result<Vec<std::os::fd::OwnedFd>> {
+    layout_entries(seed)
+        .into_iter()
+        .map(|entries| bpf::array_map(64, entries).context("cannot create a layout map"))
+        .collect()
+}
+
+/// The 64-byte entries of each map of layout `seed`.
+fn layout_entries(seed: u64) -> Vec<u32> {
+    // splitmix64
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..next() % 33)
+        .map(|_| (2f64.powf(10.0 + (next() % 33) as f64 / 4.0) / 64.0) as u32)
+        .collect()
+}
+
+/// Cost per call of each workload in `round`. Batch `b` of workload `w`
+/// runs under layout (round, w, b): every configuration of a round meets
+/// the same layouts, so a round's differences compare like with like.
+fn measure_all(round: usize) -> Result<Vec<f64>> {
     WORKLOADS
         .iter()
-        .map(|w| {
+        .enumerate()
+        .map(|(w, work)| {
             let mut spent = 0;
-            for _ in 0..w.batches {
+            for b in 0..work.batches {
+                let held = layout(((round as u64) << 32) | ((w as u64) << 16) | b as u64)?;
                 // Every batch starts with no lazily freed vmap area pending;
                 // the purge itself is not measured.
                 trigger::purge_lazy()?;
                 let t = thread_cpu_ns();
-                (w.run)()?;
+                (work.run)()?;
                 spent += thread_cpu_ns().saturating_sub(t);
+                drop(held);
+                // The maps are freed from a workqueue: let it run now, not
+                // during the next batch.
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Ok(spent as f64 / w.calls as f64)
+            Ok(spent as f64 / work.calls as f64)
         })
         .collect()
 }
@@ -213,7 +259,7 @@ fn counted_by_nofail(report: &Value, caller: &str) -> Result<u64> {
 
 fn with_nofail(ctx: &Ctx, mode: &str, round: usize) -> Result<Sample> {
     let trace = Trace::start(ctx, &format!("bench_{mode}_{round}"), &["--mode", mode])?;
-    let ns = measure_all();
+    let ns = measure_all(round);
     let report = trace.finish()?;
     let ns_per_call = ns?;
     let programs = report["health"]["programs"]
@@ -238,7 +284,7 @@ fn with_nofail(ctx: &Ctx, mode: &str, round: usize) -> Result<Sample> {
     })
 }
 
-fn with_bpftrace() -> Result<Sample> {
+fn with_bpftrace(round: usize) -> Result<Sample> {
     let mut child = Command::new("bpftrace")
         .args(["-e", BPFTRACE])
         .stdout(Stdio::piped())
@@ -276,7 +322,7 @@ fn with_bpftrace() -> Result<Sample> {
         );
     }
     ready?;
-    let ns = measure_all();
+    let ns = measure_all(round);
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let maps: Vec<String> = lines.map_while(Result::ok).collect();
     child.wait()?;
@@ -300,12 +346,12 @@ fn with_bpftrace() -> Result<Sample> {
     })
 }
 
-fn with_other_process() -> Result<Sample> {
+fn with_other_process(round: usize) -> Result<Sample> {
     let mut child = Command::new("sleep")
         .arg("1000")
         .spawn()
         .context("cannot run sleep")?;
-    let ns = measure_all();
+    let ns = measure_all(round);
     child.kill()?;
     child.wait()?;
     Ok(Sample::untraced(ns?))
@@ -322,16 +368,16 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
     // costs are measured, on in a round of their own afterwards.
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")
         .context("cannot set BPF run statistics")?;
-    measure_all()?; // warm up
+    measure_all(ROUNDS + 1)?; // warm up
     let mut samples: Vec<Vec<Sample>> = CONFIGS.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
         for i in order(CONFIGS.len(), round) {
             let (name, config) = &CONFIGS[i];
             let s = match config {
-                Config::Untraced => Sample::untraced(measure_all()?),
+                Config::Untraced => Sample::untraced(measure_all(round)?),
                 Config::Nofail(mode) => with_nofail(ctx, mode, round)?,
-                Config::Bpftrace => with_bpftrace()?,
-                Config::OtherProcess => with_other_process()?,
+                Config::Bpftrace => with_bpftrace(round)?,
+                Config::OtherProcess => with_other_process(round)?,
             };
             println!(
                 "  round {round} {name}: {}",
@@ -453,6 +499,19 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_vary_within_their_bounds_and_repeat_per_seed() {
+        let all: Vec<Vec<u32>> = (0..64).map(layout_entries).collect();
+        assert_eq!(all, (0..64).map(layout_entries).collect::<Vec<_>>());
+        let counts: Vec<usize> = all.iter().map(Vec::len).collect();
+        assert!(counts.iter().all(|&n| n <= 32), "{counts:?}");
+        assert!(counts.iter().min() < Some(&4), "{counts:?}");
+        assert!(counts.iter().max() > Some(&28), "{counts:?}");
+        let sizes: Vec<u32> = all.concat();
+        assert_eq!(sizes.iter().min(), Some(&16), "1 KiB");
+        assert_eq!(sizes.iter().max(), Some(&4096), "256 KiB");
+    }
 
     #[test]
     fn order_balances_what_comes_before() {
