@@ -124,9 +124,12 @@ pub fn inject_count(slot: InjectCounter) {
 pub static VERDICT: HashMap<u32, u64> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
 
 /// NULL returns that became a system call failing with -ENOMEM, per call
-/// site and system call number.
+/// site and system call number (`inject`). Allocated as they come, as
+/// `CALLERS`: preallocated, its 1,024 entries were a 72 KiB vmalloc area
+/// held in every mode.
 #[map]
-pub static ENOMEM_SYSCALLS: HashMap<SyscallKey, u64> = HashMap::with_max_entries(1024, 0);
+pub static ENOMEM_SYSCALLS: HashMap<SyscallKey, u64> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 /// Counters of what the programs could not track (see `Health`).
 #[map]

@@ -26,7 +26,16 @@ const SENTINEL_ONLY: &[&str] = &["SENTINEL_SLEEPS"];
 /// Used only by the full mode's programs and injection (vmalloc.rs,
 /// task.rs, inject.rs, chains and events): userspace reads some of them in
 /// any mode, which a one-entry map answers as empty.
-const FULL_ONLY: &[&str] = &["CALLS", "STACKS", "VERDICT", "LAST_NULL_NS"];
+const FULL_ONLY: &[&str] = &["CALLS", "CHAINS", "STACKS", "VERDICT", "LAST_NULL_NS"];
+/// Sentinel mode's per-task maps: a task stays in them from a failure (or
+/// a NULL) to its retry sleep, or through the sleep. Sized so that each
+/// is one kmalloc'd block (bpf_map_area_alloc() takes kmalloc up to
+/// 32 KiB) instead of two vmalloc areas of 1.4 MiB and 256 KiB: memory a
+/// fleet's always-on sentinel holds, and held memory makes every vmalloc
+/// call dearer (the benchmark, README). LRU: past 256 tasks in a slow path
+/// at once, the oldest task's state goes.
+const SENTINEL_TASK_MAPS: &[&str] = &["LAST_NULL", "TP_TASKS", "SENTINEL_SLEEPS"];
+pub const SENTINEL_TASKS: u32 = 256;
 
 /// Shrinks the maps `mode` does not use. `auto` may fall back to
 /// tracepoint mode only on a kernel without kprobes, so it shrinks as the
@@ -41,6 +50,11 @@ pub fn shrink_unused(loader: &mut EbpfLoader, mode: Mode, kprobes: bool, events:
     };
     for name in unused {
         loader.map_max_entries(name, 1);
+    }
+    if mode == Mode::Sentinel {
+        for name in SENTINEL_TASK_MAPS {
+            loader.map_max_entries(name, SENTINEL_TASKS);
+        }
     }
     if !events || !full {
         loader.map_max_entries("EVENTS", RING_MIN);
@@ -59,10 +73,16 @@ mod tests {
         // this module sits below the tracer.
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nofail"));
         let obj = aya_obj::Object::parse(object).unwrap();
-        for name in [TRACEPOINT_ONLY, SLOW_PATH_ONLY, SENTINEL_ONLY, FULL_ONLY]
-            .concat()
-            .into_iter()
-            .chain(["EVENTS"])
+        for name in [
+            TRACEPOINT_ONLY,
+            SLOW_PATH_ONLY,
+            SENTINEL_ONLY,
+            FULL_ONLY,
+            SENTINEL_TASK_MAPS,
+        ]
+        .concat()
+        .into_iter()
+        .chain(["EVENTS"])
         {
             assert!(obj.maps.contains_key(name), "no map {name} in the object");
         }

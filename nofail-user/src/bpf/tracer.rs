@@ -145,6 +145,16 @@ impl Tracer {
                 mode_of(&attached)
             );
         }
+        if targets.filter.chains != 0
+            && attached
+                .iter()
+                .any(|a| matches!(a.mode, Mode::Tracepoint | Mode::Sentinel))
+        {
+            anyhow::bail!(
+                "--chains needs the full mode (kprobe or fentry): the {} mode does not follow each call",
+                mode_of(&attached)
+            );
+        }
         if targets.filter.nofail_only != 0 && attached.iter().any(|a| a.mode == Mode::Tracepoint) {
             // Dropping `ebpf` detaches what was attached.
             anyhow::bail!(

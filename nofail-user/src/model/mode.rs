@@ -20,7 +20,8 @@ pub enum Mode {
     Tracepoint,
     /// Slow paths only, for always-on use: failures, NULLs, NOFAIL retries
     /// and sleeps, open-coded retries; a call that does not fail runs nothing,
-    /// so calls, latency and page-table levels are not counted.
+    /// so calls, latency and page-table levels are not counted. Follows up
+    /// to 256 tasks in a slow path at once.
     Sentinel,
 }
 
