@@ -31,32 +31,41 @@ use crate::{
     task::{current_tid, now_ns},
 };
 
-#[kprobe]
-pub fn sentinel_warn(ctx: ProbeContext) -> u32 {
-    // void warn_alloc(gfp_t gfp_mask, nodemask_t *nodemask, const char *fmt, ...)
-    let (Some(gfp), Some(fmt)) = (ctx.arg::<u32>(0), ctx.arg::<u64>(2)) else {
-        return 0;
-    };
-    try_warn(&ctx, gfp, fmt);
-    0
-}
+/// `warn_alloc` (`[start, end)`), to tell its kprobe from the sleeps'.
+#[unsafe(no_mangle)]
+static WARN_TEXT: [u64; 2] = [0; 2];
 
+/// The kprobe on all three slow-path functions, told apart by the probed
+/// address: one program instead of three, because each loaded program
+/// (and each of its `bpf_loop` callbacks) is kernel memory held all run,
+/// and each made every vmalloc call dearer (+13 to +14 instructions per
+/// 8 KiB call for each of the two large ones, test kernel; README).
 #[kprobe]
-pub fn sentinel_sleep(ctx: ProbeContext) -> u32 {
-    let timeout = ctx.arg::<i64>(0).unwrap_or(0);
-    try_sleep(&ctx, timeout);
+pub fn sentinel_slow_path(ctx: ProbeContext) -> u32 {
+    // A kprobe reports the probed function's address plus the breakpoint.
+    let ip = unsafe { (*ctx.regs).rip };
+    let warn = unsafe {
+        core::ptr::read_volatile(&WARN_TEXT[0]) <= ip
+            && ip < core::ptr::read_volatile(&WARN_TEXT[1])
+    };
+    if warn {
+        // void warn_alloc(gfp_t gfp_mask, nodemask_t *nodemask, const char *fmt, ...)
+        if let (Some(gfp), Some(fmt)) = (ctx.arg::<u32>(0), ctx.arg::<u64>(2)) {
+            try_warn(&ctx, gfp, fmt);
+        }
+    } else if frames::in_sleep(ip) {
+        // schedule_timeout_uninterruptible(long timeout)
+        try_sleep(&ctx, ctx.arg::<i64>(0).unwrap_or(0));
+    } else {
+        // io_schedule_timeout(long timeout)
+        note_open_coded_retry_sleep(current_tid());
+    }
     0
 }
 
 #[kretprobe]
 pub fn sentinel_sleep_ret(_ctx: RetProbeContext) -> u32 {
     try_sleep_ret();
-    0
-}
-
-#[kprobe]
-pub fn sentinel_io_sleep(_ctx: ProbeContext) -> u32 {
-    note_open_coded_retry_sleep(current_tid());
     0
 }
 

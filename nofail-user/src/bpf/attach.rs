@@ -257,6 +257,10 @@ pub const TRACEPOINT_BLIND: &[&str] = &[
     "injection (needs kprobes or fentry)",
 ];
 
+/// Sentinel mode's one kprobe program, attached to each role's function
+/// (it tells them apart by the probed address).
+pub const SENTINEL_PROGRAM: &str = "sentinel_slow_path";
+
 /// Sentinel mode's attach points (kprobes; nofail-ebpf/src/sentinel.rs).
 pub const SENTINEL_ROLES: &[Role] = &[
     Role {
@@ -264,7 +268,7 @@ pub const SENTINEL_ROLES: &[Role] = &[
         candidates: &["warn_alloc"],
         required: true,
         lost: "stage failures and NULL returns",
-        programs: Programs::kprobe_only("sentinel_warn"),
+        programs: Programs::kprobe_only(SENTINEL_PROGRAM),
     },
     Role {
         name: "retry-sleep",
@@ -274,7 +278,7 @@ pub const SENTINEL_ROLES: &[Role] = &[
         programs: Programs {
             fentry: None,
             fexit: None,
-            kprobe: Some("sentinel_sleep"),
+            kprobe: Some(SENTINEL_PROGRAM),
             kretprobe: Some("sentinel_sleep_ret"),
         },
     },
@@ -283,7 +287,7 @@ pub const SENTINEL_ROLES: &[Role] = &[
         candidates: &["io_schedule_timeout"],
         required: false,
         lost: "open-coded retries that sleep in memalloc_retry_wait",
-        programs: Programs::kprobe_only("sentinel_io_sleep"),
+        programs: Programs::kprobe_only(SENTINEL_PROGRAM),
     },
 ];
 

@@ -20,6 +20,8 @@ pub struct TextGlobals {
     core: [u64; 4],
     area_node: [u64; 4],
     sleep: [u64; 4],
+    /// `warn_alloc`, which sentinel mode's shared kprobe tells apart.
+    warn: [u64; 2],
     process_timeout: u64,
     kernel_text: [u64; 2],
 }
@@ -45,6 +47,7 @@ impl TextGlobals {
             core,
             area_node: with_cold(k, "__vmalloc_area_node").unwrap_or_default(),
             sleep: [ss, se, ts, te],
+            warn: k.extent("warn_alloc").map_or([0; 2], |(s, e)| [s, e]),
             process_timeout: k.extent("process_timeout")?.0,
             kernel_text: [
                 k.extent("_stext").map_or(0, |e| e.0),
@@ -58,6 +61,7 @@ impl TextGlobals {
             .override_global("CORE_TEXT", &self.core, true)
             .override_global("AREA_NODE_TEXT", &self.area_node, true)
             .override_global("SLEEP_TEXT", &self.sleep, true)
+            .override_global("WARN_TEXT", &self.warn, true)
             .override_global("PROCESS_TIMEOUT", &self.process_timeout, true)
             .override_global("KERNEL_TEXT", &self.kernel_text, true);
     }

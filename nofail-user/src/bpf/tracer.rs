@@ -452,19 +452,25 @@ fn attach_kprobe(ebpf: &mut Ebpf, view: &KernelView, role: &Role, function: &str
     }
     // Return probe first, for the same reason as in attach_fentry.
     let names = [role.programs.kretprobe, role.programs.kprobe];
+    // A program shared between roles (sentinel mode's) is loaded once, and
+    // left loaded, with its other attachments, if this one fails.
+    let mut loaded_here = Vec::new();
     let result = names
         .into_iter()
         .flatten()
         .try_for_each(|name| -> Result<()> {
             let probe: &mut KProbe = program(ebpf, name)?.try_into()?;
-            probe.load().map_err(|e| anyhow!(one_line(&e)))?;
+            if probe.fd().is_err() {
+                probe.load().map_err(|e| anyhow!(one_line(&e)))?;
+                loaded_here.push(name);
+            }
             probe
                 .attach(function, 0)
                 .map_err(|e| anyhow!(one_line(&e)))?;
             Ok(())
         });
     if result.is_err() {
-        for name in names.into_iter().flatten() {
+        for name in loaded_here {
             if let Some(p) = ebpf.program_mut(name) {
                 let _ = <&mut KProbe>::try_from(p).map(|p| p.unload());
             }
