@@ -46,7 +46,7 @@ pub struct FilterArgs {
     /// Also break each caller down by the call chain behind it, this many
     /// frames deep (1 to 16), for the calls that matter: NOFAIL calls and
     /// calls that failed, returned NULL, slept or were open-coded retries.
-    /// The stack is taken only for those calls.
+    /// The stack is taken only for those calls. Full mode only.
     #[arg(long, value_name = "DEPTH", value_parser = clap::value_parser!(u32).range(1..=16))]
     pub chains: Option<u32>,
     #[command(flatten)]

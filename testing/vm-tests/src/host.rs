@@ -19,6 +19,10 @@ use crate::{
 pub fn all() -> Vec<Case> {
     vec![
         case("host_auto_chooses_tracepoints", auto_chooses_tracepoints),
+        case(
+            "host_chains_refused_in_tracepoint_mode",
+            chains_refused_in_tracepoint_mode,
+        ),
         case("host_xfs_exact", xfs_exact),
         case("host_serve_live", serve_live),
         case("host_serve_labels_stick", serve_labels_stick),
@@ -63,6 +67,36 @@ fn auto_chooses_tracepoints(ctx: &Ctx) -> Result<()> {
             "warnings do not say {blind}: {warnings}"
         );
     }
+    Ok(())
+}
+
+/// `--chains` needs each call's exit, which tracepoint mode has no hook
+/// for: refused in one line, exit 1, nothing left loaded.
+fn chains_refused_in_tracepoint_mode(ctx: &Ctx) -> Result<()> {
+    let out = std::process::Command::new(&ctx.nofail)
+        .args(["trace", "--mode", "tracepoint", "--chains", "3"])
+        .args(["--duration", "5s"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1)
+            && stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("--chains needs the full mode")),
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
+    let progs = std::process::Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .context("cannot run bpftool")?;
+    let progs = String::from_utf8_lossy(&progs.stdout);
+    // The name of tracepoint mode's first program (nofail-ebpf/src/tracepoints.rs).
+    ensure!(
+        !progs.contains("vmap_area_tp"),
+        "a tracepoint program is left loaded: {progs}"
+    );
     Ok(())
 }
 
