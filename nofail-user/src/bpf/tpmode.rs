@@ -56,6 +56,10 @@ impl TextGlobals {
         })
     }
 
+    pub fn has_warn_alloc(&self) -> bool {
+        self.warn[0] != 0
+    }
+
     pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader
             .override_global("CORE_TEXT", &self.core, true)

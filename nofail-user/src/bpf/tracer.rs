@@ -112,7 +112,7 @@ impl Tracer {
         })?;
         crate::bpf::filter::install(&mut ebpf, targets)?;
         let (attached, warnings) = match mode {
-            Mode::Sentinel => attach_sentinel(&mut ebpf, view, text.is_some())?,
+            Mode::Sentinel => attach_sentinel(&mut ebpf, view, text.as_ref())?,
             Mode::Tracepoint => (
                 tpmode::attach(&mut ebpf, text.as_ref(), None)?,
                 tpmode::warnings(),
@@ -220,11 +220,17 @@ fn fallback_reason(e: &anyhow::Error) -> String {
 fn attach_sentinel(
     ebpf: &mut Ebpf,
     view: &KernelView,
-    text: bool,
+    text: Option<&tpmode::TextGlobals>,
 ) -> Result<(Vec<Attached>, Vec<String>)> {
-    if !text {
+    let Some(text) = text else {
         return Err(anyhow!(
             "sentinel mode needs kernel addresses from /proc/kallsyms (run as root)"
+        ));
+    };
+    // Its one kprobe program tells warn_alloc from the sleeps by address.
+    if !text.has_warn_alloc() {
+        return Err(anyhow!(
+            "sentinel mode needs warn_alloc's address, which /proc/kallsyms does not give"
         ));
     }
     if !view.kprobes {
