@@ -38,6 +38,10 @@ static AREA_NODE_TEXT: [u64; 4] = [0; 4];
 #[unsafe(no_mangle)]
 static SLEEP_TEXT: [u64; 4] = [0; 4];
 
+/// `warn_alloc`, to tell sentinel mode's kprobe there from the sleeps'.
+#[unsafe(no_mangle)]
+static WARN_TEXT: [u64; 2] = [0; 2];
+
 /// The core kernel's text, `[_stext, _etext)`: a frame outside it (and
 /// outside modules, which never sit between vmalloc and its sleep) is a
 /// BPF program or trampoline.
@@ -79,6 +83,10 @@ pub fn in_area_node(addr: u64) -> bool {
 
 pub fn in_sleep(addr: u64) -> bool {
     in_text(&SLEEP_TEXT, addr)
+}
+
+pub fn in_warn(addr: u64) -> bool {
+    in_text(&WARN_TEXT, addr)
 }
 
 /// Takes the kernel stack of the current event into this CPU's frame

@@ -31,10 +31,6 @@ use crate::{
     task::{current_tid, now_ns},
 };
 
-/// `warn_alloc` (`[start, end)`), to tell its kprobe from the sleeps'.
-#[unsafe(no_mangle)]
-static WARN_TEXT: [u64; 2] = [0; 2];
-
 /// The kprobe on all three slow-path functions, told apart by the probed
 /// address: one program instead of three, because each loaded program
 /// (and each of its `bpf_loop` callbacks) is kernel memory held all run,
@@ -44,11 +40,7 @@ static WARN_TEXT: [u64; 2] = [0; 2];
 pub fn sentinel_slow_path(ctx: ProbeContext) -> u32 {
     // A kprobe reports the probed function's address plus the breakpoint.
     let ip = unsafe { (*ctx.regs).rip };
-    let warn = unsafe {
-        core::ptr::read_volatile(&WARN_TEXT[0]) <= ip
-            && ip < core::ptr::read_volatile(&WARN_TEXT[1])
-    };
-    if warn {
+    if frames::in_warn(ip) {
         // void warn_alloc(gfp_t gfp_mask, nodemask_t *nodemask, const char *fmt, ...)
         if let (Some(gfp), Some(fmt)) = (ctx.arg::<u32>(0), ctx.arg::<u64>(2)) {
             try_warn(&ctx, gfp, fmt);

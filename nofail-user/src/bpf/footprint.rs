@@ -35,7 +35,7 @@ const FULL_ONLY: &[&str] = &["CALLS", "CHAINS", "STACKS", "VERDICT", "LAST_NULL_
 /// call dearer (the benchmark, README). LRU: past 256 tasks in a slow path
 /// at once, the oldest task's state goes.
 const SENTINEL_TASK_MAPS: &[&str] = &["LAST_NULL", "TP_TASKS", "SENTINEL_SLEEPS"];
-pub const SENTINEL_TASKS: u32 = 256;
+const SENTINEL_TASKS: u32 = 256;
 
 /// Shrinks the maps `mode` does not use. `auto` may fall back to
 /// tracepoint mode only on a kernel without kprobes, so it shrinks as the
