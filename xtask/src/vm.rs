@@ -164,6 +164,11 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     } else {
         &[]
     })
+    .args(
+        std::env::var("NOFAIL_QEMU_EXTRA")
+            .unwrap_or_default()
+            .split_whitespace(),
+    )
     .args(["-serial", "stdio"])
     .arg("-serial")
     .arg(format!("file:{}", heartbeat.display()))
@@ -171,10 +176,11 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     .arg(&kernel.image)
     .arg("-initrd")
     .arg(&initrd)
-    .args([
-        "-append",
-        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init",
-    ])
+    .arg("-append")
+    .arg(format!(
+        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {}",
+        std::env::var("NOFAIL_KERNEL_APPEND").unwrap_or_default()
+    ))
     .arg("-virtfs")
     .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
     .arg("-virtfs")

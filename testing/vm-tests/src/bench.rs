@@ -361,6 +361,63 @@ fn with_other_process(round: usize) -> Result<Sample> {
     Ok(Sample::untraced(ns?))
 }
 
+/// Idle threads held through the whole benchmark, as on a host: each has
+/// a kernel stack, a vmalloc area (16 KiB and a guard page). The bare
+/// guest holds about 86 vmalloc areas where a host holds hundreds to
+/// thousands, and in so empty a space what any tracer holds (sentinel
+/// mode: 12 areas, its programs, a ring buffer, a kretprobe's pool)
+/// reshapes the free-area tree vmalloc searches: an instruction profile
+/// of 8 KiB calls (test kernel, one layout) put +65 instructions per call
+/// with sentinel loaded, all in alloc_vmap_area() (the lowest-fit search
+/// and the tree's augment propagation), and +8 with 500 threads alive.
+const HOST_THREADS: usize = 600;
+/// One in this many of them exits again, leaving holes as thread churn
+/// does.
+const EXITED_EVERY: usize = 6;
+
+/// The host's threads (`HOST_THREADS`), parked until dropped.
+struct Backdrop {
+    release: Vec<std::sync::mpsc::Sender<()>>,
+}
+
+impl Backdrop {
+    fn start() -> Result<Self> {
+        let mut release = Vec::new();
+        let mut exiting = Vec::new();
+        for i in 0..HOST_THREADS {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    let _ = rx.recv();
+                })
+                .context("cannot start a backdrop thread")?;
+            if i % EXITED_EVERY == 0 {
+                exiting.push((tx, thread));
+            } else {
+                release.push(tx);
+            }
+        }
+        for (tx, thread) in exiting {
+            drop(tx);
+            let _ = thread.join();
+        }
+        Ok(Self { release })
+    }
+
+    fn threads(&self) -> usize {
+        self.release.len()
+    }
+}
+
+/// Live vmalloc areas (lazily freed ones left out).
+fn vmalloc_areas() -> Result<usize> {
+    Ok(std::fs::read_to_string("/proc/vmallocinfo")?
+        .lines()
+        .filter(|l| !l.contains("unpurged"))
+        .count())
+}
+
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -372,6 +429,13 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
     // costs are measured, on in a round of their own afterwards.
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")
         .context("cannot set BPF run statistics")?;
+    let backdrop = Backdrop::start()?;
+    trigger::purge_lazy()?;
+    let areas = vmalloc_areas()?;
+    println!(
+        "  backdrop: {} threads, {areas} vmalloc areas",
+        backdrop.threads()
+    );
     measure_all(ROUNDS + 1)?; // warm up
     let mut samples: Vec<Vec<Sample>> = CONFIGS.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
@@ -415,6 +479,10 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")?;
     let calls_per_round: u64 = WORKLOADS.iter().map(|w| w.calls).sum();
     let mut table = format!(
+        "backdrop: {} idle threads, {areas} vmalloc areas\n",
+        backdrop.threads()
+    );
+    table += &format!(
         "{:<16} {:<17} {:>12} {:>10} {:>26} {:>16}\n",
         "CONFIG", "WORKLOAD", "NS/CALL", "ADDED", "OVERHEAD med [min-max]", "COUNTED"
     );
@@ -493,6 +561,7 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
         "clock": icount,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
         "rounds": ROUNDS,
+        "backdrop": {"threads": backdrop.threads(), "vmalloc_areas": areas},
         "configs": configs_json,
         "table": table,
     });
