@@ -108,6 +108,13 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     // Advisories are not checked: the RustSec database cannot be fetched
     // here (deny.toml says so).
     t.step("cargo deny (licenses, bans, sources)", || {
+        // The lock file's crates for every platform (Windows-only ones
+        // included): deny reads them all, and offline it finds only what
+        // the local registry holds (a fresh machine lacked
+        // anstyle-wincon).
+        if !cargo(&root, &["fetch", "--locked"])? {
+            return Ok(false);
+        }
         cargo(
             &root,
             &["deny", "--offline", "check", "licenses", "bans", "sources"],
