@@ -90,17 +90,15 @@ pub fn in_warn(addr: u64) -> bool {
 }
 
 /// Takes the kernel stack of the current event into this CPU's frame
-/// buffer (`maps::FRAMES_BUF`), innermost frame first; unused entries are 0.
+/// buffer (`maps::FRAMES_BUF`), innermost frame first; unused entries are 0
+/// (bpf_get_stack() zeroes what it does not fill, and all of it on error).
 /// False when there is no buffer.
 #[inline(always)]
 pub fn capture(ctx: *mut c_void) -> bool {
     let Some(buf) = FRAMES_BUF.get_ptr_mut(0) else {
         return false;
     };
-    unsafe {
-        *buf = [0; FRAMES];
-        bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0);
-    }
+    unsafe { bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0) };
     true
 }
 
@@ -273,7 +271,9 @@ pub fn vmalloc_call(from: u64) -> Option<Call> {
     let ret = frame(core + 1);
     let mut scan = Scan {
         base: from & !7,
-        want: ret,
+        // Volatile: where the compiler knows it 0, it zeroes `want` and
+        // `found` together through a `memset` call (crate::zero).
+        want: unsafe { core::ptr::read_volatile(&ret) },
         found: 0,
     };
     if ret != 0 {
@@ -334,6 +334,8 @@ pub fn tracked_call(
         health(Health::CallerUnread);
         return None;
     }
-    let mut comm = [0; COMM_LEN];
-    selected(current_tgid(), &mut comm, call.caller, size, gfp).then_some(call)
+    let mut comm = core::mem::MaybeUninit::<[u64; COMM_LEN / 8]>::uninit();
+    let words = crate::zero::words(&mut comm);
+    let comm = unsafe { &mut *(words.as_mut_ptr() as *mut [u8; COMM_LEN]) };
+    selected(current_tgid(), comm, call.caller, size, gfp).then_some(call)
 }

@@ -22,6 +22,7 @@ mod task;
 mod tracepoints;
 mod vmalloc;
 mod whatif;
+mod zero;
 
 #[cfg(not(test))]
 #[panic_handler]

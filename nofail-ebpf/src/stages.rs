@@ -104,7 +104,13 @@ fn try_mapping_exit(ret: i32) {
 
 /// `"vmalloc error: size %lu, "`: every vmalloc failure message starts so.
 const PREFIX: &[u8; 25] = b"vmalloc error: size %lu, ";
-const MSG: usize = 40;
+/// The message is read as words and compared as numbers: comparing byte
+/// slices compiles to a call to the BPF target's `memcmp`, a subprogram
+/// the kernel keeps loaded as one more vmalloc area (what a loaded
+/// program holds makes every vmalloc call dearer; README, benchmark).
+const WORDS: usize = 5;
+const AREA: &[u8] = b"vm_struct";
+const MAPPING: &[u8] = b"failed to m";
 
 /// What a vmalloc `warn_alloc()` message reports.
 pub enum Failure {
@@ -118,19 +124,52 @@ pub enum Failure {
     Other,
 }
 
+/// `n` (<= 8) bytes of `s` from `at`, as a little-endian word.
+const fn word(s: &[u8], at: usize, n: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < n {
+        w |= (s[at + i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+const fn low_bytes(n: usize) -> u64 {
+    (1u64 << (8 * n)) - 1
+}
+
+/// Whether the text after the prefix (bytes 25.. of the message: the top
+/// seven bytes of word 3, then word 4) starts with `s` (8 to 12 bytes).
+#[inline(always)]
+fn rest_is(w3: u64, w4: u64, s: &[u8]) -> bool {
+    w3 >> 8 == word(s, 0, 7) && w4 & low_bytes(s.len() - 7) == word(s, 7, s.len() - 7)
+}
+
 /// Reads the format string of a `warn_alloc()` call; None when it is not
 /// vmalloc's.
 #[inline(always)]
 pub fn classify(fmt: u64) -> Option<Failure> {
-    let mut msg = [0u8; MSG];
-    let got = unsafe { bpf_probe_read_kernel_str_bytes(fmt as *const u8, &mut msg) }.ok()?;
-    if got.len() < PREFIX.len() + 11 || &msg[..PREFIX.len()] != PREFIX {
+    let mut msg = core::mem::MaybeUninit::<[u64; WORDS]>::uninit();
+    let words = crate::zero::words(&mut msg);
+    let buf = unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, WORDS * 8) };
+    let got = unsafe { bpf_probe_read_kernel_str_bytes(fmt as *const u8, buf) }
+        .ok()?
+        .len();
+    if got < PREFIX.len() + MAPPING.len() {
         return None;
     }
-    let rest = &msg[PREFIX.len()..PREFIX.len() + 11];
-    Some(if rest.starts_with(b"vm_struct") {
+    let [w0, w1, w2, w3, w4] = *words;
+    if w0 != word(PREFIX, 0, 8)
+        || w1 != word(PREFIX, 8, 8)
+        || w2 != word(PREFIX, 16, 8)
+        || w3 & 0xff != PREFIX[24] as u64
+    {
+        return None;
+    }
+    Some(if rest_is(w3, w4, AREA) {
         Failure::Area
-    } else if rest == b"failed to m" {
+    } else if rest_is(w3, w4, MAPPING) {
         Failure::Mapping
     } else {
         Failure::Other
