@@ -5,6 +5,7 @@ DIR holds tb.TAG.0 and tb.TAG.1 (the snapshots around the workload) and
 kallsyms.TAG (from the guest) for each tag."""
 import bisect
 import collections
+import signal
 import sys
 
 
@@ -49,4 +50,5 @@ def main():
         print(f"{(fb[k] - fa[k]) / calls:+9.2f} {fa[k] / calls:10.2f} {fb[k] / calls:10.2f}  {k}")
 
 
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head
 main()

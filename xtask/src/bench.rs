@@ -19,7 +19,7 @@ use crate::{
     vm,
 };
 
-pub fn run(runs: u32, jobs: u32) -> Result<i32> {
+pub fn run(runs: u32, jobs: u32, backdrop_threads: u32) -> Result<i32> {
     setup::ensure()?;
     let root = workspace_root();
     util::run(
@@ -49,7 +49,7 @@ pub fn run(runs: u32, jobs: u32) -> Result<i32> {
                         if n > runs {
                             return Ok(());
                         }
-                        boot(&root, &kernel, &ko, true, &suffix(n))?;
+                        boot(&root, &kernel, &ko, true, &suffix(n), backdrop_threads)?;
                     }
                 })
             })
@@ -79,7 +79,7 @@ pub fn run(runs: u32, jobs: u32) -> Result<i32> {
     // wall-time boots: those are for comparison only, and one that fails
     // must not take the counted runs with it.
     for n in 1..=runs {
-        boot(&root, &kernel, &ko, false, &suffix(n))?;
+        boot(&root, &kernel, &ko, false, &suffix(n), backdrop_threads)?;
     }
     Ok(0)
 }
@@ -92,6 +92,7 @@ fn boot(
     ko: &std::path::Path,
     icount: bool,
     suffix: &str,
+    backdrop_threads: u32,
 ) -> Result<()> {
     let clock = if icount { "icount" } else { "wall" };
     let out = root.join(format!("target/bench-{clock}{suffix}.json"));
@@ -113,7 +114,10 @@ fn boot(
         kernel,
         cwd: root,
         command: &command,
-        env: &[format!("NOFAIL_BENCH_CLOCK={clock}")],
+        env: &[
+            format!("NOFAIL_BENCH_CLOCK={clock}"),
+            format!("NOFAIL_BENCH_THREADS={backdrop_threads}"),
+        ],
         timeout: 5400,
         memory: 2048,
         icount,

@@ -78,6 +78,11 @@ enum Cmd {
         /// wall-time boots always run one at a time.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
         jobs: u32,
+        /// Idle threads the benchmark holds through every configuration,
+        /// as a host's (their kernel stacks are vmalloc areas); 0 measures
+        /// the bare guest.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=4000))]
+        backdrop_threads: u32,
     },
     /// One static nofail (musl, stripped) in target/dist/, as a tarball
     /// with its sha256.
@@ -102,7 +107,11 @@ fn main() -> ExitCode {
         Cmd::Ci { kernel } => ci::run(kernel),
         Cmd::Dist => dist::build().map(|_| 0),
         Cmd::Deb => deb::build().map(|_| 0),
-        Cmd::Bench { runs, jobs } => bench::run(runs, jobs),
+        Cmd::Bench {
+            runs,
+            jobs,
+            backdrop_threads,
+        } => bench::run(runs, jobs, backdrop_threads),
         Cmd::VmTest {
             kernel,
             filter,

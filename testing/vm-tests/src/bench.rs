@@ -370,10 +370,19 @@ fn with_other_process(round: usize) -> Result<Sample> {
 /// of 8 KiB calls (test kernel, one layout) put +65 instructions per call
 /// with sentinel loaded, all in alloc_vmap_area() (the lowest-fit search
 /// and the tree's augment propagation), and +8 with 500 threads alive.
-const HOST_THREADS: usize = 600;
-/// One in this many of them exits again, leaving holes as thread churn
-/// does.
-const EXITED_EVERY: usize = 6;
+/// `cargo xtask bench --backdrop-threads N` (NOFAIL_BENCH_THREADS) sets
+/// how many; 0 is the bare guest.
+const HOST_THREADS: usize = 500;
+/// For every five kept, one more is started and exits again, leaving
+/// holes as thread churn does.
+const KEPT_PER_EXITED: usize = 5;
+
+fn host_threads() -> Result<usize> {
+    match std::env::var("NOFAIL_BENCH_THREADS") {
+        Ok(v) => v.parse().context("NOFAIL_BENCH_THREADS: not a number"),
+        Err(_) => Ok(HOST_THREADS),
+    }
+}
 
 /// The host's threads (`HOST_THREADS`), parked until dropped.
 struct Backdrop {
@@ -381,10 +390,10 @@ struct Backdrop {
 }
 
 impl Backdrop {
-    fn start() -> Result<Self> {
+    fn start(kept: usize) -> Result<Self> {
         let mut release = Vec::new();
         let mut exiting = Vec::new();
-        for i in 0..HOST_THREADS {
+        for i in 0..kept + kept / KEPT_PER_EXITED {
             let (tx, rx) = std::sync::mpsc::channel::<()>();
             let thread = std::thread::Builder::new()
                 .stack_size(64 << 10)
@@ -392,7 +401,9 @@ impl Backdrop {
                     let _ = rx.recv();
                 })
                 .context("cannot start a backdrop thread")?;
-            if i % EXITED_EVERY == 0 {
+            if i % (KEPT_PER_EXITED + 1) == KEPT_PER_EXITED
+                && exiting.len() < kept / KEPT_PER_EXITED
+            {
                 exiting.push((tx, thread));
             } else {
                 release.push(tx);
@@ -429,7 +440,7 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
     // costs are measured, on in a round of their own afterwards.
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")
         .context("cannot set BPF run statistics")?;
-    let backdrop = Backdrop::start()?;
+    let backdrop = Backdrop::start(host_threads()?)?;
     trigger::purge_lazy()?;
     let areas = vmalloc_areas()?;
     println!(
@@ -584,6 +595,13 @@ mod tests {
         let sizes: Vec<u32> = all.concat();
         assert_eq!(sizes.iter().min(), Some(&16), "1 KiB");
         assert_eq!(sizes.iter().max(), Some(&4096), "256 KiB");
+    }
+
+    #[test]
+    fn backdrop_keeps_the_threads_asked_for() {
+        for kept in [0, 4, 10] {
+            assert_eq!(Backdrop::start(kept).unwrap().threads(), kept);
+        }
     }
 
     #[test]
