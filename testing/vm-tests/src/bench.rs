@@ -365,7 +365,8 @@ fn with_other_process(round: usize) -> Result<Sample> {
 /// a kernel stack, a vmalloc area (16 KiB and a guard page). The bare
 /// guest holds about 86 vmalloc areas where a host holds hundreds to
 /// thousands, and in so empty a space what any tracer holds (sentinel
-/// mode: 12 areas, its programs, a ring buffer, a kretprobe's pool)
+/// mode held 11: its programs, a hash table, a ring buffer, a kretprobe's
+/// pool)
 /// reshapes the free-area tree vmalloc searches: an instruction profile
 /// of 8 KiB calls (test kernel, one layout) put +65 instructions per call
 /// with sentinel loaded, all in alloc_vmap_area() (the lowest-fit search
