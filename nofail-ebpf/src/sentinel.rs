@@ -33,9 +33,11 @@ use crate::{
 
 /// The kprobe on all three slow-path functions, told apart by the probed
 /// address: one program instead of three, because each loaded program
-/// (and each of its `bpf_loop` callbacks) is kernel memory held all run,
-/// and each made every vmalloc call dearer (+13 to +14 instructions per
-/// 8 KiB call for each of the two large ones, test kernel; README).
+/// (and each of its subprograms) keeps an image in a vmalloc area all
+/// run, and what nofail holds there reshapes the free-area tree every
+/// vmalloc call searches (`alloc_vmap_area()`: +65 instructions per
+/// 8 KiB call in the bare test guest with 11 such areas; README,
+/// benchmark).
 #[kprobe]
 pub fn sentinel_slow_path(ctx: ProbeContext) -> u32 {
     // A kprobe reports the probed function's address plus the breakpoint.
