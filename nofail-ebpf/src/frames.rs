@@ -91,14 +91,23 @@ pub fn in_warn(addr: u64) -> bool {
 
 /// Takes the kernel stack of the current event into this CPU's frame
 /// buffer (`maps::FRAMES_BUF`), innermost frame first; unused entries are 0
-/// (bpf_get_stack() zeroes what it does not fill, and all of it on error).
-/// False when there is no buffer.
+/// (bpf_get_stack() zeroes what it does not fill). On an error the first
+/// frame is set to 0, which ends every search as an empty stack would: the
+/// kprobe flavour zeroes the whole buffer then, but the raw-tracepoint
+/// one (tracepoints, fentry) returns -EBUSY past three nested programs on
+/// a CPU without touching it. Not zeroed beforehand: the BPF target does
+/// that through a `memset` subprogram (zero.rs). False when there is no
+/// buffer.
 #[inline(always)]
 pub fn capture(ctx: *mut c_void) -> bool {
     let Some(buf) = FRAMES_BUF.get_ptr_mut(0) else {
         return false;
     };
-    unsafe { bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0) };
+    unsafe {
+        if bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0) < 0 {
+            (*buf)[0] = 0;
+        }
+    }
     true
 }
 
@@ -334,6 +343,7 @@ pub fn tracked_call(
         health(Health::CallerUnread);
         return None;
     }
+    const _: () = assert!(COMM_LEN.is_multiple_of(8));
     let mut comm = core::mem::MaybeUninit::<[u64; COMM_LEN / 8]>::uninit();
     let words = crate::zero::words(&mut comm);
     let comm = unsafe { &mut *(words.as_mut_ptr() as *mut [u8; COMM_LEN]) };

@@ -139,11 +139,34 @@ const fn low_bytes(n: usize) -> u64 {
     (1u64 << (8 * n)) - 1
 }
 
-/// Whether the text after the prefix (bytes 25.. of the message: the top
-/// seven bytes of word 3, then word 4) starts with `s` (8 to 12 bytes).
+/// The prefix's first three words; its 25th byte is the low byte of word 3.
+const PREFIX_WORDS: [u64; 3] = [word(PREFIX, 0, 8), word(PREFIX, 8, 8), word(PREFIX, 16, 8)];
+
+/// A text right after the prefix (bytes 25.. of the message): its first
+/// seven bytes are the top of word 3, the rest the low bytes of word 4.
+struct Rest {
+    top_of_w3: u64,
+    low_of_w4: u64,
+    mask_of_w4: u64,
+}
+
+const fn rest(s: &[u8]) -> Rest {
+    // Word 4 ends at byte 40; a full word 4 would overflow the mask.
+    assert!(s.len() >= 8 && s.len() <= 14);
+    Rest {
+        top_of_w3: word(s, 0, 7),
+        low_of_w4: word(s, 7, s.len() - 7),
+        mask_of_w4: low_bytes(s.len() - 7),
+    }
+}
+
+// Constants, so that nothing of this is computed in the program.
+const AREA_REST: Rest = rest(AREA);
+const MAPPING_REST: Rest = rest(MAPPING);
+
 #[inline(always)]
-fn rest_is(w3: u64, w4: u64, s: &[u8]) -> bool {
-    w3 >> 8 == word(s, 0, 7) && w4 & low_bytes(s.len() - 7) == word(s, 7, s.len() - 7)
+fn rest_is(w3: u64, w4: u64, r: &Rest) -> bool {
+    w3 >> 8 == r.top_of_w3 && w4 & r.mask_of_w4 == r.low_of_w4
 }
 
 /// Reads the format string of a `warn_alloc()` call; None when it is not
@@ -160,16 +183,17 @@ pub fn classify(fmt: u64) -> Option<Failure> {
         return None;
     }
     let [w0, w1, w2, w3, w4] = *words;
-    if w0 != word(PREFIX, 0, 8)
-        || w1 != word(PREFIX, 8, 8)
-        || w2 != word(PREFIX, 16, 8)
+    // Word by word: comparing the arrays is a `memcmp` call again.
+    if w0 != PREFIX_WORDS[0]
+        || w1 != PREFIX_WORDS[1]
+        || w2 != PREFIX_WORDS[2]
         || w3 & 0xff != PREFIX[24] as u64
     {
         return None;
     }
-    Some(if rest_is(w3, w4, AREA) {
+    Some(if rest_is(w3, w4, &AREA_REST) {
         Failure::Area
-    } else if rest_is(w3, w4, MAPPING) {
+    } else if rest_is(w3, w4, &MAPPING_REST) {
         Failure::Mapping
     } else {
         Failure::Other

@@ -49,6 +49,8 @@ if mode == "sentinel":
         sys.stdout.write(line)
         if "Ctrl-C" in line:
             break
+    else:
+        sys.exit(f"nofail exited before tracing: {child.wait()}")
 elif mode == "sleep":
     child = subprocess.Popen(["sleep", "600"])
 

@@ -132,6 +132,13 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     let heartbeat = work.join("heartbeat");
     std::fs::write(&heartbeat, "")?;
 
+    for var in ["NOFAIL_QEMU_EXTRA", "NOFAIL_KERNEL_APPEND"] {
+        if let Ok(v) = std::env::var(var) {
+            // Set for profiling; left exported, it would change every
+            // boot, the benchmark's included.
+            eprintln!("xtask vm: {var}={v:?}");
+        }
+    }
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
         // One host thread runs both vCPUs in turn (no MTTCG). With a

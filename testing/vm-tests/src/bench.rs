@@ -366,11 +366,11 @@ fn with_other_process(round: usize) -> Result<Sample> {
 /// guest holds about 86 vmalloc areas where a host holds hundreds to
 /// thousands, and in so empty a space what any tracer holds (sentinel
 /// mode held 11: its programs, a hash table, a ring buffer, a kretprobe's
-/// pool)
-/// reshapes the free-area tree vmalloc searches: an instruction profile
-/// of 8 KiB calls (test kernel, one layout) put +65 instructions per call
-/// with sentinel loaded, all in alloc_vmap_area() (the lowest-fit search
-/// and the tree's augment propagation), and +8 with 500 threads alive.
+/// pool) reshapes the free-area tree vmalloc searches: an instruction
+/// profile of 8 KiB calls (test kernel, one layout) put +65 instructions
+/// per call with sentinel loaded, all in alloc_vmap_area() (the lowest-fit
+/// search and the tree's augment propagation), and +8 with 500 threads
+/// started (417 kept; testing/profile).
 /// `cargo xtask bench --backdrop-threads N` (NOFAIL_BENCH_THREADS) sets
 /// how many; 0 is the bare guest.
 const HOST_THREADS: usize = 500;
@@ -380,7 +380,9 @@ const KEPT_PER_EXITED: usize = 5;
 
 fn host_threads() -> Result<usize> {
     match std::env::var("NOFAIL_BENCH_THREADS") {
-        Ok(v) => v.parse().context("NOFAIL_BENCH_THREADS: not a number"),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("NOFAIL_BENCH_THREADS={v:?}: not a number")),
         Err(_) => Ok(HOST_THREADS),
     }
 }
