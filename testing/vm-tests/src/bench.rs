@@ -404,9 +404,9 @@ impl Backdrop {
                     let _ = rx.recv();
                 })
                 .context("cannot start a backdrop thread")?;
-            if i % (KEPT_PER_EXITED + 1) == KEPT_PER_EXITED
-                && exiting.len() < kept / KEPT_PER_EXITED
-            {
+            // Every sixth exits: kept / 5 of them, as kept + kept / 5
+            // threads hold that many complete groups of six.
+            if i % (KEPT_PER_EXITED + 1) == KEPT_PER_EXITED {
                 exiting.push((tx, thread));
             } else {
                 release.push(tx);
@@ -602,7 +602,7 @@ mod tests {
 
     #[test]
     fn backdrop_keeps_the_threads_asked_for() {
-        for kept in [0, 4, 10] {
+        for kept in [0, 4, 10, 13] {
             assert_eq!(Backdrop::start(kept).unwrap().threads(), kept);
         }
     }
