@@ -33,6 +33,19 @@ impl Apt {
         )
     }
 
+    /// Bullseye's 5.10 is the only kernel older than 5.17 the archive
+    /// still serves (bullseye-backports and its 5.15 are gone).
+    pub fn bullseye() -> Result<Self> {
+        Self::new(
+            "bullseye",
+            &[
+                "http://deb.debian.org/debian bullseye main",
+                "http://deb.debian.org/debian bullseye-updates main",
+                "http://deb.debian.org/debian-security bullseye-security main",
+            ],
+        )
+    }
+
     pub fn sid() -> Result<Self> {
         Self::new("sid", &["http://deb.debian.org/debian sid main"])
     }

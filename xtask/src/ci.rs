@@ -12,30 +12,43 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    kernels::{self, KernelName, KernelSpec},
+    kernels::{self, Kernel, KernelName, KernelSpec},
     setup,
     suite::{self, Selection},
     util::workspace_root,
     vm,
 };
 
+/// The stages run so far: a line as each ends, a table at the end.
 struct Tally {
-    passed: u32,
-    failed: Vec<String>,
+    stages: Vec<Stage>,
     started: Instant,
 }
 
+struct Stage {
+    name: String,
+    ok: bool,
+    secs: f64,
+}
+
 impl Tally {
+    fn new() -> Self {
+        Self {
+            stages: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
     fn record(&mut self, name: &str, ok: bool, secs: f64) {
         println!(
             "xtask ci: {} {name} ({secs:.0} s)",
             if ok { "ok  " } else { "FAIL" }
         );
-        if ok {
-            self.passed += 1;
-        } else {
-            self.failed.push(name.to_string());
-        }
+        self.stages.push(Stage {
+            name: name.to_string(),
+            ok,
+            secs,
+        });
     }
 
     fn step(&mut self, name: &str, f: impl FnOnce() -> Result<bool>) {
@@ -49,6 +62,32 @@ impl Tally {
         };
         self.record(name, ok, t.elapsed().as_secs_f64());
     }
+
+    fn failed(&self) -> usize {
+        self.stages.iter().filter(|s| !s.ok).count()
+    }
+
+    /// Every stage with its time, then the total (wall time: stages that
+    /// ran side by side overlap, so the column adds up to more).
+    fn table(&self) -> String {
+        let width = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(5);
+        let mut out = format!("xtask ci: {:<width$}  result  seconds\n", "stage");
+        for s in &self.stages {
+            out += &format!(
+                "xtask ci: {:<width$}  {:<6}  {:>7.0}\n",
+                s.name,
+                if s.ok { "ok" } else { "FAIL" },
+                s.secs
+            );
+        }
+        out += &format!(
+            "xtask ci: {:<width$}  {:<6}  {:>7.0}\n",
+            "total (wall)",
+            if self.failed() == 0 { "ok" } else { "FAIL" },
+            self.started.elapsed().as_secs_f64()
+        );
+        out
+    }
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
@@ -60,21 +99,47 @@ fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
 }
 
 pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
-    setup::ensure()?;
     let root = workspace_root();
     let since = SystemTime::now();
-    let mut t = Tally {
-        passed: 0,
-        failed: vec![],
-        started: Instant::now(),
+    let mut t = Tally::new();
+    t.step("setup (packages, toolchains, tools)", || {
+        setup::ensure().map(|()| true)
+    });
+    host_checks(&mut t, &root);
+    let kernels_wanted = if kernels_wanted.is_empty() {
+        KernelName::ALL.to_vec()
+    } else {
+        kernels_wanted
     };
+    let stock: Vec<KernelName> = kernels_wanted
+        .iter()
+        .copied()
+        .filter(|&k| k != KernelName::Test)
+        .collect();
+    stock_matrix(&mut t, &stock);
+    if kernels_wanted.contains(&KernelName::Test) {
+        test_kernel(&mut t, &root, since);
+    }
 
+    print!("{}", t.table());
+    for s in t.stages.iter().filter(|s| !s.ok) {
+        println!("xtask ci: failed: {}", s.name);
+    }
+    let failed = t.failed();
+    println!("{} passed, {failed} failed", t.stages.len() - failed);
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Everything before the first boot: formatting, lints, the dependency
+/// policy, unit tests, the release and static builds, the package, and
+/// the tracepoint-mode scenarios on this machine's own kernel.
+fn host_checks(t: &mut Tally, root: &Path) {
     t.step("cargo fmt --check", || {
-        cargo(&root, &["fmt", "--all", "--check"])
+        cargo(root, &["fmt", "--all", "--check"])
     });
     t.step("clippy (host crates)", || {
         cargo(
-            &root,
+            root,
             &[
                 "clippy",
                 "--workspace",
@@ -89,7 +154,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     });
     t.step("clippy (eBPF crate)", || {
         cargo(
-            &root,
+            root,
             &[
                 "+nightly",
                 "clippy",
@@ -112,22 +177,21 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         // included): deny reads them all, and offline it finds only what
         // the local registry holds (a fresh machine lacked
         // anstyle-wincon).
-        if !cargo(&root, &["fetch", "--locked"])? {
+        if !cargo(root, &["fetch", "--locked"])? {
             return Ok(false);
         }
         cargo(
-            &root,
+            root,
             &["deny", "--offline", "check", "licenses", "bans", "sources"],
         )
     });
-    t.step("cargo test (host)", || cargo(&root, &["test"]));
+    t.step("cargo test (host)", || cargo(root, &["test"]));
     t.step("build nofail and vm-tests (release)", || {
         cargo(
-            &root,
+            root,
             &["build", "--release", "-p", "nofail-user", "-p", "vm-tests"],
         )
     });
-
     // The VM matrix and the host scenarios run the static binary that
     // `cargo xtask dist` packs, not the glibc build of this machine.
     t.step("dist: static nofail (musl) packed and checked", || {
@@ -137,7 +201,6 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         "deb: package installed into a directory and checked",
         || crate::deb::build().map(|_| true),
     );
-
     t.step("host tests (tracepoint mode on this kernel)", || {
         // Raw tracepoints attach without tracefs, but the XFS ground truth
         // is read from it.
@@ -152,91 +215,112 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
             .arg(crate::dist::binary()?)
             .arg("--out")
             .arg(root.join("target/host-results"))
-            .current_dir(&root)
+            .current_dir(root)
             .status()?
             .success())
     });
+}
 
-    let kernels_wanted = if kernels_wanted.is_empty() {
-        KernelName::ALL.to_vec()
-    } else {
-        kernels_wanted
-    };
-    for &name in &kernels_wanted {
-        let t0 = Instant::now();
-        let kernel = match kernels::ensure(name) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("xtask ci: kernel {}: {e:#}", name.as_str());
-                t.record(
-                    &format!("kernel {}", name.as_str()),
-                    false,
-                    t0.elapsed().as_secs_f64(),
-                );
-                continue;
-            }
-        };
-        t.record(
-            &format!("kernel {} ({})", name.as_str(), kernel.release),
-            true,
-            t0.elapsed().as_secs_f64(),
-        );
-        if name == KernelName::Test {
-            t.step("vm --timeout ends a guest that sleeps too long", || {
-                let code = vm::run(&vm::Guest {
-                    kernel: &kernel,
-                    cwd: &root,
-                    command: &["sleep".into(), "300".into()],
-                    env: &[],
-                    timeout: 30,
-                    memory: 512,
-                    icount: false,
-                    cpus: 2,
-                })?;
-                Ok(code == vm::EXIT_TIMEOUT)
-            });
-            t.step("vm reports a guest kernel panic", || {
-                let panic =
-                    "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60";
-                let code = vm::run(&vm::Guest {
-                    kernel: &kernel,
-                    cwd: &root,
-                    command: &["sh".into(), "-c".into(), panic.into()],
-                    env: &[],
-                    timeout: 120,
-                    memory: 512,
-                    icount: false,
-                    cpus: 2,
-                })?;
-                Ok(code == vm::EXIT_CRASH)
+/// Provides a kernel as a stage of its own (fetch or build time).
+fn provide(t: &mut Tally, spec: &KernelSpec) -> Option<Kernel> {
+    let t0 = Instant::now();
+    match kernels::ensure_spec(spec) {
+        Ok(k) => {
+            t.record(
+                &format!("kernel {} ({})", k.label, k.release),
+                true,
+                t0.elapsed().as_secs_f64(),
+            );
+            Some(k)
+        }
+        Err(e) => {
+            eprintln!("xtask ci: kernel {spec}: {e:#}");
+            t.record(&format!("kernel {spec}"), false, t0.elapsed().as_secs_f64());
+            None
+        }
+    }
+}
+
+/// Debian's kernels: fetched one after the other (two of them share the
+/// bookworm apt state), then their scenarios two kernels at a time. Each
+/// guest is one QEMU thread (TCG, thread=single), so two guests on two
+/// cores do not slow each other, and no stock-kernel scenario measures
+/// time against a bound tighter than a second.
+fn stock_matrix(t: &mut Tally, names: &[KernelName]) {
+    let kernels: Vec<Kernel> = names
+        .iter()
+        .filter_map(|&n| provide(t, &KernelSpec::plain(n)))
+        .collect();
+    let results = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..VM_LANES.min(kernels.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(kernel) = kernels.get(i) else { break };
+                    let t0 = Instant::now();
+                    let ok = suite::run(kernel, Selection::default()).unwrap_or_else(|e| {
+                        eprintln!("xtask ci: {e:#}");
+                        false
+                    });
+                    results.lock().expect("no thread panicked").push((
+                        i,
+                        ok,
+                        t0.elapsed().as_secs_f64(),
+                    ));
+                }
             });
         }
-        let t0 = Instant::now();
-        let ok = suite::run(&kernel, Selection::default()).unwrap_or_else(|e| {
-            eprintln!("xtask ci: {e:#}");
-            false
-        });
-        t.record(
-            &format!("vm tests on {}", name.as_str()),
-            ok,
-            t0.elapsed().as_secs_f64(),
-        );
+    });
+    let mut results = results.into_inner().expect("no thread panicked");
+    results.sort_by_key(|r| r.0);
+    for (i, ok, secs) in results {
+        t.record(&format!("vm tests on {}", kernels[i].label), ok, secs);
     }
+}
 
-    if kernels_wanted.contains(&KernelName::Test) {
-        patched_kernel(&mut t, &root, since);
-    }
+/// Guests run at once where the scenarios allow it (one host core each).
+pub const VM_LANES: usize = 2;
 
-    let failed = t.failed.len();
-    println!(
-        "xtask ci: finished in {:.0} s",
-        t.started.elapsed().as_secs_f64()
-    );
-    for f in &t.failed {
-        println!("xtask ci: failed: {f}");
-    }
-    println!("{} passed, {failed} failed", t.passed);
-    Ok(if failed == 0 { 0 } else { 1 })
+/// The test kernel: built from Debian's source, the runner's own checks
+/// on it (timeout, panic), its scenarios, then its patched variant.
+fn test_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
+    let Some(kernel) = provide(t, &KernelSpec::plain(KernelName::Test)) else {
+        return;
+    };
+    runner_checks(t, root, &kernel);
+    let t0 = Instant::now();
+    let ok = suite::run(&kernel, Selection::default()).unwrap_or_else(|e| {
+        eprintln!("xtask ci: {e:#}");
+        false
+    });
+    t.record("vm tests on test", ok, t0.elapsed().as_secs_f64());
+    patched_kernel(t, root, since);
+}
+
+/// The VM runner itself: a guest past its timeout is ended, a guest
+/// kernel panic is reported as one.
+fn runner_checks(t: &mut Tally, root: &Path, kernel: &Kernel) {
+    let guest = |command: &str, timeout: u64| -> Result<i32> {
+        vm::run(&vm::Guest {
+            kernel,
+            cwd: root,
+            command: &["sh".into(), "-c".into(), command.into()],
+            env: &[],
+            timeout,
+            memory: 512,
+            icount: false,
+            cpus: 2,
+        })
+    };
+    t.step("vm --timeout ends a guest that sleeps too long", || {
+        Ok(guest("sleep 300", 30)? == vm::EXIT_TIMEOUT)
+    });
+    t.step("vm reports a guest kernel panic", || {
+        let panic = "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60";
+        Ok(guest(panic, 120)? == vm::EXIT_CRASH)
+    });
 }
 
 /// After the test kernel's matrix: the test kernel with the fix in
@@ -248,20 +332,9 @@ fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
         name: KernelName::Test,
         patch: Some(root.join(crate::gate::PATCH)),
     };
-    let t0 = Instant::now();
-    let kernel = match kernels::ensure_spec(&spec) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("xtask ci: kernel {spec}: {e:#}");
-            t.record(&format!("kernel {spec}"), false, t0.elapsed().as_secs_f64());
-            return;
-        }
+    let Some(kernel) = provide(t, &spec) else {
+        return;
     };
-    t.record(
-        &format!("kernel {} ({})", kernel.label, kernel.release),
-        true,
-        t0.elapsed().as_secs_f64(),
-    );
     let t0 = Instant::now();
     let ok = suite::run(&kernel, Selection::default()).unwrap_or_else(|e| {
         eprintln!("xtask ci: {e:#}");
@@ -284,6 +357,7 @@ fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
                     .join(crate::gate::PATCHED_REPORT),
                 since,
             )
+            .map(|()| true)
         },
     );
 }

@@ -66,14 +66,13 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     if let Some(patch) = &kernel.patch {
         base.extend(["--kernel-patch".into(), patch.clone()]);
     }
+    if kernel.name.predates_nofail() {
+        base.push("--predates-nofail".into());
+    }
     if sel.bless && (kernel.name != KernelName::Test || kernel.patch.is_some()) {
         bail!("--bless records reports on the test kernel only (--kernel test)");
     }
-    let table = list(
-        &vm_tests,
-        kernel.name == KernelName::Test,
-        kernel.patch.as_deref(),
-    )?;
+    let table = list(&vm_tests, kernel)?;
     let chosen: Vec<&Listing> = table
         .iter()
         .filter(|l| sel.filter.is_none_or(|f| l.name.contains(f)))
@@ -90,38 +89,11 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     }
     let boots = plan(&chosen);
     let started = Instant::now();
+    let ran = run_boots(kernel, &root, &out, &base, &boots);
     let mut finished: Vec<Finished> = Vec::new();
     let mut trouble: Vec<String> = Vec::new();
-    for (i, boot) in boots.iter().enumerate() {
-        let results = out.join(format!("results-{i}.txt"));
-        let _ = std::fs::remove_file(&results);
-        let mut command = base.clone();
-        command.extend(["--results".into(), results.display().to_string()]);
-        for name in &boot.names {
-            command.extend(["--exact".into(), name.clone()]);
-        }
-        println!(
-            "xtask vm-test: boot {} of {} on {}: {}",
-            i + 1,
-            boots.len(),
-            kernel.label,
-            if boot.names.len() == 1 {
-                boot.names[0].clone()
-            } else {
-                format!("{} scenarios", boot.names.len())
-            }
-        );
-        let code = vm::run(&vm::Guest {
-            kernel,
-            cwd: &root,
-            command: &command,
-            env: &guest_env(kernel),
-            timeout: boot.timeout,
-            memory: 2048,
-            icount: false,
-            cpus: 2,
-        })?;
-        let (lines, closed) = read_results(&results);
+    for (i, (boot, result)) in boots.iter().zip(ran).enumerate() {
+        let (code, lines, closed) = result?;
         for name in &boot.names {
             if !lines.iter().any(|f| &f.line.name == name) {
                 finished.push(Finished {
@@ -159,6 +131,87 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     Ok(ok)
 }
 
+/// What one boot gave: the guest's exit code, its result lines, and
+/// whether its closing line was there.
+type BootResult = Result<(i32, Vec<Finished>, bool)>;
+
+/// Runs the boots, up to `ci::VM_LANES` guests at a time (each is one
+/// QEMU thread, so two on two cores do not slow each other); results in
+/// boot order. The shared boot is the longest and goes first, the
+/// own-boot scenarios beside it.
+fn run_boots(
+    kernel: &Kernel,
+    root: &Path,
+    out: &Path,
+    base: &[String],
+    boots: &[Boot],
+) -> Vec<BootResult> {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let results: Mutex<Vec<Option<BootResult>>> = Mutex::new(boots.iter().map(|_| None).collect());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..crate::ci::VM_LANES.min(boots.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(boot) = boots.get(i) else { break };
+                    let result = run_boot(kernel, root, out, base, boots.len(), i, boot);
+                    results.lock().expect("no lane panicked")[i] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no lane panicked")
+        .into_iter()
+        .map(|r| r.expect("every boot ran"))
+        .collect()
+}
+
+fn run_boot(
+    kernel: &Kernel,
+    root: &Path,
+    out: &Path,
+    base: &[String],
+    of: usize,
+    i: usize,
+    boot: &Boot,
+) -> BootResult {
+    let results = out.join(format!("results-{i}.txt"));
+    let _ = std::fs::remove_file(&results);
+    let mut command = base.to_vec();
+    command.extend(["--results".into(), results.display().to_string()]);
+    for name in &boot.names {
+        command.extend(["--exact".into(), name.clone()]);
+    }
+    println!(
+        "xtask vm-test: boot {} of {of} on {}: {}",
+        i + 1,
+        kernel.label,
+        if boot.names.len() == 1 {
+            boot.names[0].clone()
+        } else {
+            format!("{} scenarios", boot.names.len())
+        }
+    );
+    let code = vm::run(&vm::Guest {
+        kernel,
+        cwd: root,
+        command: &command,
+        env: &guest_env(kernel),
+        timeout: boot.timeout,
+        memory: 2048,
+        icount: false,
+        cpus: 2,
+    })?;
+    let (lines, closed) = read_results(&results);
+    Ok((code, lines, closed))
+}
+
 /// NOFAIL_KERNEL_CONFIG: nofail reads the kernel config from there when
 /// the guest has none.
 fn guest_env(kernel: &Kernel) -> Vec<String> {
@@ -170,15 +223,18 @@ fn guest_env(kernel: &Kernel) -> Vec<String> {
 }
 
 /// The scenario table of vm-tests, read on the host.
-fn list(vm_tests: &Path, test_kernel: bool, patch: Option<&str>) -> Result<Vec<Listing>> {
+fn list(vm_tests: &Path, kernel: &Kernel) -> Result<Vec<Listing>> {
     let mut cmd = Command::new(vm_tests);
     cmd.arg("--list");
-    if test_kernel {
+    if kernel.name == KernelName::Test {
         // Only its presence matters for the table.
         cmd.args(["--trigger", "nofail_trigger.ko"]);
     }
-    if let Some(patch) = patch {
+    if let Some(patch) = &kernel.patch {
         cmd.args(["--kernel-patch", patch]);
+    }
+    if kernel.name.predates_nofail() {
+        cmd.arg("--predates-nofail");
     }
     util::output(&mut cmd)?
         .lines()

@@ -182,12 +182,77 @@ fn build(tree: &Path, dir: &Path, patch: &Path) -> Result<usize> {
             changed.join(", ")
         );
     }
-    std::fs::rename(dir.join("bzImage.tmp"), dir.join("bzImage"))?;
     let log = std::fs::read_to_string(dir.join("make.log")).unwrap_or_default();
-    Ok(log
+    let patch_text = std::fs::read_to_string(patch)?;
+    let compiled = compiled_objects(&log);
+    if let Some(touched) = touched_sources(&patch_text) {
+        let extra = unexpected_objects(&compiled, &touched);
+        if !extra.is_empty() {
+            bail!(
+                "the variant build was not incremental: it compiled {} object(s) the patch does not touch ({}{}); first line of {}: {:?}",
+                extra.len(),
+                extra.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if extra.len() > 5 { ", ..." } else { "" },
+                dir.join("make.log").display(),
+                log.lines().next().unwrap_or("")
+            );
+        }
+    } else {
+        eprintln!("xtask: the patch touches a header: which objects recompile is not checked");
+    }
+    std::fs::rename(dir.join("bzImage.tmp"), dir.join("bzImage"))?;
+    Ok(compiled.len())
+}
+
+/// The objects a kbuild log says it compiled (`CC path.o` lines).
+fn compiled_objects(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("CC "))
+        .map(|rest| rest.trim().to_string())
+        .collect()
+}
+
+/// The C sources a patch changes, or None when it changes a header (then
+/// any includer may recompile, and which is not predictable from the
+/// patch alone).
+fn touched_sources(patch: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for path in patch
         .lines()
-        .filter(|l| l.trim_start().starts_with("CC "))
-        .count())
+        .filter_map(|l| l.strip_prefix("+++ "))
+        .map(|p| p.split('\t').next().unwrap_or(p).trim())
+        .map(|p| p.strip_prefix("b/").unwrap_or(p))
+    {
+        if path.ends_with(".h") {
+            return None;
+        }
+        out.push(path.to_string());
+    }
+    Some(out)
+}
+
+/// Objects of an incremental relink that are neither compiled from a
+/// touched source nor rebuilt by every relink: the version stamp
+/// (init/version*.o), the export table (.vmlinux.export.o) and the boot
+/// image (arch/x86/boot/). A generated header that changed between the
+/// stock build and the variant's (kbuild rewrites it, and every includer
+/// recompiles) shows up here.
+fn unexpected_objects(compiled: &[String], touched: &[String]) -> Vec<String> {
+    const RELINK: [&str; 4] = [
+        "init/version.o",
+        "init/version-timestamp.o",
+        ".vmlinux.export.o",
+        "arch/x86/boot/",
+    ];
+    compiled
+        .iter()
+        .filter(|o| !RELINK.iter().any(|r| o.starts_with(r)))
+        .filter(|o| {
+            let stem = o.strip_suffix(".o").unwrap_or(o);
+            !touched.iter().any(|t| t.strip_suffix(".c") == Some(stem))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Exports of vmlinux that differ between the stock tree's Module.symvers
@@ -348,6 +413,33 @@ mod tests {
         assert!(export_changes(stock, same).is_empty());
         let changed = "0x0\ta\tvmlinux\tEXPORT_SYMBOL_GPL\t\n0x0\tc\tvmlinux\tEXPORT_SYMBOL\t\n";
         assert_eq!(export_changes(stock, changed), ["+a", "+c", "-a", "-b"]);
+    }
+
+    /// The check that keeps the variant incremental: the fresh-machine
+    /// log that recompiled 2,259 files fails it, the relink passes.
+    #[test]
+    fn variant_compiling_more_than_its_patch_is_caught() {
+        let patch = "--- a/mm/vmalloc.c\n+++ b/mm/vmalloc.c\n@@ -1 +1 @@\n-a\n+b\n";
+        let touched = touched_sources(patch).unwrap();
+        assert_eq!(touched, ["mm/vmalloc.c"]);
+        let relink = "  CC      mm/vmalloc.o\n  AR      mm/built-in.a\n  CC      init/version.o\n\
+                      \x20 CC      init/version-timestamp.o\n  CC      .vmlinux.export.o\n\
+                      \x20 AS      arch/x86/boot/header.o\n  CC      arch/x86/boot/version.o\n\
+                      \x20 HOSTCC  scripts/x\n";
+        let objects = compiled_objects(relink);
+        assert_eq!(objects.len(), 5, "{objects:?}");
+        assert!(unexpected_objects(&objects, &touched).is_empty());
+        let stale = "  UPD     arch/x86/include/generated/asm/cpufeaturemasks.h\n\
+                     \x20 CC      arch/x86/kernel/cpu/common.o\n  CC      mm/vmalloc.o\n  CC      mm/vmalloc_extra.o\n";
+        assert_eq!(
+            unexpected_objects(&compiled_objects(stale), &touched),
+            ["arch/x86/kernel/cpu/common.o", "mm/vmalloc_extra.o"]
+        );
+        let header = "--- a/include/linux/vmalloc.h\n+++ b/include/linux/vmalloc.h\n";
+        assert!(touched_sources(header).is_none());
+        // A timestamped +++ line names the file before the tab.
+        let dated = "+++ b/mm/vmalloc.c\t2026-01-01 00:00:00\n";
+        assert_eq!(touched_sources(dated).unwrap(), ["mm/vmalloc.c"]);
     }
 
     #[test]

@@ -272,3 +272,16 @@ pub fn same_fields(
     }
     Ok(line)
 }
+
+/// Maps and programs created while `f` ran, from the ids before and after.
+/// Ground truth: the kernel hands out map and program ids in order, so if
+/// nothing was created meanwhile, the probe made after `f` has the next id
+/// after the one made before (a program list read after a process exited
+/// would be empty either way).
+pub fn loaded_while<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, (u32, u32))> {
+    use nofail_test_support::bpf;
+    let (map0, prog0) = (bpf::next_map_id()?, bpf::next_prog_id()?);
+    let value = f()?;
+    let (map1, prog1) = (bpf::next_map_id()?, bpf::next_prog_id()?);
+    Ok((value, (map1 - map0 - 1, prog1 - prog0 - 1)))
+}

@@ -10,7 +10,7 @@ use nofail_test_support::bpf;
 use serde_json::Value;
 
 use crate::{
-    harness::{Ctx, Trace, expect_fields, field},
+    harness::{self, Ctx, Trace, expect_fields, field},
     trigger::{self, Arm},
 };
 
@@ -388,26 +388,15 @@ pub fn dry_run_fails_nothing(ctx: &Ctx) -> Result<()> {
     )
 }
 
-/// On a stock kernel (no CONFIG_BPF_KPROBE_OVERRIDE) inject refuses before
-/// attaching anything, in one line naming what is missing.
-/// On the kernel where injection works, every bad rule is still one line,
-/// a non-zero exit, and nothing loaded: the rules are checked before the
-/// object is loaded. Ground truth: map ids are handed out in order, so if
-/// nofail created none of its maps, the map made after it has the next id
-/// after the one made before (a program list read after nofail exited
-/// would be empty either way).
-/// Maps and programs created while `f` ran, from the ids before and after.
-fn loaded_while<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, (u32, u32))> {
-    let (map0, prog0) = (bpf::next_map_id()?, bpf::next_prog_id()?);
-    let value = f()?;
-    let (map1, prog1) = (bpf::next_map_id()?, bpf::next_prog_id()?);
-    Ok((value, (map1 - map0 - 1, prog1 - prog0 - 1)))
-}
-
+// On a stock kernel (no CONFIG_BPF_KPROBE_OVERRIDE) inject refuses before
+// attaching anything, in one line naming what is missing. On the kernel
+// where injection works, every bad rule is still one line, a non-zero
+// exit, and nothing loaded: the rules are checked before the object is
+// loaded (harness::loaded_while).
 pub fn bad_rules_attach_nothing(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
     // The control: a good rule does load nofail's maps and programs.
-    let (out, (maps, progs)) = loaded_while(|| {
+    let (out, (maps, progs)) = harness::loaded_while(|| {
         Ok(std::process::Command::new(&ctx.nofail)
             .args(["inject", "--stage", "area", "--duration", "10ms"])
             .output()?)
@@ -446,7 +435,7 @@ pub fn bad_rules_attach_nothing(ctx: &Ctx) -> Result<()> {
             "no_such_function_xyz",
         ),
     ] {
-        let (out, (maps, progs)) = loaded_while(|| {
+        let (out, (maps, progs)) = harness::loaded_while(|| {
             Ok(std::process::Command::new(&ctx.nofail)
                 .arg("inject")
                 .args(args)
@@ -476,7 +465,7 @@ pub fn refused_without_injection_support(ctx: &Ctx) -> Result<()> {
     ] {
         // The kernel's config (passed in by xtask) already says no, so
         // nofail must refuse without loading anything at all.
-        let (out, (maps, progs)) = loaded_while(|| {
+        let (out, (maps, progs)) = harness::loaded_while(|| {
             Ok(std::process::Command::new(&ctx.nofail)
                 .args(["inject", "--stage", "area", "--inject-mode", mode])
                 .args(["--duration", "1s"])

@@ -11,6 +11,7 @@ mod harness;
 mod host;
 mod inject;
 mod patched;
+mod predates;
 mod real;
 mod runner;
 mod scenarios;
@@ -60,12 +61,18 @@ struct Args {
     /// scenarios made for it run (without it, only the others).
     #[arg(long)]
     kernel_patch: Option<String>,
+    /// The kernel predates vmalloc's NOFAIL loop (before 5.17): only the
+    /// refusal scenario runs.
+    #[arg(long, conflicts_with_all = ["trigger", "kernel_patch", "host"])]
+    predates_nofail: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut cases = if args.host {
         host::all()
+    } else if args.predates_nofail {
+        scenarios::predating_nofail()
     } else {
         scenarios::all(args.trigger.is_some())
     };

@@ -52,6 +52,14 @@ fn recording(name: &'static str, run: Scenario, records: &'static [&'static str]
     }
 }
 
+/// The scenarios for a kernel from before vmalloc's NOFAIL loop.
+pub fn predating_nofail() -> Vec<Case> {
+    vec![case(
+        "refused_on_older_kernel",
+        crate::predates::refused_on_older_kernel,
+    )]
+}
+
 /// The scenarios for a stock kernel, or with the trigger module for the
 /// test kernel.
 pub fn all(test_kernel: bool) -> Vec<Case> {
