@@ -32,6 +32,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything reads or loads: a kernel without the NOFAIL loop
+    // gets one line saying so, not a verifier log.
+    if cli.command.touches_kernel()
+        && let Err(why) = kernel::support::check_running()
+    {
+        eprintln!("nofail: error: {why}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         cmd::Command::Trace(args) => cmd::trace::run(args).await,
         cmd::Command::Doctor(args) => cmd::doctor::run(args),

@@ -60,3 +60,15 @@ pub enum Command {
     #[command(name = "generate-files", hide = true)]
     GenerateFiles(generate::GenerateArgs),
 }
+
+impl Command {
+    /// It reads or loads into the running kernel (a recorded report, the
+    /// packaging files do not).
+    pub fn touches_kernel(&self) -> bool {
+        match self {
+            Self::Trace(_) | Self::Inject(_) | Self::Doctor(_) => true,
+            Self::Serve(args) => args.report.is_none(),
+            Self::Report(_) | Self::GenerateFiles(_) => false,
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod config;
+pub mod support;
 pub mod symbols;
 pub mod view;
 
