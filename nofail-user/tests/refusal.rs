@@ -157,6 +157,33 @@ fn bad_duration_is_one_clear_error() {
     assert!(stderr.contains("invalid duration unit"), "{stderr}");
 }
 
+/// Every duration flag goes through one parser: a duration beyond the
+/// kernel's u64 nanoseconds is a usage error (exit 2, one line), not a
+/// panic (exit 101) nor a value that wraps.
+#[test]
+fn durations_too_long_are_usage_errors_on_every_flag() {
+    for args in [
+        &["trace", "--duration", "99999999999999999999h"][..],
+        &["trace", "--interval", "99999999999999999999h"],
+        &["trace", "--stuck-after", "5124096h"],
+        &["trace", "--retry-window", "18446744074s"],
+        &["serve", "--stuck-after", "99999999999999999999h"],
+        &[
+            "inject",
+            "--stage",
+            "area",
+            "--duration",
+            "99999999999999999999h",
+        ],
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("is too long"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 /// Bad injection rules fail in argument parsing, before anything is
 /// loaded: one line, exit 2.
 #[test]

@@ -128,7 +128,7 @@ impl Session {
             in_flight: maps::read_inflight(
                 ebpf,
                 &self.syms,
-                stuck_after.as_nanos() as u64,
+                crate::kernel::duration_ns(stuck_after),
                 !self.tracer.sees_every_call(),
             )?,
             health: maps::read_health(ebpf)?,

@@ -209,30 +209,61 @@ impl Outputs {
     }
 }
 
+/// The one parser of every duration flag (`--duration`, `--interval`,
+/// `--stuck-after`, `--retry-window`): a decimal number and a unit (ms, s,
+/// m, h; plain seconds without one), computed in whole nanoseconds with
+/// checked arithmetic. Positive, and at most `u64::MAX` nanoseconds (about
+/// 584 years), so that every conversion to the kernel's nanoseconds fits
+/// (`kernel::duration_ns`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
+    let invalid = || format!("invalid duration {s:?} (try 10s, 500ms, 2m)");
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+        return Err(invalid());
+    }
+    let unit_ns: u128 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => {
             return Err(format!(
                 "invalid duration unit {unit:?} in {s:?} (use ms, s, m or h)"
             ));
         }
     };
-    if !secs.is_finite() || secs <= 0.0 {
+    let too_long = || {
+        format!(
+            "duration {s:?} is too long (at most {}h, about 584 years)",
+            u64::MAX as u128 / 3_600_000_000_000
+        )
+    };
+    // Digits past the 18th of a fraction are below a nanosecond in any unit.
+    let frac = &frac[..frac.len().min(18)];
+    let whole: u128 = match int {
+        "" => 0,
+        int => int.parse().map_err(|_| too_long())?,
+    };
+    let part: u128 = match frac {
+        "" => 0,
+        frac => {
+            frac.parse::<u128>().map_err(|_| invalid())? * unit_ns / 10u128.pow(frac.len() as u32)
+        }
+    };
+    let ns = whole
+        .checked_mul(unit_ns)
+        .and_then(|w| w.checked_add(part))
+        .ok_or_else(too_long)?;
+    if ns == 0 {
         return Err(format!("duration must be positive, got {s:?}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let ns = u64::try_from(ns).map_err(|_| too_long())?;
+    Ok(Duration::from_nanos(ns))
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -263,6 +294,43 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration(".5m").unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            parse_duration("0.000000001s").unwrap(),
+            Duration::from_nanos(1)
+        );
+        for bad in ["", "s", ".", "1.2.3s", "-5s", "0.0000000001s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Too long for the kernel's u64 nanoseconds: one error, no panic in
+    /// `Duration::from_secs_f64` and no wrapping conversion later.
+    #[test]
+    fn durations_beyond_u64_nanoseconds_are_errors() {
+        let max = Duration::from_nanos(u64::MAX);
+        for long in [
+            "99999999999999999999h",
+            "18446744073709551615ms",
+            "5124096h",
+            "18446744074s",
+            "1e400",
+            "340282366920938463463374607431768211456s",
+        ] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(
+                err.contains("too long") || err.contains("invalid"),
+                "{long}: {err}"
+            );
+        }
+        assert!(parse_duration("5124095h").unwrap() <= max);
+        assert_eq!(parse_duration("18446744073.709551615s").unwrap(), max);
+        assert!(parse_duration("18446744073.709551616s").is_err());
+        assert_eq!(
+            crate::kernel::duration_ns(parse_duration("5124095h").unwrap()),
+            5124095 * 3_600_000_000_000
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use nofail_common::{EVENT_STACK, EVENT_STUCK};
 
 use crate::{
     bpf::{events::EventStream, session::Session, tracer::Globals},
+    kernel::duration_ns,
     model::health::EventHealth,
     output::events::{EventSink, render_tally},
 };
@@ -68,10 +69,10 @@ impl EventArgs {
     /// `command` (`EVENT_INJECTED`, `EVENT_RETRY`).
     pub fn globals(&self, command: u32, live: &LiveArgs) -> Globals {
         Globals {
-            retry_window_ns: live.retry_window.as_nanos() as u64,
+            retry_window_ns: duration_ns(live.retry_window),
             event_kinds: self.kinds(command),
             events_rate: self.events_rate,
-            stuck_after_ns: live.stuck_after.as_nanos() as u64,
+            stuck_after_ns: duration_ns(live.stuck_after),
             what_if: live.what_if,
         }
     }

@@ -11,6 +11,7 @@ use crate::{
     bpf::{session::Session, tracer::Globals},
     cmd::flags::{FilterArgs, LiveArgs, TopArgs},
     cmd::signals::Stop,
+    kernel::duration_ns,
     model::{report::Report, source::ReportSource},
     output::{json, serve::serve},
 };
@@ -81,7 +82,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 &args.filter.selection(),
                 args.live.mode,
                 Globals {
-                    retry_window_ns: args.live.retry_window.as_nanos() as u64,
+                    retry_window_ns: duration_ns(args.live.retry_window),
                     what_if: args.live.what_if,
                     ..Default::default()
                 },

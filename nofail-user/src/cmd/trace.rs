@@ -14,7 +14,7 @@ use crate::{
         follow::{EventArgs, follow},
         signals::Stop,
     },
-    kernel::{realtime_ns, symbols::Kallsyms},
+    kernel::{duration_ns, realtime_ns, symbols::Kallsyms},
     model::report,
     output::{events::clock_of, prometheus::Sticky, text},
 };
@@ -59,7 +59,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         None => eprintln!("nofail: tracing until Ctrl-C or SIGTERM"),
     }
     args.live.ready()?;
-    let stuck_after = live.stuck_after.as_nanos() as u64;
+    let stuck_after = duration_ns(live.stuck_after);
     let top = args.outputs.top.top as usize;
     let (mut earlier, mut intervals) = (Vec::new(), 0u64);
     let mut sticky = Sticky::new(top);

@@ -12,7 +12,14 @@ pub mod view;
 pub fn realtime_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+        .map_or(0, duration_ns)
+}
+
+/// `d` in nanoseconds, as the kernel counts them; saturates at `u64::MAX`
+/// (about 584 years) rather than wrapping. Every duration flag is bounded
+/// below that when parsed (cmd/flags.rs), so for them this is exact.
+pub fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
