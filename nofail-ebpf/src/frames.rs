@@ -17,13 +17,9 @@ use nofail_common::{COMM_LEN, Health};
 
 use crate::{
     config::selected,
-    maps::{FRAMES_BUF, health},
+    maps::{FRAMES, FRAMES_BUF, health},
     task::current_tgid,
 };
-
-/// Frames taken per event: the deepest hook (timer_start) sits about six
-/// frames below vmalloc's core. A power of two (see `frame`).
-pub const FRAMES: usize = 16;
 
 /// `__vmalloc_node_range_noprof` (or 6.1's `__vmalloc_node_range`): its
 /// body and its `.cold` part, `[start, end)` pairs; 0 when absent.

@@ -65,11 +65,15 @@ pub static TP_TASKS: LruHashMap<u32, TpTask> = LruHashMap::with_max_entries(MAX_
 #[map]
 pub static TP_SLEEPS: LruHashMap<u64, TpSleep> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
+/// Frames taken per event (frames.rs): the deepest hook (timer_start)
+/// sits about six frames below vmalloc's core. A power of two (see
+/// `frames::frame`).
+pub const FRAMES: usize = 16;
+
 /// Tracepoint and sentinel modes: the kernel stack of the event being
 /// handled (frames.rs), per CPU, off the 512-byte BPF stack.
 #[map]
-pub static FRAMES_BUF: PerCpuArray<[u64; crate::frames::FRAMES]> =
-    PerCpuArray::with_max_entries(1, 0);
+pub static FRAMES_BUF: PerCpuArray<[u64; FRAMES]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Tracepoint mode: where a new `INFLIGHT` record is built (the struct is
 /// too large for the stack next to a captured kernel stack).

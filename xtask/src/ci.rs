@@ -12,11 +12,11 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    kernels::{self, Kernel, KernelName, KernelSpec},
+    kernels::{Kernel, KernelName, KernelSpec},
     setup,
     suite::{self, Selection},
     util::workspace_root,
-    vm,
+    variant, vm,
 };
 
 /// The stages run so far: a line as each ends, a table at the end.
@@ -224,7 +224,7 @@ fn host_checks(t: &mut Tally, root: &Path) {
 /// Provides a kernel as a stage of its own (fetch or build time).
 fn provide(t: &mut Tally, spec: &KernelSpec) -> Option<Kernel> {
     let t0 = Instant::now();
-    match kernels::ensure_spec(spec) {
+    match variant::ensure_spec(spec) {
         Ok(k) => {
             t.record(
                 &format!("kernel {} ({})", k.label, k.release),
@@ -254,7 +254,7 @@ fn stock_matrix(t: &mut Tally, names: &[KernelName]) {
     let results = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..VM_LANES.min(kernels.len()) {
+        for _ in 0..suite::VM_LANES.min(kernels.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -279,9 +279,6 @@ fn stock_matrix(t: &mut Tally, names: &[KernelName]) {
         t.record(&format!("vm tests on {}", kernels[i].label), ok, secs);
     }
 }
-
-/// Guests run at once where the scenarios allow it (one host core each).
-pub const VM_LANES: usize = 2;
 
 /// The test kernel: built from Debian's source, the runner's own checks
 /// on it (timeout, panic), its scenarios, then its patched variant.
@@ -374,7 +371,7 @@ pub fn vm_test(spec: KernelSpec, filter: Option<String>, bless: bool) -> Result<
         anyhow::bail!("build failed");
     }
     crate::dist::build()?;
-    let kernel = kernels::ensure_spec(&spec)?;
+    let kernel = variant::ensure_spec(&spec)?;
     let sel = Selection {
         filter: filter.as_deref(),
         bless,

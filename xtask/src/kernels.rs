@@ -110,16 +110,6 @@ impl std::fmt::Display for KernelSpec {
     }
 }
 
-/// Provides the kernel `spec` names: the matrix kernel, then, for
-/// `test+FILE`, its variant with the patch.
-pub fn ensure_spec(spec: &KernelSpec) -> Result<Kernel> {
-    let base = ensure(spec.name)?;
-    match &spec.patch {
-        None => Ok(base),
-        Some(patch) => crate::variant::ensure(&base, patch),
-    }
-}
-
 /// A bootable kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {

@@ -151,7 +151,7 @@ fn kernel_cmd(
     }
     setup::ensure()?;
     for spec in specs {
-        let k = kernels::ensure_spec(&spec)?;
+        let k = crate::variant::ensure_spec(&spec)?;
         println!("{:<14} {:<28} {}", k.label, k.release, k.image.display());
     }
     Ok(0)

@@ -131,11 +131,14 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     Ok(ok)
 }
 
+/// Guests run at once where the scenarios allow it (one host core each).
+pub const VM_LANES: usize = 2;
+
 /// What one boot gave: the guest's exit code, its result lines, and
 /// whether its closing line was there.
 type BootResult = Result<(i32, Vec<Finished>, bool)>;
 
-/// Runs the boots, up to `ci::VM_LANES` guests at a time (each is one
+/// Runs the boots, up to `VM_LANES` guests at a time (each is one
 /// QEMU thread, so two on two cores do not slow each other); results in
 /// boot order. The shared boot is the longest and goes first, the
 /// own-boot scenarios beside it.
@@ -153,7 +156,7 @@ fn run_boots(
     let results: Mutex<Vec<Option<BootResult>>> = Mutex::new(boots.iter().map(|_| None).collect());
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..crate::ci::VM_LANES.min(boots.len()) {
+        for _ in 0..VM_LANES.min(boots.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);

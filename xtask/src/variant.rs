@@ -33,7 +33,20 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{kernels::Kernel, util::sha256_hex};
+use crate::{
+    kernels::{Kernel, KernelSpec},
+    util::sha256_hex,
+};
+
+/// Provides the kernel `spec` names: the matrix kernel, then, for
+/// `test+FILE`, its variant with the patch.
+pub fn ensure_spec(spec: &KernelSpec) -> Result<Kernel> {
+    let base = crate::kernels::ensure(spec.name)?;
+    match &spec.patch {
+        None => Ok(base),
+        Some(patch) => ensure(&base, patch),
+    }
+}
 
 /// What a patch file names a variant by: its file name without `.patch`
 /// (or `.diff`).

@@ -17,8 +17,9 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     cpio::Cpio,
-    kernels::{self, Kernel, KernelSpec},
+    kernels::{Kernel, KernelSpec},
     util::{self, workspace_root},
+    variant,
 };
 
 /// Exit codes for outcomes that are not the command's own.
@@ -59,7 +60,7 @@ pub struct VmArgs {
 
 pub fn cmd(args: VmArgs) -> Result<i32> {
     crate::setup::ensure()?;
-    let kernel = kernels::ensure_spec(&args.kernel)?;
+    let kernel = variant::ensure_spec(&args.kernel)?;
     let cwd = std::env::current_dir()?;
     run(&Guest {
         kernel: &kernel,

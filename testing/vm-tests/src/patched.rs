@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result, ensure};
 
 use crate::{
     harness::{Ctx, Kmsg, Trace, expect_fields, pt_total, row},
-    scenarios::run_mapping_injected,
     trigger::{self, Arm, Injector},
 };
 
@@ -31,7 +30,7 @@ pub fn partial_map_retries_once(ctx: &Ctx) -> Result<()> {
     ensure!(primed.null == 0, "the priming call failed: {primed:?}");
     let mut kmsg = Kmsg::from_now()?;
     let trace = Trace::start(ctx, "mapping_patched", &["--stuck-after", "500ms"])?;
-    let finished = run_mapping_injected(6 << 20, 1, 3);
+    let finished = trigger::run_mapping_injected(6 << 20, 1, 3);
     let left = Injector::FailPageAlloc.remaining();
     Injector::FailPageAlloc.disarm()?;
     let report = trace.finish()?;

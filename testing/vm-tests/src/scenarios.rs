@@ -454,36 +454,6 @@ fn area_stage_retries_exact(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Starts the trigger's fresh-address-space NOFAIL site in a child with
-/// fail_page_alloc armed from the entry of its mapping function (the
-/// trigger's kprobe), so the kernel fails page-table pages and nothing
-/// else: `times` failures after `space` were allowed through (its unit is
-/// the allocation's 1 << order: pages, for page tables).
-/// Returns the child's exit status if it ended within 5 s.
-pub fn run_mapping_injected(
-    size: u64,
-    times: u64,
-    space: u64,
-) -> Result<Option<std::process::ExitStatus>> {
-    Injector::FailPageAlloc.arm_after(times, space)?;
-    let dir = "/sys/kernel/debug/nofail_trigger";
-    std::fs::write(format!("{dir}/size"), size.to_string())?;
-    std::fs::write(format!("{dir}/count"), "1")?;
-    std::fs::write(format!("{dir}/fail"), (Arm::Mapping as u32).to_string())?;
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", &format!("echo vmalloc_nofail_fresh > {dir}/run")])
-        .spawn()?;
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-    }
-    // Left running: a spinning NOFAIL call cannot be interrupted.
-    std::mem::forget(child);
-    Ok(None)
-}
-
 /// fail_page_alloc fails the first page-table page of a NOFAIL vmalloc's
 /// mapping stage, in address space no call used before: nothing is mapped
 /// yet, so the loop turns exactly once and the call succeeds. nofail must
@@ -492,7 +462,7 @@ pub fn run_mapping_injected(
 fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
     let trace = Trace::start(ctx, "mapping_stage", &[])?;
-    let finished = run_mapping_injected(64 << 10, 1, 0);
+    let finished = trigger::run_mapping_injected(64 << 10, 1, 0);
     let left = Injector::FailPageAlloc.remaining();
     Injector::FailPageAlloc.disarm()?;
     let report = trace.finish()?;
@@ -543,7 +513,7 @@ fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
     let primed = trigger::run("vmalloc_nofail_fresh", 1, 64 << 10, Arm::Off)?;
     ensure!(primed.null == 0, "the priming call failed: {primed:?}");
     let trace = Trace::start(ctx, "mapping_spin", &["--stuck-after", "500ms"])?;
-    let finished = run_mapping_injected(6 << 20, 1, 3);
+    let finished = trigger::run_mapping_injected(6 << 20, 1, 3);
     if matches!(finished, Ok(None)) {
         std::thread::sleep(Duration::from_secs(1));
     }

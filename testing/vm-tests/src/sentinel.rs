@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::{
     harness::{Ctx, Trace, field, row, same_fields},
-    scenarios::run_mapping_injected,
     trigger::{self, Injector},
 };
 
@@ -48,7 +47,7 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
         trigger::run_injected(Injector::ShouldFailslab, K, "vmalloc_nofail", 1, 64 << 10)?;
     let (plain, _) = trigger::run_injected(Injector::Failslab, 1, "vmalloc", 1, 64 << 10)?;
     let (by_hand, _) = trigger::run_injected(Injector::Failslab, 2, "vmalloc_retry", 1, 64 << 10)?;
-    let mapped = run_mapping_injected(64 << 10, 1, 0);
+    let mapped = trigger::run_mapping_injected(64 << 10, 1, 0);
     let map_left = Injector::FailPageAlloc.remaining();
     Injector::FailPageAlloc.disarm()?;
     let sentinel = sentinel.finish()?;

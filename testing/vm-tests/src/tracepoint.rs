@@ -9,7 +9,6 @@ use nofail_test_support::{bpf, outcome::skip};
 
 use crate::{
     harness::{Ctx, Trace, field, row, same_fields},
-    scenarios::run_mapping_injected,
     trigger::{self, Arm, Injector},
 };
 
@@ -27,7 +26,7 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
     let plain = trigger::run("vmalloc", PLAIN, 64 << 10, Arm::Off)?;
     let (area, left) =
         trigger::run_injected(Injector::ShouldFailslab, K, "vmalloc_nofail", 1, 64 << 10)?;
-    let mapped = run_mapping_injected(64 << 10, 1, 0);
+    let mapped = trigger::run_mapping_injected(64 << 10, 1, 0);
     let map_left = Injector::FailPageAlloc.remaining();
     Injector::FailPageAlloc.disarm()?;
     let tp = tp.finish()?;

@@ -2,7 +2,7 @@
 //! The trigger module's debugfs interface and the kernel's own fault
 //! injection (failslab with task-filter), the ground truth of the test kernel.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use nofail_test_support::kernel::{KernelConfig, kernel_functions};
@@ -210,4 +210,34 @@ pub fn run_injected(
 /// CONFIG_HZ of the running kernel (the test kernel has /proc/config.gz).
 pub fn hz() -> Result<u64> {
     KernelConfig::running()?.hz()
+}
+
+/// Starts the trigger's fresh-address-space NOFAIL site in a child with
+/// fail_page_alloc armed from the entry of its mapping function (the
+/// trigger's kprobe), so the kernel fails page-table pages and nothing
+/// else: `times` failures after `space` were allowed through (its unit is
+/// the allocation's 1 << order: pages, for page tables).
+/// Returns the child's exit status if it ended within 5 s.
+pub fn run_mapping_injected(
+    size: u64,
+    times: u64,
+    space: u64,
+) -> Result<Option<std::process::ExitStatus>> {
+    Injector::FailPageAlloc.arm_after(times, space)?;
+    let dir = "/sys/kernel/debug/nofail_trigger";
+    std::fs::write(format!("{dir}/size"), size.to_string())?;
+    std::fs::write(format!("{dir}/count"), "1")?;
+    std::fs::write(format!("{dir}/fail"), (Arm::Mapping as u32).to_string())?;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("echo vmalloc_nofail_fresh > {dir}/run")])
+        .spawn()?;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+    }
+    // Left running: a spinning NOFAIL call cannot be interrupted.
+    std::mem::forget(child);
+    Ok(None)
 }
