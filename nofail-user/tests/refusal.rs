@@ -195,6 +195,11 @@ fn bad_inject_rules_are_one_line_errors() {
             "probability must be a number from 0 to 1",
         ),
         (&["--stage", "area", "--times", "-3"], "--times"),
+        (&["--stage", "area", "--times", "0"], "--times"),
+        (
+            &["--stage", "area", "--probability", "0"],
+            "probability must be a number from 0 to 1, 0 excluded",
+        ),
         (&["--stage", "area", "--fail-first", "-1"], "--fail-first"),
         (&["--stage", "area", "--every", "0"], "--every"),
         (
@@ -208,6 +213,47 @@ fn bad_inject_rules_are_one_line_errors() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// Flags that would be accepted and then mean nothing are refused in
+/// argument parsing: `--pid 0` (it read as "no filter"), `--svg-callers`
+/// without `--svg`, `--events-rate` without any `--events*` output. One
+/// line, exit 2, nothing loaded.
+#[test]
+fn flags_that_would_mean_nothing_are_usage_errors() {
+    let report = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testing/reports/export_live.json"
+    );
+    for (args, needle) in [
+        (&["trace", "--pid", "0"][..], "--pid"),
+        (&["serve", "--pid", "0"], "--pid"),
+        (&["inject", "--stage", "area", "--pid", "0"], "--pid"),
+        (&["report", report, "--svg-callers", "3"], "--svg"),
+        (&["trace", "--events-rate", "5"], "--events"),
+        (
+            &["inject", "--stage", "area", "--events-rate", "5"],
+            "--events",
+        ),
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    // With what they need, the same flags parse: the report is printed.
+    let svg = std::env::temp_dir().join(format!("nofail-refusal-{}.svg", std::process::id()));
+    let out = nofail()
+        .args(["report", report, "--svg-callers", "3", "--svg"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&svg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// On a kernel without the injection options, inject refuses before it

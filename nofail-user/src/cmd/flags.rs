@@ -19,7 +19,7 @@ use crate::{
 #[derive(Debug, Clone, clap::Args)]
 pub struct FilterArgs {
     /// Only calls made by this process (tgid).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
     /// Only calls made by tasks with this command name.
     #[arg(long)]

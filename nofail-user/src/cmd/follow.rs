@@ -22,6 +22,7 @@ use crate::{
 const DEFAULT_RATE: u64 = 1000;
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("events_on").args(["events", "events_stack", "events_json"]).multiple(true)))]
 pub struct EventArgs {
     /// Print a line per event as it happens: each injected failure
     /// (inject), each NOFAIL retry sleep (trace), and a call turning STUCK
@@ -37,8 +38,8 @@ pub struct EventArgs {
     #[arg(long, value_name = "FILE")]
     pub events_json: Option<PathBuf>,
     /// At most this many events per second; the rest are dropped and
-    /// counted.
-    #[arg(long, default_value_t = DEFAULT_RATE, value_name = "N",
+    /// counted (with --events, --events-stack or --events-json).
+    #[arg(long, default_value_t = DEFAULT_RATE, value_name = "N", requires = "events_on",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub events_rate: u64,
 }

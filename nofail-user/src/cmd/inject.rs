@@ -38,14 +38,14 @@ pub struct InjectArgs {
     /// Only calls without __GFP_NOFAIL.
     #[arg(long, conflicts_with = "nofail_only")]
     pub no_nofail: bool,
-    /// Chance that an eligible allocation fails (0 to 1).
+    /// Chance that an eligible allocation fails (above 0, at most 1).
     #[arg(long, allow_negative_numbers = true, value_parser = parse_probability, default_value = "1")]
     pub probability: f64,
     /// Fail only every Nth eligible allocation.
     #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub every: Option<u32>,
     /// Total failures to inject, then stop injecting.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub times: Option<u64>,
     /// Fail the first K attempts of each targeted call, then let it through.
     #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
@@ -76,11 +76,12 @@ pub struct InjectArgs {
     pub events: EventArgs,
 }
 
+/// Above 0 (a rule that never fails anything is a `--dry-run`), at most 1.
 pub fn parse_probability(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
         _ => Err(format!(
-            "probability must be a number from 0 to 1, got {s:?}"
+            "probability must be a number from 0 to 1, 0 excluded, got {s:?}"
         )),
     }
 }
@@ -224,7 +225,9 @@ mod tests {
 
     #[test]
     fn probability_bounds() {
-        assert!(parse_probability("0").is_ok());
+        assert!(parse_probability("0").is_err());
+        assert!(parse_probability("0.0").is_err());
+        assert!(parse_probability("1e-9").is_ok());
         assert!(parse_probability("1").is_ok());
         assert!(parse_probability("0.25").is_ok());
         assert!(parse_probability("1.5").is_err());

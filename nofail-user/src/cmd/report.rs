@@ -18,8 +18,8 @@ pub struct ReportArgs {
     /// Draw retries-per-call and stall-time histograms of the top callers.
     #[arg(long, value_name = "OUT.svg")]
     pub svg: Option<PathBuf>,
-    /// Callers drawn in the picture.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32))]
+    /// Callers drawn in the picture (with --svg).
+    #[arg(long, default_value_t = 4, requires = "svg", value_parser = clap::value_parser!(u64).range(1..=32))]
     pub svg_callers: u64,
     /// Compare with an older report (per-caller changes).
     #[arg(long, value_name = "OLD.json")]
