@@ -116,23 +116,19 @@ enum Outcome {
 }
 
 fn run_once(guest: &Guest) -> Result<Outcome> {
-    let Guest {
-        kernel,
-        cwd,
-        command,
-        env,
-        timeout,
-        memory,
-        icount,
-        cpus,
-    } = *guest;
     let work = tempdir()?;
     let nonce = format!("NOFAIL-VM-{:016x}", rand64());
     let initrd = work.join("initrd.cpio");
-    write_initramfs(kernel, &initrd, &nonce, cwd, command, env)?;
+    write_initramfs(
+        guest.kernel,
+        &initrd,
+        &nonce,
+        guest.cwd,
+        guest.command,
+        guest.env,
+    )?;
     let heartbeat = work.join("heartbeat");
     std::fs::write(&heartbeat, "")?;
-
     for var in ["NOFAIL_QEMU_EXTRA", "NOFAIL_KERNEL_APPEND"] {
         if let Ok(v) = std::env::var(var) {
             // Set for profiling; left exported, it would change every
@@ -140,6 +136,24 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
             eprintln!("xtask vm: {var}={v:?}");
         }
     }
+    let started = Instant::now();
+    let mut child = qemu_command(guest, &initrd, &heartbeat)
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let rx = console_lines(&mut child);
+    let watched = watch(&rx, &nonce, &heartbeat, guest.timeout, started);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(conclude(
+        guest.kernel,
+        watched,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The QEMU command line of a guest run.
+fn qemu_command(guest: &Guest, initrd: &Path, heartbeat: &Path) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
         // One host thread runs both vCPUs in turn (no MTTCG). With a
@@ -155,9 +169,9 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         "-cpu",
         "max",
         "-smp",
-        &cpus.to_string(),
+        &guest.cpus.to_string(),
         "-m",
-        &memory.to_string(),
+        &guest.memory.to_string(),
     ])
     .args([
         "-nodefaults",
@@ -167,7 +181,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         "-monitor",
         "none",
     ])
-    .args(if icount {
+    .args(if guest.icount {
         &["-icount", "shift=0,sleep=off"][..]
     } else {
         &[]
@@ -181,9 +195,9 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     .arg("-serial")
     .arg(format!("file:{}", heartbeat.display()))
     .arg("-kernel")
-    .arg(&kernel.image)
+    .arg(&guest.kernel.image)
     .arg("-initrd")
-    .arg(&initrd)
+    .arg(initrd)
     .arg("-append")
     .arg(format!(
         "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {}",
@@ -194,17 +208,16 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     .arg("-virtfs")
     .arg(format!(
         "local,path={},mount_tag=hostcwd,security_model=none,multidevs=remap",
-        cwd.display()
+        guest.cwd.display()
     ))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = qemu
-        .spawn()
-        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    qemu
+}
 
-    // Console lines and QEMU's own errors arrive on one channel.
+/// Console lines and QEMU's own errors, on one channel.
+fn console_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel::<String>();
     for stream in [
         Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
@@ -223,98 +236,124 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
             }
         });
     }
-    drop(tx);
+    rx
+}
 
-    let mut tail: VecDeque<String> = VecDeque::new();
-    let mut status: Option<i32> = None;
-    let mut started_command = false;
-    let mut failure: Option<(i32, String)> = None;
+/// What watching a guest's console saw.
+struct Watched {
+    tail: VecDeque<String>,
+    /// The command's exit status, as the guest init reported it.
+    status: Option<i32>,
+    /// The guest init reported START: the kernel booted.
+    started_command: bool,
+    /// What ended the run early (crash, hang, timeout), with its code.
+    failure: Option<(i32, String)>,
+}
+
+/// Streams the console until the guest ends, crashes, hangs (no heartbeat
+/// for HANG_SECS) or runs past `timeout` seconds.
+fn watch(
+    rx: &mpsc::Receiver<String>,
+    nonce: &str,
+    heartbeat: &Path,
+    timeout: u64,
+    started: Instant,
+) -> Watched {
+    let mut w = Watched {
+        tail: VecDeque::new(),
+        status: None,
+        started_command: false,
+        failure: None,
+    };
     let mut last_beat = (0u64, Instant::now());
     let stdout = std::io::stdout();
+    let keep = |w: &mut Watched, line: String| {
+        let _ = writeln!(stdout.lock(), "{line}");
+        w.tail.push_back(line);
+        if w.tail.len() > TAIL_LINES {
+            w.tail.pop_front();
+        }
+    };
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
-                if let Some(rest) = line.strip_prefix(&nonce) {
+                if let Some(rest) = line.strip_prefix(nonce) {
                     match rest.trim().strip_prefix("EXIT ") {
-                        Some(code) => status = code.trim().parse().ok(),
-                        None => started_command = true,
+                        Some(code) => w.status = code.trim().parse().ok(),
+                        None => w.started_command = true,
                     }
                     continue;
                 }
-                let _ = writeln!(stdout.lock(), "{line}");
-                if failure.is_none()
+                if w.failure.is_none()
                     && let Some(what) = crash_kind(&line)
                 {
-                    failure = Some((EXIT_CRASH, what.to_string()));
+                    w.failure = Some((EXIT_CRASH, what.to_string()));
                 }
-                tail.push_back(line);
-                if tail.len() > TAIL_LINES {
-                    tail.pop_front();
-                }
+                keep(&mut w, line);
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if failure.is_some() {
+        if w.failure.is_some() {
             // Let the oops finish printing, then stop the guest.
             std::thread::sleep(Duration::from_secs(2));
             while let Ok(line) = rx.try_recv() {
-                let _ = writeln!(stdout.lock(), "{line}");
-                tail.push_back(line);
+                keep(&mut w, line);
             }
             break;
         }
-        let beats = std::fs::metadata(&heartbeat).map(|m| m.len()).unwrap_or(0);
+        let beats = std::fs::metadata(heartbeat).map(|m| m.len()).unwrap_or(0);
         if beats != last_beat.0 {
             last_beat = (beats, Instant::now());
         }
         if started.elapsed() > Duration::from_secs(timeout) {
-            failure = Some((EXIT_TIMEOUT, format!("timed out after {timeout} s")));
+            w.failure = Some((EXIT_TIMEOUT, format!("timed out after {timeout} s")));
             break;
         }
-        if last_beat.1.elapsed() > Duration::from_secs(HANG_SECS) && status.is_none() {
-            failure = Some((
+        if last_beat.1.elapsed() > Duration::from_secs(HANG_SECS) && w.status.is_none() {
+            w.failure = Some((
                 EXIT_HANG,
                 format!("guest hung: no heartbeat for {HANG_SECS} s"),
             ));
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&work);
-    let elapsed = started.elapsed().as_secs_f64();
-    if let Some((code, what)) = failure {
+    w
+}
+
+/// The run's outcome, with the last console lines where it went wrong.
+fn conclude(kernel: &Kernel, w: Watched, elapsed: f64) -> Outcome {
+    if let Some((code, what)) = w.failure {
         eprintln!(
             "xtask vm: {what} ({} kernel {}, {elapsed:.1} s); last console lines:",
             kernel.label, kernel.release
         );
-        for line in tail.iter().rev().take(TAIL_LINES).rev() {
+        for line in &w.tail {
             eprintln!("  | {line}");
         }
-        return Ok(if started_command || code == EXIT_TIMEOUT {
+        return if w.started_command || code == EXIT_TIMEOUT {
             Outcome::Done(code)
         } else {
             Outcome::BootFailed(code)
-        });
+        };
     }
-    match status {
+    match w.status {
         Some(code) => {
             eprintln!("xtask vm: {} exited {code} ({elapsed:.1} s)", kernel.label);
-            Ok(Outcome::Done(code))
+            Outcome::Done(code)
         }
         None => {
             eprintln!(
                 "xtask vm: guest stopped without reporting a status ({elapsed:.1} s); last console lines:"
             );
-            for line in &tail {
+            for line in &w.tail {
                 eprintln!("  | {line}");
             }
-            Ok(if started_command {
+            if w.started_command {
                 Outcome::Done(EXIT_CRASH)
             } else {
                 Outcome::BootFailed(EXIT_CRASH)
-            })
+            }
         }
     }
 }

@@ -450,6 +450,26 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
         "  backdrop: {} threads, {areas} vmalloc areas",
         backdrop.threads()
     );
+    let samples = measure_rounds(ctx)?;
+    let stats = statistics_round(ctx)?;
+    let (table, configs_json) = summarize(&samples, &stats, backdrop.threads(), areas);
+    print!("{table}");
+    let icount = std::env::var("NOFAIL_BENCH_CLOCK").unwrap_or_else(|_| "wall".into());
+    let json = json!({
+        "clock": icount,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+        "rounds": ROUNDS,
+        "backdrop": {"threads": backdrop.threads(), "vmalloc_areas": areas},
+        "configs": configs_json,
+        "table": table,
+    });
+    std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")?;
+    Ok(())
+}
+
+/// The measured rounds, configurations in a carryover-balanced order
+/// (after one warm-up): samples per configuration, in CONFIGS order.
+fn measure_rounds(ctx: &Ctx) -> Result<Vec<Vec<Sample>>> {
     measure_all(ROUNDS + 1)?; // warm up
     let mut samples: Vec<Vec<Sample>> = CONFIGS.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
@@ -472,8 +492,12 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
             samples[i].push(s);
         }
     }
-    // Program runs and time per call from the kernel, in one more round
-    // per nofail configuration with run statistics on.
+    Ok(samples)
+}
+
+/// Program runs and time per call from the kernel, in one more round
+/// per nofail configuration with run statistics on.
+fn statistics_round(ctx: &Ctx) -> Result<Vec<Option<Sample>>> {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
         .context("cannot enable BPF run statistics")?;
     let mut stats: Vec<Option<Sample>> = Vec::new();
@@ -491,11 +515,19 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
         });
     }
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0")?;
+    Ok(stats)
+}
+
+/// The printed table and the JSON rows, per configuration and workload
+/// against the untraced run of the same round.
+fn summarize(
+    samples: &[Vec<Sample>],
+    stats: &[Option<Sample>],
+    threads: usize,
+    areas: usize,
+) -> (String, Vec<serde_json::Value>) {
     let calls_per_round: u64 = WORKLOADS.iter().map(|w| w.calls).sum();
-    let mut table = format!(
-        "backdrop: {} idle threads, {areas} vmalloc areas\n",
-        backdrop.threads()
-    );
+    let mut table = format!("backdrop: {threads} idle threads, {areas} vmalloc areas\n");
     table += &format!(
         "{:<16} {:<17} {:>12} {:>10} {:>26} {:>16}\n",
         "CONFIG", "WORKLOAD", "NS/CALL", "ADDED", "OVERHEAD med [min-max]", "COUNTED"
@@ -569,18 +601,7 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
             "skipped_runs": skipped,
         }));
     }
-    print!("{table}");
-    let icount = std::env::var("NOFAIL_BENCH_CLOCK").unwrap_or_else(|_| "wall".into());
-    let json = json!({
-        "clock": icount,
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
-        "rounds": ROUNDS,
-        "backdrop": {"threads": backdrop.threads(), "vmalloc_areas": areas},
-        "configs": configs_json,
-        "table": table,
-    });
-    std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")?;
-    Ok(())
+    (table, configs_json)
 }
 
 #[cfg(test)]
