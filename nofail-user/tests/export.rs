@@ -650,6 +650,87 @@ fn unwritable_outputs_busy_ports_and_remote_addresses_are_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `nofail serve --report FILE` serves what the file holds: every flag of
+/// live tracing (how calls are followed, what is selected, map sizes)
+/// would be ignored, so each is a usage error (one line, exit 2) rather
+/// than a server that silently serves something else. `--top` and
+/// `--ready-file` do apply, and are accepted.
+#[test]
+fn serve_report_refuses_every_live_flag() {
+    let live = recorded("export_live.json");
+    for flag in [
+        &["--mode", "kprobe"][..],
+        &["--stuck-after", "2s"],
+        &["--retry-window", "2s"],
+        &["--what-if"],
+        &["--pid", "1"],
+        &["--comm", "x"],
+        &["--caller", "xfs_*"],
+        &["--module", "xfs"],
+        &["--nofail-only"],
+        &["--min-size", "4K"],
+        &["--chains", "3"],
+        &["--max-callers", "10"],
+        &["--max-inflight", "10"],
+    ] {
+        let mut child = nofail()
+            .args(["serve", "--listen", "127.0.0.1:0", "--report"])
+            .arg(&live)
+            .args(flag)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Exits at once; a server still running after 10 s took the flag.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = status.unwrap_or_else(|| panic!("{flag:?}: still serving: {err}"));
+        assert_eq!(status.code(), Some(2), "{flag:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{flag:?}: {err}");
+        assert!(
+            err.contains("'--report <REPORT>' cannot be used with") && err.contains(flag[0]),
+            "{flag:?}: {err}"
+        );
+    }
+    let dir = scratch("serve_flags");
+    let ready = dir.join("ready");
+    let mut child = nofail()
+        .args(["serve", "--listen", "127.0.0.1:0", "--top", "3", "--report"])
+        .arg(&live)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ready.exists(),
+        "--top and --ready-file with --report: never ready"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Raw bytes in, the status code of the answer out (0: closed unanswered).
 fn raw_status(port: u16, request: &[u8]) -> u32 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -25,8 +25,9 @@ pub struct ServeArgs {
     /// Accept a listen address other than loopback.
     #[arg(long)]
     pub allow_remote: bool,
-    /// Serve this recorded report instead of tracing live.
-    #[arg(long)]
+    /// Serve this recorded report instead of tracing live (the flags of
+    /// live tracing, which could change nothing in it, are refused).
+    #[arg(long, conflicts_with_all = LIVE_ONLY)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub top: TopArgs,
@@ -35,6 +36,24 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
 }
+
+/// The flags of a live session (how calls are followed, what is selected,
+/// map sizes): a recorded report was taken with its own.
+const LIVE_ONLY: [&str; 13] = [
+    "mode",
+    "stuck_after",
+    "retry_window",
+    "what_if",
+    "pid",
+    "comm",
+    "caller",
+    "module",
+    "nofail_only",
+    "min_size",
+    "chains",
+    "max_callers",
+    "max_inflight",
+];
 
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
@@ -102,4 +121,37 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     args.live.ready()?;
     serve(listener, source, args.top.top as usize, stop.signalled()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// `LIVE_ONLY` names every flag of `serve` but those a served report
+    /// honours too: a flag added to serve is refused with `--report` or
+    /// listed here as one that applies to it, or this fails.
+    #[test]
+    fn every_live_flag_conflicts_with_report() {
+        const WITH_REPORT: [&str; 6] = [
+            "listen",
+            "allow_remote",
+            "report",
+            "top",
+            "ready_file",
+            "help",
+        ];
+        let cli = crate::cmd::Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let mut live: Vec<String> = serve
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|a| !WITH_REPORT.contains(&a.as_str()))
+            .collect();
+        live.sort();
+        let mut listed: Vec<String> = LIVE_ONLY.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(live, listed);
+    }
 }
