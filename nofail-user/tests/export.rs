@@ -615,6 +615,30 @@ fn unwritable_outputs_busy_ports_and_remote_addresses_are_refused() {
         &dir,
         "is a directory",
     );
+    // Every output is checked before any is written: a good --svg path
+    // is not left behind by a bad --prometheus or --json one.
+    let ok_svg = dir.join("ok.svg");
+    let ok_prom = dir.join("ok.prom");
+    for (svg, prom, json) in [
+        (&ok_svg, Path::new("/nonexistent/x.prom"), None),
+        (
+            &ok_svg,
+            ok_prom.as_path(),
+            Some(Path::new("/nonexistent/x.json")),
+        ),
+    ] {
+        let mut args = vec!["report", live, "--svg", svg.to_str().unwrap()];
+        args.extend(["--prometheus", prom.to_str().unwrap()]);
+        if let Some(json) = json {
+            args.extend(["--json", json.to_str().unwrap()]);
+        }
+        assert_refused(&args, &dir, "cannot write /nonexistent/x.");
+        assert!(
+            entries(&dir).is_empty(),
+            "{args:?} left {:?}",
+            entries(&dir)
+        );
+    }
     // trace checks its outputs before loading anything.
     let json = dir.join("no/such/dir/r.json");
     assert_refused(

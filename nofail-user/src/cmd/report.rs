@@ -88,6 +88,12 @@ pub fn run(args: ReportArgs) -> Result<()> {
     if args.gates.fail_if_retries_increase.is_some() && old.is_none() {
         anyhow::bail!("--fail-if-retries-increase needs --baseline OLD.json");
     }
+    // Every output path is checked before any is written (as trace and
+    // inject do), so one that cannot be written leaves no other behind.
+    args.outputs.check()?;
+    if let Some(path) = &args.svg {
+        json::check_writable(path)?;
+    }
     let picture = args
         .svg
         .as_ref()
