@@ -435,6 +435,32 @@ fn json_read_back_and_written_again_is_the_same_report() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--top N` bounds the text table as its help says (it bounded only the
+/// interval tables and Prometheus labels): whatif_area.json has two
+/// callers; `--top 1` prints the one that retried and counts the other.
+#[test]
+fn top_bounds_the_report_table() {
+    let file = recorded("whatif_area.json");
+    let report = read_report("whatif_area.json");
+    let site = caller_name(&report, "site_vmalloc_nofail_window");
+    let other = caller_name(&report, "kernel_clone");
+    let out = report_of(&file).args(["--top", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!("{site} "))),
+        "{text}"
+    );
+    assert!(!text.contains(&other), "{text}");
+    assert!(text.contains("(1 more callers)"), "{text}");
+    let out = report_of(&file).args(["--top", "2"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&other) && !text.contains("more callers"),
+        "{text}"
+    );
+}
+
 /// A report recorded before --chains and --module existed (kept as it was
 /// in testing/reports/legacy/, which --bless leaves alone): read back, it
 /// is the same report with those fields at their defaults.

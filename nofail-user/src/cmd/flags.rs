@@ -134,12 +134,13 @@ impl LiveArgs {
     }
 }
 
-/// Callers shown by name: rows of the text tables and callers with their
-/// own Prometheus label (the rest are summed as caller="other").
+/// Callers shown by name: rows of the text tables (with their details)
+/// and callers with their own Prometheus label.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct TopArgs {
-    /// Callers shown by name: table rows and Prometheus labels; the rest
-    /// are summed as caller="other".
+    /// Callers shown by name (most retries first): rows of the text tables,
+    /// with their details, the rest counted in one line; and Prometheus
+    /// labels, the rest summed as caller="other".
     #[arg(long, visible_alias = "top-labels", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub top: u64,

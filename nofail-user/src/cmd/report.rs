@@ -99,7 +99,8 @@ pub fn run(args: ReportArgs) -> Result<()> {
         .as_ref()
         .map(|_| svg::render(&new, args.svg_callers as usize))
         .transpose()?;
-    args.outputs.show(&text::render_report(&new));
+    args.outputs
+        .show(&text::render_report(&new, args.outputs.top.top as usize));
     let changes = old.as_ref().map(|old| baseline::diff(old, &new));
     if let (Some(changes), Some(base)) = (&changes, &args.baseline) {
         args.outputs.show(&format!(

@@ -100,7 +100,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut report = session.collect("trace", live.stuck_after)?;
     report.health.events = events.finish(&session)?;
     drop(session);
-    args.outputs.show(&text::render_report(&report));
+    args.outputs.show(&text::render_report(&report, top));
     args.outputs.write_json(&report)?;
     args.outputs.write_prometheus(&report, &mut sticky)
 }

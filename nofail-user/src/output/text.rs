@@ -143,11 +143,12 @@ pub fn render_chains(chains: &[ChainRow]) -> String {
     out
 }
 
-/// The final report: the table, then per-caller details for callers that
+/// The final report: the table of the first `top` callers (the report's
+/// order: most retries first), then details for those of them that
 /// failed, retried or slept, with their histograms.
-pub fn render_report(report: &Report) -> String {
-    let mut out = render_top(&report.callers, 0);
-    for r in &report.callers {
+pub fn render_report(report: &Report, top: usize) -> String {
+    let mut out = render_top(&report.callers, top);
+    for r in report.callers.iter().take(top) {
         if r.failures + r.counts.sleeps + r.counts.open_coded_retries == 0 {
             continue;
         }
@@ -348,7 +349,7 @@ mod tests {
             .map(|(&a, s)| (a, Aggregate::of_stats(s)))
             .collect();
         let report = sample(rows(&sites, &syms()));
-        let text = render_report(&report);
+        let text = render_report(&report, 20);
         assert!(text.contains("a_fn+0x10 (4 calls, 4 NOFAIL)"), "{text}");
         assert!(
             text.contains("NOFAIL retries: area 6, mapping 0; max 3 in one call"),
@@ -357,6 +358,32 @@ mod tests {
         assert!(text.contains("slept 24.0 ms"), "{text}");
         assert!(text.contains("retries per call:"), "{text}");
         assert!(!text.contains("b_fn+0x0 ("), "{text}");
+    }
+
+    /// `--top` bounds the final table and its details as it bounds the
+    /// interval tables: the rest are counted in one line.
+    #[test]
+    fn top_bounds_the_final_table() {
+        let failing = |calls| CallerStats {
+            calls,
+            area_failures: 1,
+            area_retries: 1,
+            ..Default::default()
+        };
+        let mut stats = BTreeMap::new();
+        stats.insert(0xffffffff81000010, failing(2));
+        stats.insert(0xffffffff82000020, failing(1));
+        let sites = stats
+            .iter()
+            .map(|(&a, s)| (a, Aggregate::of_stats(s)))
+            .collect();
+        let report = sample(rows(&sites, &syms()));
+        let text = render_report(&report, 1);
+        assert!(text.contains("a_fn+0x10 (2 calls"), "{text}");
+        assert!(!text.contains("b_fn"), "{text}");
+        assert!(text.contains("(1 more callers)"), "{text}");
+        let all = render_report(&report, 2);
+        assert!(all.contains("b_fn+0x20 (1 calls") && !all.contains("more callers"));
     }
 
     #[test]
