@@ -64,7 +64,12 @@ static u32 count = 1;
 static u32 fail;
 /* Results of the last finished run. Runs themselves are not serialised:
  * several tasks may run sites at once (the stress test does). */
-static u32 last_calls, last_null, last_retries;
+static u32 last_calls, last_null, last_retries, last_sleeps;
+/* The task of the run that counts its one-jiffy retry sleeps (one run at
+ * a time; a run started while another counts leaves it and reports
+ * sleeps=0): the kernel's own loop turns, seen from outside nofail. */
+static struct task_struct *sleep_task;
+static atomic_t site_sleeps = ATOMIC_INIT(0);
 /* Totals since load, over all runs, concurrent ones included. */
 static atomic64_t total_calls, total_null;
 /* The thread ids that got the NULLs since the log was last reset (by a
@@ -296,6 +301,8 @@ static int ex_sleep_enter(struct kprobe *kp, struct pt_regs *regs)
 {
 	int n;
 
+	if (current == READ_ONCE(sleep_task))
+		atomic_inc(&site_sleeps);
 	if (current != READ_ONCE(ex_task))
 		return 0;
 	n = atomic_inc_return(&ex_sleeps);
@@ -511,9 +518,10 @@ static int run_site(const char *site)
 {
 	void *(*fn)(unsigned long) = NULL;
 	bool kv = false, retry = false;
-	u32 i, n, calls = 0, nulls = 0, retries = 0;
+	u32 i, n, calls = 0, nulls = 0, retries = 0, sleeps = 0;
 	unsigned long sz;
 	u32 arm;
+	bool counting;
 
 	if (!strcmp(site, "vmalloc_nofail"))
 		fn = site_vmalloc_nofail;
@@ -539,6 +547,9 @@ static int run_site(const char *site)
 	if (arm == 2 && !mapping_probe_registered)
 		return -EOPNOTSUPP;
 
+	counting = cmpxchg(&sleep_task, NULL, current) == NULL;
+	if (counting)
+		atomic_set(&site_sleeps, 0);
 	for (i = 0; i < n; i++) {
 		void *p;
 
@@ -566,12 +577,17 @@ static int run_site(const char *site)
 		cond_resched();
 	}
 
+	if (counting) {
+		sleeps = atomic_read(&site_sleeps);
+		WRITE_ONCE(sleep_task, NULL);
+	}
 	atomic64_add(calls, &total_calls);
 	atomic64_add(nulls, &total_null);
 	mutex_lock(&lock);
 	last_calls = calls;
 	last_null = nulls;
 	last_retries = retries;
+	last_sleeps = sleeps;
 	mutex_unlock(&lock);
 	return 0;
 }
@@ -598,8 +614,8 @@ static ssize_t results_read(struct file *file, char __user *buf, size_t len, lof
 
 	mutex_lock(&lock);
 	n = scnprintf(text, sizeof(text),
-		      "calls=%u null=%u retries=%u total_calls=%lld total_null=%lld\n",
-		      last_calls, last_null, last_retries,
+		      "calls=%u null=%u retries=%u sleeps=%u total_calls=%lld total_null=%lld\n",
+		      last_calls, last_null, last_retries, last_sleeps,
 		      (long long)atomic64_read(&total_calls),
 		      (long long)atomic64_read(&total_null));
 	mutex_unlock(&lock);

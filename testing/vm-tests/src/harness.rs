@@ -285,3 +285,34 @@ pub fn loaded_while<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, (u32, u32))>
     let (map1, prog1) = (bpf::next_map_id()?, bpf::next_prog_id()?);
     Ok((value, (map1 - map0 - 1, prog1 - prog0 - 1)))
 }
+
+/// The one call in the in-flight view of a report taken while the
+/// trigger's endless mapping loop spins (trigger::spin_mapping_loop):
+/// flagged stuck, mapping failures that kept coming, a sleep after each.
+pub fn spinning_call(report: &serde_json::Value) -> Result<&serde_json::Value> {
+    let stuck: Vec<&serde_json::Value> =
+        rows_of(&report["in_flight"], "site_vmalloc_nofail_fresh")?;
+    ensure!(
+        stuck.len() == 1,
+        "the spinning call is not in the in-flight view: {}",
+        report["in_flight"]
+    );
+    let r = stuck[0];
+    let (mapping, sleeps) = (field(r, "mapping_failures")?, field(r, "sleeps_so_far")?);
+    ensure!(
+        field(r, "area_failures")? == 0,
+        "area failures in a mapping-stage injection: {r}"
+    );
+    ensure!(mapping >= 2, "the loop did not keep failing: {r}");
+    // Sampled mid-loop: the last failure's sleep may not have started yet.
+    ensure!(
+        sleeps == mapping || sleeps + 1 == mapping,
+        "{sleeps} sleeps for {mapping} mapping failures"
+    );
+    ensure!(
+        r["stuck"] == true,
+        "the spinning call is not flagged stuck: {r}"
+    );
+    println!("  (the NOFAIL loop spins on -EBUSY: {mapping} mapping failures so far)");
+    Ok(r)
+}

@@ -63,6 +63,13 @@ fn fail_first(ctx: &Ctx, stage: &str, site: &str, mode: &str) -> Result<()> {
         run.null == 0 && run.calls == 1,
         "the NOFAIL call did not succeed: {run:?}"
     );
+    // The ground truth outside nofail: the kernel's loop slept K times
+    // (the trigger's kprobe on schedule_timeout_uninterruptible).
+    ensure!(
+        run.sleeps == K,
+        "the kernel's loop slept {} times, not {K}",
+        run.sleeps
+    );
     ensure!(
         report["injection"]["counts"]["injected"] == K,
         "injected {} != {K}",

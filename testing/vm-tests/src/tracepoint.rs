@@ -72,6 +72,21 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Tracepoint mode alone on the endless mapping loop: the call stays in
+/// the in-flight view with its caller and is flagged stuck once older than
+/// --stuck-after (own boot: the task spins until power-off).
+pub fn stuck_call_in_flight(ctx: &Ctx) -> Result<()> {
+    ctx.load_trigger()?;
+    let trace = Trace::start(
+        ctx,
+        "tp_stuck",
+        &["--mode", "tracepoint", "--stuck-after", "500ms"],
+    )?;
+    let report = trigger::spin_mapping_loop(|| trace.finish())?;
+    crate::harness::spinning_call(&report)?;
+    Ok(())
+}
+
 /// Every kernel: BPF array maps made here, counted at their caller.
 pub fn counts_maps(ctx: &Ctx) -> Result<()> {
     const N: u64 = 7;

@@ -65,6 +65,10 @@ pub struct Results {
     pub calls: u64,
     pub null: u64,
     pub retries: u64,
+    /// The kernel's one-jiffy retry sleeps (schedule_timeout_uninterruptible)
+    /// in the running task during the run, counted by the trigger's own
+    /// kprobe: the NOFAIL loop's turns, from outside nofail.
+    pub sleeps: u64,
 }
 
 /// Where the trigger sets `make_it_fail` for the kernel's injectors.
@@ -89,6 +93,7 @@ pub fn run(site: &str, count: u64, size: u64, arm: Arm) -> Result<Results> {
         calls: field(&text, "calls")?,
         null: field(&text, "null")?,
         retries: field(&text, "retries")?,
+        sleeps: field(&text, "sleeps")?,
     })
 }
 
@@ -240,4 +245,32 @@ pub fn run_mapping_injected(
     // Left running: a spinning NOFAIL call cannot be interrupted.
     std::mem::forget(child);
     Ok(None)
+}
+
+/// The endless mapping loop of a NOFAIL call (the -EBUSY re-map):
+/// fail_page_alloc lets the first page-table pages of a 6 MiB fresh-slot
+/// call through and fails the next one, so every retry finds PTEs set
+/// and sleeps again, for ever. Starts it while a trace runs, lets it spin
+/// a second, then returns what `finish` (the trace's end) gives. The task
+/// spins until power-off: scenarios using this get a boot of their own.
+pub fn spin_mapping_loop<T>(finish: impl FnOnce() -> Result<T>) -> Result<T> {
+    // In a fresh boot the first fresh-slot call also makes the page-table
+    // levels above the slots' PMD pages (a PUD page with 5-level paging),
+    // which would use up the pages let through before any PTE is written:
+    // one call first makes them, as the scenarios before it did when this
+    // one shared their boot.
+    let primed = run("vmalloc_nofail_fresh", 1, 64 << 10, Arm::Off)?;
+    ensure!(primed.null == 0, "the priming call failed: {primed:?}");
+    let finished = run_mapping_injected(6 << 20, 1, 3);
+    if matches!(finished, Ok(None)) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let left = Injector::FailPageAlloc.remaining();
+    let report = finish()?;
+    ensure!(
+        finished?.is_none(),
+        "the call finished: the failure came before any PTE was written"
+    );
+    ensure!(left? == 0, "fail_page_alloc never failed a page-table page");
+    Ok(report)
 }
