@@ -256,6 +256,37 @@ fn flags_that_would_mean_nothing_are_usage_errors() {
     );
 }
 
+/// `NOFAIL_KERNEL_CONFIG` naming a file that is not there is an error
+/// (it read as "no config"), before anything is loaded, in every command
+/// that reads the kernel's config.
+#[test]
+fn kernel_config_variable_naming_a_missing_file_is_an_error() {
+    let Some((_bpf, before)) = counting() else {
+        return;
+    };
+    for args in [
+        &["doctor"][..],
+        &["trace", "--duration", "1s"],
+        &["inject", "--stage", "area", "--duration", "1s"],
+    ] {
+        let out = nofail()
+            .args(args)
+            .env("NOFAIL_KERNEL_CONFIG", "/nonexistent/config-nofail")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(
+                "nofail: error: NOFAIL_KERNEL_CONFIG names /nonexistent/config-nofail"
+            ),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_nothing_left(&before, "NOFAIL_KERNEL_CONFIG refusals");
+}
+
 /// On a kernel without the injection options, inject refuses before it
 /// attaches anything, naming what is missing; an unknown --caller is an
 /// error on any kernel, also before anything is attached.

@@ -42,7 +42,7 @@ impl Session {
         globals: Globals,
         preflight: impl FnOnce(&KernelView) -> Result<()>,
     ) -> Result<Self> {
-        let view = KernelView::probe();
+        let view = KernelView::probe()?;
         let syms = Kallsyms::load()?;
         if !syms.has_addresses() {
             eprintln!(

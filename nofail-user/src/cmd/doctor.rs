@@ -11,7 +11,7 @@ use crate::{
         injector, one_line,
         tracer::Tracer,
     },
-    kernel::{config::KernelConfig, view::KernelView},
+    kernel::view::KernelView,
     model::{Mode, inject::InjectMode},
 };
 
@@ -105,8 +105,8 @@ fn lockdown() -> Option<String> {
 }
 
 pub fn run(args: DoctorArgs) -> Result<()> {
-    let view = KernelView::probe();
-    let config = KernelConfig::load(&view.release);
+    let view = KernelView::probe()?;
+    let config = &view.config;
     let attached = Tracer::attach(&view, args.mode, &Default::default(), &Default::default());
     let mut roles = Vec::new();
     for role in ROLES {
@@ -178,8 +178,8 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         .map(|o| (*o, config.enabled(o)))
         .collect();
     let hooks = [&AREA_INJECT, &MAPPING_INJECT];
-    let kprobe_override_missing = injector::missing(InjectMode::Kprobe, &view, &config, &hooks);
-    let fmod_ret_missing = injector::missing(InjectMode::FmodRet, &view, &config, &hooks);
+    let kprobe_override_missing = injector::missing(InjectMode::Kprobe, &view, config, &hooks);
+    let fmod_ret_missing = injector::missing(InjectMode::FmodRet, &view, config, &hooks);
     let injection_supported = kprobe_override_missing.is_empty() || fmod_ret_missing.is_empty();
     let doctor = Doctor {
         kernel: view.release.clone(),

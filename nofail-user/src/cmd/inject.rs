@@ -20,7 +20,6 @@ use crate::{
         follow::{EventArgs, follow},
         signals::Stop,
     },
-    kernel::config::KernelConfig,
     model::{
         coping::behaviour,
         inject::{InjectMode, InjectRuleView, Injection, Stage},
@@ -145,8 +144,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let live = &args.live;
     let globals = args.events.globals(EVENT_INJECTED, live);
     let mut session = Session::start(&args.filter.selection(), live.mode, globals, |view| {
-        let config = KernelConfig::load(&view.release);
-        mechanism = injector::choose(args.inject_mode, view, &config, &hooks)?;
+        mechanism = injector::choose(args.inject_mode, view, &view.config, &hooks)?;
         Ok(())
     })?;
     session.tracer.attach_stages(&session.view)?;

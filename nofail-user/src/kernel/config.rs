@@ -1,9 +1,20 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The running kernel's build configuration, where it can be found:
-//! `$NOFAIL_KERNEL_CONFIG`, /proc/config.gz (CONFIG_IKCONFIG_PROC) or
-//! /boot/config-<release>.
+//! The running kernel's build configuration, where it can be found, in the
+//! order the test support crate reads it (testing/support/src/kernel.rs):
+//! /proc/config.gz (CONFIG_IKCONFIG_PROC), the file `$NOFAIL_KERNEL_CONFIG`
+//! names, /boot/config-<release>.
 
-use std::{collections::HashMap, io::Read as _};
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The variable naming a kernel config file (xtask passes it to the
+/// guests of stock kernels, which lack /proc/config.gz).
+pub const CONFIG_VAR: &str = "NOFAIL_KERNEL_CONFIG";
 
 #[derive(Debug, Default)]
 pub struct KernelConfig {
@@ -12,36 +23,57 @@ pub struct KernelConfig {
     values: HashMap<String, String>,
 }
 
+/// Where to look, first found wins.
+fn candidates(release: &str, named: Option<&Path>) -> Vec<PathBuf> {
+    let mut paths = vec![PathBuf::from("/proc/config.gz")];
+    paths.extend(named.map(Path::to_path_buf));
+    paths.push(format!("/boot/config-{release}").into());
+    paths
+}
+
+/// Plain or gzip-compressed text.
+fn text_of(raw: &[u8]) -> std::io::Result<String> {
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(raw).read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        Ok(String::from_utf8_lossy(raw).into_owned())
+    }
+}
+
 impl KernelConfig {
-    pub fn load(release: &str) -> Self {
-        let candidates: Vec<std::path::PathBuf> = match std::env::var_os("NOFAIL_KERNEL_CONFIG") {
-            Some(p) => vec![p.into()],
-            None => vec![
-                "/proc/config.gz".into(),
-                format!("/boot/config-{release}").into(),
-            ],
-        };
+    /// The running kernel's configuration, or none (`source` None) when no
+    /// candidate exists. A file `$NOFAIL_KERNEL_CONFIG` names must be
+    /// there and readable: a typo is an error, not "no config".
+    pub fn load(release: &str) -> Result<Self> {
+        let named = std::env::var_os(CONFIG_VAR).map(PathBuf::from);
+        Self::load_from(&candidates(release, named.as_deref()), named.as_deref())
+    }
+
+    fn load_from(candidates: &[PathBuf], named: Option<&Path>) -> Result<Self> {
+        if let Some(path) = named {
+            let raw = std::fs::read(path)
+                .with_context(|| format!("{CONFIG_VAR} names {}", path.display()))?;
+            if let Err(e) = text_of(&raw) {
+                bail!(
+                    "{CONFIG_VAR} names {}: not a kernel config: {e}",
+                    path.display()
+                );
+            }
+        }
         for path in candidates {
-            let Ok(raw) = std::fs::read(&path) else {
+            let Ok(raw) = std::fs::read(path) else {
                 continue;
             };
-            let text = if raw.starts_with(&[0x1f, 0x8b]) {
-                let mut s = String::new();
-                if flate2::read::GzDecoder::new(&raw[..])
-                    .read_to_string(&mut s)
-                    .is_err()
-                {
-                    continue;
-                }
-                s
-            } else {
-                String::from_utf8_lossy(&raw).into_owned()
+            let Ok(text) = text_of(&raw) else {
+                continue;
             };
             let mut cfg = Self::parse(&text);
             cfg.source = Some(path.display().to_string());
-            return cfg;
+            return Ok(cfg);
         }
-        Self::default()
+        Ok(Self::default())
     }
 
     pub fn parse(text: &str) -> Self {
@@ -86,5 +118,57 @@ mod tests {
         assert_eq!(c.enabled("CONFIG_XFS_FS"), Some(true));
         assert_eq!(c.enabled("CONFIG_FAIL_PAGE_ALLOC"), Some(false));
         assert_eq!(KernelConfig::default().enabled("CONFIG_FAILSLAB"), None);
+    }
+
+    /// The order of testing/support/src/kernel.rs: /proc/config.gz, the
+    /// named file, /boot/config-<release>.
+    #[test]
+    fn candidates_in_the_support_crate_order() {
+        let named = Path::new("/tmp/config-7.2");
+        assert_eq!(
+            candidates("7.2.13", Some(named)),
+            [
+                PathBuf::from("/proc/config.gz"),
+                named.into(),
+                "/boot/config-7.2.13".into()
+            ]
+        );
+        assert_eq!(candidates("6.1", None).len(), 2);
+    }
+
+    /// A file the variable names that is not there (or not a config) is
+    /// an error; candidates that are not there are skipped; the first one
+    /// found is read, gzip or not.
+    #[test]
+    fn named_file_must_exist() {
+        let dir = std::env::temp_dir().join(format!("nofail-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing");
+        let err =
+            KernelConfig::load_from(std::slice::from_ref(&missing), Some(&missing)).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.starts_with("NOFAIL_KERNEL_CONFIG names ") && err.contains("missing"),
+            "{err}"
+        );
+        let bad = dir.join("bad.gz");
+        std::fs::write(&bad, [0x1f, 0x8b, 0, 1, 2]).unwrap();
+        assert!(KernelConfig::load_from(&[], Some(&bad)).is_err());
+        let plain = dir.join("config");
+        std::fs::write(&plain, "CONFIG_HZ=250\n").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"CONFIG_HZ=1000\n").unwrap();
+        let zipped = dir.join("config.gz");
+        std::fs::write(&zipped, gz.finish().unwrap()).unwrap();
+        let c = KernelConfig::load_from(
+            &[missing.clone(), zipped.clone(), plain.clone()],
+            Some(&plain),
+        )
+        .unwrap();
+        assert_eq!(c.value("CONFIG_HZ"), Some("1000"));
+        assert_eq!(c.source.as_deref(), zipped.to_str());
+        let none = KernelConfig::load_from(&[missing], None).unwrap();
+        assert_eq!(none.source, None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -23,16 +23,22 @@ pub struct KernelView {
     pub preempt: Option<String>,
     /// Where `preempt` came from.
     pub preempt_source: Option<&'static str>,
+    /// The build configuration (kernel/config.rs), read once.
+    pub config: KernelConfig,
 }
 
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 impl KernelView {
-    pub fn probe() -> Self {
-        Self {
-            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+    /// Fails only when `$NOFAIL_KERNEL_CONFIG` names a file that cannot be
+    /// read as a kernel config.
+    pub fn probe() -> anyhow::Result<Self> {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Ok(Self {
+            config: KernelConfig::load(&release)?,
+            release,
             btf: KernelBtf::from_sys_fs().ok(),
             traceable: TRACEFS.iter().find_map(|dir| {
                 let text =
@@ -42,7 +48,7 @@ impl KernelView {
             kprobes: std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
             ..Default::default()
         }
-        .with_preempt()
+        .with_preempt())
     }
 
     /// The preemption model: debugfs shows the one in force; without it
@@ -58,7 +64,7 @@ impl KernelView {
         let cmdline = std::fs::read_to_string("/proc/cmdline")
             .ok()
             .and_then(|c| preempt_of_cmdline(&c));
-        let config = || preempt_of_config(&KernelConfig::load(&self.release));
+        let config = || preempt_of_config(&self.config);
         (self.preempt, self.preempt_source) = match (debugfs, cmdline) {
             (Some(m), _) => (Some(m), Some("debugfs")),
             (None, Some(m)) => (Some(m), Some("kernel command line")),
