@@ -36,8 +36,8 @@ use crate::{
 /// (and each of its subprograms) keeps an image in a vmalloc area all
 /// run, and what nofail holds there reshapes the free-area tree every
 /// vmalloc call searches (`alloc_vmap_area()`: +65 instructions per
-/// 8 KiB call in the bare test guest with 11 such areas; README,
-/// benchmark).
+/// 8 KiB call in the bare test guest with 11 such areas;
+/// docs/benchmark-history.md).
 #[kprobe]
 pub fn sentinel_slow_path(ctx: ProbeContext) -> u32 {
     // A kprobe reports the probed function's address plus the breakpoint.

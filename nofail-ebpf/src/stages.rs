@@ -107,7 +107,7 @@ const PREFIX: &[u8; 25] = b"vmalloc error: size %lu, ";
 /// The message is read as words and compared as numbers: comparing byte
 /// slices compiles to a call to the BPF target's `memcmp`, a subprogram
 /// the kernel keeps loaded as one more vmalloc area (what a loaded
-/// program holds makes every vmalloc call dearer; README, benchmark).
+/// program holds makes every vmalloc call dearer; docs/benchmark-history.md).
 const WORDS: usize = 5;
 const AREA: &[u8] = b"vm_struct";
 const MAPPING: &[u8] = b"failed to m";

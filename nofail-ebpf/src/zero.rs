@@ -3,8 +3,8 @@
 //! bytes or more into a call to its `memset` (a byte per five
 //! instructions), which the kernel loads as a subprogram of every program
 //! that calls it: one more vmalloc area held while nofail runs, and what a
-//! loaded program holds makes every vmalloc call dearer (README,
-//! benchmark). Volatile word stores stay word stores.
+//! loaded program holds makes every vmalloc call dearer
+//! (docs/benchmark-history.md). Volatile word stores stay word stores.
 
 use core::mem::MaybeUninit;
 

@@ -21,7 +21,7 @@ pub const STOCK_REPORT: &str = "mapping_spin.json";
 pub const PATCHED_REPORT: &str = "mapping_patched.json";
 /// The call site of both scenarios (the trigger's fresh-space NOFAIL call).
 const SITE: &str = "site_vmalloc_nofail_fresh";
-/// The gate as the README shows it.
+/// The gate as the README's third example and docs/report.md show it.
 const GATE: [&str; 4] = [
     "--fail-if-retries-increase",
     "50",

@@ -70,7 +70,8 @@ enum Cmd {
     Bench {
         /// Complete runs (two boots each); with more than one, the spread
         /// of the counted metric between them is printed and written to
-        /// target/bench-runs.json.
+        /// target/bench-runs.json. Every run's table goes to
+        /// docs/benchmark-results.md.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
         /// Counted (-icount) boots to run at once (each is one host
