@@ -6,6 +6,7 @@
 pub mod chains;
 pub mod coping;
 pub mod counters;
+pub mod derived;
 pub mod events;
 pub mod filter;
 pub mod health;

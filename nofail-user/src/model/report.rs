@@ -70,17 +70,17 @@ pub struct CallerHists {
 impl CallerRow {
     /// The row of a call site from what it adds up to.
     pub fn new(caller: String, address: u64, a: &Aggregate) -> Self {
-        let c = &a.counts;
+        let d = Derived::of(a);
         CallerRow {
             caller,
             address: format!("{address:#x}"),
-            failures: c.failures(),
+            failures: d.failures,
             pt_failures: pt_map(a.pt_failures),
-            mean_latency_ns: c.total_latency_ns.checked_div(c.calls).unwrap_or(0),
-            p50_latency_ns: hist::quantile(&a.latency_hist, 0.5),
-            p99_latency_ns: hist::quantile(&a.latency_hist, 0.99),
-            p50_retries: hist::quantile(&a.retries_hist, 0.5),
-            p99_retries: hist::quantile(&a.retries_hist, 0.99),
+            mean_latency_ns: d.mean_latency_ns,
+            p50_latency_ns: d.p50_latency_ns,
+            p99_latency_ns: d.p99_latency_ns,
+            p50_retries: d.p50_retries,
+            p99_retries: d.p99_retries,
             histograms: CallerHists {
                 retries_per_call: Hist::from_log2(&a.retries_hist, "retries"),
                 latency_ns: Hist::from_log2(&a.latency_hist, "ns"),
@@ -88,7 +88,7 @@ impl CallerRow {
                 wake_delay_ns: non_empty(&a.wake_delay_hist),
                 whatif_slept_per_call_ns: non_empty(&a.whatif_hist),
             },
-            counts: c.clone(),
+            counts: a.counts.clone(),
         }
     }
 
@@ -118,6 +118,80 @@ impl CallerRow {
                 .as_ref()
                 .map_or([0; HIST_BUCKETS], log2),
         }
+    }
+}
+
+/// The fields a caller row derives from its counters and histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Derived {
+    pub failures: u64,
+    pub mean_latency_ns: u64,
+    pub p50_latency_ns: Option<u64>,
+    pub p99_latency_ns: Option<u64>,
+    pub p50_retries: Option<u64>,
+    pub p99_retries: Option<u64>,
+}
+
+impl Derived {
+    /// As nofail computes them from what a call site adds up to.
+    pub fn of(a: &Aggregate) -> Self {
+        let c = &a.counts;
+        Self {
+            failures: c.failures(),
+            mean_latency_ns: c.total_latency_ns.checked_div(c.calls).unwrap_or(0),
+            p50_latency_ns: hist::quantile(&a.latency_hist, 0.5),
+            p99_latency_ns: hist::quantile(&a.latency_hist, 0.99),
+            p50_retries: hist::quantile(&a.retries_hist, 0.5),
+            p99_retries: hist::quantile(&a.retries_hist, 0.99),
+        }
+    }
+
+    /// As a row carries them.
+    pub fn written(r: &CallerRow) -> Self {
+        Self {
+            failures: r.failures,
+            mean_latency_ns: r.mean_latency_ns,
+            p50_latency_ns: r.p50_latency_ns,
+            p99_latency_ns: r.p99_latency_ns,
+            p50_retries: r.p50_retries,
+            p99_retries: r.p99_retries,
+        }
+    }
+
+    /// Each field: its JSON name, what it derives from, its value.
+    pub fn fields(&self) -> [(&'static str, &'static str, Option<u64>); 6] {
+        [
+            (
+                "failures",
+                "area_failures + mapping_failures",
+                Some(self.failures),
+            ),
+            (
+                "mean_latency_ns",
+                "total_latency_ns / calls",
+                Some(self.mean_latency_ns),
+            ),
+            (
+                "p50_latency_ns",
+                "histogram latency_ns",
+                self.p50_latency_ns,
+            ),
+            (
+                "p99_latency_ns",
+                "histogram latency_ns",
+                self.p99_latency_ns,
+            ),
+            (
+                "p50_retries",
+                "histogram retries_per_call",
+                self.p50_retries,
+            ),
+            (
+                "p99_retries",
+                "histogram retries_per_call",
+                self.p99_retries,
+            ),
+        ]
     }
 }
 
@@ -162,7 +236,8 @@ pub struct Report {
     pub filters: FilterView,
     pub attached: Vec<Attached>,
     pub warnings: Vec<String>,
-    /// Sums over `callers` (recomputed when a report is read back).
+    /// Sums over `callers` (recomputed and compared when a report is read
+    /// back).
     #[serde(default)]
     pub totals: Totals,
     pub callers: Vec<CallerRow>,

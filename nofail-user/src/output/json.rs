@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::model::{
     counters::COUNTERS,
+    derived,
     report::{Report, SCHEMA, SCHEMA_VERSION, Totals},
 };
 
@@ -160,6 +161,23 @@ fn check_counters(report: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// The totals as written (the counters present: older versions had fewer)
+/// against the sums over the caller rows, by each counter's merge rule.
+fn check_totals(report: &Report, written: &Option<serde_json::Value>) -> Result<()> {
+    let Some(serde_json::Value::Object(written)) = written else {
+        return Ok(());
+    };
+    let sums = serde_json::to_value(Totals::of(&report.callers))?;
+    for (key, value) in written {
+        if let Some(sum) = sums.get(key).filter(|sum| *sum != value) {
+            bail!(
+                "not a valid report: totals.{key} is {value}, but the caller rows add up to {sum}"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_report(text: &str) -> Result<Report> {
     // The envelope first, so another tool's JSON or another schema version
     // is named as such rather than as a missing field.
@@ -176,6 +194,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
         None => bail!("report has no schema_version"),
     }
     check_counters(&value)?;
+    let totals = value.get("totals").cloned();
     let mut report: Report = serde_path_to_error::deserialize(value)
         .map_err(|e| anyhow::anyhow!("not a valid report: {}: {}", e.path(), e.inner()))?;
     if !report.duration_s.is_finite() || report.duration_s < 0.0 {
@@ -201,7 +220,13 @@ pub fn parse_report(text: &str) -> Result<Report> {
                 .with_context(|| format!("caller {:?}, histogram {name}", row.caller))?;
         }
     }
-    // Derived, so recomputed rather than trusted.
+    // Derived fields are recomputed and must agree with what they derive
+    // from: a report that disagrees with its own counts is not believed.
+    check_totals(&report, &totals)?;
+    if let Some(why) = derived::disagreement(&report) {
+        bail!("not a valid report: {why}");
+    }
+    // Counters an older version's totals lacked are added.
     report.totals = Totals::of(&report.callers);
     // Read into this version's form (version 1 names taken by alias), so
     // it is written back as this version.
@@ -251,6 +276,15 @@ mod tests {
             err(&text.replace("\"calls\": 2", "\"calls\": -2")).starts_with("not a valid report")
         );
         assert!(err(&text.replace("\"lo\": 2048", "\"lo\": 2047")).contains("power of two"));
+        // Derived fields that disagree with what they derive from.
+        assert_eq!(
+            err(&text.replacen("\"calls\": 2", "\"calls\": 3", 1)),
+            "not a valid report: totals.calls is 3, but the caller rows add up to 2"
+        );
+        assert_eq!(
+            err(&text.replace("\"p99_retries\": 0", "\"p99_retries\": null")),
+            "not a valid report: callers[0] (a+0x1): p99_retries is null, but histogram retries_per_call gives 0"
+        );
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(err(&deep).starts_with("not valid JSON"));
         let _ = fs::remove_dir_all(dir("round_trip"));
