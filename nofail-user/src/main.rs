@@ -51,7 +51,12 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<cmd::report::GateFailed>().is_some() => {
-            eprintln!("nofail: {err}");
+            // One line per violation, nothing else.
+            if let Some(cmd::report::GateFailed(violations)) = err.downcast_ref() {
+                for v in violations {
+                    eprintln!("nofail: gate: {v}");
+                }
+            }
             ExitCode::from(3)
         }
         Err(err) => {

@@ -292,6 +292,56 @@ fn baseline_gate_both_ways() {
     assert_eq!(p99("export_base.json", "1"), Some(0));
 }
 
+/// Two reports made from export_spin.json (tests/fixtures/) that the p99
+/// gate passed (exit 0): one whose only call of the site is still in
+/// flight with 744 mapping failures, which the gate now counts (exit 3,
+/// saying so); one whose `p99_retries` is null while its histogram puts
+/// the 99th percentile at 2-3 retries, which the reader refuses (exit 1)
+/// because a derived field disagrees with what it derives from. One line
+/// each, and no output written.
+#[test]
+fn p99_gate_sees_calls_in_flight_and_reports_must_agree_with_their_histograms() {
+    let fixture = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    };
+    let dir = scratch("p99_gate");
+    let prom = dir.join("r.prom");
+    let run = |file: &Path| {
+        report_of(file)
+            .args(["--fail-if-p99-retries-above", "3", "--prometheus"])
+            .arg(&prom)
+            .output()
+            .unwrap()
+    };
+    let out = run(&fixture("gate_in_flight_only.json"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(
+        err,
+        "nofail: gate: site_vmalloc_nofail+0x13 [nofail_trigger]: p99 retries per call <=1023 is above 3, \
+         counting 1 call still in flight with its failures so far as retries\n"
+    );
+    // A gate judges a report it read: its outputs are written.
+    std::fs::remove_file(&prom).unwrap();
+    let out = run(&fixture("gate_p99_null.json"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.ends_with(
+            "not a valid report: callers[0] (site_vmalloc_nofail+0x13 [nofail_trigger]): \
+             p99_retries is null, but histogram retries_per_call gives 3\n"
+        ),
+        "{err}"
+    );
+    assert!(!prom.exists(), "the refused report was converted");
+    // The recording they were made from passes the same gate.
+    assert_eq!(run(&recorded("export_spin.json")).status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The picture of the run recorded in the VM: one row for the trigger's
 /// NOFAIL site, its titles carrying that run's ground truth (7 calls, 4
 /// retries, 4 sleeps, 5 calls that never slept) and the time it slept, one

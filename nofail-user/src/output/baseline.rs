@@ -10,7 +10,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::report::{CallerRow, InflightRow, Report};
+use nofail_common::{HIST_BUCKETS, log2_bucket};
+
+use crate::model::{
+    hist,
+    report::{CallerRow, InflightRow, Report},
+};
 
 /// Thresholds that fail `nofail report` (exit 3).
 #[derive(Debug, Default, Clone)]
@@ -35,7 +40,12 @@ pub struct Side {
     pub retries: u64,
     /// `retries` per call, finished or in flight.
     pub per_call: f64,
+    /// p99 of retries per finished call (the row's histogram), as the
+    /// table shows it.
     pub p99: Option<u64>,
+    /// p99 of retries per call, finished or in flight, each call in flight
+    /// at its failures so far: what `--fail-if-p99-retries-above` gates.
+    pub p99_with_in_flight: Option<u64>,
     pub slept_ns: u64,
 }
 
@@ -65,6 +75,14 @@ impl Side {
                 retries as f64 / n as f64
             },
             p99: row.and_then(|r| r.p99_retries),
+            p99_with_in_flight: {
+                let mut h = row.map_or([0; HIST_BUCKETS], |r| r.aggregate().retries_hist);
+                for f in in_flight {
+                    let b = &mut h[log2_bucket(f.area_failures.saturating_add(f.mapping_failures))];
+                    *b = b.saturating_add(1);
+                }
+                hist::quantile(&h, 0.99)
+            },
             slept_ns: row.map_or(0, |r| r.counts.slept_ns)
                 + in_flight.iter().map(|f| f.slept_ns).sum::<u64>(),
         }
@@ -102,17 +120,20 @@ impl Change {
     }
 }
 
+/// The callers of a report with a finished call or one in flight, in its
+/// order (a caller may come more than once).
+fn names(r: &Report) -> Vec<String> {
+    r.callers
+        .iter()
+        .map(|c| c.caller.clone())
+        .chain(r.in_flight.iter().map(|f| f.caller.clone()))
+        .collect()
+}
+
 /// Every caller of either report (with finished calls or calls in
 /// flight), in the new report's order, then the ones only the baseline
 /// has.
 pub fn diff(old: &Report, new: &Report) -> Vec<Change> {
-    let names = |r: &'_ Report| -> Vec<String> {
-        r.callers
-            .iter()
-            .map(|c| c.caller.clone())
-            .chain(r.in_flight.iter().map(|f| f.caller.clone()))
-            .collect()
-    };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for caller in names(new).into_iter().chain(names(old)) {
@@ -176,7 +197,7 @@ pub fn render(changes: &[Change]) -> String {
         .any(|s| s.is_some_and(|s| s.in_flight > 0))
     {
         out.push_str(
-            "(N+M calls: N finished, M still in vmalloc when the report was taken; their failures so far count as retries)\n",
+            "(N+M calls: N finished, M still in vmalloc when the report was taken; their failures so far count as retries; P99 is of the finished calls)\n",
         );
     }
     out
@@ -186,11 +207,27 @@ pub fn render(changes: &[Change]) -> String {
 pub fn violations(new: &Report, changes: Option<&[Change]>, gates: &Gates) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(limit) = gates.fail_if_p99_retries_above {
-        for r in &new.callers {
-            if let Some(p99) = r.p99_retries.filter(|&p| p > limit) {
+        // Every caller with a finished call or one in flight: a call stuck
+        // in a loop is the one this gate exists for.
+        let mut seen = BTreeSet::new();
+        for caller in names(new) {
+            if !seen.insert(caller.clone()) {
+                continue;
+            }
+            let Some(side) = Side::find(new, &caller) else {
+                continue;
+            };
+            if let Some(p99) = side.p99_with_in_flight.filter(|&p| p > limit) {
                 out.push(format!(
-                    "{}: p99 retries per call <={p99} is above {limit}",
-                    r.caller
+                    "{caller}: p99 retries per call <={p99} is above {limit}{}",
+                    match side.in_flight {
+                        0 => String::new(),
+                        n => format!(
+                            ", counting {n} call{} still in flight with {} failures so far as retries",
+                            if n == 1 { "" } else { "s" },
+                            if n == 1 { "its" } else { "their" }
+                        ),
+                    }
                 ));
             }
         }
@@ -345,6 +382,7 @@ mod tests {
         assert_eq!((new.calls, new.in_flight, new.retries), (1, 0, 1));
         assert_eq!(old.per_call, 744.0);
         assert!(violations(&patched, Some(&d), &gates).is_empty());
+        assert_eq!(old.p99_with_in_flight, Some(1023), "744 is in [512, 1024)");
         let text = render(&d);
         let line = text.lines().find(|l| l.starts_with(site)).unwrap();
         assert_eq!(
@@ -358,18 +396,40 @@ mod tests {
         let v = violations(&stock, Some(&d), &gates);
         assert_eq!(
             v,
-            vec![format!(
-                "{site}: retries per call 1.00 -> 744.00 (+74300.0%), more than +50%, 1 call still in flight"
-            )]
+            vec![
+                format!(
+                    "{site}: p99 retries per call <=1023 is above 1, counting 1 call still in flight with its failures so far as retries"
+                ),
+                format!(
+                    "{site}: retries per call 1.00 -> 744.00 (+74300.0%), more than +50%, 1 call still in flight"
+                )
+            ]
         );
         // Not in the baseline at all: a stuck call is still a new retrier.
         let d = diff(&sample(vec![]), &stock);
+        let increase = Gates {
+            fail_if_p99_retries_above: None,
+            ..gates.clone()
+        };
         assert_eq!(
-            violations(&stock, Some(&d), &gates),
+            violations(&stock, Some(&d), &increase),
             vec![format!(
                 "{site}: retries 744.00 per call, not in the baseline, 1 call still in flight"
             )]
         );
+        // The p99 gate alone, without a baseline: the only call of the site
+        // is in flight, and it is the one the gate exists for.
+        let p99 = Gates {
+            fail_if_p99_retries_above: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            violations(&stock, None, &p99),
+            vec![format!(
+                "{site}: p99 retries per call <=1023 is above 3, counting 1 call still in flight with its failures so far as retries"
+            )]
+        );
+        assert!(violations(&patched, None, &p99).is_empty());
         // Without calls in flight nothing changes: no footnote.
         assert!(!render(&diff(&patched, &patched)).contains("N+M"));
     }
