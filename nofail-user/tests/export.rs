@@ -861,6 +861,7 @@ fn serve_holds_up_under_stalled_and_concurrent_clients() {
             s
         })
         .collect();
+    let opened = std::time::Instant::now();
     let scrapes: Vec<_> = (0..100)
         .map(|_| {
             std::thread::spawn(move || {
@@ -891,14 +892,30 @@ fn serve_holds_up_under_stalled_and_concurrent_clients() {
         );
     }
     eprintln!("100 concurrent scrapes next to 50 stalled connections: slowest {slowest:?}");
-    // The head deadline then ends each stalled connection.
+    // The head deadline (HEAD_DEADLINE in output/serve.rs, 5 s) then ends
+    // each stalled connection: the server closes it (EOF, with or without
+    // a 408 first), not the client's 30 s read timeout, and not before
+    // the deadline.
     for s in &mut stalled {
         s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut rest = Vec::new();
         let r = s.read_to_end(&mut rest);
-        assert!(r.is_ok() || rest.is_empty(), "{r:?}");
+        assert!(
+            r.is_ok(),
+            "a stalled connection was not closed by the server: {r:?}"
+        );
+        let head = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.is_empty() || head.starts_with("HTTP/1.1 408"),
+            "a stalled connection got {head:?}"
+        );
     }
+    let closed_after = opened.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(4500) && closed_after <= Duration::from_secs(15),
+        "stalled connections closed {closed_after:?} after they were opened, not at the 5 s head deadline"
+    );
     let big = format!(
         "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
