@@ -9,6 +9,8 @@
 use nofail_common::{CallerStats, HIST_BUCKETS, PT_LEVELS};
 use serde::{Deserialize, Serialize};
 
+use crate::model::mode::Needs;
+
 /// How two copies of a counter combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merge {
@@ -25,13 +27,15 @@ pub enum Unit {
     Ns,
 }
 
-/// A counter's Prometheus series: the family and the labels that set it
-/// apart from the family's other members.
+/// A counter's Prometheus series: the family, the labels that set it
+/// apart from the family's other members, and what a run must have seen
+/// to count it (absent otherwise, not exported as 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Series {
     pub family: &'static str,
     pub help: &'static str,
     pub labels: &'static str,
+    pub needs: Needs,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,11 +107,17 @@ macro_rules! counters {
     };
 }
 
-const fn series(family: &'static str, help: &'static str, labels: &'static str) -> Option<Series> {
+const fn series(
+    family: &'static str,
+    help: &'static str,
+    labels: &'static str,
+    needs: Needs,
+) -> Option<Series> {
     Some(Series {
         family,
         help,
         labels,
+        needs,
     })
 }
 
@@ -117,45 +127,45 @@ const RETRIES: &str = "Turns of the __GFP_NOFAIL retry loop per stage.";
 counters! {
     /// Finished vmalloc calls.
     calls <- calls, Count, Sum, Some("CALLS"),
-        series("nofail_vmalloc_calls_total", "Finished vmalloc calls per call site.", "");
+        series("nofail_vmalloc_calls_total", "Finished vmalloc calls per call site.", "", Needs::Calls);
     /// Finished calls with __GFP_NOFAIL.
     nofail_calls <- nofail_calls, Count, Sum, Some("NOFAIL"),
-        series("nofail_vmalloc_nofail_calls_total", "Finished vmalloc calls with __GFP_NOFAIL per call site.", "");
+        series("nofail_vmalloc_nofail_calls_total", "Finished vmalloc calls with __GFP_NOFAIL per call site.", "", Needs::EveryCall);
     /// Calls that returned NULL to their caller.
     null_returns <- null_returns, Count, Sum, Some("NULL"),
-        series("nofail_vmalloc_null_returns_total", "vmalloc calls that returned NULL to their caller.", "");
+        series("nofail_vmalloc_null_returns_total", "vmalloc calls that returned NULL to their caller.", "", Needs::Returns);
     /// Failures of the area stage (`__get_vm_area_node` NULL), any call.
     area_failures <- area_failures, Count, Sum, Some("F-AREA"),
-        series("nofail_vmalloc_failures_total", FAILURES, ",stage=\"area\"");
+        series("nofail_vmalloc_failures_total", FAILURES, ",stage=\"area\"", Needs::Nothing);
     /// Failures of the mapping stage (page tables), any call.
     mapping_failures <- mapping_failures, Count, Sum, Some("F-MAP"),
-        series("nofail_vmalloc_failures_total", FAILURES, ",stage=\"mapping\"");
+        series("nofail_vmalloc_failures_total", FAILURES, ",stage=\"mapping\"", Needs::Nothing);
     /// NOFAIL loop turns after an area failure.
     area_retries <- area_retries, Count, Sum, Some("R-AREA"),
-        series("nofail_vmalloc_retries_total", RETRIES, ",stage=\"area\"");
+        series("nofail_vmalloc_retries_total", RETRIES, ",stage=\"area\"", Needs::Nothing);
     /// NOFAIL loop turns after a mapping failure.
     mapping_retries <- mapping_retries, Count, Sum, Some("R-MAP"),
-        series("nofail_vmalloc_retries_total", RETRIES, ",stage=\"mapping\"");
+        series("nofail_vmalloc_retries_total", RETRIES, ",stage=\"mapping\"", Needs::Nothing);
     /// Retry sleeps (schedule_timeout_uninterruptible) inside calls.
     sleeps <- sleeps, Count, Sum, Some("SLEEPS"),
-        series("nofail_retry_sleeps_total", "Retry sleeps (schedule_timeout_uninterruptible) inside vmalloc.", "");
+        series("nofail_retry_sleeps_total", "Retry sleeps (schedule_timeout_uninterruptible) inside vmalloc.", "", Needs::Nothing);
     /// Jiffies the retry sleeps asked for.
     sleep_jiffies <- sleep_jiffies, Count, Sum, None, None;
     /// Time slept in retry sleeps.
     slept_ns <- slept_ns, Ns, Sum, Some("SLEPT ms"),
-        series("nofail_retry_slept_seconds_total", "Time spent in retry sleeps inside vmalloc.", "");
+        series("nofail_retry_slept_seconds_total", "Time spent in retry sleeps inside vmalloc.", "", Needs::Nothing);
     /// Most NOFAIL loop turns in one call.
     max_retries <- max_retries, Count, Max, Some("MAXR"), None;
     /// Calls that followed a NULL from the same call site in the same task
     /// within the retry window: an open-coded retry loop.
     open_coded_retries <- open_coded_retries, Count, Sum, Some("OPEN-CODED"),
-        series("nofail_open_coded_retries_total", "Open-coded retries: calls repeated after a NULL from the same site and task.", "");
+        series("nofail_open_coded_retries_total", "Open-coded retries: calls repeated after a NULL from the same site and task.", "", Needs::Returns);
     /// Sleeps between such a NULL and the retry.
     open_coded_retry_sleeps <- open_coded_retry_sleeps, Count, Sum, None,
-        series("nofail_open_coded_retry_sleeps_total", "Sleeps between open-coded retries.", "");
+        series("nofail_open_coded_retry_sleeps_total", "Sleeps between open-coded retries.", "", Needs::Returns);
     /// Failures `nofail inject` caused in this caller's calls.
     injected <- injected, Count, Sum, None,
-        series("nofail_injected_failures_total", "Sub-allocation failures nofail inject caused in this caller's calls.", "");
+        series("nofail_injected_failures_total", "Sub-allocation failures nofail inject caused in this caller's calls.", "", Needs::Injection);
     /// Longest time slept in one call.
     max_slept_ns <- max_slept_ns, Ns, Max, None, None;
     /// Entry-to-exit time of finished calls, summed.
@@ -164,18 +174,18 @@ counters! {
     /// needs had been freed since the failure (an event-driven wait would
     /// not have woken the task for them).
     futile_retries <- futile_retries, Count, Sum, None,
-        series("nofail_whatif_futile_retries_total", "NOFAIL retries with nothing the failed stage needs freed since the failure (--what-if).", "");
+        series("nofail_whatif_futile_retries_total", "NOFAIL retries with nothing the failed stage needs freed since the failure (--what-if).", "", Needs::WhatIf);
     /// `--what-if`: NOFAIL retries with such a free before the wake.
     freed_retries <- freed_retries, Count, Sum, None,
-        series("nofail_whatif_freed_retries_total", "NOFAIL retries after a free the failed stage could use (--what-if).", "");
+        series("nofail_whatif_freed_retries_total", "NOFAIL retries after a free the failed stage could use (--what-if).", "", Needs::WhatIf);
     /// `--what-if`: time from the first relevant free to the task's wake,
     /// summed over those retries (what an event-driven wait would save).
     wake_delay_ns <- wake_delay_ns, Ns, Sum, None,
-        series("nofail_whatif_wake_delay_seconds_total", "Time from the first relevant free to the retrying task's wake (--what-if).", "");
+        series("nofail_whatif_wake_delay_seconds_total", "Time from the first relevant free to the retrying task's wake (--what-if).", "", Needs::WhatIf);
     /// `--what-if`: the retry sleeps' time had the first relevant free
     /// woken the task (futile sleeps count whole), next to `slept_ns`.
     whatif_slept_ns <- whatif_slept_ns, Ns, Sum, None,
-        series("nofail_whatif_slept_seconds_total", "Retry sleep time had the first relevant free woken the task (--what-if).", "");
+        series("nofail_whatif_slept_seconds_total", "Retry sleep time had the first relevant free woken the task (--what-if).", "", Needs::WhatIf);
 }
 
 impl Counts {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! How calls were followed: the attach mode asked for, and each role as
-//! it ended up attached (the report's `mode` and `attached`).
+//! How calls were followed: the attach mode asked for, each role as it
+//! ended up attached (the report's `mode` and `attached`), and what that
+//! and the run's flags let it count.
 
 use std::fmt;
 
@@ -61,5 +62,72 @@ pub fn mode_of(attached: &[Attached]) -> String {
         [] => "none".into(),
         [one] => one.clone(),
         _ => "mixed".into(),
+    }
+}
+
+/// How a run followed vmalloc calls, which decides what it could count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// kprobe or fentry on vmalloc's core: every call's entry and exit.
+    Full,
+    /// Raw tracepoints: vmap areas and retry sleeps, the caller read from
+    /// the stack; no call's entry, exit or gfp mask.
+    Tracepoint,
+    /// The slow paths only: failures, NULLs and sleeps, the caller read
+    /// from the stack; a call that does not fail runs nothing.
+    Sentinel,
+}
+
+/// What a run could count: how it followed calls and the flags that add
+/// counts, each of which only the full mode can follow (`--what-if`,
+/// `--chains`, `nofail inject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sees {
+    pub follow: Follow,
+    pub what_if: bool,
+    pub chains: bool,
+    pub injection: bool,
+}
+
+/// What a count needs the run to have seen; outputs leave out what a run
+/// could not count rather than show it as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Counted in every mode.
+    Nothing,
+    /// Calls counted: at their entry (full) or their vmap area (tracepoint).
+    Calls,
+    /// Each call's entry and exit (full mode): gfp mask, latency, per-call
+    /// histograms, page-table levels, an exit or entry missed.
+    EveryCall,
+    /// Calls returning to their caller: NULLs and open-coded retries
+    /// (full and sentinel modes).
+    Returns,
+    /// Calls in progress tracked (full and tracepoint modes).
+    InFlight,
+    /// The caller read from the stack (tracepoint and sentinel modes).
+    StackCaller,
+    /// `--what-if`.
+    WhatIf,
+    /// `--chains`.
+    Chains,
+    /// `nofail inject`.
+    Injection,
+}
+
+impl Sees {
+    /// Whether the run could count what `needs` says.
+    pub fn counts(&self, needs: Needs) -> bool {
+        use Follow::*;
+        match needs {
+            Needs::Nothing => true,
+            Needs::Calls | Needs::InFlight => self.follow != Sentinel,
+            Needs::EveryCall => self.follow == Full,
+            Needs::Returns => self.follow != Tracepoint,
+            Needs::StackCaller => self.follow != Full,
+            Needs::WhatIf => self.follow == Full && self.what_if,
+            Needs::Chains => self.follow == Full && self.chains,
+            Needs::Injection => self.follow == Full && self.injection,
+        }
     }
 }

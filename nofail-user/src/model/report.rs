@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::{
     kernel::symbols::Kallsyms,
     model::{
+        Mode,
         counters::{Aggregate, Counts},
         filter::FilterView,
         health::HealthCounts,
         hist::{self, Hist},
         inject::Injection,
-        mode::Attached,
+        mode::{Attached, Follow, Needs, Sees},
     },
 };
 
@@ -252,9 +253,30 @@ pub struct Report {
 }
 
 impl Report {
-    /// Taken with `--what-if` (its vmap-free role is attached).
+    /// What the run could count, from the report alone (live or read back):
+    /// its mode, and the flags that add counts. `--what-if` is its
+    /// vmap-free role attached as a kprobe or fentry (tracepoint mode has
+    /// a vmap-free role of its own, which is not `--what-if`).
+    pub fn sees(&self) -> Sees {
+        let follow = match self.mode.as_str() {
+            "tracepoint" => Follow::Tracepoint,
+            "sentinel" => Follow::Sentinel,
+            _ => Follow::Full,
+        };
+        Sees {
+            follow,
+            what_if: self
+                .attached
+                .iter()
+                .any(|a| a.role == "vmap-free" && matches!(a.mode, Mode::Kprobe | Mode::Fentry)),
+            chains: self.filters.chains.is_some(),
+            injection: self.injection.is_some(),
+        }
+    }
+
+    /// Taken with `--what-if` (and so in the full mode).
     pub fn what_if(&self) -> bool {
-        self.attached.iter().any(|a| a.role == "vmap-free")
+        self.sees().counts(Needs::WhatIf)
     }
 }
 

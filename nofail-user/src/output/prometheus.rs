@@ -12,7 +12,10 @@ use nofail_common::HIST_BUCKETS;
 use crate::model::{
     chains::ChainRow,
     counters::{Aggregate, COUNTERS, Counts, Unit},
+    health::HealthCounts,
     hist::bounds,
+    inject::InjectCounts,
+    mode::{Follow, Needs, Sees},
     report::{CallerRow, PT_LEVEL_NAMES, Report},
 };
 
@@ -114,18 +117,61 @@ fn le(i: usize, scale: f64) -> String {
     format!("{v}")
 }
 
-fn histogram(
-    out: &mut String,
-    name: &str,
-    help: &str,
+/// A per-call histogram family: its log2 buckets and its sum, picked from
+/// a caller's aggregate, scaled to base units.
+struct HistFamily {
+    name: &'static str,
+    help: &'static str,
     scale: f64,
-    rows: &[(String, Aggregate)],
-    pick: impl Fn(&Aggregate) -> (&[u64; HIST_BUCKETS], f64),
-) {
-    header(out, name, "histogram", help);
+    needs: Needs,
+    pick: fn(&Aggregate) -> (&[u64; HIST_BUCKETS], f64),
+}
+
+/// The histograms, in exposition order.
+const HISTOGRAMS: [HistFamily; 5] = [
+    HistFamily {
+        name: "nofail_vmalloc_retries_per_call",
+        help: "NOFAIL loop turns per finished call (0 for calls without __GFP_NOFAIL).",
+        scale: 1.0,
+        needs: Needs::EveryCall,
+        pick: |s| (&s.retries_hist, s.counts.retries() as f64),
+    },
+    HistFamily {
+        name: "nofail_vmalloc_latency_seconds",
+        help: "Duration of finished vmalloc calls.",
+        scale: 1e-9,
+        needs: Needs::EveryCall,
+        pick: |s| (&s.latency_hist, seconds(s.counts.total_latency_ns)),
+    },
+    HistFamily {
+        name: "nofail_vmalloc_slept_per_call_seconds",
+        help: "Time one finished vmalloc call spent in retry sleeps.",
+        scale: 1e-9,
+        needs: Needs::EveryCall,
+        pick: |s| (&s.slept_hist, seconds(s.counts.slept_ns)),
+    },
+    HistFamily {
+        name: "nofail_whatif_wake_delay_seconds",
+        help: "Per NOFAIL retry after a relevant free: time from that free to the task's wake (--what-if).",
+        scale: 1e-9,
+        needs: Needs::WhatIf,
+        pick: |s| (&s.wake_delay_hist, seconds(s.counts.wake_delay_ns)),
+    },
+    HistFamily {
+        name: "nofail_whatif_slept_per_call_seconds",
+        help: "Per NOFAIL call: its retry sleeps' time had the first relevant free woken it (--what-if).",
+        scale: 1e-9,
+        needs: Needs::WhatIf,
+        pick: |s| (&s.whatif_hist, seconds(s.counts.whatif_slept_ns)),
+    },
+];
+
+fn histogram(out: &mut String, family: &HistFamily, rows: &[(String, Aggregate)]) {
+    let name = family.name;
+    header(out, name, "histogram", family.help);
     for (caller, s) in rows {
         let label = format!("caller=\"{}\"", escape_label(caller));
-        let (h, sum) = pick(s);
+        let (h, sum) = (family.pick)(s);
         let mut cumulative = 0u64;
         // The last kernel bucket has no upper bound: it is only in +Inf.
         for (i, n) in h.iter().enumerate().take(HIST_BUCKETS - 1) {
@@ -133,7 +179,7 @@ fn histogram(
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{label},le=\"{}\"}} {cumulative}",
-                le(i, scale)
+                le(i, family.scale)
             );
         }
         let count = cumulative.saturating_add(h[HIST_BUCKETS - 1]);
@@ -144,19 +190,17 @@ fn histogram(
 }
 
 /// Page-table failures per level: not a scalar counter, so not in the
-/// counter table.
-const PT_FAMILY: (&str, &str) = (
+/// counter table. Counted at the page-table allocators' exits (full mode).
+const PT_FAMILY: (&str, &str, Needs) = (
     "nofail_pagetable_failures_total",
     "Page-table page allocations that failed inside vmalloc, per level.",
+    Needs::EveryCall,
 );
 
 /// `--chains` counters, labelled by call site and chain; the top `top`
 /// chains (the report's order) keep their labels, the rest add up under
-/// `caller="other",chain="other"`. Nothing without `--chains`.
+/// `caller="other",chain="other"`.
 fn chain_counters(out: &mut String, chains: &[ChainRow], labels: &mut Labels) {
-    if chains.is_empty() {
-        return;
-    }
     let mut rows: Vec<(String, String, Counts)> = Vec::new();
     let mut other: Option<Counts> = None;
     for c in chains {
@@ -237,13 +281,37 @@ pub fn render_file(report: &Report, sticky: &mut Sticky, unix_s: f64) -> String 
 }
 
 /// The exposition for `report` with labels kept in `sticky` (`serve`
-/// passes the same one at every scrape).
+/// passes the same one at every scrape). Every series is there exactly
+/// when the run could count it (`Report::sees`, each family's `Needs`): a
+/// mode or a flag that cannot count something leaves it out rather than
+/// exporting zeros.
 pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
+    let sees = report.sees();
     let rows = series(&report.callers, &mut sticky.callers);
     let mut out = String::new();
+    info_and_gauges(&mut out, report, sees);
+    counter_families(&mut out, sees, &rows);
+    if sees.counts(Needs::Chains) {
+        chain_counters(&mut out, &report.chains, &mut sticky.chains);
+    }
+    for family in HISTOGRAMS.iter().filter(|h| sees.counts(h.needs)) {
+        histogram(&mut out, family, &rows);
+    }
+    missed_events(&mut out, &report.health, sees);
+    if let Some(inj) = report
+        .injection
+        .as_ref()
+        .filter(|_| sees.counts(Needs::Injection))
+    {
+        injection_decisions(&mut out, &inj.counts);
+    }
+    out
+}
 
+/// `nofail_info`, the run's duration and the calls in flight.
+fn info_and_gauges(out: &mut String, report: &Report, sees: Sees) {
     header(
-        &mut out,
+        out,
         "nofail_info",
         "gauge",
         "nofail build (version, git revision, the first 12 hex digits of its eBPF object's sha256) and the kernel it traces; always 1.",
@@ -259,21 +327,24 @@ pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
         &env!("NOFAIL_OBJECT_SHA256")[..12],
     );
     header(
-        &mut out,
+        out,
         "nofail_trace_duration_seconds",
         "gauge",
         "How long the counts were collected.",
     );
     let _ = writeln!(out, "nofail_trace_duration_seconds {}", report.duration_s);
+    if !sees.counts(Needs::InFlight) {
+        return;
+    }
     header(
-        &mut out,
+        out,
         "nofail_calls_in_flight",
         "gauge",
         "vmalloc calls in progress when the report was taken.",
     );
     let _ = writeln!(out, "nofail_calls_in_flight {}", report.in_flight.len());
     header(
-        &mut out,
+        out,
         "nofail_oldest_call_in_flight_seconds",
         "gauge",
         "Age of the oldest vmalloc call in progress (0 when none).",
@@ -284,35 +355,31 @@ pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
         "nofail_oldest_call_in_flight_seconds {}",
         seconds(oldest)
     );
+}
 
-    // Tracepoint mode sees no call return and no gfp mask: series it
-    // cannot count are left out rather than exported as zeros.
-    let tracepoint = report.mode == "tracepoint";
-    let sentinel = report.mode == "sentinel";
-    // Families in table order; a family's members (stage="area",
-    // stage="mapping") are written together under one header.
-    let mut families: Vec<&str> = COUNTERS
+/// The counter families of the counter table, in its order (a family's
+/// members, stage="area" and stage="mapping", together under one header),
+/// page-table failures after the retries; those the run could count.
+fn counter_families(out: &mut String, sees: Sees, rows: &[(String, Aggregate)]) {
+    let mut families: Vec<(&str, Needs)> = COUNTERS
         .iter()
-        .filter_map(|c| Some(c.series?.family))
+        .filter_map(|c| Some((c.series?.family, c.series?.needs)))
         .collect();
     families.dedup();
     families.insert(
         families
             .iter()
-            .position(|f| *f == "nofail_vmalloc_retries_total")
+            .position(|(f, _)| *f == "nofail_vmalloc_retries_total")
             .map_or(families.len(), |i| i + 1),
-        PT_FAMILY.0,
+        (PT_FAMILY.0, PT_FAMILY.2),
     );
-    for name in families {
-        if (tracepoint && NOT_IN_TRACEPOINT_MODE.contains(&name))
-            || (sentinel && NOT_IN_SENTINEL_MODE.contains(&name))
-            || (!report.what_if() && name.starts_with(WHAT_IF_PREFIX))
-        {
-            continue;
-        }
+    for (name, _) in families
+        .into_iter()
+        .filter(|(_, needs)| sees.counts(*needs))
+    {
         if name == PT_FAMILY.0 {
-            header(&mut out, name, "counter", PT_FAMILY.1);
-            for (caller, a) in &rows {
+            header(out, name, "counter", PT_FAMILY.1);
+            for (caller, a) in rows {
                 for (l, n) in PT_LEVEL_NAMES.iter().zip(a.pt_failures) {
                     let _ = writeln!(
                         out,
@@ -329,13 +396,13 @@ pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
             .filter(|(_, s)| s.family == name)
             .collect();
         let help = match name {
-            "nofail_vmalloc_calls_total" if tracepoint => {
+            "nofail_vmalloc_calls_total" if sees.follow == Follow::Tracepoint => {
                 "vmap areas allocated per call site (tracepoint mode: calls that reached alloc_vmap_area)."
             }
             _ => members[0].1.help,
         };
-        header(&mut out, name, "counter", help);
-        for (caller, a) in &rows {
+        header(out, name, "counter", help);
+        for (caller, a) in rows {
             for (c, s) in &members {
                 let v = (c.get)(&a.counts);
                 let v = match c.unit {
@@ -351,128 +418,59 @@ pub fn render_sticky(report: &Report, sticky: &mut Sticky) -> String {
             }
         }
     }
-
-    chain_counters(&mut out, &report.chains, &mut sticky.chains);
-    if !tracepoint && !sentinel {
-        per_call_histograms(&mut out, &rows);
-        if report.what_if() {
-            what_if_histograms(&mut out, &rows);
-        }
-    }
-    missed_and_injection(&mut out, report);
-    out
 }
 
-/// Series only `--what-if` counts (left out without it, not shown as 0).
-const WHAT_IF_PREFIX: &str = "nofail_whatif_";
-
-fn what_if_histograms(out: &mut String, rows: &[(String, Aggregate)]) {
-    histogram(
-        out,
-        "nofail_whatif_wake_delay_seconds",
-        "Per NOFAIL retry after a relevant free: time from that free to the task's wake (--what-if).",
-        1e-9,
-        rows,
-        |s| (&s.wake_delay_hist, seconds(s.counts.wake_delay_ns)),
-    );
-    histogram(
-        out,
-        "nofail_whatif_slept_per_call_seconds",
-        "Per NOFAIL call: its retry sleeps' time had the first relevant free woken it (--what-if).",
-        1e-9,
-        rows,
-        |s| (&s.whatif_hist, seconds(s.counts.whatif_slept_ns)),
-    );
-}
-
-/// Series tracepoint mode cannot count (attach::TRACEPOINT_BLIND).
-const NOT_IN_TRACEPOINT_MODE: &[&str] = &[
-    "nofail_vmalloc_nofail_calls_total",
-    "nofail_vmalloc_null_returns_total",
-    "nofail_pagetable_failures_total",
-    "nofail_open_coded_retries_total",
-    "nofail_open_coded_retry_sleeps_total",
-    "nofail_injected_failures_total",
+/// Why an event was not counted, and what a run must follow for that to
+/// happen at all.
+type Missed = (&'static str, Needs, fn(&HealthCounts) -> u64);
+const MISSED: [Missed; 9] = [
+    ("program_skipped", Needs::Nothing, |h| h.missed_runs),
+    ("inflight_map_full", Needs::InFlight, |h| h.inflight_full),
+    ("caller_map_full", Needs::Nothing, |h| h.callers_full),
+    ("chain_map_full", Needs::Chains, |h| h.chains_full),
+    ("stack_lost", Needs::Chains, |h| h.stacks_lost),
+    // A call whose exit was not seen (kretprobe instances exhausted, a
+    // skipped run): its record was replaced by the task's next call, or
+    // an exit came without its entry.
+    ("exit_missed", Needs::EveryCall, |h| h.stale_replaced),
+    ("entry_missed", Needs::EveryCall, |h| h.orphan_exits),
+    ("caller_unread", Needs::StackCaller, |h| h.caller_unread),
+    ("whatif_waiter_busy", Needs::WhatIf, |h| h.waiter_busy),
 ];
 
-/// Series sentinel mode cannot count (attach::SENTINEL_BLIND).
-const NOT_IN_SENTINEL_MODE: &[&str] = &[
-    "nofail_vmalloc_calls_total",
-    "nofail_vmalloc_nofail_calls_total",
-    "nofail_pagetable_failures_total",
-    "nofail_injected_failures_total",
-];
-
-fn per_call_histograms(out: &mut String, rows: &[(String, Aggregate)]) {
-    histogram(
-        out,
-        "nofail_vmalloc_retries_per_call",
-        "NOFAIL loop turns per finished call (0 for calls without __GFP_NOFAIL).",
-        1.0,
-        rows,
-        |s| (&s.retries_hist, s.counts.retries() as f64),
-    );
-    histogram(
-        out,
-        "nofail_vmalloc_latency_seconds",
-        "Duration of finished vmalloc calls.",
-        1e-9,
-        rows,
-        |s| (&s.latency_hist, seconds(s.counts.total_latency_ns)),
-    );
-    histogram(
-        out,
-        "nofail_vmalloc_slept_per_call_seconds",
-        "Time one finished vmalloc call spent in retry sleeps.",
-        1e-9,
-        rows,
-        |s| (&s.slept_hist, seconds(s.counts.slept_ns)),
-    );
-}
-
-fn missed_and_injection(out: &mut String, report: &Report) {
-    let h = &report.health;
+fn missed_events(out: &mut String, h: &HealthCounts, sees: Sees) {
     header(
         out,
         "nofail_missed_events_total",
         "counter",
         "Events nofail did not count: skipped program runs, full maps.",
     );
-    for (reason, v) in [
-        ("program_skipped", h.missed_runs),
-        ("inflight_map_full", h.inflight_full),
-        ("caller_map_full", h.callers_full),
-        ("chain_map_full", h.chains_full),
-        ("stack_lost", h.stacks_lost),
-        // A call whose exit was not seen (kretprobe instances exhausted,
-        // a skipped run): its record was replaced by the task's next call,
-        // or an exit came without its entry.
-        ("exit_missed", h.stale_replaced),
-        ("entry_missed", h.orphan_exits),
-        ("caller_unread", h.caller_unread),
-        ("whatif_waiter_busy", h.waiter_busy),
-    ] {
-        let _ = writeln!(out, "nofail_missed_events_total{{reason=\"{reason}\"}} {v}");
-    }
-    if let Some(inj) = &report.injection {
-        header(
+    for (reason, _, value) in MISSED.iter().filter(|(_, needs, _)| sees.counts(*needs)) {
+        let _ = writeln!(
             out,
-            "nofail_injection_decisions_total",
-            "counter",
-            "Sub-allocations the injection rule saw, by outcome.",
+            "nofail_missed_events_total{{reason=\"{reason}\"}} {}",
+            value(h)
         );
-        let c = &inj.counts;
-        for (outcome, v) in [
-            ("injected", c.injected),
-            ("skipped_budget", c.skipped_budget),
-            ("skipped_guard", c.skipped_guard),
-            ("skipped_selection", c.skipped_selection),
-        ] {
-            let _ = writeln!(
-                out,
-                "nofail_injection_decisions_total{{outcome=\"{outcome}\"}} {v}"
-            );
-        }
+    }
+}
+
+fn injection_decisions(out: &mut String, c: &InjectCounts) {
+    header(
+        out,
+        "nofail_injection_decisions_total",
+        "counter",
+        "Sub-allocations the injection rule saw, by outcome.",
+    );
+    for (outcome, v) in [
+        ("injected", c.injected),
+        ("skipped_budget", c.skipped_budget),
+        ("skipped_guard", c.skipped_guard),
+        ("skipped_selection", c.skipped_selection),
+    ] {
+        let _ = writeln!(
+            out,
+            "nofail_injection_decisions_total{{outcome=\"{outcome}\"}} {v}"
+        );
     }
 }
 
@@ -582,6 +580,9 @@ mod tests {
         let mut c3 = crate::model::chains::sample("a+0x1", &["a+0x1", "third+0x8"]);
         c3.counts.calls = 1;
         report.chains = vec![c1, c2, c3];
+        // Chains are counted with --chains only.
+        assert!(!render(&report, 1).contains("nofail_chain_"));
+        report.filters.chains = Some(3);
         let text = render(&report, 1);
         assert!(
             text.contains("nofail_chain_calls_total{caller=\"a+0x1\",chain=\"a;wrap;fs_op\"} 5\n"),
