@@ -21,7 +21,7 @@ use nofail_common::{
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    kernel::symbols::Kallsyms,
+    kernel::symbols::SymbolCache,
     model::{
         events::{EventLine, rule_terms},
         health::EventHealth,
@@ -83,7 +83,7 @@ impl EventStream {
     pub fn drain(
         &mut self,
         ebpf: &Ebpf,
-        syms: &Kallsyms,
+        names: &mut SymbolCache,
         mut each: impl FnMut(EventLine) -> Result<()>,
     ) -> Result<()> {
         let stacks = ebpf
@@ -101,17 +101,22 @@ impl EventStream {
             drop(item);
             let stack = (ev.stack_id >= 0).then(|| match &stacks {
                 Some(map) => match map.get(&(ev.stack_id as u32), 0) {
-                    Ok(trace) => trace.frames().iter().map(|f| syms.resolve(f.ip)).collect(),
+                    Ok(trace) => trace.frames().iter().map(|f| names.name(f.ip)).collect(),
                     Err(_) => vec!["(stack lost)".to_string()],
                 },
                 None => vec!["(stack lost)".to_string()],
             });
-            each(self.line_of(&ev, syms, stack))?;
+            each(self.line_of(&ev, names, stack))?;
         }
         Ok(())
     }
 
-    fn line_of(&self, ev: &Event, syms: &Kallsyms, stack: Option<Vec<String>>) -> EventLine {
+    fn line_of(
+        &self,
+        ev: &Event,
+        names: &mut SymbolCache,
+        stack: Option<Vec<String>>,
+    ) -> EventLine {
         let comm_len = ev
             .comm
             .iter()
@@ -132,7 +137,7 @@ impl EventStream {
             pid: ev.tgid,
             tid: ev.tid,
             comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
-            caller: syms.resolve(ev.caller),
+            caller: names.name(ev.caller),
             address: format!("{:#x}", ev.caller),
             size: ev.size,
             nofail: ev.gfp & self.gfp_nofail != 0,

@@ -16,7 +16,7 @@ use nofail_common::{
 };
 
 use crate::{
-    kernel::{monotonic_ns, symbols::Kallsyms},
+    kernel::{monotonic_ns, symbols::SymbolCache},
     model::{
         chains::{self, ChainRow},
         counters::{Aggregate, Counts},
@@ -77,7 +77,7 @@ pub fn read_health(ebpf: &Ebpf) -> Result<HealthCounts> {
 /// their sleeps keep coming (nofail-ebpf/src/tracepoints.rs).
 pub fn read_inflight(
     ebpf: &Ebpf,
-    syms: &Kallsyms,
+    names: &mut SymbolCache,
     stuck_after_ns: u64,
     loops_only: bool,
 ) -> Result<Vec<InflightRow>> {
@@ -118,7 +118,7 @@ pub fn read_inflight(
             tid: call.tid,
             pid: call.tgid,
             comm,
-            caller: syms.resolve(call.caller),
+            caller: names.name(call.caller),
             size: call.size,
             age_ns,
             area_failures: call.area_failures as u64,
@@ -142,14 +142,13 @@ fn task_comm(tgid: u32, tid: u32) -> String {
 
 /// Reads `CHAINS` and `STACKS` and resolves every chain `depth` frames
 /// deep, most retries first.
-pub fn read_chains(ebpf: &Ebpf, syms: &Kallsyms, depth: u32) -> Result<Vec<ChainRow>> {
+pub fn read_chains(ebpf: &Ebpf, names: &mut SymbolCache, depth: u32) -> Result<Vec<ChainRow>> {
     let chains: PerCpuHashMap<_, ChainKey, CallerStats> =
         PerCpuHashMap::try_from(ebpf.map(map_names::CHAINS).context("CHAINS map missing")?)?;
     let stacks =
         StackTraceMap::try_from(ebpf.map(map_names::STACKS).context("STACKS map missing")?)?;
     let mut folded: BTreeMap<(String, Vec<String>), Counts> = BTreeMap::new();
-    let in_vmalloc = |ip: u64| {
-        let name = syms.resolve(ip);
+    let in_vmalloc = |name: &str| {
         name.starts_with("__vmalloc")
             || name.starts_with("vmalloc")
             || name.starts_with("__kvmalloc")
@@ -162,15 +161,20 @@ pub fn read_chains(ebpf: &Ebpf, syms: &Kallsyms, depth: u32) -> Result<Vec<Chain
             match stacks.get(&key.stack_id, 0) {
                 Ok(trace) => {
                     let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                    chains::cut(&ips, key.caller, depth as usize, in_vmalloc)
+                    let vmalloc: std::collections::HashSet<u64> = ips
+                        .iter()
+                        .copied()
+                        .filter(|&ip| in_vmalloc(&names.name(ip)))
+                        .collect();
+                    chains::cut(&ips, key.caller, depth as usize, |ip| vmalloc.contains(&ip))
                         .into_iter()
-                        .map(|ip| syms.resolve(ip))
+                        .map(|ip| names.name(ip))
                         .collect()
                 }
                 Err(_) => vec!["(stack lost)".to_string()],
             }
         };
-        let total = folded.entry((syms.resolve(key.caller), chain)).or_default();
+        let total = folded.entry((names.name(key.caller), chain)).or_default();
         for s in per_cpu.iter() {
             total.add(&Counts::of_stats(s));
         }

@@ -11,22 +11,23 @@ use crate::{
         maps,
         tracer::{Globals, Tracer},
     },
-    kernel::{symbols::Kallsyms, view::KernelView},
+    kernel::{duration_ns, symbols::SymbolCache, view::KernelView},
     model::{
         Mode,
         filter::{FilterView, Selection},
         mode::mode_of,
-        report::{self, Report, SCHEMA, SCHEMA_VERSION, Totals},
+        report::{self, CallerRow, InflightRow, Report, SCHEMA, SCHEMA_VERSION, Totals},
     },
 };
 
 /// An attached tracer and what its report needs.
 pub struct Session {
     pub view: KernelView,
-    pub syms: Kallsyms,
-    /// Call-site names as they were when first seen: a caller inside a
-    /// module unloaded since keeps its name.
-    pub names: std::collections::HashMap<u64, String>,
+    /// The one naming of kernel addresses (kernel/symbols.rs): interval
+    /// tables, the report, calls in flight, chains and events name an
+    /// address the same way, by its name when first seen (a caller inside
+    /// a module unloaded since keeps it).
+    pub names: SymbolCache,
     pub tracer: Tracer,
     pub filters: FilterView,
     pub started: Instant,
@@ -43,13 +44,13 @@ impl Session {
         preflight: impl FnOnce(&KernelView) -> Result<()>,
     ) -> Result<Self> {
         let view = KernelView::probe()?;
-        let syms = Kallsyms::load()?;
-        if !syms.has_addresses() {
+        let names = SymbolCache::load()?;
+        if !names.syms().has_addresses() {
             eprintln!(
                 "nofail: warning: /proc/kallsyms hides addresses (kptr_restrict): callers shown as raw addresses"
             );
         }
-        let rules = filter.build(&syms)?;
+        let rules = filter.build(names.syms())?;
         if let Some(summary) = &rules.summary {
             eprintln!("nofail: {summary}");
         }
@@ -57,8 +58,7 @@ impl Session {
         let tracer = Tracer::attach(&view, mode, &globals, &rules)?;
         Ok(Self {
             view,
-            syms,
-            names: Default::default(),
+            names,
             tracer,
             filters: filter.into(),
             started: Instant::now(),
@@ -66,47 +66,44 @@ impl Session {
         })
     }
 
-    /// Names the call sites seen since the last call while their code is
-    /// still there: kallsyms is read again when a new one is not in the
-    /// copy at hand (a module loaded since). Called about once a second
-    /// while tracing, and before a report.
+    /// Names the call sites in the caller map while their code is still
+    /// there (the cache reads kallsyms again, at most once per
+    /// `symbols::REFRESH`, only for one it cannot name). Called about once a
+    /// second while tracing.
     pub fn learn_names(&mut self) -> Result<()> {
-        let new: Vec<u64> = maps::caller_addresses(&self.tracer.ebpf)?
-            .into_iter()
-            .filter(|a| !self.names.contains_key(a))
-            .collect();
-        let mut reloaded = false;
-        for addr in new {
-            let mut name = self.syms.resolve(addr);
-            if name.starts_with("0x") && !reloaded {
-                reloaded = true;
-                if let Ok(syms) = Kallsyms::load() {
-                    self.syms = syms;
-                }
-                name = self.syms.resolve(addr);
-            }
-            if !name.starts_with("0x") {
-                self.names.insert(addr, name);
-            }
+        for addr in maps::caller_addresses(&self.tracer.ebpf)? {
+            self.names.name(addr);
         }
         Ok(())
     }
 
-    /// Reads every aggregate into the report; call sites keep the names
-    /// they had when first seen.
+    /// The caller rows as of now, named by the session's cache.
+    pub fn rows(&mut self) -> Result<Vec<CallerRow>> {
+        let sites = maps::read_callers(&self.tracer.ebpf)?;
+        Ok(report::rows(&sites, |addr| self.names.name(addr)))
+    }
+
+    /// The calls in progress now, stuck past `stuck_after`.
+    pub fn in_flight(&mut self, stuck_after: Duration) -> Result<Vec<InflightRow>> {
+        maps::read_inflight(
+            &self.tracer.ebpf,
+            &mut self.names,
+            duration_ns(stuck_after),
+            !self.tracer.sees_every_call(),
+        )
+    }
+
+    /// Reads every aggregate into the report, every address named by the
+    /// session's cache.
     /// `command` names what produced the report ("trace", "inject").
     pub fn collect(&mut self, command: &str, stuck_after: Duration) -> Result<Report> {
-        // kallsyms is read again only when a call site is not in the copy
-        // at hand (learn_names): parsing it costs far more than a scrape.
-        self.learn_names()?;
+        let callers = self.rows()?;
+        let chains = match self.filters.chains {
+            Some(depth) => maps::read_chains(&self.tracer.ebpf, &mut self.names, depth)?,
+            None => vec![],
+        };
+        let in_flight = self.in_flight(stuck_after)?;
         let ebpf = &self.tracer.ebpf;
-        let mut callers = report::rows(&maps::read_callers(ebpf)?, &self.syms);
-        for row in &mut callers {
-            let addr = u64::from_str_radix(row.address.trim_start_matches("0x"), 16).ok();
-            if let Some(name) = addr.and_then(|a| self.names.get(&a)) {
-                row.caller = name.clone();
-            }
-        }
         Ok(Report {
             schema: SCHEMA.into(),
             schema_version: SCHEMA_VERSION,
@@ -121,16 +118,8 @@ impl Session {
             warnings: self.tracer.warnings.clone(),
             totals: Totals::of(&callers),
             callers,
-            chains: match self.filters.chains {
-                Some(depth) => maps::read_chains(ebpf, &self.syms, depth)?,
-                None => vec![],
-            },
-            in_flight: maps::read_inflight(
-                ebpf,
-                &self.syms,
-                crate::kernel::duration_ns(stuck_after),
-                !self.tracer.sees_every_call(),
-            )?,
+            chains,
+            in_flight,
             health: maps::read_health(ebpf)?,
             injection: None,
         })

@@ -103,16 +103,18 @@ impl Events {
     }
 
     /// Shows what is waiting.
-    pub fn drain(&mut self, session: &Session) -> Result<()> {
+    pub fn drain(&mut self, session: &mut Session) -> Result<()> {
         let Some((stream, sink)) = &mut self.0 else {
             return Ok(());
         };
-        stream.drain(&session.tracer.ebpf, &session.syms, |line| sink.show(&line))?;
+        stream.drain(&session.tracer.ebpf, &mut session.names, |line| {
+            sink.show(&line)
+        })?;
         sink.flush()
     }
 
     /// Shows what is left and the tally; the tally for the report's health.
-    pub fn finish(mut self, session: &Session) -> Result<Option<EventHealth>> {
+    pub fn finish(mut self, session: &mut Session) -> Result<Option<EventHealth>> {
         self.drain(session)?;
         let Some((stream, sink)) = self.0 else {
             return Ok(None);

@@ -195,7 +195,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     let counts = maps::read_counts(&session.tracer.ebpf)?;
     let enomem = maps::read_enomem(&session.tracer.ebpf)?;
     let mut report = session.collect("inject", live.stuck_after)?;
-    report.health.events = events.finish(&session)?;
+    report.health.events = events.finish(&mut session)?;
     drop(injecting);
     drop(session);
     let behaviour = behaviour(&report.callers, &report.in_flight, &enomem);

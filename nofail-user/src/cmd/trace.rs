@@ -8,14 +8,13 @@ use anyhow::Result;
 use nofail_common::EVENT_RETRY;
 
 use crate::{
-    bpf::{maps, session::Session},
+    bpf::session::Session,
     cmd::{
         flags::{FilterArgs, LiveArgs, Outputs, parse_duration},
         follow::{EventArgs, follow},
         signals::Stop,
     },
-    kernel::{duration_ns, realtime_ns, symbols::Kallsyms},
-    model::report,
+    kernel::realtime_ns,
     output::{events::clock_of, prometheus::Sticky, text},
 };
 
@@ -59,7 +58,6 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         None => eprintln!("nofail: tracing until Ctrl-C or SIGTERM"),
     }
     args.live.ready()?;
-    let stuck_after = duration_ns(live.stuck_after);
     let top = args.outputs.top.top as usize;
     let (mut earlier, mut intervals) = (Vec::new(), 0u64);
     let mut sticky = Sticky::new(top);
@@ -70,11 +68,9 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         args.duration,
         args.interval,
         |session| {
-            let ebpf = &session.tracer.ebpf;
-            let syms = Kallsyms::load().unwrap_or_default();
-            let rows = report::rows(&maps::read_callers(ebpf)?, &syms);
-            let loops_only = !session.tracer.sees_every_call();
-            let stuck = maps::read_inflight(ebpf, &syms, stuck_after, loops_only)?;
+            // Named by the session's one cache, as the final report is.
+            let rows = session.rows()?;
+            let stuck = session.in_flight(live.stuck_after)?;
             let changed = text::delta_rows(&rows, &earlier);
             args.outputs.show(&format!(
                 "--- {} ({:.0} s) ---\n{}{}",
@@ -98,7 +94,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     )
     .await?;
     let mut report = session.collect("trace", live.stuck_after)?;
-    report.health.events = events.finish(&session)?;
+    report.health.events = events.finish(&mut session)?;
     drop(session);
     args.outputs.show(&text::render_report(&report, top));
     args.outputs.write_json(&report)?;

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Kernel address → `symbol+0xoff` through /proc/kallsyms.
 
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
 use anyhow::{Context as _, Result};
 
 const MAX_FUNCTION_SIZE: u64 = 1 << 20;
@@ -105,24 +110,127 @@ impl Kallsyms {
         !self.syms.is_empty()
     }
 
+    /// `symbol+0xoff` (with ` [module]` for module code), or the address
+    /// in hex when this copy does not name it. Tests only: nofail names
+    /// addresses through its one `SymbolCache`.
+    #[cfg(test)]
     pub fn resolve(&self, addr: u64) -> String {
-        match self.syms.partition_point(|s| s.addr <= addr) {
-            0 => format!("{addr:#x}"),
-            i => {
-                let Sym {
-                    addr: base,
-                    name,
-                    module,
-                } = &self.syms[i - 1];
-                // No function is this large: the address belongs to code
-                // kallsyms did not list when read (a module loaded since).
-                if addr - base > MAX_FUNCTION_SIZE {
-                    return format!("{addr:#x}");
-                }
-                match module {
-                    Some(m) => format!("{name}+{:#x} [{m}]", addr - base),
-                    None => format!("{name}+{:#x}", addr - base),
-                }
+        self.name_of(addr).unwrap_or_else(|| format!("{addr:#x}"))
+    }
+
+    /// `symbol+0xoff`, or None when no function of this copy holds `addr`.
+    fn name_of(&self, addr: u64) -> Option<String> {
+        let i = self
+            .syms
+            .partition_point(|s| s.addr <= addr)
+            .checked_sub(1)?;
+        let Sym {
+            addr: base,
+            name,
+            module,
+        } = &self.syms[i];
+        // No function is this large: the address belongs to code kallsyms
+        // did not list when read (a module loaded since).
+        if addr - base > MAX_FUNCTION_SIZE {
+            return None;
+        }
+        Some(match module {
+            Some(m) => format!("{name}+{:#x} [{m}]", addr - base),
+            None => format!("{name}+{:#x}", addr - base),
+        })
+    }
+}
+
+/// How often, at most, kallsyms is read again to name an address the copy
+/// at hand does not (code loaded since, or addresses hidden).
+pub const REFRESH: Duration = Duration::from_secs(5);
+
+/// Where a fresh copy of kallsyms comes from: /proc/kallsyms, or a test's.
+pub type Source = Box<dyn FnMut() -> Result<Kallsyms>>;
+
+/// What the cache knows of an address.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// Its name, as it was when first named: a caller inside a module
+    /// unloaded since keeps it.
+    Named(String),
+    /// Not named by the copy read at this time (a negative entry): shown
+    /// in hex without reading kallsyms again until `REFRESH` has passed.
+    Unnamed(Instant),
+}
+
+/// The one naming of kernel addresses in a session: every path (the
+/// interval tables, the final report, calls in flight, chains, events)
+/// asks here, so one address has one name. A name, once given, stays; an
+/// address not named is remembered as such, and kallsyms is read again at
+/// most once per `REFRESH`, only when an address not named is asked for.
+pub struct SymbolCache {
+    syms: Kallsyms,
+    read: Source,
+    /// When `syms` was read.
+    read_at: Instant,
+    entries: HashMap<u64, Entry>,
+    /// Copies of kallsyms read, the first included.
+    pub reads: u64,
+}
+
+impl SymbolCache {
+    /// A cache over /proc/kallsyms, read now.
+    pub fn load() -> Result<Self> {
+        Self::with_source(Box::new(Kallsyms::load), Instant::now())
+    }
+
+    /// A cache over `read`, which is called now for the first copy.
+    pub fn with_source(mut read: Source, now: Instant) -> Result<Self> {
+        Ok(Self {
+            syms: read()?,
+            read,
+            read_at: now,
+            entries: HashMap::new(),
+            reads: 1,
+        })
+    }
+
+    /// The copy at hand (for selecting functions: `select`, `unmatched`).
+    pub fn syms(&self) -> &Kallsyms {
+        &self.syms
+    }
+
+    /// `addr` as `symbol+0xoff` (with ` [module]`), or in hex.
+    pub fn name(&mut self, addr: u64) -> String {
+        self.name_at(addr, Instant::now())
+    }
+
+    fn name_at(&mut self, addr: u64, now: Instant) -> String {
+        match self.entries.get(&addr) {
+            Some(Entry::Named(name)) => return name.clone(),
+            // Unnamed in this very copy, and no new copy due yet.
+            Some(Entry::Unnamed(at))
+                if *at == self.read_at && now.saturating_duration_since(self.read_at) < REFRESH =>
+            {
+                return format!("{addr:#x}");
+            }
+            _ => {}
+        }
+        let mut name = self.syms.name_of(addr);
+        if name.is_none() && now.saturating_duration_since(self.read_at) >= REFRESH {
+            // A copy that cannot be read keeps the one at hand; the next
+            // attempt waits as long.
+            if let Ok(syms) = (self.read)() {
+                self.syms = syms;
+            }
+            self.reads += 1;
+            self.read_at = now;
+            name = self.syms.name_of(addr);
+        }
+        match name {
+            Some(name) => {
+                self.entries.insert(addr, Entry::Named(name.clone()));
+                name
+            }
+            None => {
+                self.entries.insert(addr, Entry::Unnamed(self.read_at));
+                format!("{addr:#x}")
             }
         }
     }
@@ -252,6 +360,90 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         );
         assert_eq!(k.resolve(0x1000), "0x1000");
         assert_eq!(k.resolve(0xffffffffe0000000), "0xffffffffe0000000");
+    }
+
+    /// A source that counts its reads and gives `texts[i]` at read `i`
+    /// (the last one from then on).
+    fn source(texts: &[&'static str]) -> (Source, std::rc::Rc<std::cell::Cell<usize>>) {
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        let (texts, count) = (texts.to_vec(), reads.clone());
+        let read: Source = Box::new(move || {
+            let i = count.get();
+            count.set(i + 1);
+            Ok(Kallsyms::parse(texts[i.min(texts.len() - 1)]))
+        });
+        (read, reads)
+    }
+
+    const CORE: &str =
+        "ffffffff81200000 T __vmalloc_node_range_noprof\nffffffff81200400 t __vmalloc_area_node\n";
+    const WITH_MODULE: &str = "ffffffff81200000 T __vmalloc_node_range_noprof\nffffffff81200400 t __vmalloc_area_node\nffffffffc0000000 t site_a\t[trig]\n";
+
+    /// A module loaded after the first read: its call site is unnamed
+    /// (however often it is asked for) until `REFRESH` has passed since
+    /// that read; then kallsyms is read once and the name kept, also once
+    /// the module is gone from a later copy. Names never read again.
+    #[test]
+    fn cache_names_once_and_reads_at_most_once_per_refresh() {
+        let t0 = Instant::now();
+        let (read, reads) = source(&[CORE, WITH_MODULE, CORE]);
+        let mut c = SymbolCache::with_source(read, t0).unwrap();
+        let (core, site, gone) = (0xffffffff81200010, 0xffffffffc0000010, 0xffffffffe0000000);
+        assert_eq!(c.name_at(core, t0), "__vmalloc_node_range_noprof+0x10");
+        for s in 0..REFRESH.as_secs() {
+            let now = t0 + Duration::from_secs(s);
+            assert_eq!(c.name_at(site, now), "0xffffffffc0000010");
+        }
+        assert_eq!(reads.get(), 1, "no second read before REFRESH");
+        assert_eq!(c.name_at(site, t0 + REFRESH), "site_a+0x10 [trig]");
+        assert_eq!(reads.get(), 2);
+        // The module unloaded: a third copy (read for another address)
+        // lacks it, and the name stays.
+        assert_eq!(c.name_at(gone, t0 + 2 * REFRESH), "0xffffffffe0000000");
+        assert_eq!(reads.get(), 3);
+        assert_eq!(c.name_at(site, t0 + 3 * REFRESH), "site_a+0x10 [trig]");
+        assert_eq!(
+            c.name_at(core, t0 + 3 * REFRESH),
+            "__vmalloc_node_range_noprof+0x10"
+        );
+        assert_eq!(reads.get(), 3, "named addresses never read again");
+        assert_eq!(c.reads, 3);
+    }
+
+    /// Addresses hidden (kptr_restrict: every copy empty): however many
+    /// different addresses are asked for, kallsyms is read at most once
+    /// per REFRESH.
+    #[test]
+    fn hidden_addresses_read_at_most_once_per_refresh() {
+        let t0 = Instant::now();
+        let hidden = "0000000000000000 T _stext\n";
+        let (read, reads) = source(&[hidden]);
+        let mut c = SymbolCache::with_source(read, t0).unwrap();
+        for i in 0..1000u64 {
+            let now = t0 + Duration::from_millis(i * 20);
+            assert_eq!(
+                c.name_at(0xffffffff81000000 + i, now),
+                format!("{:#x}", 0xffffffff81000000u64 + i)
+            );
+        }
+        // Just under 20 s of asking: the first read, then one per REFRESH
+        // (at 5, 10 and 15 s).
+        assert_eq!(reads.get() as u64, 1 + 19 / REFRESH.as_secs());
+        assert_eq!(c.reads, reads.get() as u64);
+    }
+
+    /// An address unnamed in one copy is named from a newer copy read for
+    /// another address, without a read of its own.
+    #[test]
+    fn negative_entries_are_looked_up_again_in_a_newer_copy() {
+        let t0 = Instant::now();
+        let (read, reads) = source(&[CORE, WITH_MODULE]);
+        let mut c = SymbolCache::with_source(read, t0).unwrap();
+        let (m1, m2) = (0xffffffffc0000001, 0xffffffffc0000002);
+        assert_eq!(c.name_at(m1, t0), "0xffffffffc0000001");
+        assert_eq!(c.name_at(m2, t0 + REFRESH), "site_a+0x2 [trig]");
+        assert_eq!(c.name_at(m1, t0 + REFRESH), "site_a+0x1 [trig]");
+        assert_eq!(reads.get(), 2);
     }
 
     #[test]

@@ -9,17 +9,14 @@ use std::collections::BTreeMap;
 use nofail_common::{HIST_BUCKETS, PT_LEVELS};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    kernel::symbols::Kallsyms,
-    model::{
-        Mode,
-        counters::{Aggregate, Counts},
-        filter::FilterView,
-        health::HealthCounts,
-        hist::{self, Hist},
-        inject::Injection,
-        mode::{Attached, Follow, Needs, Sees},
-    },
+use crate::model::{
+    Mode,
+    counters::{Aggregate, Counts},
+    filter::FilterView,
+    health::HealthCounts,
+    hist::{self, Hist},
+    inject::Injection,
+    mode::{Attached, Follow, Needs, Sees},
 };
 
 /// What the JSON report calls itself; `SCHEMA_VERSION` changes whenever a
@@ -311,14 +308,17 @@ pub fn pt_map(levels: [u64; PT_LEVELS]) -> BTreeMap<String, u64> {
 }
 
 /// Rows sorted by retries (NOFAIL and open-coded), then calls
-/// (descending), then caller name. Call sites with no finished call but
-/// open-coded retries still show, as do sentinel mode's rows (failures
-/// only, no call counts).
-pub fn rows(sites: &BTreeMap<u64, Aggregate>, syms: &Kallsyms) -> Vec<CallerRow> {
+/// (descending), then caller name, each call site named by `name`. Call
+/// sites with no finished call but open-coded retries still show, as do
+/// sentinel mode's rows (failures only, no call counts).
+pub fn rows(
+    sites: &BTreeMap<u64, Aggregate>,
+    mut name: impl FnMut(u64) -> String,
+) -> Vec<CallerRow> {
     let mut rows: Vec<CallerRow> = sites
         .iter()
         .filter(|(_, a)| !a.is_empty())
-        .map(|(&addr, a)| CallerRow::new(syms.resolve(addr), addr, a))
+        .map(|(&addr, a)| CallerRow::new(name(addr), addr, a))
         .collect();
     rows.sort_by(|a, b| {
         (b.counts.all_retries())
@@ -362,6 +362,7 @@ pub fn sample_row(caller: &str, s: &nofail_common::CallerStats) -> CallerRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::symbols::Kallsyms;
 
     fn syms() -> Kallsyms {
         Kallsyms::parse("ffffffff81000000 T a_fn\nffffffff82000000 T b_fn\n")
@@ -395,7 +396,8 @@ mod tests {
             .iter()
             .map(|(&a, s)| (a, Aggregate::of_stats(s)))
             .collect();
-        let rows = rows(&sites, &syms());
+        let syms = syms();
+        let rows = rows(&sites, |a| syms.resolve(a));
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].caller, "a_fn+0x10");
         assert_eq!(rows[0].retries(), 3);

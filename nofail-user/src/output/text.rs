@@ -348,7 +348,8 @@ mod tests {
             .iter()
             .map(|(&a, s)| (a, Aggregate::of_stats(s)))
             .collect();
-        let report = sample(rows(&sites, &syms()));
+        let syms = syms();
+        let report = sample(rows(&sites, |a| syms.resolve(a)));
         let text = render_report(&report, 20);
         assert!(text.contains("a_fn+0x10 (4 calls, 4 NOFAIL)"), "{text}");
         assert!(
@@ -377,7 +378,8 @@ mod tests {
             .iter()
             .map(|(&a, s)| (a, Aggregate::of_stats(s)))
             .collect();
-        let report = sample(rows(&sites, &syms()));
+        let syms = syms();
+        let report = sample(rows(&sites, |a| syms.resolve(a)));
         let text = render_report(&report, 1);
         assert!(text.contains("a_fn+0x10 (2 calls"), "{text}");
         assert!(!text.contains("b_fn"), "{text}");
