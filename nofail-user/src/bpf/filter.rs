@@ -93,11 +93,7 @@ impl Selection {
                 );
             }
         }
-        let sel = Functions {
-            names: (!self.caller.is_empty()).then(|| Patterns::new(&self.caller)),
-            modules: (!self.module.is_empty()).then_some(self.module.as_slice()),
-        };
-        let (ranges, functions) = syms.select(&sel);
+        let (ranges, functions) = syms.select(&self.functions());
         let what = self.describe_targets();
         if ranges.is_empty() {
             bail!("{what} selects no kernel function");
@@ -117,6 +113,29 @@ impl Selection {
             .map(|(start, end)| CallerRange { start, end })
             .collect();
         Ok((ranges, Some(summary)))
+    }
+
+    /// The functions --caller and --module select.
+    fn functions(&self) -> Functions<'_> {
+        Functions {
+            names: (!self.caller.is_empty()).then(|| Patterns::new(&self.caller)),
+            modules: (!self.module.is_empty()).then_some(self.module.as_slice()),
+        }
+    }
+
+    /// Whether calls made from inside `function` pass --caller and
+    /// --module (all do without them); false when `syms` lacks it.
+    pub fn selects_calls_from(&self, syms: &Kallsyms, function: &str) -> bool {
+        if self.caller.is_empty() && self.module.is_empty() {
+            return true;
+        }
+        let Some((start, _)) = syms.extent(function) else {
+            return false;
+        };
+        syms.select(&self.functions())
+            .0
+            .iter()
+            .any(|&(s, e)| s <= start && start < e)
     }
 
     fn describe_targets(&self) -> String {
@@ -255,6 +274,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("selects no kernel function"), "{err}");
+    }
+
+    #[test]
+    fn calls_from_a_function_pass_or_not() {
+        let syms = Kallsyms::parse(
+            "ffffffff81000000 T array_map_alloc\nffffffff81000100 T bpf_x\nffffffffc0000000 t m\t[mod]\n",
+        );
+        let sel = |caller: &[&str], module: &[&str]| args(caller, module);
+        assert!(sel(&[], &[]).selects_calls_from(&syms, "array_map_alloc"));
+        assert!(sel(&["array_map_alloc"], &[]).selects_calls_from(&syms, "array_map_alloc"));
+        assert!(sel(&["*map*"], &[]).selects_calls_from(&syms, "array_map_alloc"));
+        assert!(!sel(&["bpf_*"], &[]).selects_calls_from(&syms, "array_map_alloc"));
+        // Built-in code has no module.
+        assert!(!sel(&[], &["mod"]).selects_calls_from(&syms, "array_map_alloc"));
+        assert!(!sel(&["array_map_alloc"], &[]).selects_calls_from(&syms, "nothing"));
     }
 
     #[test]

@@ -210,6 +210,18 @@ pub fn read_counts(ebpf: &aya::Ebpf) -> Result<InjectCounts> {
     })
 }
 
+/// The injector's shared counters (nofail-ebpf/src/maps.rs): slot 0 the
+/// `--times` failures spent (every attempt to spend one adds, past the
+/// budget too), slot 1 the eligible allocations' sequence.
+const INJECT_SEQ: &str = "INJECT_SEQ";
+
+/// Attempts to spend the `--times` budget so far (injected, or refused
+/// because it was spent).
+pub fn read_times_spent(ebpf: &aya::Ebpf) -> Result<u64> {
+    let map: Array<_, u64> = Array::try_from(ebpf.map(INJECT_SEQ).context("INJECT_SEQ missing")?)?;
+    Ok(map.get(&0, 0)?)
+}
+
 /// x86-64 system call names for the calls that commonly surface -ENOMEM.
 fn syscall_name(nr: u32) -> String {
     let name = match nr {
@@ -251,6 +263,12 @@ pub fn read_enomem(ebpf: &aya::Ebpf) -> Result<BTreeMap<u64, BTreeMap<String, u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inject_seq_is_in_the_object() {
+        let obj = aya_obj::Object::parse(crate::bpf::tracer::OBJECT).unwrap();
+        assert!(obj.maps.contains_key(INJECT_SEQ));
+    }
 
     #[test]
     fn syscall_names() {

@@ -111,26 +111,97 @@ impl InjectArgs {
     }
 }
 
+/// The value area of the start-up check's BPF array map: 256 x 4 KiB.
+const PROBE_BYTES: u64 = 1 << 20;
+/// Where a BPF array map's vmalloc is called from (its call site, as
+/// every report of array maps names it: host test cli.rs, README).
+const PROBE_SITE: &str = "array_map_alloc";
+
 /// With the rule live, nofail makes a vmalloc of its own (a 1 MiB BPF
 /// array map: `bpf_map_area_alloc` takes vmalloc above 32 KiB). The kernel
 /// programs exclude nofail's process (SELF_TGID), so it must succeed
 /// whatever the rule targets; if it fails, the guard is broken and nofail
 /// stops (dropping the session detaches everything).
-fn own_process_exempt() -> Result<()> {
+fn own_allocation() -> Result<()> {
     use crate::bpf::sys::{bpf_cmd, bpf_fd, bpf_map_type, zeroed_attr};
     let mut attr = zeroed_attr();
     attr.__bindgen_anon_1.map_type = bpf_map_type::BPF_MAP_TYPE_ARRAY as u32;
     attr.__bindgen_anon_1.key_size = 4;
     attr.__bindgen_anon_1.value_size = 4096;
-    attr.__bindgen_anon_1.max_entries = 256;
+    attr.__bindgen_anon_1.max_entries = (PROBE_BYTES / 4096) as u32;
     // The map is closed again right away.
     if let Err(e) = bpf_fd(bpf_cmd::BPF_MAP_CREATE, &mut attr) {
         bail!(
             "nofail's own 1 MiB allocation failed while injecting ({e}): the own-process guard did not hold; stopped"
         );
     }
-    eprintln!("nofail: own-process guard checked: a 1 MiB vmalloc of nofail's own went through");
     Ok(())
+}
+
+/// nofail's own process, as the kernel's filter sees it.
+struct Own {
+    pid: u32,
+    comm: String,
+}
+
+impl Own {
+    fn now() -> Self {
+        Self {
+            pid: std::process::id(),
+            comm: std::fs::read_to_string("/proc/self/comm")
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Why the start-up allocation (1 MiB, GFP_KERNEL without __GFP_NOFAIL,
+/// from the BPF map code, by nofail's own process) proves nothing about
+/// the own-process guard: what in the rule would have spared it anyway,
+/// had the guard not excluded nofail's process. Empty: the rule would
+/// have failed it at its first vm_struct allocation (area stage), so its
+/// going through shows the guard held. `site_selected`: --caller and
+/// --module take calls from `PROBE_SITE`; `spent`: attempts on the
+/// `--times` budget by the end of the check.
+fn guard_unproven(args: &InjectArgs, own: &Own, site_selected: bool, spent: u64) -> Vec<String> {
+    let f = &args.filter;
+    let mut why = Vec::new();
+    if args.dry_run {
+        why.push("--dry-run fails nothing".to_string());
+    }
+    if !args.stages.contains(&Stage::Area) {
+        why.push("--stage mapping alone: its page tables may need no new page".to_string());
+    }
+    if let Some(pid) = f.pid.filter(|&p| p != own.pid) {
+        why.push(format!("--pid {pid} is another process"));
+    }
+    if let Some(comm) = f.comm.as_deref().filter(|&c| c != own.comm) {
+        why.push(format!("--comm {comm:?} is not nofail's name"));
+    }
+    if f.nofail_only {
+        why.push("--nofail-only: it is not a NOFAIL call".to_string());
+    }
+    if let Some(min) = f.min_size.filter(|&m| m > PROBE_BYTES) {
+        why.push(format!("--min-size {min}: it is 1 MiB"));
+    }
+    if !site_selected {
+        why.push(format!(
+            "--caller/--module do not select {PROBE_SITE}, its call site"
+        ));
+    }
+    if args.probability < 1.0 {
+        why.push(format!(
+            "--probability {} picks it only by chance",
+            args.probability
+        ));
+    }
+    if let Some(every) = args.every.filter(|&n| n > 1) {
+        why.push(format!("--every {every} picks it only on its turn"));
+    }
+    if let Some(times) = args.times.filter(|&t| spent >= t) {
+        why.push(format!("the --times {times} budget was spent"));
+    }
+    why
 }
 
 pub async fn run(args: InjectArgs) -> Result<()> {
@@ -166,7 +237,23 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     rule_map.set(0, args.rule(), 0)?;
     let mut events = args.events.stream(&mut session, sink)?;
     session.tracer.announce();
-    own_process_exempt()?;
+    // The guard is checked only when the rule would fail this allocation
+    // were nofail's process not excluded; otherwise nofail says so.
+    own_allocation()?;
+    let spent = maps::read_times_spent(&session.tracer.ebpf)?;
+    let site_selected = args
+        .filter
+        .selection()
+        .selects_calls_from(session.names.syms(), PROBE_SITE);
+    match guard_unproven(&args, &Own::now(), site_selected, spent).as_slice() {
+        [] => eprintln!(
+            "nofail: own-process guard checked: a 1 MiB vmalloc of nofail's own, which the rule would fail, went through"
+        ),
+        why => eprintln!(
+            "nofail: own-process guard not checked: the rule would not fail nofail's own 1 MiB vmalloc anyway ({}); it went through",
+            why.join("; ")
+        ),
+    }
     eprintln!(
         "nofail: injecting ({mechanism}) into {:?} for {:?}{} (Ctrl-C to stop early)",
         args.stages,
@@ -219,7 +306,95 @@ pub async fn run(args: InjectArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+
+    fn args(extra: &[&str]) -> InjectArgs {
+        let cli = crate::cmd::Cli::try_parse_from(
+            [&["nofail", "inject", "--stage", "area"], extra].concat(),
+        )
+        .unwrap();
+        match cli.command {
+            crate::cmd::Command::Inject(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The start-up allocation proves the guard only when the rule would
+    /// fail it were nofail's process not excluded; each term that would
+    /// spare it anyway is named.
+    #[test]
+    fn guard_check_proves_only_what_the_rule_selects() {
+        let own = Own {
+            pid: 4242,
+            comm: "nofail".into(),
+        };
+        // Whether --caller/--module take array_map_alloc is the filter's
+        // to say (bpf/filter.rs); here, as they would on a kernel where
+        // array_map_alloc is built in.
+        let unproven = |extra: &[&str], spent| {
+            let a = args(extra);
+            let selected = a.filter.caller.iter().all(|c| c == "array_map_alloc")
+                && a.filter.module.is_empty();
+            guard_unproven(&a, &own, selected, spent)
+        };
+        for selects in [
+            &[][..],
+            &["--pid", "4242"],
+            &["--comm", "nofail"],
+            &["--no-nofail"],
+            &["--min-size", "1M"],
+            &["--fail-first", "1"],
+            &["--every", "1"],
+            &["--times", "3"],
+            &["--stage", "mapping"],
+            &["--max-consecutive", "1"],
+            &["--caller", "array_map_alloc"],
+        ] {
+            assert_eq!(unproven(selects, 0), Vec::<String>::new(), "{selects:?}");
+        }
+        for (spares, why) in [
+            (
+                &["--caller", "xfs_*"][..],
+                "--caller/--module do not select array_map_alloc, its call site",
+            ),
+            (
+                &["--module", "xfs"],
+                "--caller/--module do not select array_map_alloc, its call site",
+            ),
+            (&["--nofail-only"], "--nofail-only: it is not a NOFAIL call"),
+            (&["--pid", "1"], "--pid 1 is another process"),
+            (
+                &["--comm", "xfsaild"],
+                "--comm \"xfsaild\" is not nofail's name",
+            ),
+            (&["--min-size", "2M"], "--min-size 2097152: it is 1 MiB"),
+            (&["--dry-run"], "--dry-run fails nothing"),
+            (
+                &["--probability", "0.5"],
+                "--probability 0.5 picks it only by chance",
+            ),
+            (&["--every", "3"], "--every 3 picks it only on its turn"),
+        ] {
+            assert_eq!(unproven(spares, 0), vec![why.to_string()], "{spares:?}");
+        }
+        // --stage mapping alone: page tables may already be there.
+        let mapping =
+            crate::cmd::Cli::try_parse_from(["nofail", "inject", "--stage", "mapping"]).unwrap();
+        let crate::cmd::Command::Inject(mapping) = mapping.command else {
+            unreachable!()
+        };
+        assert_eq!(guard_unproven(&mapping, &own, true, 0).len(), 1);
+        // The budget: spent by others before the check, nothing proven.
+        assert_eq!(unproven(&["--times", "3"], 2), Vec::<String>::new());
+        assert_eq!(
+            unproven(&["--times", "3"], 3),
+            vec!["the --times 3 budget was spent".to_string()]
+        );
+        // Several at once, each named.
+        assert_eq!(unproven(&["--nofail-only", "--pid", "1"], 0).len(), 2);
+    }
 
     #[test]
     fn probability_bounds() {
