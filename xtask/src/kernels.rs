@@ -333,8 +333,16 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
     )?;
     std::fs::remove_dir_all(&unpacked)?;
     std::fs::remove_dir_all(dir.join("debs"))?;
-    let make =
-        |args: &[&str]| util::run(Command::new("make").arg("-s").args(args).current_dir(&src));
+    let awk = format!("AWK={}", pinned_awk(&src)?.display());
+    let make = |args: &[&str]| {
+        util::run(
+            Command::new("make")
+                .arg("-s")
+                .arg(&awk)
+                .args(args)
+                .current_dir(&src),
+        )
+    };
     // Everything the kernel has is in the fragment: allnoconfig, not
     // x86_64_defconfig (which compiles about 2,600 objects, most of them
     // drivers a QEMU guest never sees).
@@ -356,7 +364,7 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
         .map_or(2, |n| n.get())
         .to_string();
     let mut child = Command::new("make")
-        .args(["-j", &jobs, "bzImage", "modules"])
+        .args(["-j", &jobs, &awk, "bzImage", "modules"])
         .current_dir(&src)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -383,6 +391,76 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
     Ok(())
 }
 
+/// The awk every build in the test kernel tree runs with, fixed when the
+/// tree is first built (`awk` resolved to its program, kept beside the
+/// tree). kbuild regenerates arch/x86's cpufeaturemasks.h with `$(AWK)` on
+/// every build and compares contents, and mawk and gawk write its two
+/// blocks in opposite orders (`for (ns in sets)`): a tree built with
+/// Debian's default mawk and rebuilt after gawk was installed (fstests
+/// depends on it) recompiles every file that includes it, about 2,300.
+pub fn pinned_awk(tree: &Path) -> Result<PathBuf> {
+    let record = tree.parent().expect("tree has a parent").join("awk");
+    if let Ok(text) = std::fs::read_to_string(&record) {
+        let awk = PathBuf::from(text.trim());
+        if !awk.exists() {
+            bail!(
+                "the test kernel tree was built with {}, which is gone: rebuild it (remove {})",
+                awk.display(),
+                tree.parent().expect("tree has a parent").display()
+            );
+        }
+        return Ok(awk);
+    }
+    let awk = awk_of_tree(tree)?;
+    std::fs::write(&record, format!("{}\n", awk.display()))?;
+    Ok(awk)
+}
+
+/// The awk a tree was built with, for a tree built before the record was
+/// kept: the candidate whose output is the generated header the build
+/// left. A tree not yet built takes `awk` as PATH resolves it now.
+fn awk_of_tree(tree: &Path) -> Result<PathBuf> {
+    let header = tree.join("arch/x86/include/generated/asm/cpufeaturemasks.h");
+    let Ok(built) = std::fs::read(&header) else {
+        return resolve_program("awk");
+    };
+    let inputs = [
+        tree.join("arch/x86/tools/cpufeaturemasks.awk"),
+        tree.join("arch/x86/include/asm/cpufeatures.h"),
+        tree.join(".config"),
+    ];
+    let candidates = ["/usr/bin/mawk", "/usr/bin/gawk", "/usr/bin/original-awk"]
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(resolve_program("awk").ok());
+    for awk in candidates.filter(|a| a.exists()) {
+        let out = Command::new(&awk)
+            .arg("-f")
+            .args(&inputs)
+            .stderr(Stdio::null())
+            .output()?;
+        if out.status.success() && out.stdout == built {
+            return Ok(awk);
+        }
+    }
+    bail!(
+        "no awk here writes the {} the test kernel tree was built with: rebuild it (remove {})",
+        header.display(),
+        tree.parent().expect("tree has a parent").display()
+    )
+}
+
+/// `name` found on PATH, with symlinks (Debian's alternatives) resolved.
+fn resolve_program(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no {name} on PATH"))?
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {name}"))
+}
+
 /// Every `CONFIG_X=y` of the fragment must survive olddefconfig; a silently
 /// dropped option would make VM tests skip what the test kernel must have.
 fn check_fragment_applied(config: &Path) -> Result<()> {
@@ -405,6 +483,81 @@ fn check_fragment_applied(config: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The awk of a tree is fixed at its first build and read back
+    /// afterwards, whatever `awk` resolves to by then.
+    #[test]
+    fn awk_pinned_per_tree() {
+        let dir = std::env::temp_dir().join(format!("xtask-awk-{}", std::process::id()));
+        let tree = dir.join("src");
+        std::fs::create_dir_all(&tree).unwrap();
+        let first = pinned_awk(&tree).unwrap();
+        assert!(first.is_absolute() && first.exists(), "{first:?}");
+        // A later build (gawk installed meanwhile, say) gets the same one.
+        std::fs::write(dir.join("awk"), "/bin/sh\n").unwrap();
+        assert_eq!(pinned_awk(&tree).unwrap(), PathBuf::from("/bin/sh"));
+        std::fs::write(dir.join("awk"), "/nonexistent/gawk\n").unwrap();
+        let err = format!("{:#}", pinned_awk(&tree).unwrap_err());
+        assert!(err.contains("/nonexistent/gawk, which is gone"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A tree built before the record was kept: its awk is the one that
+    /// writes the header the build left (mawk and gawk order a for-in
+    /// loop differently, as in cpufeaturemasks.awk).
+    #[test]
+    fn awk_of_a_tree_found_from_its_header() {
+        let dir = std::env::temp_dir().join(format!("xtask-awk-of-{}", std::process::id()));
+        let tree = dir.join("src");
+        for d in [
+            "arch/x86/tools",
+            "arch/x86/include/asm",
+            "arch/x86/include/generated/asm",
+        ] {
+            std::fs::create_dir_all(tree.join(d)).unwrap();
+        }
+        std::fs::write(
+            tree.join("arch/x86/tools/cpufeaturemasks.awk"),
+            "END { s[1] = \"REQUIRED\"; s[2] = \"DISABLED\"; for (k in s) print s[k] }\n",
+        )
+        .unwrap();
+        std::fs::write(tree.join("arch/x86/include/asm/cpufeatures.h"), "x\n").unwrap();
+        std::fs::write(tree.join(".config"), "CONFIG_X=y\n").unwrap();
+        for awk in ["/usr/bin/mawk", "/usr/bin/gawk"] {
+            if !Path::new(awk).exists() {
+                continue;
+            }
+            let out = Command::new(awk)
+                .arg("-f")
+                .arg(tree.join("arch/x86/tools/cpufeaturemasks.awk"))
+                .arg(tree.join("arch/x86/include/asm/cpufeatures.h"))
+                .arg(tree.join(".config"))
+                .output()
+                .unwrap();
+            std::fs::write(
+                tree.join("arch/x86/include/generated/asm/cpufeaturemasks.h"),
+                &out.stdout,
+            )
+            .unwrap();
+            let found = awk_of_tree(&tree).unwrap();
+            // Where both are installed their outputs differ, so the first
+            // that matches is the one that wrote it.
+            assert_eq!(
+                found,
+                PathBuf::from(awk),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::fs::write(
+            tree.join("arch/x86/include/generated/asm/cpufeaturemasks.h"),
+            "written by no awk\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", awk_of_tree(&tree).unwrap_err());
+        assert!(err.contains("no awk here writes"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn kernel_specs_parse() {

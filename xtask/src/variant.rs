@@ -148,14 +148,15 @@ pub fn check_applies(tree: &Path, patch: &Path) -> Result<()> {
 }
 
 /// The namespace's script: overlay over the tree at its own path, patch,
-/// make bzImage, copy the image and the BTF out. Arguments: tree, upper,
-/// work, patch, variant dir, make jobs.
+/// make bzImage (with the tree's own awk: kernels::pinned_awk), copy the
+/// image and the exports out. Arguments: tree, upper, work, patch,
+/// variant dir, make jobs, awk.
 const BUILD_SCRIPT: &str = r#"set -e
-tree=$1 upper=$2 work=$3 patch=$4 out=$5 jobs=$6
+tree=$1 upper=$2 work=$3 patch=$4 out=$5 jobs=$6 awk=$7
 mount -t overlay nofail-variant -o "lowerdir=$tree,upperdir=$upper,workdir=$work" "$tree"
 cd "$tree"
 patch -p1 --force --silent -i "$patch"
-make -j "$jobs" bzImage > "$out/make.log" 2>&1 || { tail -20 "$out/make.log" >&2; exit 1; }
+make -j "$jobs" AWK="$awk" bzImage > "$out/make.log" 2>&1 || { tail -20 "$out/make.log" >&2; exit 1; }
 cp arch/x86/boot/bzImage "$out/bzImage.tmp"
 cp vmlinux.symvers "$out/vmlinux.symvers"
 "#;
@@ -175,6 +176,7 @@ fn build(tree: &Path, dir: &Path, patch: &Path) -> Result<usize> {
         .arg("sh")
         .args([tree, &upper, &work, &std::path::absolute(patch)?, dir])
         .arg(&jobs)
+        .arg(crate::kernels::pinned_awk(tree)?)
         .stdin(Stdio::null())
         .status()
         .context("cannot run unshare")?;
