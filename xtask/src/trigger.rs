@@ -36,6 +36,10 @@ pub fn build(kernel: &Kernel) -> Result<PathBuf> {
     util::run(
         Command::new("make")
             .arg("-s")
+            .arg(format!(
+                "AWK={}",
+                crate::kernels::pinned_awk(tree)?.display()
+            ))
             .arg("-C")
             .arg(tree)
             .arg(format!("M={}", dir.display()))
