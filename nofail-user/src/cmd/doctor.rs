@@ -53,7 +53,8 @@ struct RoleLine {
 struct Doctor {
     kernel: String,
     btf: bool,
-    tracefs: bool,
+    /// The ftrace function list (`available_filter_functions`) is readable.
+    ftrace_functions_readable: bool,
     kprobes: bool,
     preempt: Option<String>,
     /// "debugfs", "kernel command line" or "kernel config".
@@ -106,60 +107,9 @@ fn lockdown() -> Option<String> {
 
 pub fn run(args: DoctorArgs) -> Result<()> {
     let view = KernelView::probe()?;
-    let config = &view.config;
     let attached = Tracer::attach(&view, args.mode, &Default::default(), &Default::default());
-    let mut roles = Vec::new();
-    for role in ROLES {
-        let function = role
-            .candidates
-            .iter()
-            .copied()
-            .find(|f| view.is_traceable(f));
-        let (mode, note) = match (&attached, function) {
-            (_, None) => (
-                None,
-                Some(format!("none present or traceable: {} not seen", role.lost)),
-            ),
-            (Ok(t), Some(_)) => match t.attached.iter().find(|a| a.role == role.name) {
-                Some(a) => (
-                    Some(a.mode.to_string()),
-                    a.fallback_reason.as_ref().map(|r| format!("fentry {r}")),
-                ),
-                None => (
-                    None,
-                    t.warnings
-                        .iter()
-                        .find(|w| w.starts_with(role.name))
-                        .cloned(),
-                ),
-            },
-            (Err(e), Some(_)) => (None, Some(one_line(&format!("{e:#}")))),
-        };
-        roles.push(RoleLine {
-            role: role.name,
-            required: role.required,
-            candidates: role.candidates.to_vec(),
-            function,
-            in_btf: function.is_some_and(|f| view.has_btf_func(f)),
-            mode,
-            note,
-        });
-    }
-    let sentinel = args.mode == Mode::Sentinel && attached.is_ok();
-    let tp_mode = !sentinel && matches!(&attached, Ok(t) if !t.sees_every_call());
-    let plan = match &attached {
-        Ok(t) => {
-            let modes: std::collections::BTreeSet<String> =
-                t.attached.iter().map(|a| a.mode.to_string()).collect();
-            let why = t.attached.iter().find_map(|a| a.fallback_reason.clone());
-            match why {
-                Some(w) if tp_mode => format!("tracepoint (auto: {w})"),
-                Some(w) => format!("{} (fentry {w})", Vec::from_iter(modes).join("+")),
-                None => Vec::from_iter(modes).join("+"),
-            }
-        }
-        Err(e) => format!("cannot trace: {}", one_line(&format!("{e:#}"))),
-    };
+    let roles = role_lines(&view, &attached);
+    let plan = Plan::of(args.mode, &attached);
     let tracepoint_roles = TRACEPOINT_ROLES
         .iter()
         .map(|r| TracepointLine {
@@ -170,26 +120,18 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         })
         .collect();
     let cannot_trace = attached.as_ref().err().map(|e| one_line(&format!("{e:#}")));
+    // Detached before the injection probe loads the object again.
     drop(attached);
-    let override_return_loads = injector::probe_override_return();
-    let injection_options: Vec<_> = injector::KPROBE_OPTIONS
-        .iter()
-        .chain([&AREA_INJECT.option, &MAPPING_INJECT.option])
-        .map(|o| (*o, config.enabled(o)))
-        .collect();
-    let hooks = [&AREA_INJECT, &MAPPING_INJECT];
-    let kprobe_override_missing = injector::missing(InjectMode::Kprobe, &view, config, &hooks);
-    let fmod_ret_missing = injector::missing(InjectMode::FmodRet, &view, config, &hooks);
-    let injection_supported = kprobe_override_missing.is_empty() || fmod_ret_missing.is_empty();
+    let injection = Injection::of(&view);
     let doctor = Doctor {
         kernel: view.release.clone(),
         btf: view.btf.is_some(),
-        tracefs: view.traceable.is_some(),
+        ftrace_functions_readable: view.traceable.is_some(),
         kprobes: view.kprobes,
         preempt: view.preempt.clone(),
         preempt_source: view.preempt_source,
-        config_source: config.source.clone(),
-        hz: config.value("CONFIG_HZ").map(str::to_string),
+        config_source: view.config.source.clone(),
+        hz: view.config.value("CONFIG_HZ").map(str::to_string),
         gfp_bits: GFP_BITS
             .iter()
             .map(|b| {
@@ -213,19 +155,19 @@ pub fn run(args: DoctorArgs) -> Result<()> {
             "default 0x8000 (no ___GFP_*_BIT enum in BTF: before 6.8 the bits are macros)"
         },
         roles,
-        injection_options,
-        override_return_loads,
-        kprobe_override_missing,
-        fmod_ret_missing,
-        injection_supported,
+        injection_options: injection.options,
+        override_return_loads: injection.override_return_loads,
+        kprobe_override_missing: injection.kprobe_override_missing,
+        fmod_ret_missing: injection.fmod_ret_missing,
+        injection_supported: injection.supported,
         tracefs_mounted: std::path::Path::new("/sys/kernel/tracing/events").exists()
             || std::path::Path::new("/sys/kernel/debug/tracing/events").exists(),
         lockdown: lockdown(),
-        plan,
+        plan: plan.line,
         tracepoint_roles,
-        blind: if tp_mode {
+        blind: if plan.tracepoint {
             TRACEPOINT_BLIND.to_vec()
-        } else if sentinel {
+        } else if plan.sentinel {
             crate::bpf::attach::SENTINEL_BLIND.to_vec()
         } else {
             Vec::new()
@@ -242,6 +184,111 @@ pub fn run(args: DoctorArgs) -> Result<()> {
     Ok(())
 }
 
+/// A line per role of the full mode: the function it would attach to,
+/// how it attached (or why not).
+fn role_lines(view: &KernelView, attached: &Result<Tracer>) -> Vec<RoleLine> {
+    ROLES
+        .iter()
+        .map(|role| {
+            let function = role
+                .candidates
+                .iter()
+                .copied()
+                .find(|f| view.is_traceable(f));
+            let (mode, note) = match (attached, function) {
+                (_, None) => (
+                    None,
+                    Some(format!("none present or traceable: {} not seen", role.lost)),
+                ),
+                (Ok(t), Some(_)) => match t.attached.iter().find(|a| a.role == role.name) {
+                    Some(a) => (
+                        Some(a.mode.to_string()),
+                        a.fallback_reason.as_ref().map(|r| format!("fentry {r}")),
+                    ),
+                    None => (
+                        None,
+                        t.warnings
+                            .iter()
+                            .find(|w| w.starts_with(role.name))
+                            .cloned(),
+                    ),
+                },
+                (Err(e), Some(_)) => (None, Some(one_line(&format!("{e:#}")))),
+            };
+            RoleLine {
+                role: role.name,
+                required: role.required,
+                candidates: role.candidates.to_vec(),
+                function,
+                in_btf: function.is_some_and(|f| view.has_btf_func(f)),
+                mode,
+                note,
+            }
+        })
+        .collect()
+}
+
+/// The attach plan in one line, and which reduced mode it is in.
+struct Plan {
+    line: String,
+    tracepoint: bool,
+    sentinel: bool,
+}
+
+impl Plan {
+    fn of(mode: Mode, attached: &Result<Tracer>) -> Self {
+        let sentinel = mode == Mode::Sentinel && attached.is_ok();
+        let tracepoint = !sentinel && matches!(attached, Ok(t) if !t.sees_every_call());
+        let line = match attached {
+            Ok(t) => {
+                let modes: std::collections::BTreeSet<String> =
+                    t.attached.iter().map(|a| a.mode.to_string()).collect();
+                let why = t.attached.iter().find_map(|a| a.fallback_reason.clone());
+                match why {
+                    Some(w) if tracepoint => format!("tracepoint (auto: {w})"),
+                    Some(w) => format!("{} (fentry {w})", Vec::from_iter(modes).join("+")),
+                    None => Vec::from_iter(modes).join("+"),
+                }
+            }
+            Err(e) => format!("cannot trace: {}", one_line(&format!("{e:#}"))),
+        };
+        Self {
+            line,
+            tracepoint,
+            sentinel,
+        }
+    }
+}
+
+/// What the kernel offers fault injection.
+struct Injection {
+    options: Vec<(&'static str, Option<bool>)>,
+    override_return_loads: Result<(), String>,
+    kprobe_override_missing: Vec<String>,
+    fmod_ret_missing: Vec<String>,
+    supported: bool,
+}
+
+impl Injection {
+    fn of(view: &KernelView) -> Self {
+        let config = &view.config;
+        let hooks = [&AREA_INJECT, &MAPPING_INJECT];
+        let kprobe_override_missing = injector::missing(InjectMode::Kprobe, view, config, &hooks);
+        let fmod_ret_missing = injector::missing(InjectMode::FmodRet, view, config, &hooks);
+        Self {
+            options: injector::KPROBE_OPTIONS
+                .iter()
+                .chain([&AREA_INJECT.option, &MAPPING_INJECT.option])
+                .map(|o| (*o, config.enabled(o)))
+                .collect(),
+            override_return_loads: injector::probe_override_return(),
+            supported: kprobe_override_missing.is_empty() || fmod_ret_missing.is_empty(),
+            kprobe_override_missing,
+            fmod_ret_missing,
+        }
+    }
+}
+
 fn yes_no(v: Option<bool>) -> &'static str {
     match v {
         Some(true) => "yes",
@@ -250,7 +297,19 @@ fn yes_no(v: Option<bool>) -> &'static str {
     }
 }
 
+/// The whole report, section by section.
 fn render(d: &Doctor) -> String {
+    [
+        render_kernel(d),
+        render_roles(d),
+        render_blind(d),
+        render_injection(d),
+    ]
+    .concat()
+}
+
+/// The kernel line, the plan, HZ and the gfp bits.
+fn render_kernel(d: &Doctor) -> String {
     let mut out = format!(
         "kernel {}: BTF {}, tracefs {}, ftrace functions {}, kprobes {}, lockdown {}, preempt {}, config {}\n",
         d.kernel,
@@ -260,7 +319,7 @@ fn render(d: &Doctor) -> String {
         } else {
             "not mounted"
         },
-        yes_no(Some(d.tracefs)),
+        yes_no(Some(d.ftrace_functions_readable)),
         yes_no(Some(d.kprobes)),
         d.lockdown.as_deref().unwrap_or("unknown"),
         match (&d.preempt, d.preempt_source) {
@@ -290,6 +349,12 @@ fn render(d: &Doctor) -> String {
         "__GFP_NOFAIL used: {:#x} from {}\n\n",
         d.gfp_nofail_mask, d.gfp_nofail_source
     ));
+    out
+}
+
+/// The roles of the full mode, a note shared by several said once below.
+fn render_roles(d: &Doctor) -> String {
+    let mut out = String::new();
     out.push_str(&format!(
         "{:<14} {:<34} {:<7} {}\n",
         "ROLE", "FUNCTION", "MODE", "NOTE"
@@ -327,6 +392,12 @@ fn render(d: &Doctor) -> String {
     for (i, n) in notes.iter().enumerate() {
         out.push_str(&format!("[{}] {n}\n", i + 1));
     }
+    out
+}
+
+/// What the reduced mode the plan chose does not see.
+fn render_blind(d: &Doctor) -> String {
+    let mut out = String::new();
     if !d.blind.is_empty() && d.plan.starts_with("sentinel") {
         out.push_str("\nnot counted in sentinel mode:\n");
         for b in &d.blind {
@@ -348,6 +419,12 @@ fn render(d: &Doctor) -> String {
             out.push_str(&format!("  - {b}\n"));
         }
     }
+    out
+}
+
+/// What each injection mechanism needs, and whether one is usable.
+fn render_injection(d: &Doctor) -> String {
+    let mut out = String::new();
     out.push_str("\ninjection:\n");
     for (opt, on) in &d.injection_options {
         out.push_str(&format!("  {opt:<34} {}\n", yes_no(*on)));
