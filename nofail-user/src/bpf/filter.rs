@@ -9,8 +9,8 @@ use nofail_common::{
 };
 
 use crate::{
-    kernel::symbols::{Kallsyms, Patterns, Selection as Functions},
-    model::filter::Selection,
+    kernel::symbols::{FunctionSelection, Kallsyms, Patterns},
+    model::filter::CallSelection,
 };
 
 /// Sizes of the kernel maps that bound what nofail can hold, fixed when
@@ -42,7 +42,7 @@ pub struct Targets {
 }
 
 /// What a selection becomes in the kernel.
-impl Selection {
+impl CallSelection {
     pub fn build(&self, syms: &Kallsyms) -> Result<Targets> {
         let mut f = Filter {
             pid: self.pid.unwrap_or(0),
@@ -116,8 +116,8 @@ impl Selection {
     }
 
     /// The functions --caller and --module select.
-    fn functions(&self) -> Functions<'_> {
-        Functions {
+    fn functions(&self) -> FunctionSelection<'_> {
+        FunctionSelection {
             names: (!self.caller.is_empty()).then(|| Patterns::new(&self.caller)),
             modules: (!self.module.is_empty()).then_some(self.module.as_slice()),
         }
@@ -181,8 +181,8 @@ pub fn install(ebpf: &mut Ebpf, targets: &Targets) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn args(caller: &[&str], module: &[&str]) -> Selection {
-        Selection {
+    fn args(caller: &[&str], module: &[&str]) -> CallSelection {
+        CallSelection {
             caller: caller.iter().map(|s| s.to_string()).collect(),
             module: module.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
@@ -302,7 +302,7 @@ mod tests {
                 .to_string()
                 .contains("matches no kernel function")
         );
-        let long = Selection {
+        let long = CallSelection {
             comm: Some("a-very-long-command".into()),
             ..Default::default()
         };

@@ -14,7 +14,7 @@ use crate::{
     kernel::{duration_ns, symbols::SymbolCache, view::KernelView},
     model::{
         Mode,
-        filter::{FilterView, Selection},
+        filter::{CallSelection, FilterView},
         mode::mode_of,
         report::{self, CallerRow, InflightRow, Report, SCHEMA, SCHEMA_VERSION, Totals},
     },
@@ -38,7 +38,7 @@ impl Session {
     /// Loads symbols, builds the filter (a bad one fails before anything is
     /// loaded), runs `preflight`, attaches and announces.
     pub fn start(
-        filter: &Selection,
+        filter: &CallSelection,
         mode: Mode,
         globals: Globals,
         preflight: impl FnOnce(&KernelView) -> Result<()>,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use nofail_common::{MAX_CALLERS, MAX_INFLIGHT};
 
 use crate::{
-    model::{Mode, filter::Selection, report::Report},
+    model::{Mode, filter::CallSelection, report::Report},
     output::{
         json,
         prometheus::{self, Sticky},
@@ -71,8 +71,8 @@ pub struct CapacityArgs {
 }
 
 impl FilterArgs {
-    pub fn selection(&self) -> Selection {
-        Selection {
+    pub fn selection(&self) -> CallSelection {
+        CallSelection {
             pid: self.pid,
             comm: self.comm.clone(),
             caller: self.caller.clone(),

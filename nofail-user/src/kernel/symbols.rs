@@ -25,10 +25,10 @@ struct Sym {
     module: Option<String>,
 }
 
-/// Which functions a filter selects: names and globs and/or modules
-/// (`None`: no restriction on that axis).
+/// Which kernel functions `--caller` and `--module` select: names and
+/// globs and/or modules (`None`: no restriction on that axis).
 #[derive(Debug, Default, Clone)]
-pub struct Selection<'a> {
+pub struct FunctionSelection<'a> {
     pub names: Option<Patterns<'a>>,
     pub modules: Option<&'a [String]>,
 }
@@ -242,12 +242,12 @@ impl Kallsyms {
     /// subsystem is usually a few hundred ranges, not thousands). A
     /// function ends where the next symbol at a higher address starts.
     #[cfg(test)]
-    pub fn ranges(&self, sel: &Selection) -> Vec<(u64, u64)> {
+    pub fn ranges(&self, sel: &FunctionSelection) -> Vec<(u64, u64)> {
         self.select(sel).0
     }
 
     /// `ranges`, and how many functions (distinct addresses) they hold.
-    pub fn select(&self, sel: &Selection) -> (Vec<(u64, u64)>, usize) {
+    pub fn select(&self, sel: &FunctionSelection) -> (Vec<(u64, u64)>, usize) {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let mut functions = 0;
         let mut i = 0;
@@ -299,7 +299,7 @@ impl Kallsyms {
     }
 }
 
-impl Selection<'_> {
+impl FunctionSelection<'_> {
     fn selects(&self, sym: &Sym) -> bool {
         let name_ok = self.names.as_ref().is_none_or(|p| p.matches(&sym.name));
         let module_ok = self.modules.is_none_or(|mods| {
@@ -468,7 +468,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
     fn adjacent_functions_merge_into_one_range() {
         let k = Kallsyms::parse(SAMPLE);
         let pats = names(&["__vmalloc*"]);
-        let sel = Selection {
+        let sel = FunctionSelection {
             names: Some(Patterns::new(&pats)),
             modules: None,
         };
@@ -486,7 +486,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
              ffffffffc0000000 t m1\t[mod]\nffffffffc0000100 t m2\t[mod]\nffffffffc0000200 t o\t[other]\n",
         );
         let mods = names(&["mod"]);
-        let sel = Selection {
+        let sel = FunctionSelection {
             names: None,
             modules: Some(&mods),
         };
@@ -495,7 +495,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
             vec![(0xffffffffc0000000, 0xffffffffc0000200)]
         );
         let pats = names(&["a_alias"]);
-        let sel = Selection {
+        let sel = FunctionSelection {
             names: Some(Patterns::new(&pats)),
             modules: None,
         };
@@ -506,7 +506,7 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         assert!(k.has_module("mod") && !k.has_module("a"));
         // Names and modules together: the intersection.
         let pats = names(&["m2", "a"]);
-        let sel = Selection {
+        let sel = FunctionSelection {
             names: Some(Patterns::new(&pats)),
             modules: Some(&mods),
         };

@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The selection as plain values (the flags are in cmd/flags.rs; what it
-/// becomes in the kernel is bpf/filter.rs).
+/// Which vmalloc calls are counted (or failed), by task, call site and
+/// size, and the map sizes that bound how many; as plain values (the flags
+/// are in cmd/flags.rs; what it becomes in the kernel is bpf/filter.rs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selection {
+pub struct CallSelection {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     /// Symbols or globs of the calling functions.
@@ -22,7 +23,7 @@ pub struct Selection {
     pub max_inflight: u32,
 }
 
-impl Default for Selection {
+impl Default for CallSelection {
     fn default() -> Self {
         Self {
             pid: None,
@@ -55,8 +56,8 @@ pub struct FilterView {
     pub chains: Option<u32>,
 }
 
-impl From<&Selection> for FilterView {
-    fn from(f: &Selection) -> Self {
+impl From<&CallSelection> for FilterView {
+    fn from(f: &CallSelection) -> Self {
         Self {
             pid: f.pid,
             comm: f.comm.clone(),
