@@ -68,7 +68,9 @@ fn tree(s: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> usize 
                     i += 1;
                     break;
                 }
-                i += tree(&s[i..], prefix, out);
+                // A glob (`*`) names no path of its own; skip it rather
+                // than parse it again forever.
+                i += tree(&s[i..], prefix, out).max(1);
             }
             prefix.truncate(depth);
             return i;
@@ -185,6 +187,11 @@ fn use_paths_are_parsed() {
     .map(|p| p.iter().map(|s| s.to_string()).collect())
     .collect();
     assert_eq!(paths, want);
+    // A glob in a group (it made the parser loop forever).
+    assert_eq!(
+        crate_paths("use crate::m::N::{self, *};"),
+        vec![vec!["m".to_string(), "N".into(), "self".into()]]
+    );
     assert_eq!(module_of(Path::new("bpf/mod.rs")), "bpf");
     assert_eq!(module_of(Path::new("bpf/tracer.rs")), "bpf::tracer");
     assert_eq!(code_of("a // crate::x\n/// crate::y\nb"), "a \n\nb");
