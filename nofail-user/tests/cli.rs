@@ -409,3 +409,35 @@ fn prometheus_file_is_rewritten_every_interval_and_only_grows() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reader that leaves early (`nofail report ... | head -1`) ends what is
+/// shown, not the run: exit 0 and every file output still written; Rust's
+/// `print!` panicked there (exit 101) before the files were written.
+#[test]
+fn closed_stdout_is_not_a_crash() {
+    let dir = std::env::temp_dir().join(format!("nofail-epipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("out.svg");
+    let (reader, writer) = std::io::pipe().unwrap();
+    // The pipe has no reader from the start: the first write gets EPIPE.
+    drop(reader);
+    let report = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testing/reports/export_live.json"
+    );
+    let out = nofail()
+        .args(["report", report, "--svg"])
+        .arg(&svg)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(svg.exists(), "the SVG was not written");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -173,7 +173,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
             Vec::new()
         },
     };
-    print!("{}", render(&doctor));
+    crate::output::stdout::print(&render(&doctor))?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&doctor)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;

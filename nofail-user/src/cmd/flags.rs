@@ -176,12 +176,13 @@ impl Outputs {
     }
 
     /// Text for people: stdout, or stderr when stdout carries the JSON.
-    pub fn show(&self, text: &str) {
+    pub fn show(&self, text: &str) -> Result<()> {
         if self.json_to_stdout() {
             eprint!("{text}");
         } else {
-            print!("{text}");
+            crate::output::stdout::print(text)?;
         }
+        Ok(())
     }
 
     pub fn write(&self, report: &Report) -> Result<()> {
@@ -191,7 +192,7 @@ impl Outputs {
 
     pub fn write_json(&self, report: &Report) -> Result<()> {
         if self.json_to_stdout() {
-            println!("{}", serde_json::to_string_pretty(report)?);
+            crate::output::stdout::print(&(serde_json::to_string_pretty(report)? + "\n"))?;
         } else if let Some(path) = &self.json {
             json::write_json(path, report)?;
         }

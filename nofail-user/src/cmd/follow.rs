@@ -123,7 +123,7 @@ impl Events {
             shown: sink.shown,
             ..stream.tally(&session.tracer.ebpf)?
         };
-        print!("{}", render_tally(&health));
+        crate::output::stdout::print(&render_tally(&health))?;
         Ok(Some(health))
     }
 }

@@ -286,7 +286,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     drop(injecting);
     drop(session);
     let behaviour = behaviour(&report.callers, &report.in_flight, &enomem);
-    args.outputs.show(&render_behaviour(&counts, &behaviour));
+    args.outputs.show(&render_behaviour(&counts, &behaviour))?;
     report.injection = Some(Injection {
         rule: InjectRuleView {
             mechanism,

@@ -103,14 +103,14 @@ pub fn run(args: ReportArgs) -> Result<()> {
         .map(|_| svg::render(&new, args.svg_callers as usize))
         .transpose()?;
     args.outputs
-        .show(&text::render_report(&new, args.outputs.top.top as usize));
+        .show(&text::render_report(&new, args.outputs.top.top as usize))?;
     let changes = old.as_ref().map(|old| baseline::diff(old, &new));
     if let (Some(changes), Some(base)) = (&changes, &args.baseline) {
         args.outputs.show(&format!(
             "\nagainst baseline {}:\n{}",
             base.display(),
             baseline::render(changes)
-        ));
+        ))?;
     }
     if let (Some(path), Some(picture)) = (&args.svg, picture) {
         json::atomic_write(path, picture.as_bytes())?;

@@ -82,7 +82,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
                     text::render_top(&changed, top)
                 },
                 text::render_inflight(&stuck)
-            ));
+            ))?;
             earlier = rows;
             intervals += 1;
             if args.outputs.prometheus.is_some() {
@@ -96,7 +96,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     let mut report = session.collect("trace", live.stuck_after)?;
     report.health.events = events.finish(&mut session)?;
     drop(session);
-    args.outputs.show(&text::render_report(&report, top));
+    args.outputs.show(&text::render_report(&report, top))?;
     args.outputs.write_json(&report)?;
     args.outputs.write_prometheus(&report, &mut sticky)
 }

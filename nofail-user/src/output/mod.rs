@@ -8,5 +8,6 @@ pub mod events;
 pub mod json;
 pub mod prometheus;
 pub mod serve;
+pub mod stdout;
 pub mod svg;
 pub mod text;
