@@ -34,11 +34,11 @@ impl EventSink {
 
     /// Shows one event (and its stack, one frame a line).
     pub fn show(&mut self, line: &EventLine) -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", render(line))?;
+        let mut text = render(line) + "\n";
         for f in line.stack.iter().flatten() {
-            writeln!(out, "    {f}")?;
+            text += &format!("    {f}\n");
         }
+        crate::output::stdout::print(&text)?;
         if let Some(json) = &mut self.json {
             serde_json::to_writer(&mut *json, line)?;
             json.write_all(b"\n")?;
@@ -49,7 +49,7 @@ impl EventSink {
 
     /// Flushes what was shown since the last call.
     pub fn flush(&mut self) -> Result<()> {
-        std::io::stdout().lock().flush()?;
+        crate::output::stdout::print("")?;
         if let Some(json) = &mut self.json {
             json.flush()?;
         }
