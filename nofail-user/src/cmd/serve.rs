@@ -135,7 +135,7 @@ mod tests {
         bpf::attach::{ROLES, Role, SENTINEL_ROLES, STAGE_ROLES, TRACEPOINT_ROLES, WHAT_IF_ROLES},
         model::{
             Mode,
-            inject::{InjectCounts, InjectMode, InjectRuleView, Injection, Stage},
+            inject::{InjectCounts, InjectMode, InjectRuleView, Injection},
             mode::{Attached, mode_of},
             report::{sample, sample_row},
         },
@@ -220,16 +220,7 @@ mod tests {
             if self.inject {
                 report.command = "inject".into();
                 report.injection = Some(Injection {
-                    rule: InjectRuleView {
-                        mechanism: InjectMode::Kprobe,
-                        stages: vec![Stage::Area],
-                        probability: 1.0,
-                        every: None,
-                        times: None,
-                        fail_first: None,
-                        max_consecutive: 50,
-                        dry_run: false,
-                    },
+                    rule: InjectRuleView::always_area(InjectMode::Kprobe),
                     counts: InjectCounts::default(),
                     behaviour: crate::model::coping::behaviour(
                         &report.callers,

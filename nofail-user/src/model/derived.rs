@@ -174,7 +174,7 @@ mod tests {
     /// and calls in flight, the -ENOMEM system calls taken as written.
     #[test]
     fn behaviour_is_checked() {
-        use crate::model::inject::{InjectCounts, InjectMode, InjectRuleView, Injection, Stage};
+        use crate::model::inject::{InjectCounts, InjectMode, InjectRuleView, Injection};
         let mut r = row();
         r.counts.injected = 2;
         r.counts.null_returns = 3;
@@ -184,16 +184,7 @@ mod tests {
             u64::from_str_radix(report.callers[0].address.trim_start_matches("0x"), 16).unwrap();
         let enomem = BTreeMap::from([(addr, BTreeMap::from([("bpf".to_string(), 1)]))]);
         report.injection = Some(Injection {
-            rule: InjectRuleView {
-                mechanism: InjectMode::Kprobe,
-                stages: vec![Stage::Area],
-                probability: 1.0,
-                every: None,
-                times: None,
-                fail_first: None,
-                max_consecutive: 50,
-                dry_run: false,
-            },
+            rule: InjectRuleView::always_area(InjectMode::Kprobe),
             counts: InjectCounts::default(),
             behaviour: behaviour(&report.callers, &report.in_flight, &enomem),
         });

@@ -100,6 +100,23 @@ pub struct InjectRuleView {
     pub dry_run: bool,
 }
 
+#[cfg(test)]
+impl InjectRuleView {
+    /// Tests' rule: always fail the area stage, by `mechanism`.
+    pub fn always_area(mechanism: InjectMode) -> Self {
+        Self {
+            mechanism,
+            stages: vec![Stage::Area],
+            probability: 1.0,
+            every: None,
+            times: None,
+            fail_first: None,
+            max_consecutive: 50,
+            dry_run: false,
+        }
+    }
+}
+
 /// What `nofail inject` did and how each caller coped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Injection {

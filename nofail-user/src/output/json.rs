@@ -315,7 +315,7 @@ mod tests {
         use crate::model::{
             Mode,
             health::{EventHealth, ProgStats},
-            inject::{Behaviour, InjectCounts, InjectMode, InjectRuleView, Injection, Stage},
+            inject::{Behaviour, InjectCounts, InjectMode, InjectRuleView, Injection},
             mode::Attached,
             report::InflightRow,
         };
@@ -347,16 +347,7 @@ mod tests {
         report.health.programs.push(ProgStats::default());
         report.health.events = Some(EventHealth::default());
         report.injection = Some(Injection {
-            rule: InjectRuleView {
-                mechanism: InjectMode::FmodRet,
-                stages: vec![Stage::Area],
-                probability: 1.0,
-                every: None,
-                times: None,
-                fail_first: None,
-                max_consecutive: 50,
-                dry_run: false,
-            },
+            rule: InjectRuleView::always_area(InjectMode::FmodRet),
             counts: InjectCounts::default(),
             behaviour: vec![Behaviour {
                 caller: "a+0x1".into(),
