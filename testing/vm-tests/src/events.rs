@@ -97,6 +97,12 @@ pub fn fail_first_lines(ctx: &Ctx) -> Result<()> {
         let comm = comm.trim_end();
         let (run, report) = inj.around(|| trigger::run(site, 1, 64 << 10, Arm::Off))?;
         ensure!(run.calls == 1 && run.null == 0, "{stage}: {run:?}");
+        // Outside nofail: the kernel's loop slept once per failure.
+        ensure!(
+            run.sleeps == 3,
+            "{stage}: the kernel slept {} times, not 3",
+            run.sleeps
+        );
         let ev = events_of(&json, &stdout, "INJECTED")?;
         ensure!(
             ev.json.len() == 3 && ev.text.len() == 3,
