@@ -516,6 +516,7 @@ fn mapping_stage_failure_counted(ctx: &Ctx) -> Result<()> {
 /// its own.
 fn mapping_failure_after_partial_map_spins(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
+    trigger::prime_fresh_slot()?;
     let trace = Trace::start(ctx, "mapping_spin", &["--stuck-after", "500ms"])?;
     let report = trigger::spin_mapping_loop(|| trace.finish())?;
     let r = crate::harness::spinning_call(&report)?;

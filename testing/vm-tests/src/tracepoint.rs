@@ -77,6 +77,7 @@ pub fn matches_full_mode(ctx: &Ctx) -> Result<()> {
 /// --stuck-after (own boot: the task spins until power-off).
 pub fn stuck_call_in_flight(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
+    trigger::prime_fresh_slot()?;
     let trace = Trace::start(
         ctx,
         "tp_stuck",

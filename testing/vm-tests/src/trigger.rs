@@ -247,20 +247,26 @@ pub fn run_mapping_injected(
     Ok(None)
 }
 
-/// The endless mapping loop of a NOFAIL call (the -EBUSY re-map):
-/// fail_page_alloc lets the first page-table pages of a 6 MiB fresh-slot
-/// call through and fails the next one, so every retry finds PTEs set
-/// and sleeps again, for ever. Starts it while a trace runs, lets it spin
-/// a second, then returns what `finish` (the trace's end) gives. The task
-/// spins until power-off: scenarios using this get a boot of their own.
-pub fn spin_mapping_loop<T>(finish: impl FnOnce() -> Result<T>) -> Result<T> {
-    // In a fresh boot the first fresh-slot call also makes the page-table
-    // levels above the slots' PMD pages (a PUD page with 5-level paging),
-    // which would use up the pages let through before any PTE is written:
-    // one call first makes them, as the scenarios before it did when this
-    // one shared their boot.
+/// In a fresh boot the first fresh-slot call also makes the page-table
+/// levels above the slots' PMD pages (a PUD page with 5-level paging),
+/// which would use up the pages `spin_mapping_loop` lets through before
+/// any PTE is written: one call first makes them, as the scenarios before
+/// it did when the loop shared their boot. Call it before the trace
+/// starts, so that the trace sees the spinning call alone.
+pub fn prime_fresh_slot() -> Result<()> {
     let primed = run("vmalloc_nofail_fresh", 1, 64 << 10, Arm::Off)?;
     ensure!(primed.null == 0, "the priming call failed: {primed:?}");
+    Ok(())
+}
+
+/// The endless mapping loop of a NOFAIL call (the -EBUSY re-map), after
+/// `prime_fresh_slot`: fail_page_alloc lets the first page-table pages of
+/// a 6 MiB fresh-slot call through and fails the next one, so every retry
+/// finds PTEs set and sleeps again, for ever. Starts it while a trace
+/// runs, lets it spin a second, then returns what `finish` (the trace's
+/// end) gives. The task spins until power-off: scenarios using this get a
+/// boot of their own.
+pub fn spin_mapping_loop<T>(finish: impl FnOnce() -> Result<T>) -> Result<T> {
     let finished = run_mapping_injected(6 << 20, 1, 3);
     if matches!(finished, Ok(None)) {
         std::thread::sleep(Duration::from_secs(1));
