@@ -231,5 +231,10 @@ fn main() {
     unsafe { libc::sync() };
     println!("\n{nonce} EXIT {status}");
     let _ = std::io::stdout().flush();
+    // The line is in the tty's buffer, not yet out of the UART: with a
+    // task spinning in the kernel (the endless-loop scenarios), power-off
+    // came before the drain and the host saw no status (exit 125 for a
+    // passed scenario). Wait until the console has sent everything.
+    unsafe { libc::tcdrain(libc::STDOUT_FILENO) };
     unsafe { libc::reboot(libc::RB_POWER_OFF) };
 }
