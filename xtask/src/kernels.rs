@@ -344,8 +344,7 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
         )
     };
     // Everything the kernel has is in the fragment: allnoconfig, not
-    // x86_64_defconfig (which compiles about 2,600 objects, most of them
-    // drivers a QEMU guest never sees).
+    // x86_64_defconfig (which builds drivers a QEMU guest never sees).
     make(&["allnoconfig"])?;
     util::run(
         Command::new("scripts/kconfig/merge_config.sh")
