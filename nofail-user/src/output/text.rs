@@ -319,6 +319,16 @@ mod tests {
         Kallsyms::parse("ffffffff81000000 T a_fn\nffffffff82000000 T b_fn\n")
     }
 
+    /// A report of the call sites' kernel stats, named by `syms()`.
+    fn report_of(stats: &BTreeMap<u64, CallerStats>) -> Report {
+        let sites = stats
+            .iter()
+            .map(|(&a, s)| (a, Aggregate::of_stats(s)))
+            .collect();
+        let syms = syms();
+        sample(rows(&sites, |a| syms.resolve(a)))
+    }
+
     #[test]
     fn report_details_failing_callers_only() {
         let mut s = CallerStats {
@@ -344,12 +354,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let sites = stats
-            .iter()
-            .map(|(&a, s)| (a, Aggregate::of_stats(s)))
-            .collect();
-        let syms = syms();
-        let report = sample(rows(&sites, |a| syms.resolve(a)));
+        let report = report_of(&stats);
         let text = render_report(&report, 20);
         assert!(text.contains("a_fn+0x10 (4 calls, 4 NOFAIL)"), "{text}");
         assert!(
@@ -374,12 +379,7 @@ mod tests {
         let mut stats = BTreeMap::new();
         stats.insert(0xffffffff81000010, failing(2));
         stats.insert(0xffffffff82000020, failing(1));
-        let sites = stats
-            .iter()
-            .map(|(&a, s)| (a, Aggregate::of_stats(s)))
-            .collect();
-        let syms = syms();
-        let report = sample(rows(&sites, |a| syms.resolve(a)));
+        let report = report_of(&stats);
         let text = render_report(&report, 1);
         assert!(text.contains("a_fn+0x10 (2 calls"), "{text}");
         assert!(!text.contains("b_fn"), "{text}");
