@@ -251,32 +251,16 @@ fn stock_matrix(t: &mut Tally, names: &[KernelName]) {
         .iter()
         .filter_map(|&n| provide(t, &KernelSpec::plain(n)))
         .collect();
-    let results = std::sync::Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..suite::VM_LANES.min(kernels.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(kernel) = kernels.get(i) else { break };
-                    let t0 = Instant::now();
-                    let ok = suite::run(kernel, Selection::default()).unwrap_or_else(|e| {
-                        eprintln!("xtask ci: {e:#}");
-                        false
-                    });
-                    results.lock().expect("no thread panicked").push((
-                        i,
-                        ok,
-                        t0.elapsed().as_secs_f64(),
-                    ));
-                }
-            });
-        }
+    let results = suite::in_lanes(&kernels, |_, kernel| {
+        let t0 = Instant::now();
+        let ok = suite::run(kernel, Selection::default()).unwrap_or_else(|e| {
+            eprintln!("xtask ci: {e:#}");
+            false
+        });
+        (ok, t0.elapsed().as_secs_f64())
     });
-    let mut results = results.into_inner().expect("no thread panicked");
-    results.sort_by_key(|r| r.0);
-    for (i, ok, secs) in results {
-        t.record(&format!("vm tests on {}", kernels[i].label), ok, secs);
+    for (kernel, (ok, secs)) in kernels.iter().zip(results) {
+        t.record(&format!("vm tests on {}", kernel.label), ok, secs);
     }
 }
 

@@ -149,19 +149,27 @@ fn run_boots(
     base: &[String],
     boots: &[Boot],
 ) -> Vec<BootResult> {
+    in_lanes(boots, |i, boot| {
+        run_boot(kernel, root, out, base, boots.len(), i, boot)
+    })
+}
+
+/// `f` on every item (with its index), `VM_LANES` items at a time, the
+/// next one started as one ends; results in item order.
+pub fn in_lanes<I: Sync, T: Send>(items: &[I], f: impl Fn(usize, &I) -> T + Sync) -> Vec<T> {
     use std::sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     };
-    let results: Mutex<Vec<Option<BootResult>>> = Mutex::new(boots.iter().map(|_| None).collect());
+    let results: Mutex<Vec<Option<T>>> = Mutex::new(items.iter().map(|_| None).collect());
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..VM_LANES.min(boots.len()) {
+        for _ in 0..VM_LANES.min(items.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(boot) = boots.get(i) else { break };
-                    let result = run_boot(kernel, root, out, base, boots.len(), i, boot);
+                    let Some(item) = items.get(i) else { break };
+                    let result = f(i, item);
                     results.lock().expect("no lane panicked")[i] = Some(result);
                 }
             });
@@ -171,7 +179,7 @@ fn run_boots(
         .into_inner()
         .expect("no lane panicked")
         .into_iter()
-        .map(|r| r.expect("every boot ran"))
+        .map(|r| r.expect("every item ran"))
         .collect()
 }
 
@@ -401,6 +409,23 @@ mod tests {
             own_boot,
             records: vec![],
         }
+    }
+
+    #[test]
+    fn lanes_keep_item_order_and_run_each_once() {
+        let items: Vec<u64> = (0..7).collect();
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let out = in_lanes(&items, |i, &x| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Later items finish first: order must still be the items'.
+            std::thread::sleep(std::time::Duration::from_millis(20 - 2 * x));
+            (i, x * 10)
+        });
+        assert_eq!(ran.into_inner(), 7);
+        assert_eq!(
+            out,
+            (0..7).map(|x| (x as usize, x * 10)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
