@@ -93,6 +93,14 @@ impl Session {
         )
     }
 
+    /// The report at the end of the run: as `collect`, with kallsyms read
+    /// once more for call sites still unnamed (code loaded less than
+    /// `symbols::REFRESH` before).
+    pub fn collect_final(&mut self, command: &str, stuck_after: Duration) -> Result<Report> {
+        self.names.refresh_before_final();
+        self.collect(command, stuck_after)
+    }
+
     /// Reads every aggregate into the report, every address named by the
     /// session's cache.
     /// `command` names what produced the report ("trace", "inject").

@@ -281,7 +281,7 @@ pub async fn run(args: InjectArgs) -> Result<()> {
     rule_map.set(0, InjectRule::default(), 0)?;
     let counts = maps::read_counts(&session.tracer.ebpf)?;
     let enomem = maps::read_enomem(&session.tracer.ebpf)?;
-    let mut report = session.collect("inject", live.stuck_after)?;
+    let mut report = session.collect_final("inject", live.stuck_after)?;
     report.health.events = events.finish(&mut session)?;
     drop(injecting);
     drop(session);

@@ -93,7 +93,7 @@ pub async fn run(args: TraceArgs) -> Result<()> {
         },
     )
     .await?;
-    let mut report = session.collect("trace", live.stuck_after)?;
+    let mut report = session.collect_final("trace", live.stuck_after)?;
     report.health.events = events.finish(&mut session)?;
     drop(session);
     args.outputs.show(&text::render_report(&report, top))?;

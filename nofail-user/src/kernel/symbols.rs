@@ -172,6 +172,9 @@ pub struct SymbolCache {
     entries: HashMap<u64, Entry>,
     /// Copies of kallsyms read, the first included.
     pub reads: u64,
+    /// The next address not named may read kallsyms again before
+    /// `REFRESH` has passed (once: the final report).
+    refresh_due: bool,
 }
 
 impl SymbolCache {
@@ -188,12 +191,20 @@ impl SymbolCache {
             read_at: now,
             entries: HashMap::new(),
             reads: 1,
+            refresh_due: false,
         })
     }
 
     /// The copy at hand (for selecting functions: `select`, `unmatched`).
     pub fn syms(&self) -> &Kallsyms {
         &self.syms
+    }
+
+    /// Lets the next address not named read kallsyms again at once: the
+    /// final report is made once, and a module loaded less than `REFRESH`
+    /// before it (a short run) would otherwise stay in hex there.
+    pub fn refresh_before_final(&mut self) {
+        self.refresh_due = true;
     }
 
     /// `addr` as `symbol+0xoff` (with ` [module]`), or in hex.
@@ -206,14 +217,19 @@ impl SymbolCache {
             Some(Entry::Named(name)) => return name.clone(),
             // Unnamed in this very copy, and no new copy due yet.
             Some(Entry::Unnamed(at))
-                if *at == self.read_at && now.saturating_duration_since(self.read_at) < REFRESH =>
+                if *at == self.read_at
+                    && !self.refresh_due
+                    && now.saturating_duration_since(self.read_at) < REFRESH =>
             {
                 return format!("{addr:#x}");
             }
             _ => {}
         }
         let mut name = self.syms.name_of(addr);
-        if name.is_none() && now.saturating_duration_since(self.read_at) >= REFRESH {
+        if name.is_none()
+            && (self.refresh_due || now.saturating_duration_since(self.read_at) >= REFRESH)
+        {
+            self.refresh_due = false;
             // A copy that cannot be read keeps the one at hand; the next
             // attempt waits as long.
             if let Ok(syms) = (self.read)() {
@@ -408,6 +424,27 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         );
         assert_eq!(reads.get(), 3, "named addresses never read again");
         assert_eq!(c.reads, 3);
+    }
+
+    /// A short run: the module was loaded after the first copy and the
+    /// final report comes before REFRESH has passed; it still names the
+    /// site, with one more read, and only one.
+    #[test]
+    fn final_report_reads_once_more_for_unnamed_sites() {
+        let t0 = Instant::now();
+        let (read, reads) = source(&[CORE, WITH_MODULE]);
+        let mut c = SymbolCache::with_source(read, t0).unwrap();
+        let (site, gone) = (0xffffffffc0000010, 0xffffffffe0000000);
+        let soon = t0 + Duration::from_secs(1);
+        assert_eq!(c.name_at(site, soon), "0xffffffffc0000010");
+        c.refresh_before_final();
+        assert_eq!(c.name_at(site, soon), "site_a+0x10 [trig]");
+        assert_eq!(c.name_at(gone, soon), "0xffffffffe0000000");
+        assert_eq!(
+            reads.get(),
+            2,
+            "one read for the final report, not one per address"
+        );
     }
 
     /// Addresses hidden (kptr_restrict: every copy empty): however many
