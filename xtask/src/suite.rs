@@ -407,7 +407,7 @@ mod tests {
         Listing {
             name: name.into(),
             own_boot,
-            records: vec![],
+            ..Listing::default()
         }
     }
 

@@ -112,12 +112,15 @@ impl fmt::Display for Summary {
 }
 
 /// One row of `vm-tests --list`: a scenario, whether it needs a kernel of
-/// its own, and the reports it writes that testing/reports keeps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// its own, the reports it writes that testing/reports keeps, and the
+/// kernel options it needs beyond those every run needs (xtask skips it on
+/// a kernel build tree whose .config lacks one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
     pub name: String,
     pub own_boot: bool,
     pub records: Vec<String>,
+    pub needs: Vec<String>,
 }
 
 impl fmt::Display for Listing {
@@ -129,6 +132,9 @@ impl fmt::Display for Listing {
         if !self.records.is_empty() {
             write!(f, " records={}", self.records.join(","))?;
         }
+        if !self.needs.is_empty() {
+            write!(f, " needs={}", self.needs.join(","))?;
+        }
         Ok(())
     }
 }
@@ -138,14 +144,18 @@ impl Listing {
         let mut words = line.split_whitespace();
         let mut l = Self {
             name: words.next()?.to_string(),
-            own_boot: false,
-            records: Vec::new(),
+            ..Self::default()
         };
+        let list = |v: &str| v.split(',').map(str::to_string).collect();
         for w in words {
-            match w.strip_prefix("records=") {
-                Some(files) => l.records = files.split(',').map(str::to_string).collect(),
-                None if w == "own-boot" => l.own_boot = true,
-                None => return None,
+            if let Some(files) = w.strip_prefix("records=") {
+                l.records = list(files);
+            } else if let Some(options) = w.strip_prefix("needs=") {
+                l.needs = list(options);
+            } else if w == "own-boot" {
+                l.own_boot = true;
+            } else {
+                return None;
             }
         }
         Some(l)
@@ -200,18 +210,24 @@ mod tests {
         for l in [
             Listing {
                 name: "plain".into(),
-                own_boot: false,
-                records: vec![],
+                ..Listing::default()
             },
             Listing {
                 name: "spins".into(),
                 own_boot: true,
-                records: vec![],
+                ..Listing::default()
             },
             Listing {
                 name: "export".into(),
                 own_boot: false,
                 records: vec!["a.json".into(), "b.json".into()],
+                needs: vec![],
+            },
+            Listing {
+                name: "inject".into(),
+                own_boot: true,
+                records: vec!["c.json".into()],
+                needs: vec!["CONFIG_FAILSLAB".into(), "CONFIG_XFS_FS".into()],
             },
         ] {
             assert_eq!(Listing::parse(&l.to_string()), Some(l));

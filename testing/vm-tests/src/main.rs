@@ -83,6 +83,7 @@ fn main() -> ExitCode {
                 name: c.name.into(),
                 own_boot: c.own_boot,
                 records: c.records.iter().map(|r| r.to_string()).collect(),
+                needs: c.needs.iter().map(|n| n.to_string()).collect(),
             };
             println!("{listing}");
         }

@@ -32,6 +32,8 @@ pub struct Case {
     /// xtask built the test kernel with): it runs on that variant only.
     /// None: it runs on unpatched kernels only.
     pub patch: Option<&'static str>,
+    /// Kernel options it needs beyond those every run needs (`needs`).
+    pub needs: Vec<&'static str>,
 }
 
 pub fn case(name: &'static str, run: Scenario) -> Case {
@@ -42,8 +44,87 @@ pub fn case(name: &'static str, run: Scenario) -> Case {
         kernel_warnings: &[],
         records: &[],
         patch: None,
+        needs: Vec::new(),
     }
 }
+
+impl Case {
+    /// The kernel options of these groups (`needs`), each once.
+    fn needs(mut self, groups: &[&[&'static str]]) -> Self {
+        for option in groups.iter().copied().flatten() {
+            if !self.needs.contains(option) {
+                self.needs.push(option);
+            }
+        }
+        self
+    }
+}
+
+/// Kernel options scenarios need beyond what every run needs (the VM
+/// runner, nofail's BPF object and the trigger module, which xtask checks
+/// before it boots a kernel build tree a developer brought:
+/// xtask/src/tree.rs). `cargo xtask vm-test --kernel DIR` skips the
+/// scenarios naming an option DIR's .config lacks, and says which; the
+/// test kernel has them all (`every_needed_option_is_in_the_test_kernel`).
+mod needs {
+    /// failslab through debugfs: fails the trigger's plain slab allocations.
+    pub const FAILSLAB: &[&str] = &["CONFIG_FAILSLAB", "CONFIG_FAULT_INJECTION_DEBUG_FS"];
+    /// fail_function on should_failslab (which CONFIG_FAILSLAB defines):
+    /// fails a NOFAIL call's vm_struct allocation.
+    pub const FAIL_FUNCTION: &[&str] = &[
+        "CONFIG_FAIL_FUNCTION",
+        "CONFIG_FAILSLAB",
+        "CONFIG_FAULT_INJECTION_DEBUG_FS",
+    ];
+    /// fail_page_alloc through debugfs: fails the mapping stage's
+    /// page-table pages.
+    pub const FAIL_PAGE_ALLOC: &[&str] =
+        &["CONFIG_FAIL_PAGE_ALLOC", "CONFIG_FAULT_INJECTION_DEBUG_FS"];
+    /// `nofail inject` by kprobe and bpf_override_return (the options
+    /// nofail-user/src/bpf/injector.rs names).
+    pub const INJECT_KPROBE: &[&str] = &[
+        "CONFIG_BPF_KPROBE_OVERRIDE",
+        "CONFIG_FUNCTION_ERROR_INJECTION",
+        "CONFIG_FAULT_INJECTION",
+    ];
+    /// fentry programs (BPF trampolines on the functions' ftrace sites).
+    pub const FENTRY: &[&str] = &["CONFIG_FUNCTION_TRACER", "CONFIG_DYNAMIC_FTRACE"];
+    /// `nofail inject --inject-mode fmod-ret`.
+    pub const INJECT_FMOD_RET: &[&str] = &[
+        "CONFIG_FUNCTION_ERROR_INJECTION",
+        "CONFIG_FUNCTION_TRACER",
+        "CONFIG_DYNAMIC_FTRACE",
+    ];
+    /// `nofail inject --stage area`: should_failslab.
+    pub const AREA: &[&str] = &["CONFIG_FAILSLAB"];
+    /// `nofail inject --stage mapping`: should_fail_alloc_page.
+    pub const MAPPING: &[&str] = &["CONFIG_FAIL_PAGE_ALLOC"];
+    /// XFS on a loop device.
+    pub const XFS: &[&str] = &["CONFIG_XFS_FS", "CONFIG_BLK_DEV_LOOP"];
+    /// ext4 on a loop device.
+    pub const EXT4: &[&str] = &["CONFIG_EXT4_FS", "CONFIG_BLK_DEV_LOOP"];
+    /// XFS's NOFAIL kvmalloc of a 16 KiB block: blocks larger than a page
+    /// (large folios), fail_page_alloc limited by its stack filter.
+    pub const XFS_NOFAIL_KVMALLOC: &[&str] = &[
+        "CONFIG_TRANSPARENT_HUGEPAGE",
+        "CONFIG_FAIL_PAGE_ALLOC",
+        "CONFIG_FAULT_INJECTION_DEBUG_FS",
+        "CONFIG_FAULT_INJECTION_STACKTRACE_FILTER",
+    ];
+    /// The trigger module unloaded mid-run.
+    pub const MODULE_UNLOAD: &[&str] = &["CONFIG_MODULE_UNLOAD"];
+    /// `nofail doctor` as the test kernel's: injection supported both
+    /// ways, HZ 250.
+    pub const DOCTOR: &[&str] = &[
+        "CONFIG_HZ_250",
+        "CONFIG_BPF_KPROBE_OVERRIDE",
+        "CONFIG_FUNCTION_ERROR_INJECTION",
+        "CONFIG_FAULT_INJECTION",
+        "CONFIG_FAILSLAB",
+        "CONFIG_FAIL_PAGE_ALLOC",
+    ];
+}
+use needs::*;
 
 fn recording(name: &'static str, run: Scenario, records: &'static [&'static str]) -> Case {
     Case {
@@ -65,7 +146,7 @@ pub fn predating_nofail() -> Vec<Case> {
 pub fn all(test_kernel: bool) -> Vec<Case> {
     let mut list = vec![
         case("bpf_array_map_calls_exact", bpf_array_map_calls_exact),
-        case("doctor_matches_kernel", doctor_matches_kernel),
+        case("doctor_matches_kernel", doctor_matches_kernel).needs(&[DOCTOR]),
         case(
             "tracepoint_mode_counts_maps",
             crate::tracepoint::counts_maps,
@@ -77,8 +158,9 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
         case(
             "real_xfs_remote_xattrs_traced",
             crate::real::xfs_remote_xattrs_traced,
-        ),
-        case("real_ext4_filter_exact", crate::real::ext4_filter_exact),
+        )
+        .needs(&[XFS]),
+        case("real_ext4_filter_exact", crate::real::ext4_filter_exact).needs(&[EXT4]),
         case("every_way_of_stopping", every_way_of_stopping),
         case(
             "serve_scrape_on_every_kernel",
@@ -100,47 +182,60 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             case(
                 "inject_bad_rules_attach_nothing",
                 crate::inject::bad_rules_attach_nothing,
-            ),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
             case(
                 "inject_dry_run_fails_nothing",
                 crate::inject::dry_run_fails_nothing,
-            ),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
             case("trigger_sites_exact", trigger_sites_exact),
             case(
                 "tracepoint_mode_matches_full",
                 crate::tracepoint::matches_full_mode,
-            ),
-            case("sentinel_matches_full", crate::sentinel::matches_full_mode),
+            )
+            .needs(&[FAIL_FUNCTION, FAIL_PAGE_ALLOC, FENTRY]),
+            case("sentinel_matches_full", crate::sentinel::matches_full_mode).needs(&[
+                FAILSLAB,
+                FAIL_FUNCTION,
+                FAIL_PAGE_ALLOC,
+                FENTRY,
+            ]),
             recording(
                 "export_formats_from_live_run",
                 crate::export::formats_from_live_run,
                 &["export_live.json"],
-            ),
+            )
+            .needs(&[FAIL_FUNCTION]),
             recording(
                 "export_baseline_gate_on_recorded_runs",
                 crate::export::baseline_gate_on_recorded_runs,
                 &["export_base.json", "export_spin.json"],
-            ),
+            )
+            .needs(&[FAIL_FUNCTION]),
             case(
                 "nested_page_array_counted_once",
                 nested_page_array_counted_once,
-            ),
-            case("area_stage_retries_exact", area_stage_retries_exact),
+            )
+            .needs(&[FAIL_FUNCTION]),
+            case("area_stage_retries_exact", area_stage_retries_exact).needs(&[FAIL_FUNCTION]),
             case(
                 "plain_vmalloc_fails_once_no_retry",
                 plain_vmalloc_fails_once_no_retry,
-            ),
+            )
+            .needs(&[FAILSLAB]),
             case(
                 "open_coded_retry_loop_detected",
                 open_coded_retry_loop_detected,
-            ),
+            )
+            .needs(&[FAILSLAB]),
             case("filters_select_in_kernel", filters_select_in_kernel),
             case(
                 "comm_filter_leaves_out_other_tasks",
                 comm_filter_leaves_out_other_tasks,
             ),
             case("module_filter_exact", module_filter_exact),
-            case("module_unload_keeps_names", module_unload_keeps_names),
+            case("module_unload_keeps_names", module_unload_keeps_names).needs(&[MODULE_UNLOAD]),
             case(
                 "full_caller_map_counted",
                 crate::soak::full_caller_map_counted,
@@ -148,87 +243,114 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             case(
                 "full_inflight_map_counted",
                 crate::soak::full_inflight_map_counted,
-            ),
+            )
+            .needs(&[FAIL_FUNCTION]),
             case("caller_ranges_at_scale", caller_ranges_at_scale),
-            case("chains_exact", chains_exact),
+            case("chains_exact", chains_exact).needs(&[FAIL_FUNCTION]),
             recording(
                 "real_xfs_nofail_kvmalloc_fallback",
                 crate::real::xfs_nofail_kvmalloc_fallback,
                 &["real_xfs_nofail.json"],
-            ),
+            )
+            .needs(&[XFS, XFS_NOFAIL_KVMALLOC]),
             case(
                 "real_xfs_nofail_kvmalloc_injected",
                 crate::real::xfs_nofail_kvmalloc_injected,
-            ),
+            )
+            .needs(&[XFS, XFS_NOFAIL_KVMALLOC, INJECT_KPROBE, AREA]),
             recording(
                 "real_xfs_inject_glob_retried_by_hand",
                 crate::real::xfs_inject_glob_retried_by_hand,
                 &["real_xfs_inject.json"],
-            ),
+            )
+            .needs(&[XFS, INJECT_KPROBE, AREA]),
             case(
                 "stuck_call_visible_while_looping",
                 stuck_call_visible_while_looping,
-            ),
+            )
+            .needs(&[FAIL_FUNCTION]),
             case("stress_8_threads_exact_kprobe", stress_kprobe),
-            case("stress_8_threads_exact_fentry", stress_fentry),
+            case("stress_8_threads_exact_fentry", stress_fentry).needs(&[FENTRY]),
             case(
                 "inject_fail_first_area_exact",
                 crate::inject::fail_first_area,
-            ),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
             case(
                 "inject_fail_first_mapping_exact",
                 crate::inject::fail_first_mapping,
-            ),
+            )
+            .needs(&[INJECT_KPROBE, MAPPING]),
             case(
                 "inject_fail_first_area_exact_fmod_ret",
                 crate::inject::fail_first_area_fmod_ret,
-            ),
+            )
+            .needs(&[INJECT_FMOD_RET, AREA]),
             recording(
                 "inject_fail_first_mapping_exact_fmod_ret",
                 crate::inject::fail_first_mapping_fmod_ret,
                 &["inject_fail_first_mapping_fmod-ret.json"],
-            ),
+            )
+            .needs(&[INJECT_FMOD_RET, MAPPING]),
             case(
                 "inject_times_one_plain_null",
                 crate::inject::times_one_plain,
-            ),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
             case(
                 "inject_times_budget_exact_concurrent",
                 crate::inject::times_budget_exact_concurrent,
-            ),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
             case(
                 "inject_own_process_exempt",
                 crate::inject::own_process_exempt,
-            ),
-            case("inject_retried_by_hand", crate::inject::retried_by_hand),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
+            case("inject_retried_by_hand", crate::inject::retried_by_hand)
+                .needs(&[INJECT_KPROBE, AREA]),
             case(
                 "inject_guard_ends_nofail_loop",
                 crate::inject::guard_ends_nofail_loop,
-            ),
-            case("inject_kill_9_detaches", crate::inject::kill_9_detaches),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
+            case("inject_kill_9_detaches", crate::inject::kill_9_detaches)
+                .needs(&[INJECT_KPROBE, AREA]),
             case(
                 "inject_kill_9_detaches_fmod_ret",
                 crate::inject::kill_9_detaches_fmod_ret,
-            ),
+            )
+            .needs(&[INJECT_FMOD_RET, AREA]),
             case(
                 "inject_mapping_stage_plain",
                 crate::inject::mapping_stage_plain,
-            ),
+            )
+            .needs(&[INJECT_KPROBE, MAPPING]),
             case(
                 "inject_bpf_map_error_to_userspace",
                 crate::inject::bpf_map_error_to_userspace,
-            ),
-            case("events_fail_first_lines", crate::events::fail_first_lines),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
+            case("events_fail_first_lines", crate::events::fail_first_lines).needs(&[
+                INJECT_KPROBE,
+                AREA,
+                INJECT_FMOD_RET,
+                MAPPING,
+            ]),
             case(
                 "events_times_concurrent_tids",
                 crate::events::times_concurrent_tids,
-            ),
-            case("events_dropped_exact", crate::events::dropped_exact),
+            )
+            .needs(&[INJECT_KPROBE, AREA]),
+            case("events_dropped_exact", crate::events::dropped_exact)
+                .needs(&[INJECT_KPROBE, AREA]),
             case(
                 "events_trace_each_retry_and_stuck",
                 crate::events::trace_each_retry_and_stuck,
-            ),
-            case("events_off_removes_paths", crate::events::off_removes_paths),
+            )
+            .needs(&[FAIL_FUNCTION]),
+            case("events_off_removes_paths", crate::events::off_removes_paths)
+                .needs(&[INJECT_KPROBE, AREA]),
             recording(
                 "whatif_area_exhaustion_one_free",
                 crate::whatif::area_exhaustion_one_free,
@@ -241,14 +363,16 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             case(
                 "whatif_mapping_page_frees",
                 crate::whatif::mapping_page_frees,
-            ),
+            )
+            .needs(&[FAIL_PAGE_ALLOC]),
             case(
                 "mapping_stage_failure_counted",
                 mapping_stage_failure_counted,
-            ),
+            )
+            .needs(&[FAIL_PAGE_ALLOC]),
             // Late: its minutes of churn map page tables across vmalloc
             // space that the mapping-stage scenarios above need fresh.
-            case("serve_soak", crate::soak::serve_soak),
+            case("serve_soak", crate::soak::serve_soak).needs(&[XFS]),
             // The WARN in vmap_pages_pte_range() of the NOFAIL mapping loop
             // that retries over PTEs it left behind is expected; the task
             // then spins until power-off, so it gets a kernel of its own.
@@ -259,7 +383,8 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                     "mapping_failure_after_partial_map_spins",
                     mapping_failure_after_partial_map_spins,
                 )
-            },
+            }
+            .needs(&[FAIL_PAGE_ALLOC]),
             // The same loop seen by tracepoint mode alone (with the full
             // mode's kretprobe on the core attached too, the caller would
             // be hidden): the call stays in flight, flagged stuck.
@@ -270,7 +395,8 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                     "tracepoint_mode_keeps_stuck_call_in_flight",
                     crate::tracepoint::stuck_call_in_flight,
                 )
-            },
+            }
+            .needs(&[FAIL_PAGE_ALLOC]),
             // The same call on the test kernel with the fix: one retry.
             Case {
                 own_boot: true,
@@ -279,7 +405,8 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                     "mapping_partial_map_patched_retries_once",
                     crate::patched::partial_map_retries_once,
                 )
-            },
+            }
+            .needs(&[FAIL_PAGE_ALLOC]),
         ]);
     }
     list
@@ -1098,4 +1225,32 @@ fn every_way_of_stopping(ctx: &Ctx) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     check_outputs("stop_duration", &prom, &before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test kernel lacks nothing a scenario needs: every option named
+    /// in the table is `=y` in testing/kernel.config (a misspelt option
+    /// would make every developer's tree skip its scenarios).
+    #[test]
+    fn every_needed_option_is_in_the_test_kernel() {
+        let fragment = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel.config"),
+        )
+        .unwrap();
+        let mut named = 0;
+        for case in all(true) {
+            for option in &case.needs {
+                assert!(
+                    fragment.lines().any(|l| l == format!("{option}=y")),
+                    "{}: {option} is not =y in testing/kernel.config",
+                    case.name
+                );
+                named += 1;
+            }
+        }
+        assert!(named > 40, "only {named} needs");
+    }
 }
