@@ -8,6 +8,7 @@ mod cpio;
 mod deb;
 mod demo;
 mod dist;
+mod fstests;
 mod gate;
 mod kernels;
 mod licenses;

@@ -44,6 +44,9 @@ pub fn ensure() -> Result<()> {
     musl_target()?;
     bpf_linker()?;
     cargo_deny()?;
+    // fstests from ../shared/thirdparty, built once per tarball
+    // (`cargo xtask fstests`, docs/fstests.md).
+    crate::fstests::build::ensure()?;
     Ok(())
 }
 
@@ -80,17 +83,25 @@ fn cargo_deny() -> Result<()> {
 }
 
 fn debian_packages() -> Result<()> {
+    // fstests' build dependencies and the tools its tests run.
+    let wanted: Vec<&str> = PACKAGES
+        .iter()
+        .chain(crate::fstests::build::PACKAGES)
+        .copied()
+        .collect();
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
-        .args(PACKAGES)
+        .args(&wanted)
         .output()
         .context("dpkg-query not found: setup supports Debian machines only")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let missing: Vec<&str> = PACKAGES
+    let mut missing: Vec<&str> = wanted
         .iter()
         .copied()
         .filter(|p| !text.lines().any(|l| l.starts_with(&format!("{p} ii"))))
         .collect();
+    missing.sort_unstable();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
