@@ -278,6 +278,7 @@ fn test_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
     });
     t.record("vm tests on test", ok, t0.elapsed().as_secs_f64());
     patched_kernel(t, root, since);
+    own_tree(t, root, &kernel);
 }
 
 /// The VM runner itself: a guest past its timeout is ended, a guest
@@ -309,10 +310,7 @@ fn runner_checks(t: &mut Tally, root: &Path, kernel: &Kernel) {
 /// (chosen by the patch), then the gate between the stock kernel's
 /// spinning call and the patched kernel's single retry.
 fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
-    let spec = KernelSpec {
-        name: KernelName::Test,
-        patch: Some(root.join(crate::gate::PATCH)),
-    };
+    let spec = KernelSpec::patched(root.join(crate::gate::PATCH));
     let Some(kernel) = provide(t, &spec) else {
         return;
     };
@@ -343,22 +341,52 @@ fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
     );
 }
 
+/// `--kernel DIR` as a developer uses it, with the test kernel's own
+/// tree as DIR (nothing rebuilds; the trigger module is built against it
+/// once, into the cache): the config check on a copy of the tree with
+/// options taken out of its .config (no boot), a few scenarios on the
+/// tree (one with the trigger), and `gate --stock DIR --patched
+/// test+PATCH`, whose variant the stage before built.
+fn own_tree(t: &mut Tally, root: &Path, kernel: &Kernel) {
+    let Some(dir) = kernel.build_tree.clone() else {
+        return;
+    };
+    let vm_tests = root.join("target/release/vm-tests");
+    t.step(
+        "--kernel DIR: the config check names what a tree lacks",
+        || crate::tree::check_the_check(&dir, &vm_tests).map(|()| true),
+    );
+    t.step("vm-test --kernel DIR (the test kernel's tree)", || {
+        let kernel = variant::ensure_spec(&KernelSpec::tree(dir.clone()))?;
+        suite::run(
+            &kernel,
+            Selection {
+                exact: &[
+                    "bpf_array_map_calls_exact",
+                    "doctor_matches_kernel",
+                    "trigger_sites_exact",
+                ],
+                ..Selection::default()
+            },
+        )
+    });
+    t.step("gate --stock DIR --patched test+PATCH", || {
+        let patched = KernelSpec::patched(root.join(crate::gate::PATCH));
+        Ok(crate::gate::compare(&KernelSpec::tree(dir.clone()), &patched, false)? == 0)
+    });
+}
+
 /// `cargo xtask vm-test`: build, then the VM scenarios on one kernel;
 /// with `bless`, only those that record testing/reports, copied there.
+/// The kernel is provided (a tree checked) before anything is built.
 pub fn vm_test(spec: KernelSpec, filter: Option<String>, bless: bool) -> Result<i32> {
     setup::ensure()?;
-    let root = workspace_root();
-    if !cargo(
-        &root,
-        &["build", "--release", "-p", "nofail-user", "-p", "vm-tests"],
-    )? {
-        anyhow::bail!("build failed");
-    }
-    crate::dist::build()?;
     let kernel = variant::ensure_spec(&spec)?;
+    suite::build()?;
     let sel = Selection {
         filter: filter.as_deref(),
         bless,
+        ..Selection::default()
     };
     Ok(if suite::run(&kernel, sel)? { 0 } else { 1 })
 }

@@ -8,11 +8,29 @@
 //! against the stock one, the stock run must fail against the patched
 //! one, each with the change for the trigger's call site printed exactly
 //! as the two reports' counts give it.
+//!
+//! `cargo xtask gate --stock A --patched B` runs the same check on two
+//! kernels a developer names: matrix names (`test`,
+//! `test+testing/patches/...patch`) or kernel build trees (`DIR`): the
+//! stock scenario boots on A, the patched one on B, then `check`.
 
 use std::{path::Path, process::Command, time::SystemTime};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
+
+use crate::{
+    kernels::{KernelName, KernelSpec},
+    suite::{self, Selection},
+    util::workspace_root,
+    variant,
+};
+
+/// The scenario whose report is the stock side of the gate.
+pub const STOCK_SCENARIO: &str = "mapping_failure_after_partial_map_spins";
+/// The scenario whose report is the patched side (run with the patch's
+/// stem passed to vm-tests, which selects it).
+pub const PATCHED_SCENARIO: &str = "mapping_partial_map_patched_retries_once";
 
 /// The fix, relative to the workspace root.
 pub const PATCH: &str = "testing/patches/vmalloc-nofail-unwind-partial-map.patch";
@@ -179,6 +197,97 @@ pub fn check(nofail: &Path, stock: &Path, patched: &Path, since: SystemTime) -> 
         );
     }
     Ok(())
+}
+
+/// `cargo xtask gate --stock A --patched B`: builds what the guests run,
+/// then `compare`.
+pub fn run(stock: &KernelSpec, patched: &KernelSpec) -> Result<i32> {
+    crate::setup::ensure()?;
+    compare(stock, patched, true)
+}
+
+/// The stock scenario on A, the patched one on B (two guests at once),
+/// then the gate on their reports: 0 when it passes, 1 with the gate's
+/// reason in one line when not. The kernels are provided (and named
+/// kernels refused) before anything is built (`build`) or booted.
+pub fn compare(stock: &KernelSpec, patched: &KernelSpec, build: bool) -> Result<i32> {
+    if stock.patch.is_some() {
+        bail!("--stock names a kernel without the fix (a kernel name or DIR), not {stock}");
+    }
+    if patched.tree.is_none() && patched.patch.is_none() {
+        bail!(
+            "--patched names the kernel with the fix: test+{PATCH} or a DIR you built with it, not {patched}"
+        );
+    }
+    let fix = variant::stem(Path::new(PATCH));
+    let a = variant::ensure_spec(stock)?;
+    let mut b = variant::ensure_spec(patched)?;
+    if b.name == KernelName::Own {
+        // A tree says nothing of its patches: the patched scenario is
+        // chosen by the fix's stem, as for test+PATCH.
+        b.patch = Some(fix.clone());
+    }
+    if b.patch.as_deref() != Some(fix.as_str()) {
+        bail!(
+            "{} was built with {}.patch: the gate's patched scenario is made for {PATCH}",
+            b.label,
+            b.patch.as_deref().unwrap_or_default()
+        );
+    }
+    if a.label == b.label {
+        bail!("--stock and --patched name the same kernel ({})", a.label);
+    }
+    if build {
+        suite::build()?;
+    }
+    let since = SystemTime::now();
+    let runs = [(&a, STOCK_SCENARIO), (&b, PATCHED_SCENARIO)];
+    let ran = suite::in_lanes(&runs, |_, (kernel, scenario)| {
+        suite::run(
+            kernel,
+            Selection {
+                exact: &[scenario],
+                ..Selection::default()
+            },
+        )
+    });
+    for ((kernel, scenario), ok) in runs.iter().zip(ran) {
+        if !ok? {
+            println!(
+                "xtask gate: FAIL: {scenario} did not pass on {}",
+                kernel.label
+            );
+            return Ok(1);
+        }
+    }
+    let results = workspace_root().join("target/vm-results");
+    let stock_report = results.join(&a.label).join(STOCK_REPORT);
+    let patched_report = results.join(&b.label).join(PATCHED_REPORT);
+    match check(
+        &crate::dist::binary()?,
+        &stock_report,
+        &patched_report,
+        since,
+    ) {
+        Ok(()) => {
+            println!(
+                "xtask gate: pass: {} ({}) against {} ({})",
+                b.label,
+                patched_report.display(),
+                a.label,
+                stock_report.display()
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            println!(
+                "xtask gate: FAIL: {}",
+                why.lines().next().unwrap_or_default()
+            );
+            Ok(1)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub enum KernelName {
     #[value(name = "debian-latest")]
     DebianLatest,
     Test,
+    /// A kernel build tree a developer made (`--kernel DIR`,
+    /// xtask/src/tree.rs): not a name on the command line.
+    #[value(skip)]
+    Own,
 }
 
 impl KernelName {
@@ -53,22 +57,57 @@ impl KernelName {
             Self::Debian612 => "debian-6.12",
             Self::DebianLatest => "debian-latest",
             Self::Test => "test",
+            Self::Own => "own",
         }
+    }
+
+    /// The scenarios run with the trigger module, built against the
+    /// kernel's tree: the test kernel, its variants and a developer's tree.
+    pub fn has_trigger(self) -> bool {
+        matches!(self, Self::Test | Self::Own)
     }
 }
 
-/// What `--kernel` names: a kernel of the matrix, or the test kernel with
+/// What `--kernel` names: a kernel of the matrix, the test kernel with
 /// a patch applied (`test+FILE`), built incrementally from the test
-/// kernel's tree (xtask/src/variant.rs).
+/// kernel's tree (xtask/src/variant.rs), or a kernel build tree a
+/// developer made (`DIR`, name `Own`: xtask/src/tree.rs).
+///
+/// A value is a kernel name, or a name, '+' and a patch file, when what
+/// comes before its first '+' is a kernel name; otherwise it is a
+/// directory if it holds a '/' (`./linux`, `/src/linux/`, `~/linux`).
+/// A bare word that is no kernel name is an error, never a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelSpec {
     pub name: KernelName,
     pub patch: Option<PathBuf>,
+    /// The build tree of an `Own` kernel.
+    pub tree: Option<PathBuf>,
 }
 
 impl KernelSpec {
     pub fn plain(name: KernelName) -> Self {
-        Self { name, patch: None }
+        Self {
+            name,
+            patch: None,
+            tree: None,
+        }
+    }
+
+    /// The test kernel with `patch` (`test+FILE`).
+    pub fn patched(patch: PathBuf) -> Self {
+        Self {
+            patch: Some(patch),
+            ..Self::plain(KernelName::Test)
+        }
+    }
+
+    /// A kernel build tree (`--kernel DIR`).
+    pub fn tree(dir: PathBuf) -> Self {
+        Self {
+            tree: Some(dir),
+            ..Self::plain(KernelName::Own)
+        }
     }
 }
 
@@ -81,31 +120,33 @@ impl std::str::FromStr for KernelSpec {
             Some((name, patch)) => (name, Some(patch)),
             None => (s, None),
         };
-        let name = KernelName::from_str(name, false).map_err(|_| {
-            format!(
-                "unknown kernel {name:?} (one of {}, or test+PATCH_FILE)",
-                KernelName::ALL.map(KernelName::as_str).join(", ")
-            )
-        })?;
+        let name = match KernelName::from_str(name, false) {
+            Ok(name) => name,
+            Err(_) if s.contains('/') => return Ok(Self::tree(PathBuf::from(s))),
+            Err(_) => {
+                return Err(format!(
+                    "unknown kernel {name:?} (one of {}, test+PATCH_FILE, or a kernel build tree as a path with a '/': ./linux, /src/linux)",
+                    KernelName::ALL.map(KernelName::as_str).join(", ")
+                ));
+            }
+        };
         match patch {
             None => Ok(Self::plain(name)),
             Some("") => Err(format!("{s:?}: no patch file after '+'")),
             Some(_) if name != KernelName::Test => Err(format!(
                 "{s:?}: patches apply to the test kernel only (test+PATCH_FILE)"
             )),
-            Some(p) => Ok(Self {
-                name,
-                patch: Some(PathBuf::from(p)),
-            }),
+            Some(p) => Ok(Self::patched(PathBuf::from(p))),
         }
     }
 }
 
 impl std::fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.patch {
-            None => f.write_str(self.name.as_str()),
-            Some(p) => write!(f, "{}+{}", self.name.as_str(), p.display()),
+        match (&self.tree, &self.patch) {
+            (Some(dir), _) => write!(f, "{}", dir.display()),
+            (None, None) => f.write_str(self.name.as_str()),
+            (None, Some(p)) => write!(f, "{}+{}", self.name.as_str(), p.display()),
         }
     }
 }
@@ -114,8 +155,9 @@ impl std::fmt::Display for KernelSpec {
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub name: KernelName,
-    /// How results and messages name it: the kernel's name, or
-    /// `test+STEM` for a variant built with the patch file STEM.patch.
+    /// How results and messages name it: the kernel's name,
+    /// `test+STEM` for a variant built with the patch file STEM.patch, or
+    /// `own-BASENAME-HASH` for a developer's tree (xtask/src/tree.rs).
     pub label: String,
     /// The patch's file stem, for a variant of the test kernel (the VM
     /// scenarios are chosen by it).
@@ -125,7 +167,8 @@ pub struct Kernel {
     pub image: PathBuf,
     /// `lib/modules/<release>` of a stock kernel (9p and virtio are modules).
     pub modules: Option<PathBuf>,
-    /// Built source tree of the test kernel (for out-of-tree modules).
+    /// Built source tree of the test kernel or a developer's tree (for
+    /// out-of-tree modules).
     pub build_tree: Option<PathBuf>,
     /// The kernel's build configuration, as Debian ships it (the guest
     /// cannot see it otherwise: stock kernels have no /proc/config.gz).
@@ -142,6 +185,7 @@ pub fn ensure(name: KernelName) -> Result<Kernel> {
     }
     match name {
         KernelName::Test => ensure_test_kernel(),
+        KernelName::Own => bail!("a kernel build tree is named by its directory"),
         stock => ensure_stock(stock),
     }
 }
@@ -169,7 +213,7 @@ fn stock_package(name: KernelName, apt: &Apt) -> Result<String> {
             });
             newest(names).context("bookworm-security offers no linux-image-6.12.*+deb12-amd64")
         }
-        KernelName::Test => unreachable!(),
+        KernelName::Test | KernelName::Own => unreachable!(),
     }
 }
 
@@ -449,6 +493,13 @@ fn awk_of_tree(tree: &Path) -> Result<PathBuf> {
     )
 }
 
+/// The awk to build modules against a tree xtask did not build (a
+/// developer's, `--kernel DIR`): the one that wrote its generated header,
+/// else `awk` on PATH. Nothing is written beside the tree.
+pub fn awk_of_foreign_tree(tree: &Path) -> Result<PathBuf> {
+    awk_of_tree(tree).or_else(|_| resolve_program("awk"))
+}
+
 /// `name` found on PATH, with symlinks (Debian's alternatives) resolved.
 fn resolve_program(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -584,5 +635,46 @@ mod tests {
         let err = spec("tset").unwrap_err();
         assert!(err.contains("unknown kernel \"tset\""), "{err}");
         assert!(spec("TEST").is_err());
+    }
+
+    /// A value with a '/' that is not NAME+PATCH is a kernel build tree;
+    /// a bare word never is, even if a directory of that name exists.
+    #[test]
+    fn kernel_specs_of_build_trees() {
+        let spec = |s: &str| s.parse::<KernelSpec>();
+        for dir in [
+            "./linux",
+            "/src/linux/",
+            "../build-7.2",
+            "linux/",
+            "test/",
+            "./test+x",
+        ] {
+            let parsed = spec(dir).unwrap();
+            assert_eq!(parsed, KernelSpec::tree(PathBuf::from(dir)), "{dir}");
+            assert_eq!(parsed.name, KernelName::Own);
+            assert_eq!(parsed.patch, None);
+            assert_eq!(parsed.to_string(), dir);
+        }
+        // NAME+PATCH wins where the part before '+' is a kernel name.
+        assert_eq!(
+            spec("test+patches/x.patch").unwrap(),
+            KernelSpec::patched(PathBuf::from("patches/x.patch"))
+        );
+        // Bare words: kernel names or errors, whatever the current
+        // directory holds.
+        let err = spec("linux").unwrap_err();
+        assert!(
+            err.contains("or a kernel build tree as a path with a '/'"),
+            "{err}"
+        );
+        assert!(spec("xtask").is_err());
+        assert!(spec("").is_err());
+        // "own" names no kernel on the command line.
+        assert!(spec("own").is_err());
+        // A tree with a patch is not a thing: it is a path, refused when
+        // provided (xtask/src/tree.rs says DIR+PATCH is not supported).
+        assert_eq!(spec("/src/linux+fix.patch").unwrap().name, KernelName::Own);
+        assert!(!KernelName::ALL.contains(&KernelName::Own));
     }
 }

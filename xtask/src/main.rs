@@ -14,6 +14,7 @@ mod kernels;
 mod licenses;
 mod setup;
 mod suite;
+mod tree;
 mod trigger;
 mod util;
 mod variant;
@@ -38,8 +39,8 @@ enum Cmd {
     /// `test+FILE` or `--patch FILE`: the test kernel with a patch,
     /// built incrementally from its tree.
     Kernel {
-        /// Kernels to provide (a name, or test+PATCH_FILE); all four by
-        /// default.
+        /// Kernels to provide (a name, test+PATCH_FILE, or a kernel build
+        /// tree DIR, checked); all four by default.
         #[arg(long)]
         kernel: Vec<kernels::KernelSpec>,
         /// Apply this patch to the test kernel (as --kernel test+FILE).
@@ -55,8 +56,13 @@ enum Cmd {
     },
     /// Build, then run the VM scenarios on one kernel.
     VmTest {
-        /// A kernel name, or test+PATCH_FILE (the scenarios of that patch).
-        #[arg(long, default_value = "test")]
+        /// A kernel name, test+PATCH_FILE (the scenarios of that patch),
+        /// or DIR, a kernel build tree you built (the source tree or its
+        /// O= directory, with arch/x86/boot/bzImage, Module.symvers and
+        /// .config), written with a '/' (./linux, /src/linux): the trigger
+        /// module is built against it, and scenarios needing an option its
+        /// .config lacks are skipped, one line per option.
+        #[arg(long, default_value = "test", value_name = "NAME|test+PATCH|DIR")]
         kernel: kernels::KernelSpec,
         /// Only scenarios whose name contains this.
         #[arg(long)]
@@ -65,6 +71,18 @@ enum Cmd {
         /// and copy their fresh reports there.
         #[arg(long)]
         bless: bool,
+    },
+    /// The stock-versus-patched gate `ci` runs, on two kernels you name:
+    /// the endless NOFAIL mapping loop's report on the stock kernel
+    /// against the fixed kernel's single retry (exit 0: pass, 1: fail).
+    Gate {
+        /// The kernel without the fix: a kernel name or a DIR.
+        #[arg(long, value_name = "NAME|DIR")]
+        stock: kernels::KernelSpec,
+        /// The kernel with the fix: test+testing/patches/vmalloc-nofail-unwind-partial-map.patch,
+        /// or a DIR you built with it.
+        #[arg(long, value_name = "test+PATCH|DIR")]
+        patched: kernels::KernelSpec,
     },
     /// Tracing overhead: untraced vs nofail (kprobe, fentry, sentinel) vs
     /// bpftrace, counted (-icount) and wall time.
@@ -119,6 +137,7 @@ fn main() -> ExitCode {
             filter,
             bless,
         } => ci::vm_test(kernel, filter, bless),
+        Cmd::Gate { stock, patched } => gate::run(&stock, &patched),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -39,8 +39,12 @@ use crate::{
 };
 
 /// Provides the kernel `spec` names: the matrix kernel, then, for
-/// `test+FILE`, its variant with the patch.
+/// `test+FILE`, its variant with the patch; or a developer's tree as it is
+/// (xtask/src/tree.rs).
 pub fn ensure_spec(spec: &KernelSpec) -> Result<Kernel> {
+    if let Some(dir) = &spec.tree {
+        return crate::tree::ensure(dir);
+    }
     let base = crate::kernels::ensure(spec.name)?;
     match &spec.patch {
         None => Ok(base),

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     cpio::Cpio,
-    kernels::{Kernel, KernelSpec},
+    kernels::{Kernel, KernelName, KernelSpec},
     util::{self, workspace_root},
     variant,
 };
@@ -34,8 +34,11 @@ const TAIL_LINES: usize = 40;
 
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
-    /// A kernel name, or test+PATCH_FILE (the test kernel with a patch).
-    #[arg(long, default_value = "test")]
+    /// A kernel name, test+PATCH_FILE (the test kernel with a patch), or
+    /// DIR, a kernel build tree you built (the source tree or its O=
+    /// directory, with arch/x86/boot/bzImage, Module.symvers and .config),
+    /// written with a '/' (./linux, /src/linux).
+    #[arg(long, default_value = "test", value_name = "NAME|test+PATCH|DIR")]
     pub kernel: KernelSpec,
     /// Wall-clock limit for the whole run, boot included.
     #[arg(long, default_value_t = 600)]
@@ -375,7 +378,8 @@ pub fn crash_kind(line: &str) -> Option<&'static str> {
 
 /// Modules a stock kernel's guest loads at boot: the host root over 9p,
 /// and the filesystems and loop device the real-workload scenarios use
-/// (Debian builds them as modules; the test kernel has them built in).
+/// (Debian builds them as modules; the test kernel has them built in; a
+/// developer's tree, those of them it has).
 const GUEST_MODULES: &[&str] = &["9p", "9pnet_virtio", "virtio_pci", "loop", "xfs", "ext4"];
 
 /// Loaded first where the kernel has them as modules: the crc32c
@@ -413,11 +417,20 @@ fn write_initramfs(
         record("arg", a);
     }
     if let Some(modules) = &kernel.modules {
+        // A developer's tree may lack some of them: what the runner needs
+        // was checked before (xtask/src/tree.rs), what scenarios need they
+        // skip.
+        let optional = kernel.name == KernelName::Own;
         let present: Vec<&str> = GUEST_MODULES_IF_PRESENT
             .iter()
             .copied()
             .filter(|m| module_closure(modules, &[m]).is_ok())
-            .chain(GUEST_MODULES.iter().copied())
+            .chain(
+                GUEST_MODULES
+                    .iter()
+                    .copied()
+                    .filter(|m| !optional || module_closure(modules, &[m]).is_ok()),
+            )
             .collect();
         for (i, ko) in module_closure(modules, &present)?.iter().enumerate() {
             let name = format!("{i:02}.ko");
