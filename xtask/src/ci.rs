@@ -277,6 +277,7 @@ fn test_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
         false
     });
     t.record("vm tests on test", ok, t0.elapsed().as_secs_f64());
+    fstests_stage(t, &kernel);
     patched_kernel(t, root, since);
     own_tree(t, root, &kernel);
 }
@@ -389,4 +390,14 @@ pub fn vm_test(spec: KernelSpec, filter: Option<String>, bless: bool) -> Result<
         ..Selection::default()
     };
     Ok(if suite::run(&kernel, sel)? { 0 } else { 1 })
+}
+
+/// fstests on XFS (`cargo xtask fstests` with its CI set): untraced,
+/// under `nofail trace` and under `nofail inject`, each checked against
+/// the kernel's own counts (docs/fstests.md).
+fn fstests_stage(t: &mut Tally, kernel: &Kernel) {
+    t.step(
+        "fstests on XFS: untraced, traced, injected (CI set)",
+        || crate::fstests::run(kernel, &crate::fstests::Plan::ci()),
+    );
 }

@@ -110,6 +110,10 @@ enum Cmd {
     /// The Debian package (static binary, man pages, completions,
     /// nofail.service), installed into a directory and checked.
     Deb,
+    /// fstests on XFS in the VM: untraced, under `nofail trace` and under
+    /// `nofail inject`, with the kernel's own counts beside nofail's
+    /// (docs/fstests.md).
+    Fstests(fstests::FstestsArgs),
     /// The whole test suite: host checks, then the VM matrix.
     Ci {
         /// Kernels of the VM matrix; all four by default.
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
         Cmd::Ci { kernel } => ci::run(kernel),
         Cmd::Dist => dist::build().map(|_| 0),
         Cmd::Deb => deb::build().map(|_| 0),
+        Cmd::Fstests(args) => fstests::cmd(args),
         Cmd::Bench {
             runs,
             jobs,

@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The exactness checks of a traced run: nofail's counts against what the
+//! kernel counted over the same run, and every injected failure accounted
+//! for. A check whose input is missing fails; it never passes by default.
+
+use anyhow::{Result, bail, ensure};
+
+use super::parse::{NofailReport, Summary, XfsStats, buf_delta, is_buf_alloc};
+
+/// One check's verdict: what it compared, and how it came out.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn from(name: &str, r: Result<String>) -> Self {
+        match r {
+            Ok(detail) => Self {
+                name: name.into(),
+                ok: true,
+                detail,
+            },
+            Err(e) => Self {
+                name: name.into(),
+                ok: false,
+                detail: format!("{e:#}"),
+            },
+        }
+    }
+}
+
+/// nofail's calls at XFS's buffer allocation that got memory, against the
+/// tracepoint `xfs:xfs_buf_backing_vmalloc`, which fires once per
+/// successful `__vmalloc` there (after any retries). A NULL (injected or
+/// not) is a call without the event, so nofail's side is calls minus
+/// NULL returns.
+pub fn tracepoint(report: &NofailReport, summary: &Summary) -> Result<String> {
+    let rows = report.callers.iter().filter(|r| is_buf_alloc(&r.caller));
+    let (mut calls, mut nulls) = (0u64, 0u64);
+    for r in rows {
+        calls += r.calls;
+        nulls += r.null_returns;
+    }
+    let events = summary.num("tp_vmalloc")?;
+    let lost = summary.num("tp_vmalloc_lost")?;
+    ensure!(
+        lost == 0,
+        "the trace instance lost {lost} events: the tracepoint count {events} is short"
+    );
+    let got = calls - nulls.min(calls);
+    ensure!(
+        got == events,
+        "nofail: {calls} calls - {nulls} NULL = {got} at xfs_buf_alloc, tracepoint xfs_buf_backing_vmalloc: {events}"
+    );
+    Ok(format!(
+        "{calls} calls - {nulls} NULL = {got} = {events} xfs_buf_backing_vmalloc events"
+    ))
+}
+
+/// nofail's open-coded retries at XFS's buffer allocation against XFS's
+/// own `xb_page_retries`, which `xfs_buf_alloc_vmalloc()` raises once per
+/// NULL it retries.
+pub fn page_retries(report: &NofailReport, before: &XfsStats, after: &XfsStats) -> Result<String> {
+    let by_hand: u64 = report
+        .callers
+        .iter()
+        .filter(|r| is_buf_alloc(&r.caller))
+        .map(|r| r.open_coded_retries)
+        .sum();
+    let xfs = buf_delta(before, after, "xb_page_retries")?;
+    ensure!(
+        by_hand == xfs,
+        "nofail: {by_hand} open-coded retries at xfs_buf_alloc, XFS: xb_page_retries +{xfs}"
+    );
+    Ok(format!(
+        "{by_hand} open-coded retries = xb_page_retries +{xfs}"
+    ))
+}
+
+/// Every injected failure accounted for: a plain caller got a NULL for
+/// each (injected = NULL returned), and each NULL was retried by hand,
+/// went to userspace as an error, or was absorbed (the three add up
+/// without rounding); a NOFAIL caller retried each inside vmalloc and no
+/// call is still looping. The behaviour lines add up to the report's
+/// total.
+pub fn accounting(report: &NofailReport) -> Result<String> {
+    let Some(total) = report.injected_total else {
+        bail!("the report has no injection counts");
+    };
+    let mut sum = 0;
+    let mut nulls = 0;
+    for b in &report.behaviour {
+        sum += b.injected;
+        if b.nofail {
+            let retried = b.area_retries + b.mapping_retries;
+            ensure!(
+                b.injected == retried && b.still_looping == 0,
+                "{}: {} injected into NOFAIL calls, {retried} retried in vmalloc, {} still looping",
+                b.caller,
+                b.injected,
+                b.still_looping
+            );
+        } else {
+            ensure!(
+                b.injected == b.null_returned,
+                "{}: {} injected but {} NULL returned",
+                b.caller,
+                b.injected,
+                b.null_returned
+            );
+            let parts = b.open_coded_retries + b.error_to_userspace + b.absorbed;
+            ensure!(
+                parts == b.null_returned,
+                "{}: {} NULL returned, but retried by hand {} + error to userspace {} + absorbed {} = {parts}",
+                b.caller,
+                b.null_returned,
+                b.open_coded_retries,
+                b.error_to_userspace,
+                b.absorbed
+            );
+            nulls += b.null_returned;
+        }
+    }
+    ensure!(
+        sum == total,
+        "the behaviour lines account for {sum} injected failures, the report injected {total}"
+    );
+    Ok(format!(
+        "{total} injected: {nulls} NULL to plain callers, each retried by hand, returned to userspace or absorbed"
+    ))
+}
+
+/// nofail saw every call: no program run skipped, no call left inside
+/// vmalloc when the run ended.
+pub fn complete(report: &NofailReport) -> Result<String> {
+    ensure!(
+        report.missed_runs == 0,
+        "{} BPF program runs were skipped: the counts are incomplete",
+        report.missed_runs
+    );
+    ensure!(
+        report.in_flight == 0,
+        "{} calls were still inside vmalloc at the end",
+        report.in_flight
+    );
+    Ok("no program run missed, no call in flight".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::{Behaviour, CallerCounts};
+    use super::*;
+
+    fn report(calls: u64, nulls: u64, by_hand: u64) -> NofailReport {
+        NofailReport {
+            command: "inject".into(),
+            callers: vec![
+                CallerCounts {
+                    caller: "xfs_buf_alloc+0x336".into(),
+                    calls,
+                    null_returns: nulls,
+                    injected: nulls,
+                    open_coded_retries: by_hand,
+                    ..Default::default()
+                },
+                // Not XFS's buffer allocation: not in the comparison.
+                CallerCounts {
+                    caller: "xfs_attr3_leaf_to_shortform+0xa8".into(),
+                    calls: 5,
+                    nofail_calls: 5,
+                    ..Default::default()
+                },
+            ],
+            injected_total: Some(nulls),
+            behaviour: vec![Behaviour {
+                caller: "xfs_buf_alloc+0x336".into(),
+                injected: nulls,
+                null_returned: nulls,
+                open_coded_retries: by_hand,
+                absorbed: nulls - by_hand,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tracepoint_counts_calls_that_got_memory() {
+        let s = Summary::parse("tp_vmalloc 1603\ntp_vmalloc_lost 0\n");
+        assert!(tracepoint(&report(1777, 174, 173), &s).is_ok());
+        assert!(tracepoint(&report(1778, 174, 173), &s).is_err());
+        // Lost events make the ground truth short: a failure, not a pass.
+        let lost = Summary::parse("tp_vmalloc 1603\ntp_vmalloc_lost 2\n");
+        assert!(tracepoint(&report(1777, 174, 173), &lost).is_err());
+        // No count at all is a failure too.
+        let none = Summary::parse("tp_vmalloc_lost 0\n");
+        assert!(tracepoint(&report(1777, 174, 173), &none).is_err());
+    }
+
+    #[test]
+    fn page_retries_against_xfs() {
+        let before = XfsStats::parse("buf 1 1 1 0 0 0 10 0 0\n").unwrap();
+        let after = XfsStats::parse("buf 9 9 9 0 0 0 183 0 0\n").unwrap();
+        assert!(page_retries(&report(1777, 174, 173), &before, &after).is_ok());
+        assert!(page_retries(&report(1777, 174, 174), &before, &after).is_err());
+        let no_buf = XfsStats::parse("xpc 1 2 3\n").unwrap();
+        assert!(page_retries(&report(1777, 174, 173), &before, &no_buf).is_err());
+    }
+
+    #[test]
+    fn every_injection_accounted() {
+        assert!(accounting(&report(1777, 174, 173)).is_ok());
+        // A NULL neither retried, returned nor absorbed.
+        let mut r = report(1777, 174, 173);
+        r.behaviour[0].absorbed = 0;
+        assert!(accounting(&r).is_err());
+        // More parts than NULLs (a saturated `absorbed` would hide it).
+        let mut r = report(1777, 174, 173);
+        r.behaviour[0].error_to_userspace = 5;
+        assert!(accounting(&r).is_err());
+        // An injection that returned no NULL.
+        let mut r = report(1777, 174, 173);
+        r.behaviour[0].injected = 175;
+        r.injected_total = Some(175);
+        assert!(accounting(&r).is_err());
+        // The lines do not add up to the total.
+        let mut r = report(1777, 174, 173);
+        r.injected_total = Some(180);
+        assert!(accounting(&r).is_err());
+        // No injection section: fails, does not pass.
+        let mut r = report(1777, 174, 173);
+        r.injected_total = None;
+        assert!(accounting(&r).is_err());
+        // NOFAIL: every failure retried inside vmalloc, none looping.
+        let mut r = report(1777, 0, 0);
+        r.behaviour = vec![Behaviour {
+            caller: "xfs_attr3_leaf_to_shortform+0xa8".into(),
+            nofail: true,
+            injected: 3,
+            area_retries: 3,
+            ..Default::default()
+        }];
+        r.injected_total = Some(3);
+        assert!(accounting(&r).is_ok());
+        r.behaviour[0].still_looping = 1;
+        assert!(accounting(&r).is_err());
+    }
+
+    #[test]
+    fn incomplete_counts_fail() {
+        let mut r = report(1, 0, 0);
+        assert!(complete(&r).is_ok());
+        r.missed_runs = 3;
+        assert!(complete(&r).is_err());
+    }
+
+    #[test]
+    fn check_keeps_the_reason() {
+        let c = Check::from("x", Err(anyhow::anyhow!("short by 1")));
+        assert!(!c.ok);
+        assert_eq!(c.detail, "short by 1");
+    }
+}

@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The printed table of `cargo xtask fstests`: each test's result per
+//! run, nofail's vmalloc calls per xfs_ caller, the injected failures and
+//! how XFS coped, XFS's own counters and the tracepoint beside nofail's,
+//! the NULLs XFS did not retry (by call chain), trouble in the kernel log,
+//! and the checks.
+
+use std::fmt::Write as _;
+
+use super::{
+    Plan, Run, RunKind,
+    check::Check,
+    parse::{Outcome, buf_delta, is_buf_alloc},
+};
+use crate::kernels::Kernel;
+
+pub fn render(kernel: &Kernel, plan: &Plan, runs: &[Run], checks: &[(RunKind, Check)]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\nfstests on {} ({}): XFS with -n size=65536 on loop devices in tmpfs; ./check {}",
+        kernel.label,
+        kernel.release,
+        plan.check_args.join(" ")
+    );
+    if let Some(order) = plan.realistic {
+        let _ = writeln!(
+            o,
+            "realistic mode: page allocations of order >= {order} under xfs_buf_alloc fail (fail_page_alloc, stack filter), in every run"
+        );
+    }
+    if plan.runs.contains(&RunKind::Inject) {
+        let _ = writeln!(
+            o,
+            "inject: nofail inject --caller 'xfs_*' {}",
+            plan.rule.join(" ")
+        );
+    }
+    tests(&mut o, runs);
+    run_lines(&mut o, runs);
+    callers(&mut o, runs);
+    against_kernel(&mut o, runs);
+    not_retried(&mut o, runs);
+    kernel_log(&mut o, runs);
+    let _ = writeln!(o, "\nchecks:");
+    for (kind, c) in checks {
+        let _ = writeln!(
+            o,
+            "  {:<4}  {:<8}  {}: {}",
+            if c.ok { "ok" } else { "FAIL" },
+            kind.as_str(),
+            c.name,
+            c.detail
+        );
+    }
+    o
+}
+
+fn tests(o: &mut String, runs: &[Run]) {
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        if let Ok(t) = &r.results {
+            for t in t {
+                if !names.contains(&t.name.as_str()) {
+                    names.push(&t.name);
+                }
+            }
+        }
+    }
+    let _ = write!(o, "\n{:<14}", "TEST");
+    for r in runs {
+        let _ = write!(o, " {:<12}", r.kind.as_str());
+    }
+    let _ = writeln!(o);
+    let mut notrun: Vec<(String, String)> = Vec::new();
+    for name in names {
+        let _ = write!(o, "{name:<14}");
+        for r in runs {
+            let cell = match &r.results {
+                Ok(t) => match t.iter().find(|t| t.name == name) {
+                    Some(t) => {
+                        if let Outcome::NotRun(why) = &t.outcome
+                            && !notrun.iter().any(|(n, _)| n == name)
+                        {
+                            notrun.push((name.to_string(), why.clone()));
+                        }
+                        match t.secs {
+                            Some(s) if t.outcome != Outcome::Pass || s > 0 => {
+                                format!("{} {s}s", t.outcome.word())
+                            }
+                            _ => t.outcome.word().to_string(),
+                        }
+                    }
+                    None => "-".into(),
+                },
+                Err(_) => "no result".into(),
+            };
+            let _ = write!(o, " {cell:<12}");
+        }
+        let _ = writeln!(o);
+    }
+    for (name, why) in notrun {
+        let _ = writeln!(o, "  {name} not run: {why}");
+    }
+    for r in runs {
+        if let Ok(t) = &r.results {
+            for t in t {
+                if let Outcome::Fail(why) = &t.outcome {
+                    let _ = writeln!(
+                        o,
+                        "  {} failed in the {} run: {why}",
+                        t.name,
+                        r.kind.as_str()
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn run_lines(o: &mut String, runs: &[Run]) {
+    let _ = writeln!(
+        o,
+        "\n{:<8} {:>7} {:>5} {:>5} {:>6}  GUEST",
+        "RUN", "WALL s", "PASS", "FAIL", "NOTRUN"
+    );
+    for r in runs {
+        let count = |f: fn(&Outcome) -> bool| -> String {
+            r.results.as_ref().map_or("-".into(), |t| {
+                t.iter().filter(|t| f(&t.outcome)).count().to_string()
+            })
+        };
+        let guest = match r.guest_status {
+            0 => "ok".to_string(),
+            crate::vm::EXIT_TIMEOUT => "TIMEOUT".into(),
+            crate::vm::EXIT_CRASH => "CRASH".into(),
+            crate::vm::EXIT_HANG => "HUNG".into(),
+            n => format!("exit {n}"),
+        };
+        let _ = writeln!(
+            o,
+            "{:<8} {:>7.0} {:>5} {:>5} {:>6}  {guest}",
+            r.kind.as_str(),
+            r.secs,
+            count(|o| *o == Outcome::Pass),
+            count(|o| matches!(o, Outcome::Fail(_))),
+            count(|o| matches!(o, Outcome::NotRun(_))),
+        );
+    }
+}
+
+fn callers(o: &mut String, runs: &[Run]) {
+    let traced: Vec<&Run> = runs.iter().filter(|r| r.report.is_some()).collect();
+    if traced.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nvmalloc calls per xfs_ caller (nofail):\n{:<8} {:<40} {:>7} {:>7} {:>6} {:>9} {:>8} {:>8} {:>9}",
+        "RUN", "CALLER", "CALLS", "NOFAIL", "NULL", "INJECTED", "BY-HAND", "TO-USER", "ABSORBED"
+    );
+    for r in traced {
+        let Some(Ok(rep)) = &r.report else {
+            let _ = writeln!(o, "{:<8} (no report)", r.kind.as_str());
+            continue;
+        };
+        if rep.callers.is_empty() {
+            let _ = writeln!(
+                o,
+                "{:<8} (no vmalloc call from an xfs_ function)",
+                r.kind.as_str()
+            );
+        }
+        for c in &rep.callers {
+            let b = rep.behaviour.iter().find(|b| b.caller == c.caller);
+            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                o,
+                "{:<8} {:<40} {:>7} {:>7} {:>6} {:>9} {:>8} {:>8} {:>9}",
+                r.kind.as_str(),
+                c.caller,
+                c.calls,
+                c.nofail_calls,
+                c.null_returns,
+                c.injected,
+                c.open_coded_retries,
+                opt(b.map(|b| b.error_to_userspace)),
+                opt(b.map(|b| b.absorbed)),
+            );
+        }
+    }
+}
+
+fn against_kernel(o: &mut String, runs: &[Run]) {
+    let _ = writeln!(
+        o,
+        "\nnofail beside the kernel's own counts (at xfs_buf_alloc; XFS's counters are /sys/fs/xfs/stats/stats deltas):\n{:<8} {:>16} {:>14} {:>10} {:>16} {:>10} {:>10}",
+        "RUN",
+        "NOFAIL CALLS-NULL",
+        "TP VMALLOC",
+        "BY-HAND",
+        "XB_PAGE_RETRIES",
+        "XB_CREATE",
+        "TP FALLBACK"
+    );
+    for r in runs {
+        let (got, by_hand) = match &r.report {
+            Some(Ok(rep)) => {
+                let rows = rep.callers.iter().filter(|c| is_buf_alloc(&c.caller));
+                let (mut calls, mut nulls, mut hand) = (0, 0, 0);
+                for c in rows {
+                    calls += c.calls;
+                    nulls += c.null_returns;
+                    hand += c.open_coded_retries;
+                }
+                ((calls - nulls.min(calls)).to_string(), hand.to_string())
+            }
+            _ => ("-".into(), "-".into()),
+        };
+        let tp = |k: &str| r.summary.get(k).unwrap_or("-").to_string();
+        let xb = |f: &str| match &r.stats {
+            Ok((b, a)) => buf_delta(b, a, f).map_or("?".into(), |d| format!("+{d}")),
+            Err(_) => "?".into(),
+        };
+        let _ = writeln!(
+            o,
+            "{:<8} {:>16} {:>14} {:>10} {:>16} {:>10} {:>10}",
+            r.kind.as_str(),
+            got,
+            tp("tp_vmalloc"),
+            by_hand,
+            xb("xb_page_retries"),
+            xb("xb_create"),
+            tp("tp_fallback"),
+        );
+    }
+}
+
+/// The chains of NULLs that were not followed by a retry by hand: where
+/// an injected failure went when XFS did not retry it.
+fn not_retried(o: &mut String, runs: &[Run]) {
+    for r in runs.iter().filter(|r| r.kind == RunKind::Inject) {
+        let Some(Ok(rep)) = &r.report else { continue };
+        for b in &rep.behaviour {
+            let mut line = format!(
+                "{}: {} injected; NULL returned {}: retried by hand {}, error to userspace {}",
+                b.caller, b.injected, b.null_returned, b.open_coded_retries, b.error_to_userspace
+            );
+            if !b.syscalls.is_empty() {
+                let calls: Vec<String> =
+                    b.syscalls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let _ = write!(line, " ({})", calls.join(", "));
+            }
+            let _ = write!(line, ", absorbed {}", b.absorbed);
+            if b.nofail {
+                line = format!(
+                    "{} [NOFAIL]: {} injected, retried in vmalloc {}, still looping {}",
+                    b.caller,
+                    b.injected,
+                    b.area_retries + b.mapping_retries,
+                    b.still_looping
+                );
+            }
+            let _ = writeln!(o, "\n{line}");
+        }
+        let chains: Vec<_> = rep
+            .chains
+            .iter()
+            .filter(|c| c.null_returns > c.open_coded_retries)
+            .collect();
+        if !chains.is_empty() {
+            let _ = writeln!(
+                o,
+                "NULLs not followed by a retry by hand, by call chain ({} run):",
+                r.kind.as_str()
+            );
+        }
+        for c in chains {
+            let _ = writeln!(
+                o,
+                "  {} NULL ({} injected), {} retried by hand: {}",
+                c.null_returns,
+                c.injected,
+                c.open_coded_retries,
+                c.frames.join(" <- ")
+            );
+        }
+    }
+}
+
+fn kernel_log(o: &mut String, runs: &[Run]) {
+    for r in runs {
+        if r.kernel_log.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "\nkernel log of the {} run ({} lines of trouble):",
+            r.kind.as_str(),
+            r.kernel_log.len()
+        );
+        for l in r.kernel_log.iter().take(20) {
+            let _ = writeln!(o, "  | {l}");
+        }
+    }
+}
