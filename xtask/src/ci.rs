@@ -383,6 +383,9 @@ fn own_tree(t: &mut Tally, root: &Path, kernel: &Kernel) {
 pub fn vm_test(spec: KernelSpec, filter: Option<String>, bless: bool) -> Result<i32> {
     setup::ensure()?;
     let kernel = variant::ensure_spec(&spec)?;
+    if kernel.name == KernelName::Own {
+        crate::tree::check_suite(&kernel)?;
+    }
     suite::build()?;
     let sel = Selection {
         filter: filter.as_deref(),

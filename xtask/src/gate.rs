@@ -161,9 +161,9 @@ pub fn check(nofail: &Path, stock: &Path, patched: &Path, since: SystemTime) -> 
     };
     let flags = GATE.join(" ");
     let (code, table, err) = gate(patched, stock)?;
-    println!("xtask ci: nofail report patched --baseline stock {flags}: exit {code:?}");
+    println!("xtask gate: nofail report patched --baseline stock {flags}: exit {code:?}");
     println!(
-        "xtask ci:   {} {}",
+        "xtask gate:   {} {}",
         want.caller,
         columns(&table, &want.caller).unwrap_or_default().join(" ")
     );
@@ -178,8 +178,8 @@ pub fn check(nofail: &Path, stock: &Path, patched: &Path, since: SystemTime) -> 
         );
     }
     let (code, table, err) = gate(stock, patched)?;
-    println!("xtask ci: nofail report stock --baseline patched {flags}: exit {code:?}");
-    println!("xtask ci:   {}", err.lines().next().unwrap_or_default());
+    println!("xtask gate: nofail report stock --baseline patched {flags}: exit {code:?}");
+    println!("xtask gate:   {}", err.lines().next().unwrap_or_default());
     if code != Some(3) {
         bail!("the stock run did not fail the gate (exit {code:?}, not 3): {err}");
     }
@@ -237,6 +237,11 @@ pub fn compare(stock: &KernelSpec, patched: &KernelSpec, build: bool) -> Result<
     if a.label == b.label {
         bail!("--stock and --patched name the same kernel ({})", a.label);
     }
+    for kernel in [&a, &b] {
+        if kernel.name == KernelName::Own {
+            crate::tree::check_suite(kernel)?;
+        }
+    }
     if build {
         suite::build()?;
     }
@@ -251,18 +256,38 @@ pub fn compare(stock: &KernelSpec, patched: &KernelSpec, build: bool) -> Result<
             },
         )
     });
+    let mut failed = false;
     for ((kernel, scenario), ok) in runs.iter().zip(ran) {
         if !ok? {
             println!(
                 "xtask gate: FAIL: {scenario} did not pass on {}",
                 kernel.label
             );
-            return Ok(1);
+            failed = true;
         }
+    }
+    if failed {
+        return Ok(1);
     }
     let results = workspace_root().join("target/vm-results");
     let stock_report = results.join(&a.label).join(STOCK_REPORT);
     let patched_report = results.join(&b.label).join(PATCHED_REPORT);
+    // Passed but wrote nothing: skipped for an option a tree lacks.
+    for (kernel, scenario, report) in [
+        (&a, STOCK_SCENARIO, &stock_report),
+        (&b, PATCHED_SCENARIO, &patched_report),
+    ] {
+        let fresh = std::fs::metadata(report)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if !fresh {
+            println!(
+                "xtask gate: FAIL: {scenario} did not run on {} (skipped: the line above names what it lacks)",
+                kernel.label
+            );
+            return Ok(1);
+        }
+    }
     match check(
         &crate::dist::binary()?,
         &stock_report,

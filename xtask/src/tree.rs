@@ -651,6 +651,17 @@ mod tests {
         assert!(label(Path::new("/x/a b+c")).starts_with("own-a_b_c-"));
     }
 
+    /// CI's check on a real tree:
+    /// `NOFAIL_TREE=DIR cargo test -p xtask real_tree -- --ignored`, with
+    /// target/release/vm-tests built.
+    #[test]
+    #[ignore = "needs a built kernel tree and vm-tests"]
+    fn check_the_check_on_a_real_tree() {
+        let dir = PathBuf::from(std::env::var("NOFAIL_TREE").unwrap());
+        let vm_tests = crate::util::workspace_root().join("target/release/vm-tests");
+        check_the_check(&dir, &vm_tests).unwrap();
+    }
+
     #[test]
     fn module_paths_of_old_and_new_modules_order() {
         assert_eq!(
