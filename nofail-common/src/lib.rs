@@ -388,6 +388,13 @@ pub struct Filter {
     /// 1: also fold the calls that matter (NOFAIL, failed, NULL, slept,
     /// retried by hand) per kernel stack into `CHAINS` (`--chains`).
     pub chains: u32,
+    /// Only tasks in this cgroup v2 or below it (its id, the cgroup
+    /// directory's inode number); 0 = any (`--command-only`).
+    pub cgroup_id: u64,
+    /// The level of `cgroup_id` below the root (root = 0): the ancestor of
+    /// a task's cgroup compared with it.
+    pub cgroup_level: u32,
+    pub _pad: u32,
 }
 
 /// `[start, end)` of kernel text whose calls a filter selects; entries of
@@ -629,7 +636,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<Waiter>(), 4 * 2 + 8 * 4);
         assert_eq!(core::mem::size_of::<Event>(), 8 * 6 + 4 * 8 + COMM_LEN);
         assert_eq!(core::mem::size_of::<InjectRule>(), 4 * 8 + 8);
-        assert_eq!(core::mem::size_of::<Filter>(), 4 * 2 + 8 + COMM_LEN + 4 * 2);
+        assert_eq!(
+            core::mem::size_of::<Filter>(),
+            4 * 2 + 8 + COMM_LEN + 4 * 2 + 8 + 4 * 2
+        );
         assert_eq!(core::mem::size_of::<CallerRange>(), 16);
         assert_eq!(core::mem::size_of::<ChainKey>(), 16);
     }

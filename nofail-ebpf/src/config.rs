@@ -5,7 +5,10 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_loop, generated::bpf_get_current_comm};
+use aya_ebpf::helpers::{
+    bpf_loop,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm},
+};
 use nofail_common::{CALLER_RANGE_STEPS, COMM_LEN, Filter};
 
 use crate::maps::{CALLER_RANGES, FILTER};
@@ -75,6 +78,15 @@ pub fn selected(tgid: u32, comm: &mut [u8; COMM_LEN], caller: u64, size: u64, gf
         return false;
     }
     if size < f.min_size {
+        return false;
+    }
+    // `--command-only`: the task's cgroup is nofail's cgroup for the
+    // command or one below it (task_cgroup's ancestor at that level, as
+    // bpf_get_current_ancestor_cgroup_id reads it; 0 when the task's
+    // cgroup is above that level).
+    if f.cgroup_id != 0
+        && unsafe { bpf_get_current_ancestor_cgroup_id(f.cgroup_level as i32) } != f.cgroup_id
+    {
         return false;
     }
     if f.comm[0] != 0 {

@@ -42,22 +42,29 @@ async fn main() -> ExitCode {
     }
     let result = match cli.command {
         cmd::Command::Trace(args) => cmd::trace::run(args).await,
-        cmd::Command::Doctor(args) => cmd::doctor::run(args),
+        cmd::Command::Doctor(args) => cmd::doctor::run(args).map(|()| 0),
         cmd::Command::Inject(args) => cmd::inject::run(args).await,
-        cmd::Command::Report(args) => cmd::report::run(args),
-        cmd::Command::Serve(args) => cmd::serve::run(args).await,
-        cmd::Command::GenerateFiles(args) => cmd::generate::run(args),
+        cmd::Command::Report(args) => cmd::report::run(args).map(|()| 0),
+        cmd::Command::Serve(args) => cmd::serve::run(args).await.map(|()| 0),
+        cmd::Command::GenerateFiles(args) => cmd::generate::run(args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.downcast_ref::<cmd::report::GateFailed>().is_some() => {
+        // The wrapped command's status, or 0.
+        Ok(code) => ExitCode::from(code),
+        Err(err) if err.downcast_ref::<cmd::gate::GateFailed>().is_some() => {
             // One line per violation, nothing else.
-            if let Some(cmd::report::GateFailed(violations)) = err.downcast_ref() {
+            if let Some(cmd::gate::GateFailed(violations)) = err.downcast_ref() {
                 for v in violations {
                     eprintln!("nofail: gate: {v}");
                 }
             }
             ExitCode::from(3)
+        }
+        Err(err) if err.downcast_ref::<cmd::wrap::CannotRun>().is_some() => {
+            // 127 not found, 126 not runnable, as shells say it.
+            let cannot = err.downcast_ref::<cmd::wrap::CannotRun>().expect("checked");
+            eprintln!("nofail: error: {cannot}");
+            ExitCode::from(cannot.code)
         }
         Err(err) => {
             // One line: the context chain joined, never a backtrace.

@@ -49,6 +49,8 @@ impl CallSelection {
             nofail_only: self.nofail_only as u32,
             min_size: self.min_size.unwrap_or(0),
             chains: self.chains.is_some() as u32,
+            cgroup_id: self.cgroup.as_ref().map_or(0, |c| c.id),
+            cgroup_level: self.cgroup.as_ref().map_or(0, |c| c.level),
             ..Default::default()
         };
         if let Some(comm) = &self.comm {

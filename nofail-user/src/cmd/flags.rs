@@ -82,6 +82,7 @@ impl FilterArgs {
             chains: self.chains,
             max_callers: self.capacity.max_callers,
             max_inflight: self.capacity.max_inflight,
+            cgroup: None,
         }
     }
 }

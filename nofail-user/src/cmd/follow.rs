@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use super::flags::LiveArgs;
+use super::{flags::LiveArgs, wrap::Ending};
 
 use anyhow::Result;
 use nofail_common::{EVENT_STACK, EVENT_STUCK};
@@ -128,15 +128,15 @@ impl Events {
     }
 }
 
-/// Follows an attached session until `duration` ends (if given) or a
-/// signal comes:
+/// Follows an attached session until `duration` ends (if given) or the
+/// `ending` comes (a signal, or the wrapped command's exit):
 /// names call sites about once a second (while their code is there),
 /// shows events as they arrive, and runs `every` each `interval` (which
 /// ends the run by returning false).
 pub async fn follow(
     session: &mut Session,
     events: &mut Events,
-    stop: &mut crate::cmd::signals::Stop,
+    ending: &mut Ending<'_>,
     duration: Option<Duration>,
     interval: Option<Duration>,
     mut every: impl FnMut(&mut Session) -> Result<bool>,
@@ -155,7 +155,7 @@ pub async fn follow(
     loop {
         tokio::select! {
             _ = &mut deadline => return Ok(()),
-            _ = stop.signalled() => return Ok(()),
+            ended = ending.reached() => return ended,
             _ = naming.tick() => session.learn_names()?,
             ready = events.ready() => {
                 ready?;

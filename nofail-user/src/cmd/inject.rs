@@ -18,10 +18,13 @@ use crate::{
     cmd::{
         flags::{FilterArgs, LiveArgs, Outputs, parse_duration},
         follow::{EventArgs, follow},
+        gate::GateArgs,
         signals::Stop,
+        wrap::{CommandArgs, Ending, Prepared, Running, finish},
     },
     model::{
         coping::behaviour,
+        filter::CallSelection,
         inject::{InjectMode, InjectRuleView, Injection, Stage},
     },
     output::text::render_behaviour,
@@ -58,9 +61,10 @@ pub struct InjectArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_consecutive: u32,
-    /// How long to inject: 10s, 500ms, 2m.
-    #[arg(long, short, value_parser = parse_duration, default_value = "10s")]
-    pub duration: Duration,
+    /// How long to inject: 10s, 500ms, 2m [default: 10s; with a COMMAND,
+    /// until it exits].
+    #[arg(long, short, value_parser = parse_duration, conflicts_with = "command")]
+    pub duration: Option<Duration>,
     /// Count what would be failed, fail nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -73,7 +77,14 @@ pub struct InjectArgs {
     pub live: LiveArgs,
     #[command(flatten)]
     pub events: EventArgs,
+    #[command(flatten)]
+    pub gates: GateArgs,
+    #[command(flatten)]
+    pub wrapped: CommandArgs,
 }
+
+/// How long `inject` runs without `--duration` or a command.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 /// Above 0 (a rule that never fails anything is a `--dry-run`), at most 1.
 pub fn parse_probability(s: &str) -> Result<f64, String> {
@@ -204,17 +215,24 @@ fn guard_unproven(args: &InjectArgs, own: &Own, site_selected: bool, spent: u64)
     why
 }
 
-pub async fn run(args: InjectArgs) -> Result<()> {
+/// `nofail inject`; its exit status (the wrapped command's, if any).
+pub async fn run(args: InjectArgs) -> Result<u8> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
     args.live.check()?;
+    let baseline = args.gates.load()?;
     let hooks: Vec<&InjectHook> = args.stages.iter().map(|&s| inject_hook(s)).collect();
     // Every rule is checked before anything is loaded or attached.
     let mut mechanism = InjectMode::Auto;
     let sink = args.events.sink()?;
+    let command = args.wrapped.prepare()?;
     let live = &args.live;
     let globals = args.events.globals(EVENT_INJECTED, live);
-    let mut session = Session::start(&args.filter.selection(), live.mode, globals, |view| {
+    let selection = CallSelection {
+        cgroup: command.as_ref().and_then(Prepared::scope),
+        ..args.filter.selection()
+    };
+    let mut session = Session::start(&selection, live.mode, globals, |view| {
         mechanism = injector::choose(args.inject_mode, view, &view.config, &hooks)?;
         Ok(())
     })?;
@@ -254,18 +272,37 @@ pub async fn run(args: InjectArgs) -> Result<()> {
             why.join("; ")
         ),
     }
-    eprintln!(
-        "nofail: injecting ({mechanism}) into {:?} for {:?}{} (Ctrl-C to stop early)",
-        args.stages,
-        args.duration,
-        if args.dry_run { ", dry run" } else { "" }
-    );
+    let duration = match &command {
+        Some(c) => {
+            eprintln!(
+                "nofail: injecting ({mechanism}) into {:?} until `{}` exits{}",
+                args.stages,
+                c.describe(),
+                if args.dry_run { ", dry run" } else { "" }
+            );
+            None
+        }
+        None => {
+            let d = args.duration.unwrap_or(DEFAULT_DURATION);
+            eprintln!(
+                "nofail: injecting ({mechanism}) into {:?} for {d:?}{} (Ctrl-C to stop early)",
+                args.stages,
+                if args.dry_run { ", dry run" } else { "" }
+            );
+            Some(d)
+        }
+    };
     args.live.ready()?;
+    let mut running = command.map(Prepared::spawn).transpose()?;
+    let mut ending = match &mut running {
+        Some(r) => Ending::Command(r, &mut stop),
+        None => Ending::Signal(&mut stop),
+    };
     follow(
         &mut session,
         &mut events,
-        &mut stop,
-        Some(args.duration),
+        &mut ending,
+        duration,
         None,
         |_| Ok(true),
     )
@@ -301,7 +338,12 @@ pub async fn run(args: InjectArgs) -> Result<()> {
         counts,
         behaviour,
     });
-    args.outputs.write(&report)
+    let verdict = args.gates.judge(&report, baseline.as_ref());
+    if let Some(comparison) = &verdict.comparison {
+        args.outputs.show(comparison)?;
+    }
+    args.outputs.write(&report)?;
+    finish(running.as_ref().and_then(Running::code), verdict.result())
 }
 
 #[cfg(test)]

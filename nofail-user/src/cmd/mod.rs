@@ -7,12 +7,14 @@
 pub mod doctor;
 pub mod flags;
 pub mod follow;
+pub mod gate;
 pub mod generate;
 pub mod inject;
 pub mod report;
 pub mod serve;
 pub mod signals;
 pub mod trace;
+pub mod wrap;
 
 use clap::{Parser, Subcommand};
 

@@ -119,7 +119,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         listener.local_addr()?
     );
     args.live.ready()?;
-    serve(listener, source, args.top.top as usize, stop.signalled()).await;
+    serve(listener, source, args.top.top as usize, async {
+        stop.signalled().await;
+    })
+    .await;
     Ok(())
 }
 

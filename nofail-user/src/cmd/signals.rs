@@ -25,12 +25,12 @@ impl Stop {
         })
     }
 
-    /// Resolves on the first SIGINT or SIGTERM.
-    pub async fn signalled(&mut self) {
+    /// Resolves on the first SIGINT or SIGTERM, with its number.
+    pub async fn signalled(&mut self) -> i32 {
         loop {
             tokio::select! {
-                _ = self.interrupt.recv() => return,
-                _ = self.terminate.recv() => return,
+                _ = self.interrupt.recv() => return libc::SIGINT,
+                _ = self.terminate.recv() => return libc::SIGTERM,
                 _ = self.hangup.recv() => eprintln!(
                     "nofail: SIGHUP ignored (the report is written when nofail stops: SIGINT, SIGTERM or --duration)"
                 ),

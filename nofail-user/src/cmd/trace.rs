@@ -12,17 +12,20 @@ use crate::{
     cmd::{
         flags::{FilterArgs, LiveArgs, Outputs, parse_duration},
         follow::{EventArgs, follow},
+        gate::GateArgs,
         signals::Stop,
+        wrap::{CommandArgs, Ending, Prepared, Running, finish},
     },
     kernel::realtime_ns,
+    model::filter::CallSelection,
     output::{events::clock_of, prometheus::Sticky, text},
 };
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
     /// How long to trace: 10s, 500ms, 2m, or plain seconds; without it,
-    /// until Ctrl-C or SIGTERM.
-    #[arg(long, short, value_parser = parse_duration)]
+    /// until Ctrl-C or SIGTERM (or, with a COMMAND, until it exits).
+    #[arg(long, short, value_parser = parse_duration, conflicts_with = "command")]
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub outputs: Outputs,
@@ -37,34 +40,51 @@ pub struct TraceArgs {
     #[arg(long, value_parser = parse_duration)]
     pub interval: Option<Duration>,
     /// Stop after this many intervals (with --interval).
-    #[arg(long, requires = "interval", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, requires = "interval", conflicts_with = "command", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     #[command(flatten)]
     pub events: EventArgs,
+    #[command(flatten)]
+    pub gates: GateArgs,
+    #[command(flatten)]
+    pub wrapped: CommandArgs,
 }
 
-pub async fn run(args: TraceArgs) -> Result<()> {
+/// `nofail trace`; its exit status (the wrapped command's, if any).
+pub async fn run(args: TraceArgs) -> Result<u8> {
     let mut stop = Stop::listen()?;
     args.outputs.check()?;
     args.live.check()?;
+    let baseline = args.gates.load()?;
     let sink = args.events.sink()?;
+    let command = args.wrapped.prepare()?;
     let live = &args.live;
     let globals = args.events.globals(EVENT_RETRY, live);
-    let mut session = Session::start(&args.filter.selection(), live.mode, globals, |_| Ok(()))?;
+    let selection = CallSelection {
+        cgroup: command.as_ref().and_then(Prepared::scope),
+        ..args.filter.selection()
+    };
+    let mut session = Session::start(&selection, live.mode, globals, |_| Ok(()))?;
     let mut events = args.events.stream(&mut session, sink)?;
     session.tracer.announce();
-    match args.duration {
-        Some(d) => eprintln!("nofail: tracing for {d:?} (Ctrl-C to stop early)"),
-        None => eprintln!("nofail: tracing until Ctrl-C or SIGTERM"),
+    match (&command, args.duration) {
+        (Some(c), _) => eprintln!("nofail: tracing until `{}` exits", c.describe()),
+        (None, Some(d)) => eprintln!("nofail: tracing for {d:?} (Ctrl-C to stop early)"),
+        (None, None) => eprintln!("nofail: tracing until Ctrl-C or SIGTERM"),
     }
     args.live.ready()?;
+    let mut running = command.map(Prepared::spawn).transpose()?;
+    let mut ending = match &mut running {
+        Some(r) => Ending::Command(r, &mut stop),
+        None => Ending::Signal(&mut stop),
+    };
     let top = args.outputs.top.top as usize;
     let (mut earlier, mut intervals) = (Vec::new(), 0u64);
     let mut sticky = Sticky::new(top);
     follow(
         &mut session,
         &mut events,
-        &mut stop,
+        &mut ending,
         args.duration,
         args.interval,
         |session| {
@@ -97,6 +117,11 @@ pub async fn run(args: TraceArgs) -> Result<()> {
     report.health.events = events.finish(&mut session)?;
     drop(session);
     args.outputs.show(&text::render_report(&report, top))?;
+    let verdict = args.gates.judge(&report, baseline.as_ref());
+    if let Some(comparison) = &verdict.comparison {
+        args.outputs.show(comparison)?;
+    }
     args.outputs.write_json(&report)?;
-    args.outputs.write_prometheus(&report, &mut sticky)
+    args.outputs.write_prometheus(&report, &mut sticky)?;
+    finish(running.as_ref().and_then(Running::code), verdict.result())
 }

@@ -21,6 +21,19 @@ pub struct CallSelection {
     pub chains: Option<u32>,
     pub max_callers: u32,
     pub max_inflight: u32,
+    /// Only tasks in this cgroup v2 or below it (`--command-only`).
+    pub cgroup: Option<CgroupScope>,
+}
+
+/// A cgroup v2 subtree, as the kernel programs compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupScope {
+    /// The cgroup's id (its directory's inode number).
+    pub id: u64,
+    /// Its level below the root (the root is 0).
+    pub level: u32,
+    /// Its directory, for the report.
+    pub path: String,
 }
 
 impl Default for CallSelection {
@@ -35,6 +48,7 @@ impl Default for CallSelection {
             chains: None,
             max_callers: nofail_common::MAX_CALLERS,
             max_inflight: nofail_common::MAX_INFLIGHT,
+            cgroup: None,
         }
     }
 }
@@ -54,6 +68,10 @@ pub struct FilterView {
     /// `--chains` depth.
     #[serde(default)]
     pub chains: Option<u32>,
+    /// `--command-only`: the cgroup v2 nofail made for the command; only
+    /// tasks in it or below it were counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 impl From<&CallSelection> for FilterView {
@@ -66,6 +84,7 @@ impl From<&CallSelection> for FilterView {
             nofail_only: f.nofail_only,
             min_size: f.min_size,
             chains: f.chains,
+            cgroup: f.cgroup.as_ref().map(|c| c.path.clone()),
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct Object {
 enum Kind {
     Prog,
     Map,
+    /// Listed by id only (BPF links: fentry, raw tracepoints, and kprobes
+    /// attached through bpf_link_create).
+    Link,
 }
 
 impl Kind {
@@ -64,6 +67,7 @@ impl Kind {
         match self {
             Kind::Prog => bpf_cmd::BPF_PROG_GET_NEXT_ID,
             Kind::Map => bpf_cmd::BPF_MAP_GET_NEXT_ID,
+            Kind::Link => bpf_cmd::BPF_LINK_GET_NEXT_ID,
         }
     }
 
@@ -71,6 +75,7 @@ impl Kind {
         match self {
             Kind::Prog => bpf_cmd::BPF_PROG_GET_FD_BY_ID,
             Kind::Map => bpf_cmd::BPF_MAP_GET_FD_BY_ID,
+            Kind::Link => bpf_cmd::BPF_LINK_GET_FD_BY_ID,
         }
     }
 }
@@ -141,6 +146,7 @@ fn object(kind: Kind, fd: &OwnedFd) -> io::Result<Object> {
                 kind: i.type_,
             }
         }
+        Kind::Link => return Err(io::Error::other("links are listed by id only")),
     })
 }
 
@@ -188,18 +194,21 @@ pub fn count_named(objects: &[Object], prefixes: &[&str]) -> usize {
 pub struct Snapshot {
     programs: BTreeSet<u32>,
     maps: BTreeSet<u32>,
+    links: BTreeSet<u32>,
 }
 
-/// Programs and maps created after a snapshot and still loaded.
+/// Programs, maps and links created after a snapshot and still there.
 #[derive(Debug, Default)]
 pub struct Leftovers {
     pub programs: Vec<Object>,
     pub maps: Vec<Object>,
+    /// Link ids.
+    pub links: Vec<u32>,
 }
 
 impl Leftovers {
     pub fn is_empty(&self) -> bool {
-        self.programs.is_empty() && self.maps.is_empty()
+        self.programs.is_empty() && self.maps.is_empty() && self.links.is_empty()
     }
 }
 
@@ -213,11 +222,13 @@ impl std::fmt::Display for Leftovers {
         };
         write!(
             f,
-            "{} programs [{}], {} maps [{}]",
+            "{} programs [{}], {} maps [{}], {} links {:?}",
             self.programs.len(),
             names(&self.programs),
             self.maps.len(),
-            names(&self.maps)
+            names(&self.maps),
+            self.links.len(),
+            self.links
         )
     }
 }
@@ -227,6 +238,7 @@ impl Snapshot {
         Ok(Self {
             programs: ids(Kind::Prog)?.into_iter().collect(),
             maps: ids(Kind::Map)?.into_iter().collect(),
+            links: ids(Kind::Link)?.into_iter().collect(),
         })
     }
 
@@ -238,6 +250,10 @@ impl Snapshot {
         Ok(Leftovers {
             programs: new(programs()?, &self.programs),
             maps: new(maps()?, &self.maps),
+            links: ids(Kind::Link)?
+                .into_iter()
+                .filter(|id| !self.links.contains(id))
+                .collect(),
         })
     }
 

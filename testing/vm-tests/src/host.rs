@@ -30,6 +30,18 @@ pub fn all() -> Vec<Case> {
             "host_service_command_line_under_its_capabilities",
             crate::export::service_command_line_under_its_capabilities,
         ),
+        case(
+            "host_wrap_exit_status_passes_through",
+            crate::wrap::exit_status_passes_through,
+        ),
+        case(
+            "host_wrap_signals_reach_the_command_first",
+            crate::wrap::signals_reach_the_command_first,
+        ),
+        case(
+            "host_wrap_command_only_counts_the_commands_maps",
+            crate::wrap::command_only_counts_the_commands_maps,
+        ),
     ]
 }
 

@@ -20,6 +20,7 @@ mod soak;
 mod tracepoint;
 mod trigger;
 mod whatif;
+mod wrap;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -29,14 +30,14 @@ use nofail_test_support::outcome::Listing;
 #[derive(Parser)]
 struct Args {
     /// The nofail binary under test.
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "make_maps"])]
     nofail: Option<PathBuf>,
     /// The trigger module (test kernel only); without it, trigger-based
     /// scenarios are not run (nor listed).
     #[arg(long)]
     trigger: Option<PathBuf>,
     /// Directory for JSON reports.
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "make_maps"])]
     out: Option<PathBuf>,
     /// Run only scenarios whose name contains this.
     #[arg(long)]
@@ -65,10 +66,23 @@ struct Args {
     /// refusal scenario runs.
     #[arg(long, conflicts_with_all = ["trigger", "kernel_patch", "host"])]
     predates_nofail: bool,
+    /// Make this many 1 MiB BPF array maps and exit: the command the wrap
+    /// scenarios run under nofail.
+    #[arg(long, hide = true, value_name = "N")]
+    make_maps: Option<u64>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(n) = args.make_maps {
+        return match wrap::make_maps(n) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vm-tests --make-maps: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut cases = if args.host {
         host::all()
     } else if args.predates_nofail {

@@ -170,6 +170,18 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             "service_command_line_under_its_capabilities",
             crate::export::service_command_line_under_its_capabilities,
         ),
+        case(
+            "wrap_exit_status_passes_through",
+            crate::wrap::exit_status_passes_through,
+        ),
+        case(
+            "wrap_signals_reach_the_command_first",
+            crate::wrap::signals_reach_the_command_first,
+        ),
+        case(
+            "wrap_command_only_counts_the_commands_maps",
+            crate::wrap::command_only_counts_the_commands_maps,
+        ),
     ];
     if !test_kernel {
         list.push(case(
@@ -189,6 +201,7 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 crate::inject::dry_run_fails_nothing,
             )
             .needs(&[INJECT_KPROBE, AREA]),
+            case("wrap_gate_exits_3", crate::wrap::gate_exits_3).needs(&[INJECT_KPROBE, AREA]),
             case("trigger_sites_exact", trigger_sites_exact),
             case(
                 "tracepoint_mode_matches_full",
