@@ -279,6 +279,7 @@ fn test_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
     t.record("vm tests on test", ok, t0.elapsed().as_secs_f64());
     fstests_stage(t, &kernel);
     patched_kernel(t, root, since);
+    checkpatch_stage(t, root, &kernel);
     own_tree(t, root, &kernel);
 }
 
@@ -340,6 +341,19 @@ fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
             .map(|()| true)
         },
     );
+}
+
+/// Every patch in testing/patches through `scripts/checkpatch.pl
+/// --strict` of the test kernel's tree: only the placeholder sign-off a
+/// person must replace may be reported (xtask/src/checkpatch.rs).
+fn checkpatch_stage(t: &mut Tally, root: &Path, kernel: &Kernel) {
+    t.step("checkpatch --strict on testing/patches", || {
+        let tree = kernel
+            .build_tree
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the test kernel has no source tree"))?;
+        crate::checkpatch::check_all(tree, &root.join(crate::checkpatch::PATCH_DIR))
+    });
 }
 
 /// `--kernel DIR` as a developer uses it, with the test kernel's own

@@ -3,6 +3,7 @@
 
 mod apt;
 mod bench;
+mod checkpatch;
 mod ci;
 mod cpio;
 mod deb;
