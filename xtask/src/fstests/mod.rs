@@ -251,7 +251,12 @@ pub fn run(kernel: &Kernel, plan: &Plan) -> Result<bool> {
         )?);
     }
     let checks = checks(&runs);
-    let text = table::render(kernel, plan, &runs, &checks);
+    let text = table::render(
+        &format!("{} ({})", kernel.label, kernel.release),
+        plan,
+        &runs,
+        &checks,
+    );
     print!("{text}");
     std::fs::write(dir.join("table.txt"), &text)?;
     println!("xtask fstests: table and runs in {}", dir.display());

@@ -12,15 +12,12 @@ use super::{
     check::Check,
     parse::{Outcome, buf_delta, is_buf_alloc},
 };
-use crate::kernels::Kernel;
-
-pub fn render(kernel: &Kernel, plan: &Plan, runs: &[Run], checks: &[(RunKind, Check)]) -> String {
+/// The whole table; `kernel` names the kernel (label and release).
+pub fn render(kernel: &str, plan: &Plan, runs: &[Run], checks: &[(RunKind, Check)]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "\nfstests on {} ({}): XFS with -n size=65536 on loop devices in tmpfs; ./check {}",
-        kernel.label,
-        kernel.release,
+        "\nfstests on {kernel}: XFS with -n size=65536 on loop devices in tmpfs; ./check {}",
         plan.check_args.join(" ")
     );
     if let Some(order) = plan.realistic {
@@ -302,5 +299,128 @@ fn kernel_log(o: &mut String, runs: &[Run]) {
         for l in r.kernel_log.iter().take(20) {
             let _ = writeln!(o, "  | {l}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::{
+        Behaviour, CallerCounts, Chain, NofailReport, Summary, TestResult, XfsStats,
+    };
+    use super::*;
+
+    fn run(kind: RunKind, outcome: Outcome, report: Option<NofailReport>) -> Run {
+        Run {
+            kind,
+            guest_status: 0,
+            secs: 100.0,
+            summary: Summary::parse(
+                "tp_vmalloc 1603\ntp_vmalloc_lost 0\ntp_fallback 1801\ndone 1\n",
+            ),
+            results: Ok(vec![
+                TestResult {
+                    name: "generic/117".into(),
+                    secs: Some(17),
+                    outcome,
+                },
+                TestResult {
+                    name: "generic/020".into(),
+                    secs: None,
+                    outcome: Outcome::NotRun("no attr support".into()),
+                },
+            ]),
+            stats: Ok((
+                XfsStats::parse("buf 1 10 0 0 0 0 5 0 0\n").unwrap(),
+                XfsStats::parse("buf 1 90 0 0 0 0 178 0 0\n").unwrap(),
+            )),
+            report: report.map(Ok),
+            kernel_log: vec!["[ 9.1] WARNING: CPU: 0 PID: 7 at fs/xfs/x.c:1".into()],
+        }
+    }
+
+    #[test]
+    fn table_shows_results_counts_chains_and_checks() {
+        let report = NofailReport {
+            command: "inject".into(),
+            callers: vec![CallerCounts {
+                caller: "xfs_buf_alloc+0x336".into(),
+                calls: 1777,
+                null_returns: 174,
+                injected: 174,
+                open_coded_retries: 173,
+                ..Default::default()
+            }],
+            chains: vec![Chain {
+                caller: "xfs_buf_alloc+0x336".into(),
+                frames: vec![
+                    "xfs_buf_alloc+0x336".into(),
+                    "xfs_buf_get_map+0x1f8".into(),
+                    "xfs_buf_readahead_map+0x2e".into(),
+                ],
+                calls: 1,
+                null_returns: 1,
+                open_coded_retries: 0,
+                injected: 1,
+            }],
+            injected_total: Some(174),
+            behaviour: vec![Behaviour {
+                caller: "xfs_buf_alloc+0x336".into(),
+                injected: 174,
+                null_returned: 174,
+                open_coded_retries: 173,
+                absorbed: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let plan = Plan {
+            check_args: vec!["generic/117".into(), "generic/020".into()],
+            realistic: Some(1),
+            runs: vec![RunKind::Untraced, RunKind::Inject],
+            rule: vec!["--stage".into(), "area".into()],
+            timeout: 1,
+            name: None,
+        };
+        let runs = [
+            run(RunKind::Untraced, Outcome::Pass, None),
+            run(
+                RunKind::Inject,
+                Outcome::Fail("- output mismatch".into()),
+                Some(report),
+            ),
+        ];
+        let checks = [(
+            RunKind::Inject,
+            Check {
+                name: "nofail open-coded retries = xb_page_retries".into(),
+                ok: false,
+                detail: "nofail: 173, XFS: +173".into(),
+            },
+        )];
+        let t = render("test (7.2.13)", &plan, &runs, &checks);
+        for want in [
+            "fstests on test (7.2.13)",
+            "order >= 1 under xfs_buf_alloc",
+            "generic/117    pass 17s     FAIL",
+            "generic/020 not run: no attr support",
+            "generic/117 failed in the inject run: - output mismatch",
+            "xfs_buf_alloc+0x336: 174 injected; NULL returned 174: retried by hand 173, error to userspace 0, absorbed 1",
+            "1 NULL (1 injected), 0 retried by hand: xfs_buf_alloc+0x336 <- xfs_buf_get_map+0x1f8 <- xfs_buf_readahead_map+0x2e",
+            "WARNING: CPU: 0",
+            "FAIL  inject    nofail open-coded retries = xb_page_retries",
+        ] {
+            assert!(t.contains(want), "table lacks {want:?}:\n{t}");
+        }
+        // nofail's calls minus NULLs beside the tracepoint, retries beside
+        // xb_page_retries (+173), the fallback count.
+        let row = t
+            .lines()
+            .find(|l| l.starts_with("inject") && l.contains("+173"))
+            .unwrap_or_else(|| panic!("no inject row with +173:\n{t}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["inject", "1603", "1603", "173", "+173", "+80", "1801"]
+        );
     }
 }
