@@ -114,6 +114,10 @@ pub struct FstestsArgs {
     /// replace each other's files).
     #[arg(long)]
     pub name: Option<String>,
+    /// Boot nothing: print the table again from the files the runs of
+    /// the same set (kernel, --realistic, --name, --runs) left.
+    #[arg(long)]
+    pub reread: bool,
     /// Tests to run (e.g. generic/006 xfs/432); the CI set when neither
     /// tests nor --group are given.
     pub tests: Vec<String>,
@@ -133,6 +137,8 @@ pub struct Plan {
     pub rule: Vec<String>,
     pub timeout: u64,
     pub name: Option<String>,
+    /// Read the runs an earlier invocation left instead of booting.
+    pub reread: bool,
 }
 
 impl Plan {
@@ -168,6 +174,7 @@ impl Plan {
             },
             timeout: args.timeout.unwrap_or(timeout),
             name: args.name.clone(),
+            reread: args.reread,
         }
     }
 
@@ -180,6 +187,7 @@ impl Plan {
             rule: DEFAULT_RULE.iter().map(|s| s.to_string()).collect(),
             timeout: 900,
             name: Some("ci".into()),
+            reread: false,
         }
     }
 
@@ -231,24 +239,40 @@ pub struct Run {
 /// untraced run passed and every exactness check holds.
 pub fn run(kernel: &Kernel, plan: &Plan) -> Result<bool> {
     let root = workspace_root();
-    let tree = build::ensure()?;
-    let nofail = if plan.runs.iter().any(|r| *r != RunKind::Untraced) {
-        Some(crate::dist::build()?)
-    } else {
-        None
-    };
     let dir = root.join("target/fstests").join(plan.label(kernel));
     let mut runs = Vec::new();
-    for &kind in &plan.runs {
-        runs.push(run_one(
-            kernel,
-            plan,
-            kind,
-            &root,
-            &tree,
-            nofail.as_deref(),
-            &dir,
-        )?);
+    if plan.reread {
+        for &kind in &plan.runs {
+            let out = dir.join(kind.as_str());
+            let status = std::fs::read_to_string(out.join("guest-status")).with_context(|| {
+                format!("no earlier {} run in {}", kind.as_str(), out.display())
+            })?;
+            let (code, secs) = status.trim().split_once(' ').unwrap_or(("", ""));
+            runs.push(read_run(
+                kind,
+                code.parse().context("guest-status")?,
+                secs.parse().context("guest-status")?,
+                &out,
+            ));
+        }
+    } else {
+        let tree = build::ensure()?;
+        let nofail = if plan.runs.iter().any(|r| *r != RunKind::Untraced) {
+            Some(crate::dist::build()?)
+        } else {
+            None
+        };
+        for &kind in &plan.runs {
+            runs.push(run_one(
+                kernel,
+                plan,
+                kind,
+                &root,
+                &tree,
+                nofail.as_deref(),
+                &dir,
+            )?);
+        }
     }
     let checks = checks(&runs);
     let text = table::render(
@@ -333,6 +357,11 @@ fn run_one(
         cpus: 2,
     })?;
     let secs = t0.elapsed().as_secs_f64();
+    // For --reread.
+    std::fs::write(
+        out.join("guest-status"),
+        format!("{guest_status} {secs:.1}\n"),
+    )?;
     Ok(read_run(kind, guest_status, secs, &out))
 }
 

@@ -204,6 +204,8 @@ pub struct CallerCounts {
     pub nofail_calls: u64,
     pub null_returns: u64,
     pub injected: u64,
+    pub area_failures: u64,
+    pub mapping_failures: u64,
     pub open_coded_retries: u64,
     pub area_retries: u64,
     pub mapping_retries: u64,
@@ -287,6 +289,8 @@ impl NofailReport {
                     nofail_calls: u(r, "nofail_calls")?,
                     null_returns: u(r, "null_returns")?,
                     injected: u(r, "injected")?,
+                    area_failures: u(r, "area_failures")?,
+                    mapping_failures: u(r, "mapping_failures")?,
                     open_coded_retries: u(r, "open_coded_retries")?,
                     area_retries: u(r, "area_retries")?,
                     mapping_retries: u(r, "mapping_retries")?,
@@ -483,7 +487,8 @@ Failed 1 of 4 tests
     fn row(caller: &str) -> Value {
         serde_json::json!({
             "caller": caller, "calls": 10, "nofail_calls": 0, "null_returns": 2,
-            "injected": 2, "open_coded_retries": 1, "area_retries": 0, "mapping_retries": 0
+            "injected": 2, "area_failures": 2, "mapping_failures": 0,
+            "open_coded_retries": 1, "area_retries": 0, "mapping_retries": 0
         })
     }
 
@@ -533,6 +538,8 @@ Failed 1 of 4 tests
             "nofail_calls",
             "null_returns",
             "injected",
+            "area_failures",
+            "mapping_failures",
             "open_coded_retries",
             "area_retries",
             "mapping_retries",

@@ -153,8 +153,17 @@ fn callers(o: &mut String, runs: &[Run]) {
     }
     let _ = writeln!(
         o,
-        "\nvmalloc calls per xfs_ caller (nofail):\n{:<8} {:<40} {:>7} {:>7} {:>6} {:>9} {:>8} {:>8} {:>9}",
-        "RUN", "CALLER", "CALLS", "NOFAIL", "NULL", "INJECTED", "BY-HAND", "TO-USER", "ABSORBED"
+        "\nvmalloc calls per xfs_ caller (nofail; FAILED: area and mapping stage failures):\n{:<8} {:<40} {:>7} {:>7} {:>9} {:>7} {:>6} {:>8} {:>8} {:>9}",
+        "RUN",
+        "CALLER",
+        "CALLS",
+        "NOFAIL",
+        "INJECTED",
+        "FAILED",
+        "NULL",
+        "BY-HAND",
+        "TO-USER",
+        "ABSORBED"
     );
     for r in traced {
         let Some(Ok(rep)) = &r.report else {
@@ -173,13 +182,14 @@ fn callers(o: &mut String, runs: &[Run]) {
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             let _ = writeln!(
                 o,
-                "{:<8} {:<40} {:>7} {:>7} {:>6} {:>9} {:>8} {:>8} {:>9}",
+                "{:<8} {:<40} {:>7} {:>7} {:>9} {:>7} {:>6} {:>8} {:>8} {:>9}",
                 r.kind.as_str(),
                 c.caller,
                 c.calls,
                 c.nofail_calls,
-                c.null_returns,
                 c.injected,
+                c.area_failures + c.mapping_failures,
+                c.null_returns,
                 c.open_coded_retries,
                 opt(b.map(|b| b.error_to_userspace)),
                 opt(b.map(|b| b.absorbed)),
@@ -249,6 +259,18 @@ fn not_retried(o: &mut String, runs: &[Run]) {
                 let _ = write!(line, " ({})", calls.join(", "));
             }
             let _ = write!(line, ", absorbed {}", b.absorbed);
+            let failed = rep
+                .callers
+                .iter()
+                .find(|c| c.caller == b.caller)
+                .map_or(0, |c| c.area_failures + c.mapping_failures);
+            let by_vmalloc = b.injected.saturating_sub(failed);
+            if by_vmalloc > 0 {
+                let _ = write!(
+                    line,
+                    "; {by_vmalloc} injected without failing the stage (vmalloc went on without that allocation)"
+                );
+            }
             if b.nofail {
                 line = format!(
                     "{} [NOFAIL]: {} injected, retried in vmalloc {}, still looping {}",
@@ -346,7 +368,8 @@ mod tests {
                 caller: "xfs_buf_alloc+0x336".into(),
                 calls: 1777,
                 null_returns: 174,
-                injected: 174,
+                injected: 175,
+                area_failures: 174,
                 open_coded_retries: 173,
                 ..Default::default()
             }],
@@ -362,10 +385,10 @@ mod tests {
                 open_coded_retries: 0,
                 injected: 1,
             }],
-            injected_total: Some(174),
+            injected_total: Some(175),
             behaviour: vec![Behaviour {
                 caller: "xfs_buf_alloc+0x336".into(),
-                injected: 174,
+                injected: 175,
                 null_returned: 174,
                 open_coded_retries: 173,
                 absorbed: 1,
@@ -380,6 +403,7 @@ mod tests {
             rule: vec!["--stage".into(), "area".into()],
             timeout: 1,
             name: None,
+            reread: false,
         };
         let runs = [
             run(RunKind::Untraced, Outcome::Pass, None),
@@ -404,7 +428,7 @@ mod tests {
             "generic/117    pass 17s     FAIL",
             "generic/020 not run: no attr support",
             "generic/117 failed in the inject run: - output mismatch",
-            "xfs_buf_alloc+0x336: 174 injected; NULL returned 174: retried by hand 173, error to userspace 0, absorbed 1",
+            "xfs_buf_alloc+0x336: 175 injected; NULL returned 174: retried by hand 173, error to userspace 0, absorbed 1; 1 injected without failing the stage",
             "1 NULL (1 injected), 0 retried by hand: xfs_buf_alloc+0x336 <- xfs_buf_get_map+0x1f8 <- xfs_buf_readahead_map+0x2e",
             "WARNING: CPU: 0",
             "FAIL  inject    nofail open-coded retries = xb_page_retries",
