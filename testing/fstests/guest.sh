@@ -17,7 +17,8 @@
 #
 # $OUT/summary gets `key value` lines; $OUT/check.out what ./check
 # printed; $OUT/results/ its results; $OUT/dmesg the kernel log;
-# $OUT/nofail.json nofail's report (traced runs).
+# $OUT/nofail.json nofail's report and $OUT/failed-slab the failed slab
+# allocations per call site (traced runs).
 
 set -u
 mode=$1
@@ -129,6 +130,36 @@ tp_start() { # name event
 	echo 16384 >$d/buffer_size_kb
 	echo 1 >$d/events/$2/enable
 }
+# Failed slab allocations (kmem:kmem_cache_alloc and kmem:kmalloc fire
+# with ptr 0 when one fails), per call site: where nofail's injected
+# failures landed, as the kernel saw them.
+slab_start() {
+	local d=$tracing/instances/nofail_fst_slab was e
+	rmdir $d 2>/dev/null
+	was=$(cat $tracing/options/record-cmd)
+	echo 0 >$tracing/options/record-cmd
+	mkdir $d || die "cannot make trace instance nofail_fst_slab"
+	echo "$was" >$tracing/options/record-cmd
+	echo 16384 >$d/buffer_size_kb
+	for e in kmem_cache_alloc kmalloc; do
+		[ -d $d/events/kmem/$e ] || die "no tracepoint kmem/$e"
+		echo 'ptr == 0' >$d/events/kmem/$e/filter || die "cannot filter kmem/$e"
+		echo 1 >$d/events/kmem/$e/enable
+	done
+}
+slab_stop() {
+	local d=$tracing/instances/nofail_fst_slab lost=0 n f
+	echo 0 >$d/tracing_on
+	grep -o 'call_site=[^ ]*' $d/trace | sed 's/^call_site=//; s|/.*||' |
+		sort | uniq -c | awk '{ print $2, $1 }' >"$out/failed-slab"
+	for f in $d/per_cpu/cpu*/stats; do
+		n=$(awk '$1 == "overrun:" { print $2 }' $f)
+		lost=$((lost + n))
+	done
+	say slab_failed_lost $lost
+	rmdir $d 2>/dev/null
+}
+
 tp_stop() { # name key
 	local d=$tracing/instances/$1 entries=0 overrun=0 n f
 	echo 0 >$d/tracing_on
@@ -162,6 +193,7 @@ traced=false
 if $traced; then
 	tp_start nofail_fst_vmalloc xfs/xfs_buf_backing_vmalloc
 	tp_start nofail_fst_fallback xfs/xfs_buf_backing_fallback
+	slab_start
 fi
 stats before
 say started "$(date +%s)"
@@ -179,6 +211,7 @@ say finished "$(date +%s)"
 say status "$status"
 stats after
 if $traced; then
+	slab_stop
 	tp_stop nofail_fst_vmalloc vmalloc
 	tp_stop nofail_fst_fallback fallback
 fi

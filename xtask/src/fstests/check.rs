@@ -148,6 +148,57 @@ pub fn accounting(report: &NofailReport) -> Result<String> {
     ))
 }
 
+/// The functions of vmalloc's area stage that allocate from slabs
+/// (inlined helpers report their caller's name): `__get_vm_area_node`'s
+/// vm_struct, `alloc_vmap_area`'s vmap_area, its per-CPU preload and
+/// the split's spare.
+pub const AREA_STAGE_FUNCTIONS: [&str; 5] = [
+    "__get_vm_area_node",
+    "alloc_vmap_area",
+    "preload_this_cpu_lock",
+    "__alloc_vmap_area",
+    "va_clip",
+];
+
+fn function_of(site: &str) -> &str {
+    site.split('+').next().unwrap_or(site)
+}
+
+/// Where the injected failures landed, as the kernel saw them: the failed
+/// slab allocations in vmalloc's area stage (kmem events with ptr 0,
+/// counted over the run) equal nofail's injected failures, one for one.
+pub fn slab(report: &NofailReport, sites: &[(String, u64)], summary: &Summary) -> Result<String> {
+    let lost = summary.num("slab_failed_lost")?;
+    ensure!(
+        lost == 0,
+        "the trace instance lost {lost} failed-allocation events"
+    );
+    let injected = report.injected_total.unwrap_or(0);
+    let in_stage: u64 = sites
+        .iter()
+        .filter(|(s, _)| AREA_STAGE_FUNCTIONS.contains(&function_of(s)))
+        .map(|(_, n)| n)
+        .sum();
+    let list: Vec<String> = sites.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    ensure!(
+        in_stage == injected,
+        "{in_stage} failed slab allocations in vmalloc's area stage, {injected} injected (failed allocations: {})",
+        if list.is_empty() {
+            "none".into()
+        } else {
+            list.join(", ")
+        }
+    );
+    Ok(format!(
+        "{in_stage} failed slab allocations in the area stage = {injected} injected ({})",
+        if list.is_empty() {
+            "none failed".into()
+        } else {
+            list.join(", ")
+        }
+    ))
+}
+
 /// nofail saw every call: no run of a counting program skipped, no call
 /// left inside vmalloc when the run ended. Skipped runs of the injector
 /// (`inject_*`, `decide_*`: nested in another BPF program's run on that
@@ -302,6 +353,29 @@ mod tests {
         assert!(accounting(&r).is_ok());
         r.behaviour[0].still_looping = 1;
         assert!(accounting(&r).is_err());
+    }
+
+    #[test]
+    fn failed_slab_allocations_are_the_injected_ones() {
+        let s = Summary::parse("slab_failed_lost 0\n");
+        let r = report(1777, 174, 173);
+        let sites = [
+            ("__get_vm_area_node+0x85".to_string(), 120),
+            ("alloc_vmap_area+0x24a".to_string(), 53),
+            ("alloc_vmap_area+0xa67".to_string(), 1),
+            // A failure elsewhere is listed, not counted.
+            ("alloc_pid+0x5a".to_string(), 2),
+        ];
+        assert!(slab(&r, &sites, &s).is_ok());
+        assert!(slab(&r, &sites[..2], &s).is_err());
+        let lost = Summary::parse("slab_failed_lost 1\n");
+        assert!(slab(&r, &sites, &lost).is_err());
+        assert!(slab(&r, &sites, &Summary::parse("")).is_err());
+        // No injection: no failed allocation in the stage.
+        let mut t = report(10, 0, 0);
+        t.injected_total = None;
+        assert!(slab(&t, &[], &s).is_ok());
+        assert!(slab(&t, &sites[..1], &s).is_err());
     }
 
     #[test]

@@ -254,6 +254,8 @@ pub struct Run {
     pub stats: Result<(XfsStats, XfsStats)>,
     /// nofail's report (traced runs).
     pub report: Option<Result<NofailReport>>,
+    /// Failed slab allocations per call site (traced runs).
+    pub failed_slab: Option<Result<Vec<(String, u64)>>>,
     /// Kernel log lines that speak of trouble (WARNING, BUG, a hung task...).
     pub kernel_log: Vec<String>,
 }
@@ -405,6 +407,8 @@ fn read_run(kind: RunKind, guest_status: i32, secs: f64, out: &Path) -> Run {
     })();
     let report = (kind != RunKind::Untraced)
         .then(|| read("nofail.json").and_then(|t| NofailReport::parse(&t)));
+    let failed_slab = (kind != RunKind::Untraced)
+        .then(|| read("failed-slab").and_then(|t| parse::failed_slab(&t)));
     let kernel_log = trouble(&read("dmesg").unwrap_or_default());
     Run {
         kind,
@@ -414,6 +418,7 @@ fn read_run(kind: RunKind, guest_status: i32, secs: f64, out: &Path) -> Run {
         results,
         stats,
         report,
+        failed_slab,
         kernel_log,
     }
 }
@@ -484,6 +489,17 @@ fn checks(runs: &[Run]) -> Vec<(RunKind, Check)> {
                 match &r.stats {
                     Ok((b, a)) => check::page_retries(report, b, a),
                     Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                },
+            ),
+        ));
+        out.push((
+            k,
+            Check::from(
+                "failed slab allocations in the area stage = injected",
+                match &r.failed_slab {
+                    Some(Ok(sites)) => check::slab(report, sites, &r.summary),
+                    Some(Err(e)) => Err(anyhow::anyhow!("{e:#}")),
+                    None => Err(anyhow::anyhow!("no failed-slab file")),
                 },
             ),
         ));

@@ -196,6 +196,25 @@ impl Summary {
     }
 }
 
+/// The guest's `failed-slab`: `SITE COUNT` lines, the call sites of
+/// failed slab allocations (kmem events with ptr 0) and how many failed.
+pub fn failed_slab(text: &str) -> Result<Vec<(String, u64)>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (site, n) = l
+                .rsplit_once(' ')
+                .with_context(|| format!("failed-slab line {l:?}"))?;
+            Ok((
+                site.trim().to_string(),
+                n.trim()
+                    .parse()
+                    .with_context(|| format!("failed-slab line {l:?}"))?,
+            ))
+        })
+        .collect()
+}
+
 /// A caller's counts from nofail's report (the fields the checks read).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallerCounts {
@@ -473,6 +492,21 @@ Failed 1 of 4 tests
         let bad = XfsStats::parse("buf 1 x 3 4 5 6 7 8 9\ngc xpc 0\nxpc 1\n").unwrap();
         assert!(bad.buf("xb_get").is_err());
         assert!(XfsStats::parse("").is_err());
+    }
+
+    #[test]
+    fn failed_slab_sites() {
+        let f = failed_slab("__get_vm_area_node+0x85 691\nalloc_vmap_area+0xa67 9\n").unwrap();
+        assert_eq!(
+            f,
+            [
+                ("__get_vm_area_node+0x85".into(), 691),
+                ("alloc_vmap_area+0xa67".into(), 9)
+            ]
+        );
+        assert!(failed_slab("").unwrap().is_empty());
+        assert!(failed_slab("alloc_vmap_area+0xa67 x\n").is_err());
+        assert!(failed_slab("alloc_vmap_area+0xa67\n").is_err());
     }
 
     #[test]

@@ -282,6 +282,18 @@ fn not_retried(o: &mut String, runs: &[Run]) {
             }
             let _ = writeln!(o, "\n{line}");
         }
+        if let Some(Ok(sites)) = &r.failed_slab {
+            let list: Vec<String> = sites.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let _ = writeln!(
+                o,
+                "failed slab allocations (kmem events, ptr 0) by call site: {}",
+                if list.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.join(", ")
+                }
+            );
+        }
         let chains: Vec<_> = rep
             .chains
             .iter()
@@ -356,6 +368,10 @@ mod tests {
                 XfsStats::parse("buf 1 90 0 0 0 0 178 0 0\n").unwrap(),
             )),
             report: report.map(Ok),
+            failed_slab: Some(Ok(vec![
+                ("__get_vm_area_node+0x85".into(), 120),
+                ("alloc_vmap_area+0xa67".into(), 1),
+            ])),
             kernel_log: vec!["[ 9.1] WARNING: CPU: 0 PID: 7 at fs/xfs/x.c:1".into()],
         }
     }
@@ -431,6 +447,7 @@ mod tests {
             "xfs_buf_alloc+0x336: 175 injected; NULL returned 174: retried by hand 173, error to userspace 0, absorbed 1; 1 injected without failing the stage",
             "1 NULL (1 injected), 0 retried by hand: xfs_buf_alloc+0x336 <- xfs_buf_get_map+0x1f8 <- xfs_buf_readahead_map+0x2e",
             "WARNING: CPU: 0",
+            "by call site: __get_vm_area_node+0x85 120, alloc_vmap_area+0xa67 1",
             "FAIL  inject    nofail open-coded retries = xb_page_retries",
         ] {
             assert!(t.contains(want), "table lacks {want:?}:\n{t}");
