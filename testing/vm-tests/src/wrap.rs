@@ -241,7 +241,7 @@ pub fn command_only_counts_the_commands_maps(ctx: &Ctx) -> Result<()> {
     nothing_left(&before)
 }
 
-/// On the test kernel: `inject -- COMMAND` whose command drives the
+/// On the test kernel: `inject --command-only -- COMMAND` whose command drives the
 /// trigger's NOFAIL call with its first 3 attempts failed (3 retries, p99
 /// bucket bound 3). A gate of p99 <= 1 fails: exit 3 and one gate line;
 /// the command failing as well wins (exit 5, the gate line still said);
@@ -252,8 +252,12 @@ pub fn gate_exits_3(ctx: &Ctx) -> Result<()> {
     let drive = format!(
         "echo 65536 > {d}/size && echo 1 > {d}/count && echo 0 > {d}/fail && echo vmalloc_nofail > {d}/run"
     );
+    // --command-only: the trigger's call is made by the command's shell
+    // (its debugfs write), so it is counted and failed inside the cgroup.
+    cgroup2()?;
     let rule = [
         "inject",
+        "--command-only",
         "--stage",
         "area",
         "--caller",
