@@ -30,9 +30,11 @@ static CORE_TEXT: [u64; 4] = [0; 4];
 #[unsafe(no_mangle)]
 static AREA_NODE_TEXT: [u64; 4] = [0; 4];
 /// `schedule_timeout_uninterruptible`, the retry sleep, and
-/// `schedule_timeout`, which it may tail-call (leaving no frame of its own).
+/// `schedule_timeout`, which it may tail-call (leaving no frame of its
+/// own); then `vmap_nofail_wait`, the area stage's wait on a kernel with
+/// testing/patches/vmalloc-nofail-event-wait.patch (0 elsewhere).
 #[unsafe(no_mangle)]
-static SLEEP_TEXT: [u64; 4] = [0; 4];
+static SLEEP_TEXT: [u64; 6] = [0; 6];
 
 /// `warn_alloc`, to tell sentinel mode's kprobe there from the sleeps'.
 #[unsafe(no_mangle)]

@@ -49,6 +49,34 @@ pub fn retry_sleep_kretprobe(_ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// With testing/patches/vmalloc-nofail-event-wait.patch the area stage
+/// waits in `vmap_nofail_wait(start, end)` for vmap space to be freed
+/// instead (a retry sleep all the same, after the failure report). Its
+/// timeout is no argument: no jiffies asked are counted for it.
+#[fentry(function = "vmap_nofail_wait")]
+pub fn event_wait_fentry(ctx: FEntryContext) -> u32 {
+    try_sleep_enter(&ctx, 0, true);
+    0
+}
+
+#[fexit(function = "vmap_nofail_wait")]
+pub fn event_wait_fexit(_ctx: FExitContext) -> u32 {
+    try_sleep_exit();
+    0
+}
+
+#[kprobe]
+pub fn event_wait_kprobe(ctx: ProbeContext) -> u32 {
+    try_sleep_enter(&ctx, 0, true);
+    0
+}
+
+#[kretprobe]
+pub fn event_wait_kretprobe(_ctx: RetProbeContext) -> u32 {
+    try_sleep_exit();
+    0
+}
+
 #[fentry(function = "io_schedule_timeout")]
 pub fn io_sleep_fentry(ctx: FEntryContext) -> u32 {
     try_sleep_enter(&ctx, ctx.arg::<i64>(0), false);

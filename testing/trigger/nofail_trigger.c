@@ -37,6 +37,7 @@
  * at a known retry sleep (see exhaust_write()).
  */
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/kallsyms.h>
 #include <linux/kprobes.h>
 #include <linux/kthread.h>
@@ -257,6 +258,12 @@ static atomic_t ex_sleeps = ATOMIC_INIT(0);
 static u64 sleep_ns[EXHAUST_MAX], wake_ns[EXHAUST_MAX];
 static u64 free_start_ns, free_end_ns;
 static atomic_t ex_wakes = ATOMIC_INIT(0);
+/* Timed mode (ex_free_us > 0): the frees come at set times after the
+ * first retry sleep began, from ex_freer, whatever the sleeps do; ret_ns
+ * is when the NOFAIL call returned. */
+static u32 ex_free_us;
+static struct task_struct *ex_freer;
+static u64 ret_ns;
 
 static get_area_fn get_area(void)
 {
@@ -308,6 +315,8 @@ static int ex_sleep_enter(struct kprobe *kp, struct pt_regs *regs)
 	n = atomic_inc_return(&ex_sleeps);
 	if (n <= EXHAUST_MAX)
 		sleep_ns[n - 1] = ktime_get_ns();
+	if (ex_free_us)
+		return 0;
 	if (!ex_mapping && n <= (int)ex_decoys)
 		atomic_inc(&decoys_due);
 	if (n == (int)ex_free_at)
@@ -341,6 +350,66 @@ static struct kretprobe wake_probe = {
 };
 static bool sleep_probes;
 
+/* The area stage's wait on a kernel with testing/patches/
+ * vmalloc-nofail-event-wait.patch: a retry sleep like the one above. */
+static struct kprobe event_wait_probe = {
+	.symbol_name = "vmap_nofail_wait",
+	.pre_handler = ex_sleep_enter,
+};
+static struct kretprobe event_wake_probe = {
+	.kp.symbol_name = "vmap_nofail_wait",
+	.handler = ex_sleep_return,
+	.maxactive = 8,
+};
+static bool event_wait_probes;
+
+/* Timed mode: waits for the first retry sleep, then frees decoy i at
+ * i * FREE_US / (DECOYS + 1) after its start and the window's reservation
+ * (or the held page) at FREE_US, on hrtimer sleeps (not on a jiffy tick,
+ * where the stock loop's timer also fires). */
+static void sleep_until(u64 t)
+{
+	u64 now = ktime_get_ns();
+
+	if (t > now)
+		usleep_range((t - now) / 1000, (t - now) / 1000 + 10);
+}
+
+static int freer_thread(void *unused)
+{
+	u64 t0, give_up = ktime_get_ns() + 10 * NSEC_PER_SEC;
+	int i;
+
+	/* No retry sleep in 10 s (a sleep this module cannot probe): free
+	 * anyway, so that the call ends; sleeps=0 tells the test. */
+	while (!atomic_read(&ex_sleeps) && ktime_get_ns() < give_up) {
+		if (kthread_should_stop() || smp_load_acquire(&ex_done))
+			goto out;
+		usleep_range(20, 40);
+	}
+	t0 = atomic_read(&ex_sleeps) ? READ_ONCE(sleep_ns[0]) : ktime_get_ns();
+	for (i = 0; i < n_decoys; i++) {
+		sleep_until(t0 + (u64)ex_free_us * 1000 * (i + 1) / (n_decoys + 1));
+		free_vm_area(decoy_areas[i]);
+		decoy_areas[i] = NULL;
+		decoys_freed++;
+	}
+	sleep_until(t0 + (u64)ex_free_us * 1000);
+	WRITE_ONCE(free_start_ns, ktime_get_ns());
+	if (ex_mapping) {
+		__free_page(held_page);
+		held_page = NULL;
+	} else {
+		free_vm_area(window_areas[0]);
+		window_areas[0] = NULL;
+	}
+	WRITE_ONCE(free_end_ns, ktime_get_ns());
+out:
+	while (!kthread_should_stop())
+		schedule_timeout_interruptible(1);
+	return 0;
+}
+
 static noinline void *site_vmalloc_nofail_window(unsigned long sz)
 {
 	vmalloc_range_fn fn = vmalloc_range();
@@ -359,6 +428,10 @@ static void release_reservations(void)
 	int i;
 
 	flush_work(&free_work);
+	if (ex_freer) {
+		kthread_stop(ex_freer);
+		ex_freer = NULL;
+	}
 	for (i = 0; i < n_window; i++)
 		if (window_areas[i])
 			free_vm_area(window_areas[i]);
@@ -383,6 +456,7 @@ static int exhaust_thread(void *unused)
 		p = site_vmalloc_nofail_fresh_armed(READ_ONCE(ex_size));
 	else
 		p = site_vmalloc_nofail_window(READ_ONCE(ex_size));
+	WRITE_ONCE(ret_ns, ktime_get_ns());
 	WRITE_ONCE(ex_task, NULL);
 	ex_ok = p != NULL;
 	if (p)
@@ -403,9 +477,12 @@ static int exhaust_start(char *cmd)
 		return -EBUSY;
 	n_window = n_decoys = decoys_freed = 0;
 	ex_decoys = 0;
+	ex_free_at = 0;
+	ex_free_us = 0;
 	atomic_set(&decoys_due, 0);
 	free_due = 0;
-	if (sscanf(cmd, "area %u %u %u", &pages, &ex_decoys, &ex_free_at) == 3) {
+	if (sscanf(cmd, "area_timed %u %u %u", &pages, &ex_decoys, &ex_free_us) == 3 ||
+	    sscanf(cmd, "area %u %u %u", &pages, &ex_decoys, &ex_free_at) == 3) {
 		if (!reserve || pages < 2 || pages > 2 * EXHAUST_MAX || ex_decoys > EXHAUST_MAX)
 			return -EINVAL;
 		ex_mapping = false;
@@ -428,7 +505,8 @@ static int exhaust_start(char *cmd)
 				break;
 			decoy_areas[n_decoys++] = a;
 		}
-	} else if (sscanf(cmd, "mapping %u", &ex_free_at) == 1) {
+	} else if (sscanf(cmd, "mapping_timed %u", &ex_free_us) == 1 ||
+		   sscanf(cmd, "mapping %u", &ex_free_at) == 1) {
 		ex_mapping = true;
 		ex_size = 64 << 10;
 		held_page = alloc_page(GFP_KERNEL);
@@ -441,8 +519,16 @@ static int exhaust_start(char *cmd)
 	atomic_set(&ex_wakes, 0);
 	memset(sleep_ns, 0, sizeof(sleep_ns));
 	memset(wake_ns, 0, sizeof(wake_ns));
-	free_start_ns = free_end_ns = 0;
+	free_start_ns = free_end_ns = ret_ns = 0;
 	ex_done = ex_ok = 0;
+	if (ex_free_us) {
+		ex_freer = kthread_run(freer_thread, NULL, "nofail_freer");
+		if (IS_ERR(ex_freer)) {
+			ex_freer = NULL;
+			release_reservations();
+			return -ENOMEM;
+		}
+	}
 	t = kthread_create(exhaust_thread, NULL, "nofail_exhaust");
 	if (IS_ERR(t)) {
 		release_reservations();
@@ -480,11 +566,12 @@ static ssize_t exhaust_read(struct file *file, char __user *buf, size_t len, lof
 	if (!text)
 		return -ENOMEM;
 	off = scnprintf(text, cap,
-			"done=%d ok=%d tid=%d window=%d decoys=%d decoys_freed=%d sleeps=%d free_start_ns=%llu free_end_ns=%llu\n",
+			"done=%d ok=%d tid=%d window=%d decoys=%d decoys_freed=%d sleeps=%d free_start_ns=%llu free_end_ns=%llu ret_ns=%llu\n",
 			smp_load_acquire(&ex_done), ex_ok, ex_tid, window_reserved, n_decoys,
 			decoys_freed, atomic_read(&ex_sleeps),
 			(unsigned long long)READ_ONCE(free_start_ns),
-			(unsigned long long)READ_ONCE(free_end_ns));
+			(unsigned long long)READ_ONCE(free_end_ns),
+			(unsigned long long)READ_ONCE(ret_ns));
 	for (i = 0; i < n; i++)
 		off += scnprintf(text + off, cap - off, "sleep %llu %llu\n",
 				 (unsigned long long)sleep_ns[i],
@@ -691,6 +778,12 @@ static int __init trigger_init(void)
 	}
 	if (!sleep_probes)
 		pr_warn("nofail_trigger: no probe on schedule_timeout_uninterruptible: exhaust unavailable\n");
+	/* Only on a kernel with the event-wait patch. */
+	event_wait_probes = sleep_probes && register_kprobe(&event_wait_probe) == 0;
+	if (event_wait_probes && register_kretprobe(&event_wake_probe)) {
+		unregister_kprobe(&event_wait_probe);
+		event_wait_probes = false;
+	}
 	dir = debugfs_create_dir("nofail_trigger", NULL);
 	debugfs_create_u64("size", 0600, dir, &size);
 	debugfs_create_u32("count", 0600, dir, &count);
@@ -710,6 +803,10 @@ static void __exit trigger_exit(void)
 	if (mapping_probe_registered)
 		unregister_kprobe(&mapping_probe);
 	debugfs_remove_recursive(dir);
+	if (event_wait_probes) {
+		unregister_kretprobe(&event_wake_probe);
+		unregister_kprobe(&event_wait_probe);
+	}
 	if (sleep_probes) {
 		unregister_kretprobe(&wake_probe);
 		unregister_kprobe(&sleep_probe);

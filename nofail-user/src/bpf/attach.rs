@@ -197,6 +197,23 @@ pub const WHAT_IF_ROLES: &[Role] = &[Role {
     programs: Programs::entry_only("vmap_free_fentry", "vmap_free_kprobe"),
 }];
 
+/// The area stage's event-driven wait of a kernel built with
+/// testing/patches/vmalloc-nofail-event-wait.patch, a retry sleep like
+/// `schedule_timeout_uninterruptible`; attached where it exists (no
+/// released kernel has it, so its absence is not reported).
+pub const EVENT_WAIT_ROLES: &[Role] = &[Role {
+    name: "event-wait",
+    candidates: &["vmap_nofail_wait"],
+    required: false,
+    lost: "area-stage retry sleeps of the event-wait patch",
+    programs: Programs::both(
+        "event_wait_fentry",
+        "event_wait_fexit",
+        "event_wait_kprobe",
+        "event_wait_kretprobe",
+    ),
+}];
+
 /// `--what-if`: page frees (raw tracepoint `kmem:mm_page_free`), for the
 /// mapping stage.
 pub const PAGE_FREE_TP: &str = "mm_page_free";

@@ -19,7 +19,7 @@ use crate::{
 pub struct TextGlobals {
     core: [u64; 4],
     area_node: [u64; 4],
-    sleep: [u64; 4],
+    sleep: [u64; 6],
     /// `warn_alloc`, which sentinel mode's shared kprobe tells apart.
     warn: [u64; 2],
     process_timeout: u64,
@@ -43,10 +43,12 @@ impl TextGlobals {
             .find_map(|name| with_cold(k, name))?;
         let (ss, se) = k.extent("schedule_timeout_uninterruptible")?;
         let (ts, te) = k.extent("schedule_timeout")?;
+        // The event-wait patch's area-stage wait (testing/patches).
+        let (ws, we) = k.extent("vmap_nofail_wait").unwrap_or((0, 0));
         Some(Self {
             core,
             area_node: with_cold(k, "__vmalloc_area_node").unwrap_or_default(),
-            sleep: [ss, se, ts, te],
+            sleep: [ss, se, ts, te, ws, we],
             warn: k.extent("warn_alloc").map_or([0; 2], |(s, e)| [s, e]),
             process_timeout: k.extent("process_timeout")?.0,
             kernel_text: [

@@ -166,6 +166,9 @@ impl Tracer {
             attached,
             warnings,
         };
+        if tracer.core_mode().is_some() {
+            tracer.attach_like_core(view, attach::EVENT_WAIT_ROLES)?;
+        }
         if globals.what_if {
             // Dropping the tracer detaches what was attached.
             tracer.attach_what_if(view)?;
@@ -495,8 +498,8 @@ mod tests {
     use super::OBJECT;
     use crate::bpf::{
         attach::{
-            AREA_INJECT, MAPPING_INJECT, ROLES, SENTINEL_ROLES, STAGE_ROLES, SYSCALL_EXIT,
-            TRACEPOINT_ROLES,
+            AREA_INJECT, EVENT_WAIT_ROLES, MAPPING_INJECT, ROLES, SENTINEL_ROLES, STAGE_ROLES,
+            SYSCALL_EXIT, TRACEPOINT_ROLES,
         },
         one_line,
     };
@@ -510,6 +513,7 @@ mod tests {
         let mut named: Vec<&str> = ROLES
             .iter()
             .chain(STAGE_ROLES)
+            .chain(EVENT_WAIT_ROLES)
             .chain(SENTINEL_ROLES)
             .flat_map(|r| {
                 let p = &r.programs;

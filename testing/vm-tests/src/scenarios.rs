@@ -378,6 +378,12 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 crate::whatif::mapping_page_frees,
             )
             .needs(&[FAIL_PAGE_ALLOC]),
+            // The stock side of testing/patches/vmalloc-nofail-event-wait:
+            // frees at set times after the first failure (timed_*.json).
+            case("whatif_timed_area", crate::whatif::timed_area_stock),
+            case("whatif_timed_decoys", crate::whatif::timed_decoys_stock),
+            case("whatif_timed_mapping", crate::whatif::timed_mapping_any)
+                .needs(&[FAIL_PAGE_ALLOC]),
             case(
                 "mapping_stage_failure_counted",
                 mapping_stage_failure_counted,
@@ -417,6 +423,29 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 ..case(
                     "mapping_partial_map_patched_retries_once",
                     crate::patched::partial_map_retries_once,
+                )
+            }
+            .needs(&[FAIL_PAGE_ALLOC]),
+            // The same timed runs on the kernel with the event-driven wait.
+            Case {
+                patch: Some(crate::whatif::EVENT_WAIT_PATCH),
+                ..case(
+                    "event_wait_area_woken_by_free",
+                    crate::whatif::event_wait_area,
+                )
+            },
+            Case {
+                patch: Some(crate::whatif::EVENT_WAIT_PATCH),
+                ..case(
+                    "event_wait_decoys_do_not_wake",
+                    crate::whatif::event_wait_decoys,
+                )
+            },
+            Case {
+                patch: Some(crate::whatif::EVENT_WAIT_PATCH),
+                ..case(
+                    "event_wait_mapping_keeps_jiffy",
+                    crate::whatif::timed_mapping_any,
                 )
             }
             .needs(&[FAIL_PAGE_ALLOC]),

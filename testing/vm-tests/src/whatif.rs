@@ -15,6 +15,10 @@ use crate::{
 
 const DIR: &str = "/sys/kernel/debug/nofail_trigger";
 
+/// testing/patches/vmalloc-nofail-event-wait.patch: the area stage's NOFAIL
+/// loop waits for vmap space to be freed (`vmap_nofail_wait`).
+pub const EVENT_WAIT_PATCH: &str = "vmalloc-nofail-event-wait";
+
 /// What `exhaust_results` says of the last exhaustion run.
 #[derive(Debug)]
 struct Exhaust {
@@ -24,6 +28,8 @@ struct Exhaust {
     sleeps: u64,
     free_start_ns: u64,
     free_end_ns: u64,
+    /// When the NOFAIL call returned (0 if it has not).
+    ret_ns: u64,
     /// (sleep entry, wake) per retry sleep, in order.
     sleeps_at: Vec<(u64, u64)>,
 }
@@ -72,6 +78,7 @@ fn finished() -> Result<Exhaust> {
                 sleeps: get("sleeps")?,
                 free_start_ns: get("free_start_ns")?,
                 free_end_ns: get("free_end_ns")?,
+                ret_ns: get("ret_ns")?,
                 sleeps_at,
             });
         }
@@ -250,4 +257,228 @@ pub fn mapping_page_frees(ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     bail!("in 3 runs the trigger's page free never fell inside the 2nd retry sleep")
+}
+
+/// What a timed exhaustion run measured, on either kernel: the trigger's
+/// clock for the truth, nofail's `--what-if` for the rest. Written as
+/// `timed_<kind>.json` into the kernel's results, where `cargo xtask
+/// event-wait` (and CI) put the stock and patched runs side by side.
+#[derive(Debug, serde::Serialize)]
+pub struct Timed {
+    pub kind: &'static str,
+    pub hz: u64,
+    /// When the trigger freed what ends the failures, after the first
+    /// retry sleep began, ns.
+    pub free_after_ns: u64,
+    /// Retry sleeps (trigger) = NOFAIL retries (nofail).
+    pub retries: u64,
+    /// nofail --what-if: retries after which nothing the stage needs was
+    /// freed, and the others.
+    pub futile: u64,
+    pub freed: u64,
+    /// The stall: the first retry sleep's start to the call's return
+    /// (trigger).
+    pub stall_ns: u64,
+    /// The retry sleeps, as nofail measured them, and as --what-if says
+    /// they would have been with a wake at the first relevant free.
+    pub slept_ns: u64,
+    pub whatif_slept_ns: u64,
+    /// --what-if's wake delay (first relevant free to wake) summed.
+    pub wake_delay_ns: u64,
+    /// The trigger's: the end of its free to the wake of the sleep it fell
+    /// in (0 when it fell between sleeps).
+    pub truth_wake_delay_ns: u64,
+}
+
+impl Timed {
+    /// --what-if's stall had a free woken the task: the stall less what
+    /// the wake at the first relevant free would have saved.
+    pub fn predicted_stall_ns(&self) -> u64 {
+        self.stall_ns
+            .saturating_sub(self.slept_ns.saturating_sub(self.whatif_slept_ns))
+    }
+}
+
+/// Milliseconds from the first retry sleep to the trigger's free in the
+/// timed runs: several stock sleeps (a jiffy lasts 4 ms at HZ=250, longer
+/// under TCG), well inside the patch's 100 ms backstop.
+const FREE_AFTER_MS: u64 = 40;
+
+/// One timed run under `nofail trace --what-if`: `cmd` is the trigger's
+/// exhaust command, `site` the caller. Runs again (up to 3 times) when
+/// the free did not land inside a retry sleep: the truth is then not
+/// exact.
+fn timed(ctx: &Ctx, kind: &'static str, cmd: &str, site: &str, inject: u64) -> Result<Timed> {
+    ctx.load_trigger()?;
+    let hz = trigger::hz()?;
+    for attempt in 1..=3 {
+        let trace = Trace::start(ctx, &format!("timed_{kind}_{attempt}"), &["--what-if"])?;
+        if inject > 0 {
+            Injector::FailPageAlloc.arm(inject)?;
+        }
+        let run = start(cmd).and_then(|_| finished());
+        if inject > 0 {
+            let left = Injector::FailPageAlloc.remaining();
+            Injector::FailPageAlloc.disarm()?;
+            ensure!(left? == 0, "fail_page_alloc had budget left");
+        }
+        let report = trace.finish()?;
+        let ex = run?;
+        ensure!(
+            ex.ok == 1 && ex.ret_ns > 0,
+            "the NOFAIL call failed: {ex:?}"
+        );
+        let Some(inside) = ex.free_inside() else {
+            println!("  (run {attempt}: the free fell between retry sleeps; running again)");
+            continue;
+        };
+        let row = row(&report, site)?;
+        let got = |f: &str| field(row, f);
+        let retries = got("area_retries")? + got("mapping_retries")?;
+        ensure!(
+            retries == ex.sleeps && got("sleeps")? == ex.sleeps && got("calls")? == 1,
+            "kernel: {} retry sleeps; nofail: {row}",
+            ex.sleeps
+        );
+        let (futile, freed) = (got("futile_retries")?, got("freed_retries")?);
+        ensure!(
+            futile + freed == retries,
+            "{futile} futile + {freed} freed != {retries} retries"
+        );
+        let (_, wake) = ex.sleeps_at[inside - 1];
+        let first_sleep = ex.sleeps_at[0].0;
+        let t = Timed {
+            kind,
+            hz,
+            free_after_ns: ex.free_start_ns - first_sleep,
+            retries,
+            futile,
+            freed,
+            stall_ns: ex.ret_ns - first_sleep,
+            slept_ns: got("slept_ns")?,
+            whatif_slept_ns: got("whatif_slept_ns")?,
+            wake_delay_ns: got("wake_delay_ns")?,
+            truth_wake_delay_ns: wake.saturating_sub(ex.free_end_ns),
+        };
+        std::fs::write(
+            ctx.out.join(format!("timed_{kind}.json")),
+            serde_json::to_string_pretty(&t)?,
+        )?;
+        println!(
+            "  ({retries} retries, {futile} futile; free {:.1} ms after the first sleep, in sleep {inside}; stall {:.1} ms, --what-if predicts {:.1} ms; wake delay {:.2} ms)",
+            t.free_after_ns as f64 / 1e6,
+            t.stall_ns as f64 / 1e6,
+            t.predicted_stall_ns() as f64 / 1e6,
+            t.truth_wake_delay_ns as f64 / 1e6
+        );
+        return Ok(t);
+    }
+    bail!("in 3 runs the trigger's free never fell inside a retry sleep")
+}
+
+fn timed_area(ctx: &Ctx, kind: &'static str, decoys: u64) -> Result<Timed> {
+    let t = timed(
+        ctx,
+        kind,
+        &format!("area_timed 16 {decoys} {}", FREE_AFTER_MS * 1000),
+        "site_vmalloc_nofail_window",
+        0,
+    )?;
+    ensure!(
+        t.freed == 1,
+        "{} retries after a relevant free; the window was freed once",
+        t.freed
+    );
+    Ok(t)
+}
+
+/// Page-table pages fail_page_alloc fails in the timed mapping run.
+const MAPPING_FAILS: u64 = 4;
+
+fn timed_mapping(ctx: &Ctx) -> Result<Timed> {
+    let t = timed(
+        ctx,
+        "mapping",
+        &format!("mapping_timed {}", 5 * 1000),
+        "site_vmalloc_nofail_fresh",
+        MAPPING_FAILS,
+    )?;
+    ensure!(
+        t.retries == MAPPING_FAILS,
+        "{} retries for {MAPPING_FAILS} failed page-table pages",
+        t.retries
+    );
+    Ok(t)
+}
+
+/// Stock kernel: the window freed 40 ms after the first failure. Every
+/// retry before the free is futile, the one after it is not.
+pub fn timed_area_stock(ctx: &Ctx) -> Result<()> {
+    let t = timed_area(ctx, "area", 0)?;
+    ensure!(
+        t.retries >= 2 && t.futile == t.retries - 1,
+        "stock: {} retries, {} futile; want every retry before the free futile",
+        t.retries,
+        t.futile
+    );
+    Ok(())
+}
+
+/// Stock kernel: 4 areas outside the window freed before it; the retries
+/// they fall in are futile all the same.
+pub fn timed_decoys_stock(ctx: &Ctx) -> Result<()> {
+    let t = timed_area(ctx, "decoys", 4)?;
+    ensure!(
+        t.retries >= 2 && t.futile == t.retries - 1,
+        "stock: {} retries, {} futile with decoys freed",
+        t.retries,
+        t.futile
+    );
+    Ok(())
+}
+
+/// Mapping stage, either kernel (the patch keeps its one-jiffy sleep):
+/// fail_page_alloc fails 4 page-table pages, a page is freed 5 ms in.
+pub fn timed_mapping_any(ctx: &Ctx) -> Result<()> {
+    timed_mapping(ctx).map(|_| ())
+}
+
+/// The wait of testing/patches/vmalloc-nofail-event-wait.patch: a task
+/// woken by a free is running again within this of the free's end. The
+/// wake makes it runnable at once; what is left is the freeing thread's
+/// return and a context switch on a guest CPU, far under one jiffy, while
+/// a wake by the timer instead would come at the 100 ms backstop.
+fn wake_bound_ns(hz: u64) -> u64 {
+    1_000_000_000 / hz
+}
+
+/// Patched kernel, the stock scenario's timing: one wait, ended by the
+/// free (not the 100 ms backstop), no futile retry, the wake within a
+/// jiffy of the free.
+pub fn event_wait_area(ctx: &Ctx) -> Result<()> {
+    let t = timed_area(ctx, "area", 0)?;
+    patched_wait(&t)
+}
+
+/// Patched kernel with decoys: frees outside the window do not wake the
+/// task (the wake function checks the range), so still one wait.
+pub fn event_wait_decoys(ctx: &Ctx) -> Result<()> {
+    let t = timed_area(ctx, "decoys", 4)?;
+    patched_wait(&t)
+}
+
+fn patched_wait(t: &Timed) -> Result<()> {
+    let bound = wake_bound_ns(t.hz);
+    ensure!(
+        t.retries == 1 && t.futile == 0,
+        "patched: {} retries, {} futile; want one wait ended by the free",
+        t.retries,
+        t.futile
+    );
+    ensure!(
+        t.truth_wake_delay_ns < bound,
+        "patched: woken {} ns after the free, not within a jiffy ({bound} ns)",
+        t.truth_wake_delay_ns
+    );
+    Ok(())
 }
