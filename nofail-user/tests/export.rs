@@ -414,6 +414,19 @@ fn what_if_in_prometheus_and_svg() {
         )),
         "{stdout}"
     );
+    // The latency had the free woken the task: the recorded latency less
+    // the sleep the wake would have cut.
+    let (latency, cut) = (n("total_latency_ns"), n("slept_ns") - n("whatif_slept_ns"));
+    let ms = |ns: u64| format!("{:.1}", ns as f64 / 1e6);
+    assert!(
+        cut > 0
+            && stdout.contains(&format!(
+                "latency {} ms, {} ms so",
+                ms(latency),
+                ms(latency - cut)
+            )),
+        "{stdout}"
+    );
     let text = std::fs::read(&prom).unwrap();
     promtool_check(&text).unwrap();
     let text = String::from_utf8_lossy(&text);

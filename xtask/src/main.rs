@@ -9,6 +9,7 @@ mod cpio;
 mod deb;
 mod demo;
 mod dist;
+mod event_wait;
 mod fstests;
 mod gate;
 mod kernels;
@@ -72,6 +73,11 @@ enum Cmd {
         /// and copy their fresh reports there.
         #[arg(long)]
         bless: bool,
+        /// With --kernel test+PATCH: every scenario of the stock test
+        /// kernel too, but for those asserting what only the stock loop
+        /// does, to show the patch breaks none.
+        #[arg(long)]
+        also_unpatched: bool,
     },
     /// The stock-versus-patched gate `ci` runs, on two kernels you name:
     /// the endless NOFAIL mapping loop's report on the stock kernel
@@ -85,6 +91,11 @@ enum Cmd {
         #[arg(long, value_name = "test+PATCH|DIR")]
         patched: kernels::KernelSpec,
     },
+    /// The event-driven wait (testing/patches/vmalloc-nofail-event-wait.patch)
+    /// against the stock loop: the timed exhaustion scenarios on the test
+    /// kernel and on the patched one, side by side with the stall
+    /// --what-if predicted from the stock run (exit 0: every check holds).
+    EventWait,
     /// Tracing overhead: untraced vs nofail (kprobe, fentry, sentinel) vs
     /// bpftrace, counted (-icount) and wall time.
     Bench {
@@ -142,8 +153,10 @@ fn main() -> ExitCode {
             kernel,
             filter,
             bless,
-        } => ci::vm_test(kernel, filter, bless),
+            also_unpatched,
+        } => ci::vm_test(kernel, filter, bless, also_unpatched),
         Cmd::Gate { stock, patched } => gate::run(&stock, &patched),
+        Cmd::EventWait => event_wait::run(),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -45,6 +45,8 @@ pub struct Selection<'a> {
     /// Only the scenarios that record reports for testing/reports, whose
     /// files are then copied there.
     pub bless: bool,
+    /// On a patched test kernel: the unpatched kernels' scenarios too.
+    pub also_unpatched: bool,
 }
 
 /// One scenario's result as read back from its boot.
@@ -86,6 +88,9 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     // only those; the stock kernels never run them.
     if let Some(patch) = &kernel.patch {
         base.extend(["--kernel-patch".into(), patch.clone()]);
+        if sel.also_unpatched {
+            base.push("--also-unpatched".into());
+        }
     }
     if kernel.name.predates_nofail() {
         base.push("--predates-nofail".into());
@@ -93,7 +98,7 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     if sel.bless && (kernel.name != KernelName::Test || kernel.patch.is_some()) {
         bail!("--bless records reports on the test kernel only (--kernel test)");
     }
-    let table = list(&vm_tests, kernel)?;
+    let table = list(&vm_tests, kernel, sel.also_unpatched)?;
     let chosen: Vec<&Listing> = table
         .iter()
         .filter(|l| sel.filter.is_none_or(|f| l.name.contains(f)))
@@ -289,7 +294,7 @@ fn guest_env(kernel: &Kernel) -> Vec<String> {
 }
 
 /// The scenario table of vm-tests, read on the host.
-fn list(vm_tests: &Path, kernel: &Kernel) -> Result<Vec<Listing>> {
+fn list(vm_tests: &Path, kernel: &Kernel, also_unpatched: bool) -> Result<Vec<Listing>> {
     let mut cmd = Command::new(vm_tests);
     cmd.arg("--list");
     if kernel.name.has_trigger() {
@@ -298,6 +303,9 @@ fn list(vm_tests: &Path, kernel: &Kernel) -> Result<Vec<Listing>> {
     }
     if let Some(patch) = &kernel.patch {
         cmd.args(["--kernel-patch", patch]);
+        if also_unpatched {
+            cmd.arg("--also-unpatched");
+        }
     }
     if kernel.name.predates_nofail() {
         cmd.arg("--predates-nofail");

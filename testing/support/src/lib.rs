@@ -12,3 +12,4 @@ pub mod json;
 pub mod kernel;
 pub mod outcome;
 pub mod prom;
+pub mod timed;

@@ -62,6 +62,10 @@ struct Args {
     /// scenarios made for it run (without it, only the others).
     #[arg(long)]
     kernel_patch: Option<String>,
+    /// With --kernel-patch: the unpatched kernels' scenarios too (but for
+    /// those only the stock loop passes), to show the patch breaks none.
+    #[arg(long, requires = "kernel_patch")]
+    also_unpatched: bool,
     /// The kernel predates vmalloc's NOFAIL loop (before 5.17): only the
     /// refusal scenario runs.
     #[arg(long, conflicts_with_all = ["trigger", "kernel_patch", "host"])]
@@ -90,7 +94,10 @@ fn main() -> ExitCode {
     } else {
         scenarios::all(args.trigger.is_some())
     };
-    cases.retain(|c| c.patch == args.kernel_patch.as_deref());
+    cases.retain(|c| {
+        c.patch == args.kernel_patch.as_deref()
+            || (args.also_unpatched && c.patch.is_none() && !c.stock_only)
+    });
     if args.list {
         for c in &cases {
             let listing = Listing {

@@ -30,8 +30,12 @@ pub struct Case {
     pub records: &'static [&'static str],
     /// The kernel patch it needs (`--kernel-patch`, the stem of the file
     /// xtask built the test kernel with): it runs on that variant only.
-    /// None: it runs on unpatched kernels only.
+    /// None: it runs on unpatched kernels only (and on a patched one
+    /// with `--also-unpatched`, unless `stock_only`).
     pub patch: Option<&'static str>,
+    /// It asserts what only the stock loop does (a patched twin replaces
+    /// it): `--also-unpatched` leaves it out.
+    pub stock_only: bool,
     /// Kernel options it needs beyond those every run needs (`needs`).
     pub needs: Vec<&'static str>,
 }
@@ -44,6 +48,7 @@ pub fn case(name: &'static str, run: Scenario) -> Case {
         kernel_warnings: &[],
         records: &[],
         patch: None,
+        stock_only: false,
         needs: Vec::new(),
     }
 }
@@ -380,10 +385,19 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             .needs(&[FAIL_PAGE_ALLOC]),
             // The stock side of testing/patches/vmalloc-nofail-event-wait:
             // frees at set times after the first failure (timed_*.json).
-            case("whatif_timed_area", crate::whatif::timed_area_stock),
-            case("whatif_timed_decoys", crate::whatif::timed_decoys_stock),
-            case("whatif_timed_mapping", crate::whatif::timed_mapping_any)
-                .needs(&[FAIL_PAGE_ALLOC]),
+            Case {
+                stock_only: true,
+                ..case("whatif_timed_area", crate::whatif::timed_area_stock)
+            },
+            Case {
+                stock_only: true,
+                ..case("whatif_timed_decoys", crate::whatif::timed_decoys_stock)
+            },
+            Case {
+                stock_only: true,
+                ..case("whatif_timed_mapping", crate::whatif::timed_mapping_any)
+            }
+            .needs(&[FAIL_PAGE_ALLOC]),
             case(
                 "mapping_stage_failure_counted",
                 mapping_stage_failure_counted,

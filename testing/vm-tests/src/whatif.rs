@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
+use nofail_test_support::timed::Timed;
+
 use crate::{
     harness::{Ctx, Trace, field, row},
     trigger::{self, Injector},
@@ -259,46 +261,6 @@ pub fn mapping_page_frees(ctx: &Ctx) -> Result<()> {
     bail!("in 3 runs the trigger's page free never fell inside the 2nd retry sleep")
 }
 
-/// What a timed exhaustion run measured, on either kernel: the trigger's
-/// clock for the truth, nofail's `--what-if` for the rest. Written as
-/// `timed_<kind>.json` into the kernel's results, where `cargo xtask
-/// event-wait` (and CI) put the stock and patched runs side by side.
-#[derive(Debug, serde::Serialize)]
-pub struct Timed {
-    pub kind: &'static str,
-    pub hz: u64,
-    /// When the trigger freed what ends the failures, after the first
-    /// retry sleep began, ns.
-    pub free_after_ns: u64,
-    /// Retry sleeps (trigger) = NOFAIL retries (nofail).
-    pub retries: u64,
-    /// nofail --what-if: retries after which nothing the stage needs was
-    /// freed, and the others.
-    pub futile: u64,
-    pub freed: u64,
-    /// The stall: the first retry sleep's start to the call's return
-    /// (trigger).
-    pub stall_ns: u64,
-    /// The retry sleeps, as nofail measured them, and as --what-if says
-    /// they would have been with a wake at the first relevant free.
-    pub slept_ns: u64,
-    pub whatif_slept_ns: u64,
-    /// --what-if's wake delay (first relevant free to wake) summed.
-    pub wake_delay_ns: u64,
-    /// The trigger's: the end of its free to the wake of the sleep it fell
-    /// in (0 when it fell between sleeps).
-    pub truth_wake_delay_ns: u64,
-}
-
-impl Timed {
-    /// --what-if's stall had a free woken the task: the stall less what
-    /// the wake at the first relevant free would have saved.
-    pub fn predicted_stall_ns(&self) -> u64 {
-        self.stall_ns
-            .saturating_sub(self.slept_ns.saturating_sub(self.whatif_slept_ns))
-    }
-}
-
 /// Milliseconds from the first retry sleep to the trigger's free in the
 /// timed runs: several stock sleeps (a jiffy lasts 4 ms at HZ=250, longer
 /// under TCG), well inside the patch's 100 ms backstop.
@@ -348,7 +310,7 @@ fn timed(ctx: &Ctx, kind: &'static str, cmd: &str, site: &str, inject: u64) -> R
         let (_, wake) = ex.sleeps_at[inside - 1];
         let first_sleep = ex.sleeps_at[0].0;
         let t = Timed {
-            kind,
+            kind: kind.into(),
             hz,
             free_after_ns: ex.free_start_ns - first_sleep,
             retries,
@@ -443,15 +405,6 @@ pub fn timed_mapping_any(ctx: &Ctx) -> Result<()> {
     timed_mapping(ctx).map(|_| ())
 }
 
-/// The wait of testing/patches/vmalloc-nofail-event-wait.patch: a task
-/// woken by a free is running again within this of the free's end. The
-/// wake makes it runnable at once; what is left is the freeing thread's
-/// return and a context switch on a guest CPU, far under one jiffy, while
-/// a wake by the timer instead would come at the 100 ms backstop.
-fn wake_bound_ns(hz: u64) -> u64 {
-    1_000_000_000 / hz
-}
-
 /// Patched kernel, the stock scenario's timing: one wait, ended by the
 /// free (not the 100 ms backstop), no futile retry, the wake within a
 /// jiffy of the free.
@@ -467,8 +420,13 @@ pub fn event_wait_decoys(ctx: &Ctx) -> Result<()> {
     patched_wait(&t)
 }
 
+/// The wait of testing/patches/vmalloc-nofail-event-wait.patch: a task
+/// woken by a free runs again within a jiffy of the free's end. The wake
+/// makes it runnable at once; what is left is the freeing thread's return
+/// and a context switch on a guest CPU, while a wake by the timer would
+/// come at the 100 ms backstop, or a stock loop's at its jiffy's end.
 fn patched_wait(t: &Timed) -> Result<()> {
-    let bound = wake_bound_ns(t.hz);
+    let bound = t.jiffy_ns();
     ensure!(
         t.retries == 1 && t.futile == 0,
         "patched: {} retries, {} futile; want one wait ended by the free",

@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The event-driven wait of testing/patches/vmalloc-nofail-event-wait.patch
+//! held against the stock loop and against what `--what-if` predicted from
+//! it. The same timed exhaustion runs (testing/vm-tests/src/whatif.rs:
+//! `whatif_timed_*` on the stock test kernel, `event_wait_*` on the
+//! patched one) write `timed_<kind>.json` into each kernel's results; this
+//! puts them side by side and checks, per kind:
+//!
+//! - area stage (`area`, `decoys`): the patched loop makes fewer retries
+//!   and fewer futile ones than the stock loop;
+//! - mapping stage: the same retries (the patch leaves that loop alone);
+//! - every kind: the stall `--what-if` predicted from the stock run is
+//!   within 10 % or one jiffy, whichever is larger, of the stall measured
+//!   on the patched kernel.
+//!
+//! `cargo xtask event-wait` runs both kernels and prints the table; CI
+//! runs the same check on the runs of its two suite stages.
+
+use std::{path::Path, time::SystemTime};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use nofail_test_support::timed::{KINDS, Timed};
+
+use crate::{
+    kernels::{KernelName, KernelSpec},
+    suite::{self, Selection},
+    util::workspace_root,
+    variant,
+};
+
+/// The patch, relative to the workspace root.
+pub const PATCH: &str = "testing/patches/vmalloc-nofail-event-wait.patch";
+
+/// The stock scenarios and the patched ones, in `KINDS` order.
+const STOCK_SCENARIOS: [&str; 3] = [
+    "whatif_timed_area",
+    "whatif_timed_decoys",
+    "whatif_timed_mapping",
+];
+
+/// One kind's runs on both kernels.
+struct Pair {
+    stock: Timed,
+    patched: Timed,
+}
+
+impl Pair {
+    /// The prediction's error against the patched stall, ns (signed).
+    fn error_ns(&self) -> i64 {
+        self.stock.predicted_stall_ns() as i64 - self.patched.stall_ns as i64
+    }
+
+    /// The goal: 10 % of the patched stall or one jiffy, the larger.
+    fn bound_ns(&self) -> u64 {
+        (self.patched.stall_ns / 10).max(self.patched.jiffy_ns())
+    }
+
+    /// What is wrong with this pair, one line each.
+    fn violations(&self) -> Vec<String> {
+        let (s, p) = (&self.stock, &self.patched);
+        let mut out = Vec::new();
+        let kind = &s.kind;
+        if kind == "mapping" {
+            if p.retries != s.retries {
+                out.push(format!(
+                    "{kind}: {} retries patched, {} stock: the patch leaves the mapping loop alone",
+                    p.retries, s.retries
+                ));
+            }
+        } else if p.futile >= s.futile || p.retries >= s.retries {
+            out.push(format!(
+                "{kind}: patched {} retries ({} futile), not fewer than stock {} ({} futile)",
+                p.retries, p.futile, s.retries, s.futile
+            ));
+        }
+        if self.error_ns().unsigned_abs() > self.bound_ns() {
+            out.push(format!(
+                "{kind}: --what-if predicted {:.1} ms from the stock run, the patched stall was {:.1} ms: off by more than {:.1} ms",
+                ms(s.predicted_stall_ns()),
+                ms(p.stall_ns),
+                ms(self.bound_ns())
+            ));
+        }
+        out
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn read(dir: &Path, kind: &str) -> Result<Timed> {
+    let path = dir.join(format!("timed_{kind}.json"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no {}: its scenario did not run", path.display()))?;
+    let t: Timed =
+        serde_json::from_str(&text).with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(t.kind == kind, "{} holds a {} run", path.display(), t.kind);
+    Ok(t)
+}
+
+/// The side-by-side table: per kind, retries, futile retries and stall on
+/// both kernels, then --what-if's prediction from the stock run and its
+/// error against the patched stall.
+fn table(pairs: &[Pair]) -> String {
+    let mut out = String::from(
+        "scenario  free at  retries      futile       stall ms          what-if (stock run)        \n\
+         \x20                  stock patch  stock patch  stock   patched   predicted  error   bound  \n",
+    );
+    for pair in pairs {
+        let (s, p) = (&pair.stock, &pair.patched);
+        out.push_str(&format!(
+            "{:<8}  {:>5.1} ms {:>5} {:>5}  {:>5} {:>5}  {:>6.1}  {:>6.1}    {:>6.1}  {:>+6.1}  {:>5.1}\n",
+            s.kind,
+            ms(s.free_after_ns),
+            s.retries,
+            p.retries,
+            s.futile,
+            p.futile,
+            ms(s.stall_ns),
+            ms(p.stall_ns),
+            ms(s.predicted_stall_ns()),
+            pair.error_ns() as f64 / 1e6,
+            ms(pair.bound_ns()),
+        ));
+    }
+    out
+}
+
+/// Reads both kernels' runs (written since `since`), prints the table and
+/// fails with every violation.
+pub fn check(stock_dir: &Path, patched_dir: &Path, since: SystemTime) -> Result<()> {
+    let mut pairs = Vec::new();
+    for kind in KINDS {
+        for dir in [stock_dir, patched_dir] {
+            let file = dir.join(format!("timed_{kind}.json"));
+            let modified = std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .with_context(|| format!("no {}: its scenario did not run", file.display()))?;
+            ensure!(
+                modified >= since,
+                "{} is older than this run: its scenario did not write it",
+                file.display()
+            );
+        }
+        pairs.push(Pair {
+            stock: read(stock_dir, kind)?,
+            patched: read(patched_dir, kind)?,
+        });
+    }
+    print!("{}", table(&pairs));
+    let violations: Vec<String> = pairs.iter().flat_map(Pair::violations).collect();
+    if !violations.is_empty() {
+        bail!("{}", violations.join("; "));
+    }
+    Ok(())
+}
+
+/// `cargo xtask event-wait`: the stock scenarios on the test kernel and
+/// the patched ones on `test+PATCH` (two guests at once), then `check`.
+pub fn run() -> Result<i32> {
+    crate::setup::ensure()?;
+    let root = workspace_root();
+    let stock = variant::ensure_spec(&KernelSpec::plain(KernelName::Test))?;
+    let patched = variant::ensure_spec(&KernelSpec::patched(root.join(PATCH)))?;
+    suite::build()?;
+    let since = SystemTime::now();
+    let runs = [(&stock, true), (&patched, false)];
+    let ran = suite::in_lanes(&runs, |_, (kernel, is_stock)| {
+        // The patched kernel's own scenarios are the event_wait_* ones.
+        let exact: &[&str] = if *is_stock { &STOCK_SCENARIOS } else { &[] };
+        suite::run(
+            kernel,
+            Selection {
+                exact,
+                ..Selection::default()
+            },
+        )
+    });
+    for ((kernel, _), ok) in runs.iter().zip(ran) {
+        if !ok? {
+            eprintln!("xtask event-wait: the scenarios failed on {}", kernel.label);
+            return Ok(1);
+        }
+    }
+    let results = root.join("target/vm-results");
+    match check(
+        &results.join(&stock.label),
+        &results.join(&patched.label),
+        since,
+    ) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("xtask event-wait: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed(kind: &str, retries: u64, futile: u64, stall_ms: u64, predicted_ms: u64) -> Timed {
+        // slept - whatif_slept = stall - predicted.
+        Timed {
+            kind: kind.into(),
+            hz: 250,
+            free_after_ns: 40_000_000,
+            retries,
+            futile,
+            freed: retries - futile,
+            stall_ns: stall_ms * 1_000_000,
+            slept_ns: stall_ms * 1_000_000,
+            whatif_slept_ns: predicted_ms * 1_000_000,
+            wake_delay_ns: 0,
+            truth_wake_delay_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_patched_loop_that_retries_less_within_the_bound_passes() {
+        let pair = Pair {
+            stock: timed("area", 6, 5, 47, 42),
+            patched: timed("area", 1, 0, 43, 43),
+        };
+        assert!(pair.violations().is_empty(), "{:?}", pair.violations());
+        assert_eq!(pair.error_ns(), -1_000_000);
+        assert_eq!(pair.bound_ns(), 4_300_000);
+        let t = table(&[pair]);
+        assert!(t.contains("area"), "{t}");
+        assert!(t.contains("-1.0"), "{t}");
+    }
+
+    #[test]
+    fn as_many_futile_retries_fail() {
+        let pair = Pair {
+            stock: timed("decoys", 5, 4, 42, 41),
+            patched: timed("decoys", 5, 4, 42, 42),
+        };
+        let v = pair.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].starts_with("decoys: patched 5 retries (4 futile)"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_prediction_off_by_more_than_a_jiffy_and_10_percent_fails() {
+        let pair = Pair {
+            stock: timed("area", 6, 5, 47, 30),
+            patched: timed("area", 1, 0, 43, 43),
+        };
+        let v = pair.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("off by more than 4.3 ms"), "{v:?}");
+    }
+
+    #[test]
+    fn the_mapping_loop_must_retry_as_often() {
+        let pair = Pair {
+            stock: timed("mapping", 4, 3, 35, 33),
+            patched: timed("mapping", 3, 2, 34, 34),
+        };
+        let v = pair.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("leaves the mapping loop alone"), "{v:?}");
+    }
+}
