@@ -4,7 +4,8 @@
 //! it. The same timed exhaustion runs (testing/vm-tests/src/whatif.rs:
 //! `whatif_timed_*` on the stock test kernel, `event_wait_*` on the
 //! patched one) write `timed_<kind>.json` into each kernel's results; this
-//! puts them side by side and checks, per kind:
+//! puts them side by side and checks, per kind, on the medians of each
+//! kernel's runs (a run under TCG can lose milliseconds to the host):
 //!
 //! - area stage (`area`, `decoys`): the patched loop makes fewer retries
 //!   and fewer futile ones than the stock loop;
@@ -19,7 +20,7 @@
 use std::{path::Path, time::SystemTime};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use nofail_test_support::timed::{KINDS, Timed};
+use nofail_test_support::timed::{KINDS, Series, Timed};
 
 use crate::{
     kernels::{KernelName, KernelSpec},
@@ -40,24 +41,55 @@ const STOCK_SCENARIOS: [&str; 3] = [
 
 /// One kind's runs on both kernels.
 struct Pair {
-    stock: Timed,
-    patched: Timed,
+    stock: Series,
+    patched: Series,
+}
+
+/// The medians the check compares, of one kernel's series.
+struct Medians {
+    kind: String,
+    jiffy_ns: u64,
+    free_after_ns: u64,
+    retries: u64,
+    futile: u64,
+    stall_ns: u64,
+    predicted_stall_ns: u64,
+}
+
+impl Medians {
+    fn of(s: &Series) -> Self {
+        Self {
+            kind: s.kind.clone(),
+            jiffy_ns: s.runs.first().map_or(0, Timed::jiffy_ns),
+            free_after_ns: s.median(|t| t.free_after_ns),
+            retries: s.median(|t| t.retries),
+            futile: s.median(|t| t.futile),
+            stall_ns: s.median(|t| t.stall_ns),
+            predicted_stall_ns: s.median(Timed::predicted_stall_ns),
+        }
+    }
 }
 
 impl Pair {
+    fn medians(&self) -> (Medians, Medians) {
+        (Medians::of(&self.stock), Medians::of(&self.patched))
+    }
+
     /// The prediction's error against the patched stall, ns (signed).
     fn error_ns(&self) -> i64 {
-        self.stock.predicted_stall_ns() as i64 - self.patched.stall_ns as i64
+        let (s, p) = self.medians();
+        s.predicted_stall_ns as i64 - p.stall_ns as i64
     }
 
     /// The goal: 10 % of the patched stall or one jiffy, the larger.
     fn bound_ns(&self) -> u64 {
-        (self.patched.stall_ns / 10).max(self.patched.jiffy_ns())
+        let (_, p) = self.medians();
+        (p.stall_ns / 10).max(p.jiffy_ns)
     }
 
     /// What is wrong with this pair, one line each.
     fn violations(&self) -> Vec<String> {
-        let (s, p) = (&self.stock, &self.patched);
+        let (s, p) = self.medians();
         let mut out = Vec::new();
         let kind = &s.kind;
         if kind == "mapping" {
@@ -75,8 +107,8 @@ impl Pair {
         }
         if self.error_ns().unsigned_abs() > self.bound_ns() {
             out.push(format!(
-                "{kind}: --what-if predicted {:.1} ms from the stock run, the patched stall was {:.1} ms: off by more than {:.1} ms",
-                ms(s.predicted_stall_ns()),
+                "{kind}: --what-if predicted {:.1} ms from the stock runs, the patched stall was {:.1} ms: off by more than {:.1} ms",
+                ms(s.predicted_stall_ns),
                 ms(p.stall_ns),
                 ms(self.bound_ns())
             ));
@@ -89,26 +121,32 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn read(dir: &Path, kind: &str) -> Result<Timed> {
+fn read(dir: &Path, kind: &str) -> Result<Series> {
     let path = dir.join(format!("timed_{kind}.json"));
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no {}: its scenario did not run", path.display()))?;
-    let t: Timed =
+    let s: Series =
         serde_json::from_str(&text).with_context(|| format!("cannot read {}", path.display()))?;
-    ensure!(t.kind == kind, "{} holds a {} run", path.display(), t.kind);
-    Ok(t)
+    ensure!(
+        s.kind == kind && !s.runs.is_empty() && s.runs.iter().all(|t| t.kind == kind),
+        "{} holds no {kind} runs",
+        path.display()
+    );
+    Ok(s)
 }
 
-/// The side-by-side table: per kind, retries, futile retries and stall on
-/// both kernels, then --what-if's prediction from the stock run and its
-/// error against the patched stall.
+/// The side-by-side table: per kind, the medians of retries, futile
+/// retries and stall on both kernels, then --what-if's prediction from the
+/// stock runs and its error against the patched stall.
 fn table(pairs: &[Pair]) -> String {
-    let mut out = String::from(
-        "scenario  free at  retries      futile       stall ms          what-if (stock run)        \n\
-         \x20                  stock patch  stock patch  stock   patched   predicted  error   bound  \n",
+    let runs = pairs.first().map_or(0, |p| p.stock.runs.len());
+    let mut out = format!(
+        "medians of {runs} runs per kernel\n\
+         scenario  free at  retries      futile       stall ms          what-if (stock runs)\n\
+         \x20                  stock patch  stock patch  stock   patched   predicted  error   bound\n",
     );
     for pair in pairs {
-        let (s, p) = (&pair.stock, &pair.patched);
+        let (s, p) = pair.medians();
         out.push_str(&format!(
             "{:<8}  {:>5.1} ms {:>5} {:>5}  {:>5} {:>5}  {:>6.1}  {:>6.1}    {:>6.1}  {:>+6.1}  {:>5.1}\n",
             s.kind,
@@ -119,7 +157,7 @@ fn table(pairs: &[Pair]) -> String {
             p.futile,
             ms(s.stall_ns),
             ms(p.stall_ns),
-            ms(s.predicted_stall_ns()),
+            ms(s.predicted_stall_ns),
             pair.error_ns() as f64 / 1e6,
             ms(pair.bound_ns()),
         ));
@@ -201,7 +239,31 @@ pub fn run() -> Result<i32> {
 mod tests {
     use super::*;
 
-    fn timed(kind: &str, retries: u64, futile: u64, stall_ms: u64, predicted_ms: u64) -> Timed {
+    /// A series whose medians are `one(...)`'s: a run 50 ms slower and a
+    /// run twice as fast around it, which the medians drop.
+    fn timed(kind: &str, retries: u64, futile: u64, stall_ms: u64, predicted_ms: u64) -> Series {
+        let run = one(kind, retries, futile, stall_ms, predicted_ms);
+        let mut high = one(
+            kind,
+            retries + 5,
+            futile + 5,
+            stall_ms + 50,
+            predicted_ms + 50,
+        );
+        high.freed = run.freed;
+        let mut low = run.clone();
+        low.futile = low.futile.saturating_sub(1);
+        low.retries = low.retries.saturating_sub(1).max(low.futile);
+        low.stall_ns /= 2;
+        low.slept_ns /= 2;
+        low.whatif_slept_ns /= 2;
+        Series {
+            kind: kind.into(),
+            runs: vec![high, run, low],
+        }
+    }
+
+    fn one(kind: &str, retries: u64, futile: u64, stall_ms: u64, predicted_ms: u64) -> Timed {
         // slept - whatif_slept = stall - predicted.
         Timed {
             kind: kind.into(),
