@@ -9,10 +9,14 @@
 //!
 //! - area stage (`area`, `decoys`): the patched loop makes fewer retries
 //!   and fewer futile ones than the stock loop;
-//! - mapping stage: the same retries (the patch leaves that loop alone);
-//! - every kind: the stall `--what-if` predicted from the stock run is
+//! - area stage: the stall `--what-if` predicted from the stock runs is
 //!   within 10 % or one jiffy, whichever is larger, of the stall measured
-//!   on the patched kernel.
+//!   on the patched kernel;
+//! - mapping stage: the same retries (the patch keeps that loop's
+//!   one-jiffy poll). Its prediction is printed, not gated: it models a
+//!   wake at the first page free, a wait the patch does not build, so the
+//!   patched stall is the stock loop's, a few jiffies that TCG stretches
+//!   by milliseconds from run to run.
 //!
 //! `cargo xtask event-wait` runs both kernels and prints the table; CI
 //! runs the same check on the runs of its two suite stages.
@@ -87,19 +91,27 @@ impl Pair {
         (p.stall_ns / 10).max(p.jiffy_ns)
     }
 
+    /// Whether the prediction is held to the bound: the area stage's, whose
+    /// wait the patch builds.
+    fn gated(&self) -> bool {
+        self.stock.kind != "mapping"
+    }
+
     /// What is wrong with this pair, one line each.
     fn violations(&self) -> Vec<String> {
         let (s, p) = self.medians();
         let mut out = Vec::new();
         let kind = &s.kind;
-        if kind == "mapping" {
+        if !self.gated() {
             if p.retries != s.retries {
                 out.push(format!(
                     "{kind}: {} retries patched, {} stock: the patch leaves the mapping loop alone",
                     p.retries, s.retries
                 ));
             }
-        } else if p.futile >= s.futile || p.retries >= s.retries {
+            return out;
+        }
+        if p.futile >= s.futile || p.retries >= s.retries {
             out.push(format!(
                 "{kind}: patched {} retries ({} futile), not fewer than stock {} ({} futile)",
                 p.retries, p.futile, s.retries, s.futile
@@ -148,7 +160,7 @@ fn table(pairs: &[Pair]) -> String {
     for pair in pairs {
         let (s, p) = pair.medians();
         out.push_str(&format!(
-            "{:<8}  {:>5.1} ms {:>5} {:>5}  {:>5} {:>5}  {:>6.1}  {:>6.1}    {:>6.1}  {:>+6.1}  {:>5.1}\n",
+            "{:<8}  {:>5.1} ms {:>5} {:>5}  {:>5} {:>5}  {:>6.1}  {:>6.1}    {:>6.1}  {:>+6.1}  {}\n",
             s.kind,
             ms(s.free_after_ns),
             s.retries,
@@ -159,7 +171,11 @@ fn table(pairs: &[Pair]) -> String {
             ms(p.stall_ns),
             ms(s.predicted_stall_ns),
             pair.error_ns() as f64 / 1e6,
-            ms(pair.bound_ns()),
+            if pair.gated() {
+                format!("{:>5.1}", ms(pair.bound_ns()))
+            } else {
+                "not gated (the patch keeps the jiffy poll)".into()
+            },
         ));
     }
     out
@@ -328,5 +344,16 @@ mod tests {
         let v = pair.violations();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("leaves the mapping loop alone"), "{v:?}");
+    }
+
+    #[test]
+    fn the_mapping_prediction_is_printed_not_gated() {
+        let pair = Pair {
+            stock: timed("mapping", 4, 3, 32, 30),
+            patched: timed("mapping", 4, 3, 42, 42),
+        };
+        assert!(pair.violations().is_empty(), "{:?}", pair.violations());
+        let t = table(&[pair]);
+        assert!(t.contains("-12.0  not gated"), "{t}");
     }
 }
