@@ -421,7 +421,7 @@ fn what_if_in_prometheus_and_svg() {
     assert!(
         cut > 0
             && stdout.contains(&format!(
-                "latency {} ms, {} ms so",
+                "latency {} ms, {} ms had it woken the task",
                 ms(latency),
                 ms(latency - cut)
             )),

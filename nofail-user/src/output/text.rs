@@ -188,7 +188,7 @@ pub fn render_report(report: &Report, top: usize) -> String {
         let c = &r.counts;
         if c.futile_retries + c.freed_retries > 0 {
             out.push_str(&format!(
-                "  what-if: {} of {} retries futile (nothing the stage needs freed since the failure); {} after a free, woken {} ms after it in all; slept {} ms, {} ms had the free woken it; latency {} ms, {} ms so\n",
+                "  what-if: {} of {} retries futile (nothing the stage needs freed since the failure); {} after a free, woken {} ms after it in all; slept {} ms, {} ms had the free woken it; latency {} ms, {} ms had it woken the task\n",
                 c.futile_retries,
                 c.futile_retries + c.freed_retries,
                 c.freed_retries,
