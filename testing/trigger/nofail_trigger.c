@@ -283,15 +283,10 @@ static get_area_fn get_area(void)
 static atomic_t decoys_due = ATOMIC_INIT(0);
 static int free_due;
 
-static void free_work_fn(struct work_struct *w)
+/* Frees what ends the failures (the window's reservation, or the held
+ * page), timed for the test. */
+static void free_the_one(void)
 {
-	while (decoys_freed < atomic_read(&decoys_due) && decoys_freed < n_decoys) {
-		free_vm_area(decoy_areas[decoys_freed]);
-		decoy_areas[decoys_freed++] = NULL;
-	}
-	if (!READ_ONCE(free_due))
-		return;
-	WRITE_ONCE(free_due, 0);
 	WRITE_ONCE(free_start_ns, ktime_get_ns());
 	if (ex_mapping) {
 		__free_page(held_page);
@@ -301,6 +296,18 @@ static void free_work_fn(struct work_struct *w)
 		window_areas[0] = NULL;
 	}
 	WRITE_ONCE(free_end_ns, ktime_get_ns());
+}
+
+static void free_work_fn(struct work_struct *w)
+{
+	while (decoys_freed < atomic_read(&decoys_due) && decoys_freed < n_decoys) {
+		free_vm_area(decoy_areas[decoys_freed]);
+		decoy_areas[decoys_freed++] = NULL;
+	}
+	if (!READ_ONCE(free_due))
+		return;
+	WRITE_ONCE(free_due, 0);
+	free_the_one();
 }
 static DECLARE_WORK(free_work, free_work_fn);
 
@@ -395,15 +402,7 @@ static int freer_thread(void *unused)
 		decoys_freed++;
 	}
 	sleep_until(t0 + (u64)ex_free_us * 1000);
-	WRITE_ONCE(free_start_ns, ktime_get_ns());
-	if (ex_mapping) {
-		__free_page(held_page);
-		held_page = NULL;
-	} else {
-		free_vm_area(window_areas[0]);
-		window_areas[0] = NULL;
-	}
-	WRITE_ONCE(free_end_ns, ktime_get_ns());
+	free_the_one();
 out:
 	while (!kthread_should_stop())
 		schedule_timeout_interruptible(1);

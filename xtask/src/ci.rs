@@ -313,20 +313,9 @@ fn runner_checks(t: &mut Tally, root: &Path, kernel: &Kernel) {
 /// (chosen by the patch), then the gate between the stock kernel's
 /// spinning call and the patched kernel's single retry.
 fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
-    let spec = KernelSpec::patched(root.join(crate::gate::PATCH));
-    let Some(kernel) = provide(t, &spec) else {
+    let Some(kernel) = patched_suite(t, &root.join(crate::gate::PATCH)) else {
         return;
     };
-    let t0 = Instant::now();
-    let ok = suite::run(&kernel, Selection::default()).unwrap_or_else(|e| {
-        eprintln!("xtask ci: {e:#}");
-        false
-    });
-    t.record(
-        &format!("vm tests on {}", kernel.label),
-        ok,
-        t0.elapsed().as_secs_f64(),
-    );
     let results = root.join("target/vm-results");
     t.step(
         "gate: nofail report patched vs stock passes, stock vs patched fails",
@@ -344,14 +333,10 @@ fn patched_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
     );
 }
 
-/// The test kernel with the event-driven wait (built incrementally), its
-/// timed scenarios, then the side-by-side check against the stock
-/// kernel's (`whatif_timed_*`, run in the test kernel's stage).
-fn event_wait_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
-    let spec = KernelSpec::patched(root.join(crate::event_wait::PATCH));
-    let Some(kernel) = provide(t, &spec) else {
-        return;
-    };
+/// The test kernel built with `patch` (incrementally, from its tree) as a
+/// stage, then the scenarios made for that patch as another.
+fn patched_suite(t: &mut Tally, patch: &Path) -> Option<Kernel> {
+    let kernel = provide(t, &KernelSpec::patched(patch.to_path_buf()))?;
     let t0 = Instant::now();
     let ok = suite::run(&kernel, Selection::default()).unwrap_or_else(|e| {
         eprintln!("xtask ci: {e:#}");
@@ -362,6 +347,16 @@ fn event_wait_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
         ok,
         t0.elapsed().as_secs_f64(),
     );
+    Some(kernel)
+}
+
+/// The test kernel with the event-driven wait (built incrementally), its
+/// timed scenarios, then the side-by-side check against the stock
+/// kernel's (`whatif_timed_*`, run in the test kernel's stage).
+fn event_wait_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
+    let Some(kernel) = patched_suite(t, &root.join(crate::event_wait::PATCH)) else {
+        return;
+    };
     let results = root.join("target/vm-results");
     t.step(
         "event wait: fewer futile retries than stock, --what-if's stall within 10 % or a jiffy",

@@ -13,6 +13,11 @@ use crate::{
 };
 
 pub fn build(kernel: &Kernel) -> Result<PathBuf> {
+    // One build at a time: the test kernel and a patched variant share a
+    // tree, so two lanes (`in_lanes`) would run make in the same
+    // directory at once (kbuild's fixdep then fails on the other's .d).
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let tree = kernel
         .build_tree
         .as_ref()
