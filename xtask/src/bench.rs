@@ -701,11 +701,10 @@ fn comparison_markdown(
     let mut md = format!("{COMPARISON}\n\n");
     md += &format!(
         "Written by `{}`: the untraced configuration alone on two kernels, \
-         counted boots only, booted alternately ({} runs each: A B A B ...). \
-         Every number in this section is what that run measured, not a claim \
-         about any other build; the next comparison replaces the section.\n\n",
-        header.command,
-        runs[0].len()
+         counted boots only, booted alternately (A B A B ...). Every number \
+         in this section is what that run measured, not a claim about any \
+         other build; the next comparison replaces the section.\n\n",
+        header.command
     );
     md += "| | |\n| --- | --- |\n";
     md += &format!(
@@ -721,6 +720,7 @@ fn comparison_markdown(
         );
     }
     md += "| clock | QEMU `-icount shift=0,sleep=off`: one guest nanosecond per guest instruction |\n";
+    md += &format!("| runs per kernel | {} |\n", runs[0].len());
     md += &format!("| rounds per run | {} |\n", text(&first["rounds"]));
     md += &format!(
         "| backdrop | {} idle threads |\n",
@@ -1003,7 +1003,7 @@ vmalloc_8k            4001.5     4004.0      +2.5    +0.06%      +1.0 – +4.0  
             "\
 ## Kernel comparison
 
-Written by `cargo xtask bench --compare test --compare test+p --runs 2 --jobs 1 --backdrop-threads 500`: the untraced configuration alone on two kernels, counted boots only, booted alternately (2 runs each: A B A B ...). Every number in this section is what that run measured, not a claim about any other build; the next comparison replaces the section.
+Written by `cargo xtask bench --compare test --compare test+p --runs 2 --jobs 1 --backdrop-threads 500`: the untraced configuration alone on two kernels, counted boots only, booted alternately (A B A B ...). Every number in this section is what that run measured, not a claim about any other build; the next comparison replaces the section.
 
 | | |
 | --- | --- |
@@ -1012,6 +1012,7 @@ Written by `cargo xtask bench --compare test --compare test+p --runs 2 --jobs 1 
 | kernel A | `test` (7.2.13) |
 | kernel B | `test+p` (7.2.13) |
 | clock | QEMU `-icount shift=0,sleep=off`: one guest nanosecond per guest instruction |
+| runs per kernel | 2 |
 | rounds per run | 2 |
 | backdrop | 500 idle threads |
 | vmalloc areas per run, A | 587 587 |
