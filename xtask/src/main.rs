@@ -97,12 +97,25 @@ enum Cmd {
     /// --what-if predicted from the stock run (exit 0: every check holds).
     EventWait,
     /// Tracing overhead: untraced vs nofail (kprobe, fentry, sentinel) vs
-    /// bpftrace, counted (-icount) and wall time.
+    /// bpftrace, counted (-icount) and wall time; or, with --compare, the
+    /// untraced cost on two kernels.
     Bench {
+        /// The kernel measured: test, test+PATCH_FILE, or a kernel build
+        /// tree DIR (the trigger module is built against it).
+        #[arg(long, default_value = "test", value_name = "test|test+PATCH|DIR")]
+        kernel: kernels::KernelSpec,
+        /// Compare two kernels instead, the base first (`--compare test
+        /// --compare test+PATCH_FILE`): the untraced configuration only,
+        /// counted boots only, alternating A B A B ... per run; the table
+        /// is printed and goes to docs/benchmark-results.md's section
+        /// "Kernel comparison".
+        #[arg(long, value_name = "test|test+PATCH|DIR", conflicts_with = "kernel")]
+        compare: Vec<kernels::KernelSpec>,
         /// Complete runs (two boots each); with more than one, the spread
         /// of the counted metric between them is printed and written to
         /// target/bench-runs.json. Every run's table goes to
-        /// docs/benchmark-results.md.
+        /// docs/benchmark-results.md. With --compare: counted boots per
+        /// kernel.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
         runs: u32,
         /// Counted (-icount) boots to run at once (each is one host
@@ -145,10 +158,19 @@ fn main() -> ExitCode {
         Cmd::Deb => deb::build().map(|_| 0),
         Cmd::Fstests(args) => fstests::cmd(args),
         Cmd::Bench {
+            kernel,
+            compare,
             runs,
             jobs,
             backdrop_threads,
-        } => bench::run(runs, jobs, backdrop_threads),
+        } if compare.is_empty() => bench::run(&kernel, runs, jobs, backdrop_threads),
+        Cmd::Bench {
+            compare,
+            runs,
+            jobs,
+            backdrop_threads,
+            ..
+        } => bench::compare(&compare, runs, jobs, backdrop_threads),
         Cmd::VmTest {
             kernel,
             filter,

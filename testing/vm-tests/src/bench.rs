@@ -13,7 +13,9 @@
 //! this thread's time (a busy loop there made an 8 KiB vmalloc cost 60 %
 //! more). The
 //! kernel's own run statistics (kernel.bpf_stats_enabled) give nofail's
-//! program runs per call. Nothing here asserts a time.
+//! program runs per call. `--bench-configs` runs a subset (untraced
+//! always: the others are measured against it), as `cargo xtask bench
+//! --compare` does with untraced alone. Nothing here asserts a time.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -432,12 +434,37 @@ fn vmalloc_areas() -> Result<usize> {
         .count())
 }
 
+/// The configurations `--bench-configs` names, as indices into CONFIGS in
+/// table order, untraced always first: every other configuration is
+/// measured against it. None named: all of them.
+fn selected(names: &[String]) -> Result<Vec<usize>> {
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !CONFIGS.iter().any(|(name, _)| name == n))
+    {
+        anyhow::bail!(
+            "no benchmark configuration {unknown:?} (one of {})",
+            CONFIGS
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok((0..CONFIGS.len())
+        .filter(|&i| i == 0 || names.is_empty() || names.iter().any(|n| n == CONFIGS[i].0))
+        .collect())
+}
+
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
+/// Runs the configurations named in `configs` (all when empty; untraced
+/// always) and writes their results to `out`.
+pub fn run(ctx: &Ctx, out: &std::path::Path, configs: &[String]) -> Result<()> {
+    let configs = selected(configs)?;
     ctx.load_trigger()?;
     // Run statistics cost every program run two clock reads: off while
     // costs are measured, on in a round of their own afterwards.
@@ -450,9 +477,9 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
         "  backdrop: {} threads, {areas} vmalloc areas",
         backdrop.threads()
     );
-    let samples = measure_rounds(ctx)?;
-    let stats = statistics_round(ctx)?;
-    let (table, configs_json) = summarize(&samples, &stats, backdrop.threads(), areas);
+    let samples = measure_rounds(ctx, &configs)?;
+    let stats = statistics_round(ctx, &configs)?;
+    let (table, configs_json) = summarize(&configs, &samples, &stats, backdrop.threads(), areas);
     print!("{table}");
     let icount = std::env::var("NOFAIL_BENCH_CLOCK").unwrap_or_else(|_| "wall".into());
     let json = json!({
@@ -467,14 +494,16 @@ pub fn run(ctx: &Ctx, out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The measured rounds, configurations in a carryover-balanced order
-/// (after one warm-up): samples per configuration, in CONFIGS order.
-fn measure_rounds(ctx: &Ctx) -> Result<Vec<Vec<Sample>>> {
+/// The measured rounds of `configs` (indices into CONFIGS), in a
+/// carryover-balanced order (after one warm-up): samples per
+/// configuration, in the order of `configs`. A subset keeps the six
+/// rounds, so that its layouts are those of the whole set.
+fn measure_rounds(ctx: &Ctx, configs: &[usize]) -> Result<Vec<Vec<Sample>>> {
     measure_all(ROUNDS + 1)?; // warm up
-    let mut samples: Vec<Vec<Sample>> = CONFIGS.iter().map(|_| Vec::new()).collect();
+    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
-        for i in order(CONFIGS.len(), round) {
-            let (name, config) = &CONFIGS[i];
+        for i in order(configs.len(), round) {
+            let (name, config) = &CONFIGS[configs[i]];
             let s = match config {
                 Config::Untraced => Sample::untraced(measure_all(round)?),
                 Config::Nofail(mode) => with_nofail(ctx, mode, round)?,
@@ -496,12 +525,12 @@ fn measure_rounds(ctx: &Ctx) -> Result<Vec<Vec<Sample>>> {
 }
 
 /// Program runs and time per call from the kernel, in one more round
-/// per nofail configuration with run statistics on.
-fn statistics_round(ctx: &Ctx) -> Result<Vec<Option<Sample>>> {
+/// per nofail configuration of `configs` with run statistics on.
+fn statistics_round(ctx: &Ctx, configs: &[usize]) -> Result<Vec<Option<Sample>>> {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
         .context("cannot enable BPF run statistics")?;
     let mut stats: Vec<Option<Sample>> = Vec::new();
-    for (name, config) in CONFIGS {
+    for (name, config) in configs.iter().map(|&i| &CONFIGS[i]) {
         stats.push(match config {
             Config::Nofail(mode) => {
                 let s = with_nofail(ctx, mode, ROUNDS)?;
@@ -518,9 +547,10 @@ fn statistics_round(ctx: &Ctx) -> Result<Vec<Option<Sample>>> {
     Ok(stats)
 }
 
-/// The printed table and the JSON rows, per configuration and workload
-/// against the untraced run of the same round.
+/// The printed table and the JSON rows, per configuration of `configs`
+/// and workload against the untraced run of the same round.
 fn summarize(
+    configs: &[usize],
     samples: &[Vec<Sample>],
     stats: &[Option<Sample>],
     threads: usize,
@@ -533,7 +563,7 @@ fn summarize(
         "CONFIG", "WORKLOAD", "NS/CALL", "ADDED", "OVERHEAD med [min-max]", "COUNTED"
     );
     let mut configs_json = Vec::new();
-    for (i, (name, _)) in CONFIGS.iter().enumerate() {
+    for (i, (name, _)) in configs.iter().map(|&c| &CONFIGS[c]).enumerate() {
         let mut workloads_json = Vec::new();
         for (w, work) in WORKLOADS.iter().enumerate() {
             let ns: Vec<f64> = samples[i].iter().map(|s| s.ns_per_call[w]).collect();
@@ -548,7 +578,7 @@ fn summarize(
                 .zip(&samples[0])
                 .map(|(s, base)| s.ns_per_call[w] - base.ns_per_call[w])
                 .collect();
-            let (ns_med, ns_min, ns_max) = median_min_max(ns);
+            let (ns_med, ns_min, ns_max) = median_min_max(ns.clone());
             let (o_med, o_min, o_max) = median_min_max(over);
             let (a_med, _, _) = median_min_max(added);
             // Rows sharing a caller (the two vmalloc sizes) are counted
@@ -577,7 +607,9 @@ fn summarize(
             );
             workloads_json.push(json!({
                 "workload": work.name, "calls_per_run": work.calls,
-                "ns_per_call": {"median": ns_med, "min": ns_min, "max": ns_max},
+                // Per round too: round r meets the same layouts on every
+                // kernel, so two kernels compare over the same ones.
+                "ns_per_call": {"median": ns_med, "min": ns_min, "max": ns_max, "rounds": ns},
                 "added_ns_per_call_median": a_med,
                 "overhead": {"median": o_med, "min": o_min, "max": o_max},
                 "calls_counted": counted, "calls_made": made,
@@ -619,6 +651,26 @@ mod tests {
         let sizes: Vec<u32> = all.concat();
         assert_eq!(sizes.iter().min(), Some(&16), "1 KiB");
         assert_eq!(sizes.iter().max(), Some(&4096), "256 KiB");
+    }
+
+    #[test]
+    fn selected_configs_keep_untraced_first_in_table_order() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(CONFIGS[0].1 == Config::Untraced);
+        assert_eq!(
+            selected(&[]).unwrap(),
+            (0..CONFIGS.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(selected(&names(&["untraced"])).unwrap(), [0]);
+        assert_eq!(
+            selected(&names(&["bpftrace", "nofail_kprobe"])).unwrap(),
+            [0, 1, 4]
+        );
+        let err = selected(&names(&["untrace"])).unwrap_err().to_string();
+        assert!(
+            err.contains("\"untrace\"") && err.contains("other_process"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ struct Args {
     /// Run the overhead benchmark instead of the scenarios, writing JSON here.
     #[arg(long)]
     bench: Option<PathBuf>,
+    /// With --bench: only these configurations (comma-separated; untraced
+    /// is always run, as every other one is measured against it).
+    #[arg(long, value_delimiter = ',', requires = "bench")]
+    bench_configs: Vec<String>,
     /// The kernel was built with this patch (its file stem): only the
     /// scenarios made for it run (without it, only the others).
     #[arg(long)]
@@ -115,7 +119,7 @@ fn main() -> ExitCode {
     };
     let ctx = harness::Ctx::new(nofail, args.trigger, out);
     if let Some(out) = &args.bench {
-        return match bench::run(&ctx, out) {
+        return match bench::run(&ctx, out, &args.bench_configs) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 println!("bench failed: {e:#}");
