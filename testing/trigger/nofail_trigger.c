@@ -321,7 +321,7 @@ static int ex_sleep_enter(struct kprobe *kp, struct pt_regs *regs)
 		return 0;
 	n = atomic_inc_return(&ex_sleeps);
 	if (n <= EXHAUST_MAX)
-		sleep_ns[n - 1] = ktime_get_ns();
+		WRITE_ONCE(sleep_ns[n - 1], ktime_get_ns());
 	if (ex_free_us)
 		return 0;
 	if (!ex_mapping && n <= (int)ex_decoys)
@@ -388,13 +388,15 @@ static int freer_thread(void *unused)
 	int i;
 
 	/* No retry sleep in 10 s (a sleep this module cannot probe): free
-	 * anyway, so that the call ends; sleeps=0 tells the test. */
-	while (!atomic_read(&ex_sleeps) && ktime_get_ns() < give_up) {
+	 * anyway, so that the call ends; sleeps=0 tells the test. Waits for
+	 * the first sleep's time, not its count: the count is raised before
+	 * the time is stored, and a time of 0 made every free come at once. */
+	while (!READ_ONCE(sleep_ns[0]) && ktime_get_ns() < give_up) {
 		if (kthread_should_stop() || smp_load_acquire(&ex_done))
 			goto out;
 		usleep_range(20, 40);
 	}
-	t0 = atomic_read(&ex_sleeps) ? READ_ONCE(sleep_ns[0]) : ktime_get_ns();
+	t0 = READ_ONCE(sleep_ns[0]) ?: ktime_get_ns();
 	for (i = 0; i < n_decoys; i++) {
 		sleep_until(t0 + (u64)ex_free_us * 1000 * (i + 1) / (n_decoys + 1));
 		free_vm_area(decoy_areas[i]);

@@ -43,10 +43,12 @@ const STOCK_SCENARIOS: [&str; 3] = [
     "whatif_timed_mapping",
 ];
 
-/// One kind's runs on both kernels.
+/// One kind's medians on both kernels.
 struct Pair {
-    stock: Series,
-    patched: Series,
+    /// Runs per kernel (the stock series').
+    runs: usize,
+    stock: Medians,
+    patched: Medians,
 }
 
 /// The medians the check compares, of one kernel's series.
@@ -75,20 +77,22 @@ impl Medians {
 }
 
 impl Pair {
-    fn medians(&self) -> (Medians, Medians) {
-        (Medians::of(&self.stock), Medians::of(&self.patched))
+    fn new(stock: &Series, patched: &Series) -> Self {
+        Self {
+            runs: stock.runs.len(),
+            stock: Medians::of(stock),
+            patched: Medians::of(patched),
+        }
     }
 
     /// The prediction's error against the patched stall, ns (signed).
     fn error_ns(&self) -> i64 {
-        let (s, p) = self.medians();
-        s.predicted_stall_ns as i64 - p.stall_ns as i64
+        self.stock.predicted_stall_ns as i64 - self.patched.stall_ns as i64
     }
 
     /// The goal: 10 % of the patched stall or one jiffy, the larger.
     fn bound_ns(&self) -> u64 {
-        let (_, p) = self.medians();
-        (p.stall_ns / 10).max(p.jiffy_ns)
+        (self.patched.stall_ns / 10).max(self.patched.jiffy_ns)
     }
 
     /// Whether the prediction is held to the bound: the area stage's, whose
@@ -99,7 +103,7 @@ impl Pair {
 
     /// What is wrong with this pair, one line each.
     fn violations(&self) -> Vec<String> {
-        let (s, p) = self.medians();
+        let (s, p) = (&self.stock, &self.patched);
         let mut out = Vec::new();
         let kind = &s.kind;
         if !self.gated() {
@@ -151,14 +155,14 @@ fn read(dir: &Path, kind: &str) -> Result<Series> {
 /// retries and stall on both kernels, then --what-if's prediction from the
 /// stock runs and its error against the patched stall.
 fn table(pairs: &[Pair]) -> String {
-    let runs = pairs.first().map_or(0, |p| p.stock.runs.len());
+    let runs = pairs.first().map_or(0, |p| p.runs);
     let mut out = format!(
         "medians of {runs} runs per kernel\n\
          scenario  free at  retries      futile       stall ms          what-if (stock runs)\n\
          \x20                  stock patch  stock patch  stock   patched   predicted  error   bound\n",
     );
     for pair in pairs {
-        let (s, p) = pair.medians();
+        let (s, p) = (&pair.stock, &pair.patched);
         out.push_str(&format!(
             "{:<8}  {:>5.1} ms {:>5} {:>5}  {:>5} {:>5}  {:>6.1}  {:>6.1}    {:>6.1}  {:>+6.1}  {}\n",
             s.kind,
@@ -187,20 +191,12 @@ pub fn check(stock_dir: &Path, patched_dir: &Path, since: SystemTime) -> Result<
     let mut pairs = Vec::new();
     for kind in KINDS {
         for dir in [stock_dir, patched_dir] {
-            let file = dir.join(format!("timed_{kind}.json"));
-            let modified = std::fs::metadata(&file)
-                .and_then(|m| m.modified())
-                .with_context(|| format!("no {}: its scenario did not run", file.display()))?;
-            ensure!(
-                modified >= since,
-                "{} is older than this run: its scenario did not write it",
-                file.display()
-            );
+            crate::gate::written_since(&dir.join(format!("timed_{kind}.json")), since)?;
         }
-        pairs.push(Pair {
-            stock: read(stock_dir, kind)?,
-            patched: read(patched_dir, kind)?,
-        });
+        pairs.push(Pair::new(
+            &read(stock_dir, kind)?,
+            &read(patched_dir, kind)?,
+        ));
     }
     print!("{}", table(&pairs));
     let violations: Vec<String> = pairs.iter().flat_map(Pair::violations).collect();
@@ -298,10 +294,7 @@ mod tests {
 
     #[test]
     fn a_patched_loop_that_retries_less_within_the_bound_passes() {
-        let pair = Pair {
-            stock: timed("area", 6, 5, 47, 42),
-            patched: timed("area", 1, 0, 43, 43),
-        };
+        let pair = Pair::new(&timed("area", 6, 5, 47, 42), &timed("area", 1, 0, 43, 43));
         assert!(pair.violations().is_empty(), "{:?}", pair.violations());
         assert_eq!(pair.error_ns(), -1_000_000);
         assert_eq!(pair.bound_ns(), 4_300_000);
@@ -312,10 +305,10 @@ mod tests {
 
     #[test]
     fn as_many_futile_retries_fail() {
-        let pair = Pair {
-            stock: timed("decoys", 5, 4, 42, 41),
-            patched: timed("decoys", 5, 4, 42, 42),
-        };
+        let pair = Pair::new(
+            &timed("decoys", 5, 4, 42, 41),
+            &timed("decoys", 5, 4, 42, 42),
+        );
         let v = pair.violations();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(
@@ -326,10 +319,7 @@ mod tests {
 
     #[test]
     fn a_prediction_off_by_more_than_a_jiffy_and_10_percent_fails() {
-        let pair = Pair {
-            stock: timed("area", 6, 5, 47, 30),
-            patched: timed("area", 1, 0, 43, 43),
-        };
+        let pair = Pair::new(&timed("area", 6, 5, 47, 30), &timed("area", 1, 0, 43, 43));
         let v = pair.violations();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("off by more than 4.3 ms"), "{v:?}");
@@ -337,10 +327,10 @@ mod tests {
 
     #[test]
     fn the_mapping_loop_must_retry_as_often() {
-        let pair = Pair {
-            stock: timed("mapping", 4, 3, 35, 33),
-            patched: timed("mapping", 3, 2, 34, 34),
-        };
+        let pair = Pair::new(
+            &timed("mapping", 4, 3, 35, 33),
+            &timed("mapping", 3, 2, 34, 34),
+        );
         let v = pair.violations();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("leaves the mapping loop alone"), "{v:?}");
@@ -348,10 +338,10 @@ mod tests {
 
     #[test]
     fn the_mapping_prediction_is_printed_not_gated() {
-        let pair = Pair {
-            stock: timed("mapping", 4, 3, 32, 30),
-            patched: timed("mapping", 4, 3, 42, 42),
-        };
+        let pair = Pair::new(
+            &timed("mapping", 4, 3, 32, 30),
+            &timed("mapping", 4, 3, 42, 42),
+        );
         assert!(pair.violations().is_empty(), "{:?}", pair.violations());
         let t = table(&[pair]);
         assert!(t.contains("-12.0  not gated"), "{t}");

@@ -128,18 +128,25 @@ fn columns(table: &str, caller: &str) -> Option<Vec<String>> {
         .map(|rest| rest.split_whitespace().map(str::to_string).collect())
 }
 
+/// A scenario's output was written since `since` (this run), not left by
+/// an earlier one.
+pub fn written_since(file: &Path, since: SystemTime) -> Result<()> {
+    let modified = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("no {}: its scenario did not run", file.display()))?;
+    ensure!(
+        modified >= since,
+        "{} is older than this run: its scenario did not write it",
+        file.display()
+    );
+    Ok(())
+}
+
 /// Runs the gate both ways with `nofail` on the two reports, which must
 /// have been written since `since` (this CI run).
 pub fn check(nofail: &Path, stock: &Path, patched: &Path, since: SystemTime) -> Result<()> {
     for file in [stock, patched] {
-        let modified = std::fs::metadata(file)
-            .and_then(|m| m.modified())
-            .with_context(|| format!("no report {}", file.display()))?;
-        ensure!(
-            modified >= since,
-            "{} is older than this run: its scenario did not write it",
-            file.display()
-        );
+        written_since(file, since)?;
     }
     let read =
         |p: &Path| -> Result<Value> { Ok(serde_json::from_str(&std::fs::read_to_string(p)?)?) };

@@ -14,6 +14,11 @@ use crate::{
 /// mapping loop unmaps what a failed attempt mapped before it retries.
 pub const UNWIND_PATCH: &str = "vmalloc-nofail-unwind-partial-map";
 
+/// testing/patches/vmalloc-nofail-event-wait.patch: the area stage's NOFAIL
+/// loop waits for vmap space to be freed (`vmap_nofail_wait`); its
+/// scenarios are the timed runs of whatif.rs (`event_wait_*`).
+pub const EVENT_WAIT_PATCH: &str = "vmalloc-nofail-event-wait";
+
 /// `mapping_failure_after_partial_map_spins`, step for step, on the
 /// patched kernel: the priming call, then the 6 MiB NOFAIL call in fresh
 /// vmalloc space with fail_page_alloc (space 3) letting the slot's PMD

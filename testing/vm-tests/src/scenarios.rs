@@ -442,21 +442,21 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             .needs(&[FAIL_PAGE_ALLOC]),
             // The same timed runs on the kernel with the event-driven wait.
             Case {
-                patch: Some(crate::whatif::EVENT_WAIT_PATCH),
+                patch: Some(crate::patched::EVENT_WAIT_PATCH),
                 ..case(
                     "event_wait_area_woken_by_free",
                     crate::whatif::event_wait_area,
                 )
             },
             Case {
-                patch: Some(crate::whatif::EVENT_WAIT_PATCH),
+                patch: Some(crate::patched::EVENT_WAIT_PATCH),
                 ..case(
                     "event_wait_decoys_do_not_wake",
                     crate::whatif::event_wait_decoys,
                 )
             },
             Case {
-                patch: Some(crate::whatif::EVENT_WAIT_PATCH),
+                patch: Some(crate::patched::EVENT_WAIT_PATCH),
                 ..case(
                     "event_wait_mapping_keeps_jiffy",
                     crate::whatif::timed_mapping_any,

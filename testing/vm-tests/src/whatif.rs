@@ -17,9 +17,9 @@ use crate::{
 
 const DIR: &str = "/sys/kernel/debug/nofail_trigger";
 
-/// testing/patches/vmalloc-nofail-event-wait.patch: the area stage's NOFAIL
-/// loop waits for vmap space to be freed (`vmap_nofail_wait`).
-pub const EVENT_WAIT_PATCH: &str = "vmalloc-nofail-event-wait";
+/// How far nofail's wake delay may stray from what the trigger's clock
+/// saw: both read ktime, at probes a few microseconds apart.
+const SLACK: u64 = 200_000;
 
 /// What `exhaust_results` says of the last exhaustion run.
 #[derive(Debug)]
@@ -143,7 +143,6 @@ fn area_run(ctx: &Ctx, name: &str, decoys: u64, free_at: u64) -> Result<()> {
         let (_, wake) = ex.sleeps_at[r as usize - 1];
         let delay = got("wake_delay_ns")?;
         let (lo, hi) = (wake - ex.free_end_ns, wake - ex.free_start_ns);
-        const SLACK: u64 = 200_000;
         ensure!(
             delay + SLACK >= lo && delay <= hi + SLACK,
             "wake delay {delay} ns; the trigger saw the free {lo}..{hi} ns before the wake"
@@ -299,7 +298,9 @@ fn series(
 /// One timed run under `nofail trace --what-if`: `cmd` is the trigger's
 /// exhaust command, `site` the caller. Runs again (up to 3 times) when
 /// the free did not land inside a retry sleep: the truth is then not
-/// exact.
+/// exact. `inject`: fail_page_alloc's budget (mapping stage), 0 for the
+/// area stage, whose one relevant free is the trigger's: there nofail's
+/// wake delay must be the trigger's.
 fn timed(ctx: &Ctx, kind: &'static str, cmd: &str, site: &str, inject: u64) -> Result<Timed> {
     ctx.load_trigger()?;
     let hz = trigger::hz()?;
@@ -339,6 +340,12 @@ fn timed(ctx: &Ctx, kind: &'static str, cmd: &str, site: &str, inject: u64) -> R
         );
         let (_, wake) = ex.sleeps_at[inside - 1];
         let first_sleep = ex.sleeps_at[0].0;
+        let delay = got("wake_delay_ns")?;
+        let (lo, hi) = (wake - ex.free_end_ns, wake - ex.free_start_ns);
+        ensure!(
+            inject > 0 || (delay + SLACK >= lo && delay <= hi + SLACK),
+            "nofail's wake delay {delay} ns; the trigger saw the free {lo}..{hi} ns before the wake"
+        );
         let t = Timed {
             kind: kind.into(),
             hz,
@@ -349,8 +356,8 @@ fn timed(ctx: &Ctx, kind: &'static str, cmd: &str, site: &str, inject: u64) -> R
             stall_ns: ex.ret_ns - first_sleep,
             slept_ns: got("slept_ns")?,
             whatif_slept_ns: got("whatif_slept_ns")?,
-            wake_delay_ns: got("wake_delay_ns")?,
-            truth_wake_delay_ns: wake.saturating_sub(ex.free_end_ns),
+            wake_delay_ns: delay,
+            truth_wake_delay_ns: lo,
         };
         println!(
             "  ({retries} retries, {futile} futile; free {:.1} ms after the first sleep, in sleep {inside}; stall {:.1} ms, --what-if predicts {:.1} ms; wake delay {:.2} ms)",
@@ -379,6 +386,7 @@ fn area_series(
         "site_vmalloc_nofail_window",
         0,
         |t| {
+            freed_on_time(t, FREE_AFTER_MS)?;
             ensure!(
                 t.freed == 1,
                 "{} retries after a relevant free; the window was freed once",
@@ -389,8 +397,22 @@ fn area_series(
     )
 }
 
-/// Page-table pages fail_page_alloc fails in the timed mapping run.
+/// The trigger's free came no earlier than asked (an hrtimer sleep never
+/// ends early; a free at once means the trigger lost the first sleep's
+/// time).
+fn freed_on_time(t: &Timed, after_ms: u64) -> Result<()> {
+    ensure!(
+        t.free_after_ns >= after_ms * 1_000_000,
+        "the trigger freed {} ns after the first retry sleep, before the {after_ms} ms asked",
+        t.free_after_ns
+    );
+    Ok(())
+}
+
+/// Page-table pages fail_page_alloc fails in the timed mapping run, and
+/// when the trigger frees its page: inside the first retry sleep.
 const MAPPING_FAILS: u64 = 4;
+const MAPPING_FREE_AFTER_MS: u64 = 5;
 
 /// Stock kernel: every retry before the free is futile, the one after it
 /// is not.
@@ -421,10 +443,11 @@ pub fn timed_mapping_any(ctx: &Ctx) -> Result<()> {
     series(
         ctx,
         "mapping",
-        &format!("mapping_timed {}", 5 * 1000),
+        &format!("mapping_timed {}", MAPPING_FREE_AFTER_MS * 1000),
         "site_vmalloc_nofail_fresh",
         MAPPING_FAILS,
         |t| {
+            freed_on_time(t, MAPPING_FREE_AFTER_MS)?;
             ensure!(
                 t.retries == MAPPING_FAILS,
                 "{} retries for {MAPPING_FAILS} failed page-table pages",
