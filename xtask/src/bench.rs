@@ -259,6 +259,7 @@ fn boot(root: &Path, b: &Boot, backdrop_threads: u32, configs: &[&str]) -> Resul
         memory: 2048,
         icount: b.icount,
         cpus: 1,
+        systemd: false,
     })?;
     if code != 0 {
         bail!("benchmark failed in the VM ({clock} boot{tag}, exit {code})");

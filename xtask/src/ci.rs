@@ -297,6 +297,7 @@ fn runner_checks(t: &mut Tally, root: &Path, kernel: &Kernel) {
             memory: 512,
             icount: false,
             cpus: 2,
+            systemd: false,
         })
     };
     t.step("vm --timeout ends a guest that sleeps too long", || {

@@ -95,6 +95,11 @@ pub fn build() -> Result<PathBuf> {
             "Package: nofail\nVersion: {version}\nArchitecture: amd64\nMaintainer: nofail developers <nofail@localhost>\nSection: admin\nPriority: optional\nDescription: see and break the kernel's never-fail allocation retry loops\n nofail counts vmalloc's __GFP_NOFAIL retry loops and open-coded retry\n loops per caller with eBPF, exports them to Prometheus (nofail serve,\n nofail.service) and injects failures scoped to chosen callers.\n One static binary; needs a kernel with BPF and BTF.\n"
         ),
     )?;
+    for (script, text) in MAINTAINER_SCRIPTS {
+        let path = stage.join("DEBIAN").join(script);
+        std::fs::write(&path, text)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
     let deb = out.join(format!("nofail_{version}_amd64.deb"));
     util::run(
         Command::new("dpkg-deb")
@@ -106,6 +111,22 @@ pub fn build() -> Result<PathBuf> {
     println!("xtask deb: {}", deb.display());
     Ok(deb)
 }
+
+/// What dh_installsystemd would write for a unit the admin enables by
+/// hand (the package does not start nofail on install: attaching to the
+/// kernel is the admin's decision). `dpkg -r` of a running service stops
+/// it first (the binary is gone after), then systemd forgets the unit;
+/// `dpkg -P` also drops the admin's enablement.
+const MAINTAINER_SCRIPTS: [(&str, &str); 2] = [
+    (
+        "prerm",
+        "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then\n\tsystemctl stop nofail.service || true\nfi\n",
+    ),
+    (
+        "postrm",
+        "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then\n\tsystemctl daemon-reload || true\nfi\nif [ \"$1\" = purge ]; then\n\trm -f /etc/systemd/system/multi-user.target.wants/nofail.service\nfi\n",
+    ),
+];
 
 /// Debian's machine-readable copyright: the crate licenses, in full.
 fn copyright(root: &Path) -> Result<String> {

@@ -36,5 +36,6 @@ pub fn run(name: KernelName) -> Result<i32> {
         memory: 2048,
         icount: false,
         cpus: 2,
+        systemd: false,
     })
 }

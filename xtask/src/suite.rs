@@ -32,6 +32,8 @@ pub fn build() -> Result<()> {
             .current_dir(workspace_root()),
     )?;
     crate::dist::build()?;
+    // The package the systemd scenarios install (dpkg -i in the guest).
+    crate::deb::build()?;
     Ok(())
 }
 
@@ -60,6 +62,9 @@ struct Finished {
 struct Boot {
     names: Vec<String>,
     timeout: u64,
+    /// systemd as PID 1 (the scenario runs from a unit after
+    /// multi-user.target).
+    systemd: bool,
 }
 
 /// Runs the selected scenarios on `kernel`; true if none failed (and, on
@@ -260,9 +265,10 @@ fn run_boot(
         command.extend(["--exact".into(), name.clone()]);
     }
     println!(
-        "xtask vm-test: boot {} of {of} on {}: {}",
+        "xtask vm-test: boot {} of {of} on {}{}: {}",
         i + 1,
         kernel.label,
+        if boot.systemd { " (systemd)" } else { "" },
         if boot.names.len() == 1 {
             boot.names[0].clone()
         } else {
@@ -278,6 +284,7 @@ fn run_boot(
         memory: 2048,
         icount: false,
         cpus: 2,
+        systemd: boot.systemd,
     })?;
     let (lines, closed) = read_results(&results);
     Ok((code, lines, closed))
@@ -332,11 +339,13 @@ fn plan(chosen: &[&Listing]) -> Vec<Boot> {
         boots.push(Boot {
             names: shared,
             timeout: 1800,
+            systemd: false,
         });
     }
     boots.extend(chosen.iter().filter(|l| l.own_boot).map(|l| Boot {
         names: vec![l.name.clone()],
         timeout: 600,
+        systemd: l.systemd,
     }));
     boots
 }

@@ -56,6 +56,12 @@ pub struct VmArgs {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub cpus: u32,
+    /// Boot systemd as PID 1 (to multi-user.target, over a writable
+    /// overlay of the host's root) and run the command from a unit after
+    /// it: for `dpkg -i`, `systemctl` and services. What it masks, and why:
+    /// testing/vm-init/src/systemd.rs.
+    #[arg(long)]
+    pub systemd: bool,
     /// The command to run in the guest, as root, in the current directory.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -74,6 +80,7 @@ pub fn cmd(args: VmArgs) -> Result<i32> {
         memory: args.memory,
         icount: args.icount,
         cpus: args.cpus,
+        systemd: args.systemd,
     })
 }
 
@@ -94,6 +101,9 @@ pub struct Guest<'a> {
     /// shared, so instructions a second CPU runs meanwhile (a kworker,
     /// a tracer's own process) would count as the measured thread's.
     pub cpus: u32,
+    /// systemd as PID 1, the command run from a unit after
+    /// multi-user.target (testing/vm-init/src/systemd.rs).
+    pub systemd: bool,
 }
 
 /// Boots `kernel`, runs `command` in `cwd`, returns the guest command's
@@ -122,14 +132,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     let work = tempdir()?;
     let nonce = format!("NOFAIL-VM-{:016x}", rand64());
     let initrd = work.join("initrd.cpio");
-    write_initramfs(
-        guest.kernel,
-        &initrd,
-        &nonce,
-        guest.cwd,
-        guest.command,
-        guest.env,
-    )?;
+    write_initramfs(guest, &initrd, &nonce)?;
     let heartbeat = work.join("heartbeat");
     std::fs::write(&heartbeat, "")?;
     for var in ["NOFAIL_QEMU_EXTRA", "NOFAIL_KERNEL_APPEND"] {
@@ -203,7 +206,13 @@ fn qemu_command(guest: &Guest, initrd: &Path, heartbeat: &Path) -> Command {
     .arg(initrd)
     .arg("-append")
     .arg(format!(
-        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {}",
+        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {}{}",
+        // systemd's boot status only where a unit fails.
+        if guest.systemd {
+            "systemd.show_status=error "
+        } else {
+            ""
+        },
         std::env::var("NOFAIL_KERNEL_APPEND").unwrap_or_default()
     ))
     .arg("-virtfs")
@@ -388,14 +397,17 @@ const GUEST_MODULES: &[&str] = &["9p", "9pnet_virtio", "virtio_pci", "loop", "xf
 /// with ENOENT). Newer kernels have crc32c as a library and no such module.
 const GUEST_MODULES_IF_PRESENT: &[&str] = &["crc32c_generic"];
 
-fn write_initramfs(
-    kernel: &Kernel,
-    path: &Path,
-    nonce: &str,
-    cwd: &Path,
-    command: &[String],
-    env: &[String],
-) -> Result<()> {
+/// What a systemd guest loads besides: its root is an overlay.
+const SYSTEMD_MODULES: &[&str] = &["overlay"];
+
+fn write_initramfs(guest: &Guest, path: &Path, nonce: &str) -> Result<()> {
+    let Guest {
+        kernel,
+        cwd,
+        command,
+        env,
+        ..
+    } = *guest;
     let init = build_init()?;
     let mut cpio = Cpio::new(std::io::BufWriter::new(std::fs::File::create(path)?));
     for dir in ["dev", "proc", "sys", "host", "modules"] {
@@ -410,6 +422,9 @@ fn write_initramfs(
     };
     record("nonce", nonce);
     record("cwd", &cwd.to_string_lossy());
+    if guest.systemd {
+        record("init", "systemd");
+    }
     for e in env {
         record("env", e);
     }
@@ -428,6 +443,7 @@ fn write_initramfs(
             .chain(
                 GUEST_MODULES
                     .iter()
+                    .chain(if guest.systemd { SYSTEMD_MODULES } else { &[] })
                     .copied()
                     .filter(|m| !optional || module_closure(modules, &[m]).is_ok()),
             )

@@ -172,6 +172,11 @@ pub fn programs() -> io::Result<Vec<Object>> {
     list(Kind::Prog)
 }
 
+/// The id of every BPF link in the kernel.
+pub fn link_ids() -> io::Result<Vec<u32>> {
+    ids(Kind::Link)
+}
+
 /// Every map in the kernel.
 pub fn maps() -> io::Result<Vec<Object>> {
     list(Kind::Map)

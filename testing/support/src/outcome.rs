@@ -119,6 +119,8 @@ impl fmt::Display for Summary {
 pub struct Listing {
     pub name: String,
     pub own_boot: bool,
+    /// It runs in a guest booted with systemd as PID 1 (a boot of its own).
+    pub systemd: bool,
     pub records: Vec<String>,
     pub needs: Vec<String>,
 }
@@ -128,6 +130,9 @@ impl fmt::Display for Listing {
         write!(f, "{}", self.name)?;
         if self.own_boot {
             write!(f, " own-boot")?;
+        }
+        if self.systemd {
+            write!(f, " systemd")?;
         }
         if !self.records.is_empty() {
             write!(f, " records={}", self.records.join(","))?;
@@ -154,6 +159,8 @@ impl Listing {
                 l.needs = list(options);
             } else if w == "own-boot" {
                 l.own_boot = true;
+            } else if w == "systemd" {
+                l.systemd = true;
             } else {
                 return None;
             }
@@ -219,15 +226,21 @@ mod tests {
             },
             Listing {
                 name: "export".into(),
-                own_boot: false,
                 records: vec!["a.json".into(), "b.json".into()],
-                needs: vec![],
+                ..Listing::default()
             },
             Listing {
                 name: "inject".into(),
                 own_boot: true,
                 records: vec!["c.json".into()],
                 needs: vec!["CONFIG_FAILSLAB".into(), "CONFIG_XFS_FS".into()],
+                ..Listing::default()
+            },
+            Listing {
+                name: "service".into(),
+                own_boot: true,
+                systemd: true,
+                ..Listing::default()
             },
         ] {
             assert_eq!(Listing::parse(&l.to_string()), Some(l));

@@ -95,31 +95,7 @@ impl Server {
     /// An instant query: each result's labels and value; None until the
     /// server answers.
     pub fn query(&self, expr: &str) -> Option<Vec<(serde_json::Value, f64)>> {
-        let encoded: String = expr
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let (code, body) =
-            crate::http::http_get(self.port, &format!("/api/v1/query?query={encoded}")).ok()?;
-        if code != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let results = v["data"]["result"].as_array()?;
-        Some(
-            results
-                .iter()
-                .filter_map(|r| {
-                    let value = r["value"][1].as_str()?.parse().ok()?;
-                    Some((r["metric"].clone(), value))
-                })
-                .collect(),
-        )
+        query(self.port, expr)
     }
 
     /// `query` until it returns at least one result, for up to `wait`.
@@ -128,18 +104,60 @@ impl Server {
         expr: &str,
         wait: std::time::Duration,
     ) -> Result<Vec<(serde_json::Value, f64)>> {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            if let Some(r) = self.query(expr).filter(|r| !r.is_empty()) {
-                return Ok(r);
-            }
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "prometheus gave no answer to {expr} in {wait:?}; log: {}",
+        query_until(self.port, expr, wait).with_context(|| {
+            format!(
+                "log: {}",
                 std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            )
+        })
+    }
+}
+
+/// An instant query of the Prometheus on `port`: each result's labels and
+/// value (NaN for a histogram_quantile of nothing); None until the server
+/// answers.
+pub fn query(port: u16, expr: &str) -> Option<Vec<(serde_json::Value, f64)>> {
+    let encoded: String = expr
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (code, body) =
+        crate::http::http_get(port, &format!("/api/v1/query?query={encoded}")).ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let results = v["data"]["result"].as_array()?;
+    Some(
+        results
+            .iter()
+            .filter_map(|r| {
+                let value = r["value"][1].as_str()?.parse().ok()?;
+                Some((r["metric"].clone(), value))
+            })
+            .collect(),
+    )
+}
+
+/// `query` until it returns at least one result, for up to `wait`.
+pub fn query_until(
+    port: u16,
+    expr: &str,
+    wait: std::time::Duration,
+) -> Result<Vec<(serde_json::Value, f64)>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(r) = query(port, expr).filter(|r| !r.is_empty()) {
+            return Ok(r);
         }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "prometheus gave no answer to {expr} in {wait:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 

@@ -8,6 +8,12 @@
 //! `<nonce> EXIT <status>` on the console for the host to parse, and powers
 //! off. A heartbeat on the second serial port lets the host tell a hung
 //! guest from a quiet command.
+//!
+//! With `init=systemd` in `/config` it boots systemd instead (`systemd.rs`):
+//! the same binary then runs the command from a unit (`vm-init run`) and
+//! beats the heartbeat from another (`vm-init heartbeat`).
+
+mod systemd;
 
 use std::{
     ffi::CString, fs, io::Write as _, os::unix::process::ExitStatusExt as _, process::Command,
@@ -15,18 +21,21 @@ use std::{
 };
 
 /// Parsed `/config`: NUL-separated `key=value` records.
-struct Config {
-    nonce: String,
-    cwd: String,
+pub(crate) struct Config {
+    pub(crate) nonce: String,
+    /// Boot systemd as PID 1 and run the command from a unit.
+    systemd: bool,
+    pub(crate) cwd: String,
     env: Vec<(String, String)>,
     argv: Vec<String>,
     modules: Vec<String>,
 }
 
-fn read_config() -> Result<Config, String> {
-    let raw = fs::read("/config").map_err(|e| format!("read /config: {e}"))?;
+fn read_config(path: &str) -> Result<Config, String> {
+    let raw = fs::read(path).map_err(|e| format!("read {path}: {e}"))?;
     let mut cfg = Config {
         nonce: String::new(),
+        systemd: false,
         cwd: "/".into(),
         env: vec![],
         argv: vec![],
@@ -42,6 +51,7 @@ fn read_config() -> Result<Config, String> {
             "cwd" => cfg.cwd = value.into(),
             "arg" => cfg.argv.push(value.into()),
             "module" => cfg.modules.push(value.into()),
+            "init" if value == "systemd" => cfg.systemd = true,
             "env" => {
                 let (k, v) = value.split_once('=').ok_or(format!("bad env {value:?}"))?;
                 cfg.env.push((k.into(), v.into()));
@@ -55,11 +65,11 @@ fn read_config() -> Result<Config, String> {
     Ok(cfg)
 }
 
-fn cstr(s: &str) -> CString {
+pub(crate) fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in path")
 }
 
-fn mount(
+pub(crate) fn mount(
     src: &str,
     target: &str,
     fstype: &str,
@@ -112,20 +122,35 @@ fn loopback_up() -> Result<(), String> {
     Ok(())
 }
 
-fn setup(cfg: &Config) -> Result<(), String> {
-    for module in &cfg.modules {
-        load_module(&format!("/modules/{module}"))?;
-    }
-    loopback_up()?;
-    let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+/// The host's root, read-only, at `at`.
+pub(crate) fn mount_host_root(at: &str) -> Result<(), String> {
     mount(
         "hostroot",
-        "/host",
+        at,
         "9p",
         libc::MS_RDONLY,
         "trans=virtio,version=9p2000.L,msize=512000,cache=loose",
-    )?;
-    let host = |p: &str| format!("/host{p}");
+    )
+}
+
+/// The host's working directory, writable, at `cwd` under `root`.
+pub(crate) fn mount_host_cwd(root: &str, cwd: &str) -> Result<(), String> {
+    if cwd == "/" {
+        return Ok(());
+    }
+    mount(
+        "hostcwd",
+        &format!("{root}{cwd}"),
+        "9p",
+        0,
+        "trans=virtio,version=9p2000.L,msize=512000",
+    )
+}
+
+/// The pseudo filesystems the scenarios read, under `root`.
+pub(crate) fn mount_pseudo(root: &str) -> Result<(), String> {
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+    let host = |p: &str| format!("{root}{p}");
     mount("proc", &host("/proc"), "proc", nosuid | libc::MS_NOEXEC, "")?;
     mount(
         "sysfs",
@@ -146,18 +171,24 @@ fn setup(cfg: &Config) -> Result<(), String> {
         "",
     )?;
     mount("bpffs", &host("/sys/fs/bpf"), "bpf", nosuid, "")?;
-    mount("cgroup2", &host("/sys/fs/cgroup"), "cgroup2", nosuid, "")?;
-    mount("tmpfs", &host("/tmp"), "tmpfs", nosuid, "mode=1777")?;
-    mount("tmpfs", &host("/run"), "tmpfs", nosuid, "mode=755")?;
-    if cfg.cwd != "/" {
-        mount(
-            "hostcwd",
-            &host(&cfg.cwd),
-            "9p",
-            0,
-            "trans=virtio,version=9p2000.L,msize=512000",
-        )?;
+    mount("cgroup2", &host("/sys/fs/cgroup"), "cgroup2", nosuid, "")
+}
+
+pub(crate) fn load_modules(cfg: &Config) -> Result<(), String> {
+    for module in &cfg.modules {
+        load_module(&format!("/modules/{module}"))?;
     }
+    loopback_up()
+}
+
+fn setup(cfg: &Config) -> Result<(), String> {
+    load_modules(cfg)?;
+    mount_host_root("/host")?;
+    mount_pseudo("/host")?;
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+    mount("tmpfs", "/host/tmp", "tmpfs", nosuid, "mode=1777")?;
+    mount("tmpfs", "/host/run", "tmpfs", nosuid, "mode=755")?;
+    mount_host_cwd("/host", &cfg.cwd)?;
     let root = cstr("/host");
     if unsafe { libc::chroot(root.as_ptr()) } != 0 {
         return Err(format!("chroot /host: {}", std::io::Error::last_os_error()));
@@ -166,16 +197,19 @@ fn setup(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// A dot a second on the second serial port, for ever.
+fn beat() {
+    let Ok(mut port) = fs::OpenOptions::new().write(true).open("/dev/ttyS1") else {
+        return;
+    };
+    loop {
+        let _ = port.write_all(b".");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn heartbeat() {
-    std::thread::spawn(|| {
-        let Ok(mut port) = fs::OpenOptions::new().write(true).open("/dev/ttyS1") else {
-            return;
-        };
-        loop {
-            let _ = port.write_all(b".");
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
+    std::thread::spawn(beat);
 }
 
 fn run(cfg: &Config) -> i32 {
@@ -203,13 +237,58 @@ fn run(cfg: &Config) -> i32 {
     }
 }
 
+/// Prints the status line the host waits for, lets the console drain,
+/// powers off.
+fn finish(nonce: &str, status: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    unsafe { libc::sync() };
+    println!("\n{nonce} EXIT {status}");
+    let _ = std::io::stdout().flush();
+    // The line is in the tty's buffer, not yet out of the UART: with a
+    // task spinning in the kernel (the endless-loop scenarios), power-off
+    // came before the drain and the host saw no status (exit 125 for a
+    // passed scenario). Wait until the console has sent everything.
+    unsafe { libc::tcdrain(libc::STDOUT_FILENO) };
+    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+    std::process::exit(status)
+}
+
+/// `vm-init run` in a systemd guest: the command, from its unit.
+fn run_from_unit() -> ! {
+    let cfg = match read_config(systemd::CONFIG) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("vm-init run: {e}");
+            finish("", 125)
+        }
+    };
+    if let Err(e) = std::env::set_current_dir(&cfg.cwd) {
+        eprintln!("vm-init run: chdir {}: {e}", cfg.cwd);
+        finish(&cfg.nonce, 125)
+    }
+    println!("\n{} START", cfg.nonce);
+    let status = run(&cfg);
+    finish(&cfg.nonce, status)
+}
+
 fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("run") => run_from_unit(),
+        Some("heartbeat") => return beat(),
+        _ => {}
+    }
     // The initramfs root: console first so every message is seen.
     let _ = mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "");
     let _ = mount("proc", "/proc", "proc", 0, "");
     let _ = mount("sysfs", "/sys", "sysfs", 0, "");
     heartbeat();
-    let (nonce, status) = match read_config() {
+    let (nonce, status) = match read_config("/config") {
+        Ok(cfg) if cfg.systemd => {
+            // Returns only if systemd could not be started.
+            let e = systemd::boot(&cfg);
+            eprintln!("vm-init: {e}");
+            (cfg.nonce.clone(), 125)
+        }
         Ok(cfg) => match setup(&cfg) {
             Ok(()) => {
                 // Tells the host the guest booted: a crash before this line
@@ -227,14 +306,5 @@ fn main() {
             (String::new(), 125)
         }
     };
-    let _ = std::io::stdout().flush();
-    unsafe { libc::sync() };
-    println!("\n{nonce} EXIT {status}");
-    let _ = std::io::stdout().flush();
-    // The line is in the tty's buffer, not yet out of the UART: with a
-    // task spinning in the kernel (the endless-loop scenarios), power-off
-    // came before the drain and the host saw no status (exit 125 for a
-    // passed scenario). Wait until the console has sent everything.
-    unsafe { libc::tcdrain(libc::STDOUT_FILENO) };
-    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+    finish(&nonce, status)
 }

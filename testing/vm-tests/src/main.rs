@@ -4,6 +4,7 @@
 //! creation on stock kernels), traces them with the real `nofail` binary and
 //! compares nofail's per-caller counts with that ground truth.
 
+mod alerts;
 mod bench;
 mod events;
 mod export;
@@ -16,6 +17,7 @@ mod real;
 mod runner;
 mod scenarios;
 mod sentinel;
+mod service;
 mod soak;
 mod tracepoint;
 mod trigger;
@@ -106,7 +108,8 @@ fn main() -> ExitCode {
         for c in &cases {
             let listing = Listing {
                 name: c.name.into(),
-                own_boot: c.own_boot,
+                own_boot: c.own_boot || c.systemd,
+                systemd: c.systemd,
                 records: c.records.iter().map(|r| r.to_string()).collect(),
                 needs: c.needs.iter().map(|n| n.to_string()).collect(),
             };

@@ -22,6 +22,9 @@ pub struct Case {
     /// It leaves the kernel unfit for others (a task spinning in it for
     /// good): xtask boots a VM for it alone.
     pub own_boot: bool,
+    /// It needs systemd as PID 1 (the packaged service, Prometheus as a
+    /// service): xtask boots one for it alone.
+    pub systemd: bool,
     /// Kernel log records it expects (substrings), which the
     /// kernel-is-clean check lets through.
     pub kernel_warnings: &'static [&'static str],
@@ -45,6 +48,7 @@ pub fn case(name: &'static str, run: Scenario) -> Case {
         name,
         run,
         own_boot: false,
+        systemd: false,
         kernel_warnings: &[],
         records: &[],
         patch: None,
@@ -175,6 +179,14 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             "service_command_line_under_its_capabilities",
             crate::export::service_command_line_under_its_capabilities,
         ),
+        // The package under systemd, as docs/install.md writes it.
+        Case {
+            systemd: true,
+            ..case(
+                "service_installed_as_written",
+                crate::service::installed_as_written,
+            )
+        },
         case(
             "wrap_exit_status_passes_through",
             crate::wrap::exit_status_passes_through,
@@ -208,6 +220,21 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             .needs(&[INJECT_KPROBE, AREA]),
             case("wrap_gate_exits_3", crate::wrap::gate_exits_3).needs(&[INJECT_KPROBE, AREA]),
             case("trigger_sites_exact", trigger_sites_exact),
+            Case {
+                systemd: true,
+                ..case(
+                    "service_alerts_fire_and_resolve",
+                    crate::alerts::alerts_fire_and_resolve,
+                )
+            }
+            .needs(&[FAIL_FUNCTION, FAIL_PAGE_ALLOC]),
+            Case {
+                systemd: true,
+                ..case(
+                    "service_dropin_without_cap_sys_admin",
+                    crate::service::dropin_without_cap_sys_admin,
+                )
+            },
             case(
                 "tracepoint_mode_matches_full",
                 crate::tracepoint::matches_full_mode,

@@ -88,6 +88,11 @@ pub fn run(site: &str, count: u64, size: u64, arm: Arm) -> Result<Results> {
     write("count", &count.to_string())?;
     write("fail", &(arm as u32).to_string())?;
     write("run", site)?;
+    results()
+}
+
+/// What the trigger saw for its last run (one that ran in a child too).
+pub fn results() -> Result<Results> {
     let text = std::fs::read_to_string(format!("{DIR}/results"))?;
     Ok(Results {
         calls: field(&text, "calls")?,
@@ -177,6 +182,14 @@ impl Injector {
         set("times", &times.to_string())
     }
 
+    /// Fail every eligible call of tasks with make_it_fail until disarmed
+    /// (the injector's `times` at -1: no limit).
+    pub fn arm_unbounded(self) -> Result<()> {
+        self.arm(1)?;
+        std::fs::write(format!("{}/times", self.dir()), "-1")
+            .with_context(|| format!("write -1 to {}/times", self.dir()))
+    }
+
     /// Failures still left of the armed budget.
     pub fn remaining(self) -> Result<i64> {
         Ok(std::fs::read_to_string(format!("{}/times", self.dir()))?
@@ -245,6 +258,18 @@ pub fn run_mapping_injected(
     // Left running: a spinning NOFAIL call cannot be interrupted.
     std::mem::forget(child);
     Ok(None)
+}
+
+/// Starts `count` calls of `size` bytes from `site` in a child (`sh -c
+/// 'echo SITE > run'`), armed as `arm` says: for calls that stay in the
+/// kernel until the injector is disarmed. `results()` after it exits.
+pub fn start_in_child(site: &str, count: u64, size: u64, arm: Arm) -> Result<std::process::Child> {
+    write("size", &size.to_string())?;
+    write("count", &count.to_string())?;
+    write("fail", &(arm as u32).to_string())?;
+    Ok(std::process::Command::new("sh")
+        .args(["-c", &format!("echo {site} > {DIR}/run")])
+        .spawn()?)
 }
 
 /// In a fresh boot the first fresh-slot call also makes the page-table

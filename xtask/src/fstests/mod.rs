@@ -380,6 +380,7 @@ fn run_one(
         memory: MEMORY_MIB,
         icount: false,
         cpus: 2,
+        systemd: false,
     })?;
     let secs = t0.elapsed().as_secs_f64();
     // For --reread.

@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The Debian package as a host installs it, in a guest booted with systemd
+//! as PID 1 (`Case::systemd`): docs/install.md's "As a service" commands as
+//! written, what `systemctl stop` and `dpkg -r` leave behind, and the drop-in
+//! that takes CAP_SYS_ADMIN away.
+
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use nofail_test_support::{bpf, prom::sample};
+
+use crate::harness::Ctx;
+
+/// The package `cargo xtask deb` made (xtask's suite builds it first).
+pub fn deb() -> Result<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/deb");
+    let mut debs: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("{dir} (cargo xtask deb)"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with("_amd64.deb"))
+        .collect();
+    ensure!(
+        debs.len() == 1,
+        "{} packages in {dir}: {debs:?}",
+        debs.len()
+    );
+    Ok(debs.remove(0))
+}
+
+/// `script` run by `sh -c` as docs/install.md writes it: its exit code
+/// and what it printed (stdout, then stderr).
+pub fn sh(script: &str) -> Result<(i32, String)> {
+    let out = Command::new("sh").args(["-c", script]).output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("  $ {script}\n{}", indent(&text));
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// `sh`, which must exit 0.
+pub fn sh_ok(script: &str) -> Result<String> {
+    let (code, text) = sh(script)?;
+    ensure!(code == 0, "`{script}` exited {code}: {}", text.trim());
+    Ok(text)
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .take(30)
+        .map(|l| format!("    {l}\n"))
+        .collect()
+}
+
+/// The line `nofail serve` prints once every program is attached.
+const SERVING: &str = "nofail: serving http://127.0.0.1:9464/metrics";
+
+/// Waits until the journal shows the service's `n`th serving line (a start
+/// after `n - 1` earlier ones); fails at once if the unit failed.
+pub fn wait_serving(n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let journal = journal()?;
+        if journal.matches(SERVING).count() >= n {
+            return Ok(());
+        }
+        let (_, state) = sh("systemctl is-active nofail")?;
+        ensure!(
+            !state.contains("failed") && Instant::now() < deadline,
+            "nofail.service is {} and printed no {SERVING:?} (start {n}); journal:\n{journal}",
+            state.trim()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `journalctl -u nofail` as the package's user reads it.
+fn journal() -> Result<String> {
+    let out = Command::new("journalctl")
+        .args(["-u", "nofail", "--no-pager", "-o", "cat"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `nofail: attached (MODE...)` lines of the service's `n`th start.
+pub fn attach_lines(n: usize) -> Result<Vec<String>> {
+    let journal = journal()?;
+    let start = journal
+        .split(SERVING)
+        .nth(n - 1)
+        .with_context(|| format!("no start {n} in the journal"))?;
+    let lines: Vec<String> = start
+        .lines()
+        .filter(|l| l.starts_with("nofail: attached ("))
+        .map(str::to_string)
+        .collect();
+    for l in &lines {
+        println!("  start {n}: {l}");
+    }
+    ensure!(!lines.is_empty(), "start {n} printed no attach line");
+    Ok(lines)
+}
+
+/// The service's main process.
+pub fn main_pid() -> Result<u32> {
+    let pid: u32 = sh_ok("systemctl show -p MainPID --value nofail")?
+        .trim()
+        .parse()
+        .context("MainPID")?;
+    ensure!(pid != 0, "nofail.service has no main process");
+    Ok(pid)
+}
+
+/// The BPF program, map and link ids a process holds, from its fds'
+/// fdinfo (`prog_id:`, `map_id:`, `link_id:`).
+#[derive(Debug, Default)]
+pub struct Held {
+    programs: BTreeSet<u32>,
+    maps: BTreeSet<u32>,
+    links: BTreeSet<u32>,
+}
+
+impl Held {
+    pub fn by(pid: u32) -> Result<Self> {
+        let mut held = Self::default();
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+            let Ok(text) = std::fs::read_to_string(fd?.path()) else {
+                continue;
+            };
+            for line in text.lines() {
+                let (key, value) = line.split_once(':').unwrap_or_default();
+                let Ok(id) = value.trim().parse::<u32>() else {
+                    continue;
+                };
+                match key {
+                    "prog_id" => held.programs.insert(id),
+                    "map_id" => held.maps.insert(id),
+                    "link_id" => held.links.insert(id),
+                    _ => false,
+                };
+            }
+        }
+        Ok(held)
+    }
+
+    /// Those of the ids still loaded in the kernel, after up to `settle`
+    /// for the kernel to free them.
+    pub fn still_loaded(&self, settle: Duration) -> Result<String> {
+        let deadline = Instant::now() + settle;
+        loop {
+            let programs: Vec<u32> = bpf::programs()?
+                .into_iter()
+                .map(|p| p.id)
+                .filter(|id| self.programs.contains(id))
+                .collect();
+            let maps: Vec<u32> = bpf::maps()?
+                .into_iter()
+                .map(|m| m.id)
+                .filter(|id| self.maps.contains(id))
+                .collect();
+            let links: Vec<u32> = bpf::link_ids()?
+                .into_iter()
+                .filter(|id| self.links.contains(id))
+                .collect();
+            if (programs.is_empty() && maps.is_empty() && links.is_empty())
+                || Instant::now() >= deadline
+            {
+                return Ok(
+                    if programs.is_empty() && maps.is_empty() && links.is_empty() {
+                        String::new()
+                    } else {
+                        format!("programs {programs:?}, maps {maps:?}, links {links:?}")
+                    },
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} programs, {} maps, {} links",
+            self.programs.len(),
+            self.maps.len(),
+            self.links.len()
+        )
+    }
+}
+
+/// `dpkg -i` and `systemctl enable --now nofail` as docs/install.md
+/// writes them, then `systemctl is-active` and the serving line in
+/// `journalctl -u nofail`.
+pub fn install_and_start() -> Result<()> {
+    sh_ok(&format!("dpkg -i {}", deb()?))?;
+    sh_ok("systemctl enable --now nofail")?;
+    wait_serving(1)?;
+    let active = sh_ok("systemctl is-active nofail")?;
+    ensure!(active.trim() == "active", "is-active: {active}");
+    let journal = sh_ok("journalctl -u nofail --no-pager")?;
+    ensure!(
+        journal.contains(SERVING),
+        "journalctl -u nofail shows no serving line:\n{journal}"
+    );
+    Ok(())
+}
+
+/// Makes `n` BPF array maps (each one array_map_alloc vmalloc call) and
+/// runs docs/install.md's scrape; the calls nofail counted for the site.
+fn scrape_counts_maps(n: u64) -> Result<f64> {
+    let before = scraped_calls()?;
+    crate::wrap::make_maps(n)?;
+    // The scrape reads the maps as they are now: no wait needed, but a
+    // map freed later changes nothing either.
+    let after = scraped_calls()?;
+    Ok(after - before)
+}
+
+/// array_map_alloc's calls in `curl -s localhost:9464/metrics | grep
+/// nofail_vmalloc_calls_total`, the README's command (0 before any).
+fn scraped_calls() -> Result<f64> {
+    let text =
+        sh_ok("curl -s localhost:9464/metrics | grep nofail_vmalloc_calls_total").or_else(|e| {
+            // grep exits 1 when no call was counted yet.
+            let (code, text) = sh("curl -s localhost:9464/metrics")?;
+            ensure!(code == 0, "{e:#}");
+            Ok::<_, anyhow::Error>(text)
+        })?;
+    Ok(sample(&text, "nofail_vmalloc_calls_total", "array_map_alloc", "").unwrap_or(0.0))
+}
+
+/// docs/install.md's commands as written; the service counts the maps
+/// made meanwhile exactly; `systemctl stop` leaves none of its programs,
+/// maps or links loaded; started again and removed with `dpkg -r`, it is
+/// stopped and every file the package installed is gone.
+pub fn installed_as_written(_ctx: &Ctx) -> Result<()> {
+    install_and_start()?;
+    let counted = scrape_counts_maps(3)?;
+    ensure!(
+        counted == 3.0,
+        "array_map_alloc: nofail {counted} != 3 maps made"
+    );
+    let held = Held::by(main_pid()?)?;
+    println!("  nofail.service holds {}", held.summary());
+    ensure!(
+        !held.programs.is_empty(),
+        "the service holds no BPF program"
+    );
+    sh_ok("systemctl stop nofail")?;
+    let left = held.still_loaded(Duration::from_secs(10))?;
+    ensure!(
+        left.is_empty(),
+        "after systemctl stop nofail: {left} still loaded"
+    );
+
+    // Running, then removed: the package's prerm stops it first.
+    let files: Vec<String> = sh_ok("dpkg -L nofail")?
+        .lines()
+        .filter(|p| std::path::Path::new(p).is_file())
+        .map(str::to_string)
+        .collect();
+    ensure!(
+        files.iter().any(|f| f == "/usr/sbin/nofail"),
+        "dpkg -L nofail lists no /usr/sbin/nofail"
+    );
+    sh_ok("systemctl start nofail")?;
+    wait_serving(2)?;
+    let held = Held::by(main_pid()?)?;
+    sh_ok("dpkg -r nofail")?;
+    let left = held.still_loaded(Duration::from_secs(10))?;
+    ensure!(left.is_empty(), "after dpkg -r nofail: {left} still loaded");
+    let (_, state) = sh("systemctl is-active nofail")?;
+    ensure!(
+        state.trim() != "active",
+        "nofail.service still {}",
+        state.trim()
+    );
+    let remaining: Vec<&String> = files
+        .iter()
+        .filter(|f| std::path::Path::new(f).exists())
+        .collect();
+    ensure!(
+        remaining.is_empty(),
+        "dpkg -r left {} of {} files: {remaining:?}",
+        remaining.len(),
+        files.len()
+    );
+    let (_, listed) = sh("systemctl list-unit-files nofail.service --no-legend")?;
+    ensure!(
+        !listed.contains("nofail.service"),
+        "systemd still knows nofail.service after dpkg -r: {listed}"
+    );
+    Ok(())
+}
+
+/// The drop-in the package ships disabled, for kernels without Debian's
+/// perf_event_paranoid patch: enabled as docs/install.md says, the
+/// service runs without CAP_SYS_ADMIN (CapEff), in tracepoint mode, and
+/// counts the maps made meanwhile exactly.
+pub fn dropin_without_cap_sys_admin(_ctx: &Ctx) -> Result<()> {
+    install_and_start()?;
+    let eff = |pid: u32| -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .context("no CapEff")?;
+        Ok(u64::from_str_radix(hex.trim(), 16)?)
+    };
+    const SYS_ADMIN: u64 = 1 << 21;
+    let with = eff(main_pid()?)?;
+    ensure!(
+        with & SYS_ADMIN != 0,
+        "the packaged unit lacks CAP_SYS_ADMIN: {with:#x}"
+    );
+    sh_ok(
+        "mkdir -p /etc/systemd/system/nofail.service.d && \
+         cp /usr/share/nofail/systemd/no-cap-sys-admin.conf /etc/systemd/system/nofail.service.d/ && \
+         systemctl daemon-reload && systemctl restart nofail",
+    )?;
+    wait_serving(2)?;
+    let pid = main_pid()?;
+    let without = eff(pid)?;
+    println!("  CapEff {with:#x} -> {without:#x}");
+    ensure!(
+        without == with & !SYS_ADMIN,
+        "with the drop-in CapEff is {without:#x}, not {:#x}",
+        with & !SYS_ADMIN
+    );
+    let attached = attach_lines(2)?;
+    if !attached.iter().all(|l| l.contains("(tracepoint")) {
+        bail!("without CAP_SYS_ADMIN the service did not run in tracepoint mode: {attached:?}");
+    }
+    let counted = scrape_counts_maps(3)?;
+    ensure!(
+        counted == 3.0,
+        "array_map_alloc: nofail {counted} != 3 maps made"
+    );
+    Ok(())
+}
