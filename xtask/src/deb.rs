@@ -4,7 +4,9 @@
 //! completions, `nofail.service`, the dashboard and alert rules. Then it
 //! is installed into a directory (`dpkg-deb -x`) and what landed there is
 //! checked: the binary runs, the man pages render, the completions parse,
-//! and `systemd-analyze verify` accepts the unit with nothing to say.
+//! `systemd-analyze verify` accepts the unit, alone and with its shipped
+//! (disabled) drop-in, with nothing to say, and `systemd-analyze security`
+//! rates both no worse than they were hardened to.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,6 +16,12 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::util::{self, workspace_root};
+
+/// `systemd-analyze security`'s overall exposure of `nofail.service`, in
+/// tenths (2.3): the check fails if the unit loses some of its hardening.
+const EXPOSURE: u32 = 23;
+/// The same with `no-cap-sys-admin.conf` applied (2.1).
+const EXPOSURE_NO_CAP_SYS_ADMIN: u32 = 21;
 
 fn copy(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to.parent().context("no parent")?)?;
@@ -79,6 +87,12 @@ pub fn build() -> Result<PathBuf> {
         (
             "deploy/prometheus/nofail-alerts.yml",
             "usr/share/nofail/prometheus/nofail-alerts.yml",
+        ),
+        // Disabled: systemd reads drop-ins under /etc or /lib/systemd, not
+        // here; docs/install.md says how to enable it.
+        (
+            "deploy/systemd/nofail.service.d/no-cap-sys-admin.conf",
+            "usr/share/nofail/systemd/no-cap-sys-admin.conf",
         ),
         ("README.md", "usr/share/doc/nofail/README.md"),
     ] {
@@ -182,13 +196,49 @@ fn check(deb: &Path) -> Result<()> {
     // The unit as installed, its ExecStart pointing into the directory.
     let unit = std::fs::read_to_string(dir.join("lib/systemd/system/nofail.service"))?;
     let probe = dir.join("nofail.service");
-    std::fs::write(
-        &probe,
-        unit.replace("/usr/sbin/nofail", &bin.display().to_string()),
+    let unit = unit.replace("/usr/sbin/nofail", &bin.display().to_string());
+    std::fs::write(&probe, &unit)?;
+    verify(&probe)?;
+    let alone = security(&probe, EXPOSURE)?;
+    ensure!(
+        alone.sys_admin,
+        "nofail.service has no CAP_SYS_ADMIN: no-cap-sys-admin.conf has nothing to drop"
+    );
+    // The drop-in, enabled as docs/install.md says: systemd-analyze reads
+    // nofail.service.d/ beside the unit, offline too.
+    let with = dir.join("with-drop-in");
+    std::fs::create_dir_all(&with)?;
+    std::fs::write(with.join("nofail.service"), &unit)?;
+    copy(
+        &dir.join("usr/share/nofail/systemd/no-cap-sys-admin.conf"),
+        &with.join("nofail.service.d/no-cap-sys-admin.conf"),
     )?;
+    let probe = with.join("nofail.service");
+    verify(&probe)?;
+    let dropped = security(&probe, EXPOSURE_NO_CAP_SYS_ADMIN)?;
+    ensure!(
+        !dropped.sys_admin,
+        "nofail.service with no-cap-sys-admin.conf still has CAP_SYS_ADMIN"
+    );
+    println!("xtask deb: nofail.service: {}", alone.score);
+    println!(
+        "xtask deb: nofail.service with no-cap-sys-admin.conf: {}",
+        dropped.score
+    );
+    println!(
+        "xtask deb: installed into {}: nofail, {} man pages, 3 completions, nofail.service verified, alone and with its drop-in",
+        dir.display(),
+        pages.len()
+    );
+    Ok(())
+}
+
+/// `systemd-analyze verify` has nothing to say about `unit` (and the
+/// drop-ins in `unit.d/` beside it).
+fn verify(unit: &Path) -> Result<()> {
     let verify = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(&probe)
+        .arg(unit)
         .output()
         .context("systemd-analyze (package systemd)")?;
     let said = format!(
@@ -197,12 +247,54 @@ fn check(deb: &Path) -> Result<()> {
         String::from_utf8_lossy(&verify.stderr)
     );
     if !verify.status.success() || !said.trim().is_empty() {
-        bail!("systemd-analyze verify nofail.service: {said}");
+        bail!("systemd-analyze verify {}: {said}", unit.display());
     }
-    println!(
-        "xtask deb: installed into {}: nofail, {} man pages, 3 completions, nofail.service verified",
-        dir.display(),
-        pages.len()
-    );
     Ok(())
+}
+
+/// What `systemd-analyze security` says of a unit file.
+struct Security {
+    /// "→ Overall exposure level for nofail.service: 2.3 OK 🙂"
+    score: String,
+    /// Whether its bounding set holds CAP_SYS_ADMIN.
+    sys_admin: bool,
+}
+
+/// `systemd-analyze security --offline=true` of `unit`, failing when its
+/// overall exposure is above `threshold` tenths.
+fn security(unit: &Path, threshold: u32) -> Result<Security> {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(format!("--threshold={threshold}"))
+        .arg(unit)
+        .output()
+        .context("systemd-analyze (package systemd)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .map(|l| l.trim().to_string())
+        .with_context(|| {
+            format!(
+                "systemd-analyze security {}: no overall exposure: {}",
+                unit.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "systemd-analyze security {}: {score}, above {}.{} (a hardening option lost?):\n{text}",
+            unit.display(),
+            threshold / 10,
+            threshold % 10
+        );
+    }
+    let row = text
+        .lines()
+        .find(|l| l.contains("CapabilityBoundingSet=~CAP_SYS_ADMIN"))
+        .context("systemd-analyze security: no CAP_SYS_ADMIN row")?;
+    Ok(Security {
+        score,
+        sys_admin: row.trim_start().starts_with('✗'),
+    })
 }
