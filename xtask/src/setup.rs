@@ -34,6 +34,10 @@ const PACKAGES: &[&str] = &[
     "man-db",
     "systemd",
     "util-linux",
+    // The systemd guest runs README.md's service commands as written,
+    // `sudo` included (vm-tests service_installed_as_written).
+    "sudo",
+    "curl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -117,6 +117,12 @@ impl Server {
 /// value (NaN for a histogram_quantile of nothing); None until the server
 /// answers.
 pub fn query(port: u16, expr: &str) -> Option<Vec<(serde_json::Value, f64)>> {
+    try_query(port, expr).ok()
+}
+
+/// `query`, with what went wrong: no connection, or the server's status
+/// and answer (a query it refused says why).
+pub fn try_query(port: u16, expr: &str) -> Result<Vec<(serde_json::Value, f64)>> {
     let encoded: String = expr
         .bytes()
         .map(|b| match b {
@@ -124,22 +130,20 @@ pub fn query(port: u16, expr: &str) -> Option<Vec<(serde_json::Value, f64)>> {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let (code, body) =
-        crate::http::http_get(port, &format!("/api/v1/query?query={encoded}")).ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let results = v["data"]["result"].as_array()?;
-    Some(
-        results
-            .iter()
-            .filter_map(|r| {
-                let value = r["value"][1].as_str()?.parse().ok()?;
-                Some((r["metric"].clone(), value))
-            })
-            .collect(),
-    )
+    let (code, body) = crate::http::http_get(port, &format!("/api/v1/query?query={encoded}"))?;
+    ensure!(code == 200, "prometheus answered {code} to {expr}: {body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{expr}: not JSON: {body}"))?;
+    let results = v["data"]["result"]
+        .as_array()
+        .with_context(|| format!("{expr}: no result list: {body}"))?;
+    Ok(results
+        .iter()
+        .filter_map(|r| {
+            let value = r["value"][1].as_str()?.parse().ok()?;
+            Some((r["metric"].clone(), value))
+        })
+        .collect())
 }
 
 /// `query` until it returns at least one result, for up to `wait`.

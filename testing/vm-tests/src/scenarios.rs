@@ -120,6 +120,21 @@ mod needs {
         "CONFIG_FAULT_INJECTION_DEBUG_FS",
         "CONFIG_FAULT_INJECTION_STACKTRACE_FILTER",
     ];
+    /// systemd as PID 1 over an overlay root (`Case::systemd`), and what the
+    /// packaged unit's sandbox asks of the kernel: seccomp filters, cgroup
+    /// BPF for its IP allow list, namespaces for its private mounts.
+    pub const SYSTEMD: &[&str] = &[
+        "CONFIG_OVERLAY_FS",
+        "CONFIG_CGROUPS",
+        "CONFIG_CGROUP_BPF",
+        "CONFIG_INOTIFY_USER",
+        "CONFIG_SIGNALFD",
+        "CONFIG_TIMERFD",
+        "CONFIG_EPOLL",
+        "CONFIG_UNIX",
+        "CONFIG_SECCOMP_FILTER",
+        "CONFIG_NAMESPACES",
+    ];
     /// The trigger module unloaded mid-run.
     pub const MODULE_UNLOAD: &[&str] = &["CONFIG_MODULE_UNLOAD"];
     /// `nofail doctor` as the test kernel's: injection supported both
@@ -186,7 +201,8 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 "service_installed_as_written",
                 crate::service::installed_as_written,
             )
-        },
+        }
+        .needs(&[SYSTEMD]),
         case(
             "wrap_exit_status_passes_through",
             crate::wrap::exit_status_passes_through,
@@ -227,14 +243,15 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                     crate::alerts::alerts_fire_and_resolve,
                 )
             }
-            .needs(&[FAIL_FUNCTION, FAIL_PAGE_ALLOC]),
+            .needs(&[SYSTEMD, FAIL_FUNCTION, FAIL_PAGE_ALLOC]),
             Case {
                 systemd: true,
                 ..case(
                     "service_dropin_without_cap_sys_admin",
                     crate::service::dropin_without_cap_sys_admin,
                 )
-            },
+            }
+            .needs(&[SYSTEMD]),
             case(
                 "tracepoint_mode_matches_full",
                 crate::tracepoint::matches_full_mode,

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use nofail_test_support::{bpf, prom::sample};
 
 use crate::harness::Ctx;
@@ -194,54 +194,100 @@ impl Held {
     }
 }
 
-/// `dpkg -i` and `systemctl enable --now nofail` as docs/install.md
-/// writes them, then `systemctl is-active` and the serving line in
-/// `journalctl -u nofail`.
-pub fn install_and_start() -> Result<()> {
-    sh_ok(&format!("dpkg -i {}", deb()?))?;
-    sh_ok("systemctl enable --now nofail")?;
-    wait_serving(1)?;
-    let active = sh_ok("systemctl is-active nofail")?;
-    ensure!(active.trim() == "active", "is-active: {active}");
-    let journal = sh_ok("journalctl -u nofail --no-pager")?;
+/// README.md's service commands: the sh block under "### As a service".
+fn readme_commands() -> Result<Vec<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))?;
+    let section = readme
+        .split("### As a service\n")
+        .nth(1)
+        .context("README.md has no \"### As a service\" section")?;
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .context("no sh block in README.md's service section")?;
+    Ok(block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// README.md's service commands as written, in the directory holding the
+/// package `cargo xtask deb` made (the README names its file), each of
+/// those that read the service's state repeated until it succeeds (the
+/// service attaches its programs for a few seconds after `systemctl
+/// enable --now` returns): `is-active` says active, the journal shows the
+/// attach line, the scrape answers. Returns the scrape command.
+pub fn install_and_start() -> Result<String> {
+    let deb = deb()?;
+    let dir = std::path::Path::new(&deb).parent().context("deb dir")?;
+    let commands = readme_commands()?;
     ensure!(
-        journal.contains(SERVING),
-        "journalctl -u nofail shows no serving line:\n{journal}"
+        commands.len() == 5,
+        "README.md's service block: {commands:?}"
     );
-    Ok(())
+    let in_dir = |c: &str| format!("cd {} && {c}", dir.display());
+    let named = commands[0].split_whitespace().last().unwrap_or_default();
+    ensure!(
+        deb.ends_with(&format!("/{named}")),
+        "README.md installs {named}, cargo xtask deb made {deb}"
+    );
+    for c in &commands[..2] {
+        sh_ok(&in_dir(c))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for (c, want) in [
+        (&commands[2], "active"),
+        (&commands[3], "nofail: attached ("),
+        (&commands[4], "nofail_vmalloc_calls_total"),
+    ] {
+        loop {
+            let (code, out) = sh(&in_dir(c))?;
+            if code == 0 && out.contains(want) {
+                break;
+            }
+            let (_, state) = sh("systemctl is-active nofail")?;
+            ensure!(
+                !state.contains("failed") && Instant::now() < deadline,
+                "`{c}` never printed {want:?} (nofail.service {}); journal:\n{}",
+                state.trim(),
+                journal()?
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    wait_serving(1)?;
+    Ok(commands[4].clone())
 }
 
 /// Makes `n` BPF array maps (each one array_map_alloc vmalloc call) and
-/// runs docs/install.md's scrape; the calls nofail counted for the site.
-fn scrape_counts_maps(n: u64) -> Result<f64> {
-    let before = scraped_calls()?;
+/// runs README.md's scrape; the calls nofail counted for the site.
+fn scrape_counts_maps(scrape: &str, n: u64) -> Result<f64> {
+    let before = scraped_calls(scrape)?.unwrap_or(0.0);
     crate::wrap::make_maps(n)?;
     // The scrape reads the maps as they are now: no wait needed, but a
     // map freed later changes nothing either.
-    let after = scraped_calls()?;
+    let after = scraped_calls(scrape)?
+        .with_context(|| format!("`{scrape}` shows no array_map_alloc line after {n} maps"))?;
     Ok(after - before)
 }
 
-/// array_map_alloc's calls in `curl -s localhost:9464/metrics | grep
-/// nofail_vmalloc_calls_total`, the README's command (0 before any).
-fn scraped_calls() -> Result<f64> {
-    let text =
-        sh_ok("curl -s localhost:9464/metrics | grep nofail_vmalloc_calls_total").or_else(|e| {
-            // grep exits 1 when no call was counted yet.
-            let (code, text) = sh("curl -s localhost:9464/metrics")?;
-            ensure!(code == 0, "{e:#}");
-            Ok::<_, anyhow::Error>(text)
-        })?;
-    Ok(sample(&text, "nofail_vmalloc_calls_total", "array_map_alloc", "").unwrap_or(0.0))
+/// array_map_alloc's calls in what README.md's scrape command printed;
+/// None if it shows none (before the first map).
+fn scraped_calls(scrape: &str) -> Result<Option<f64>> {
+    let text = sh_ok(scrape)?;
+    Ok(sample(&text, "nofail_vmalloc_calls_total", "array_map_alloc", "").ok())
 }
 
-/// docs/install.md's commands as written; the service counts the maps
+/// README.md's service commands as written; the service counts the maps
 /// made meanwhile exactly; `systemctl stop` leaves none of its programs,
 /// maps or links loaded; started again and removed with `dpkg -r`, it is
 /// stopped and every file the package installed is gone.
 pub fn installed_as_written(_ctx: &Ctx) -> Result<()> {
-    install_and_start()?;
-    let counted = scrape_counts_maps(3)?;
+    let scrape = install_and_start()?;
+    let counted = scrape_counts_maps(&scrape, 3)?;
     ensure!(
         counted == 3.0,
         "array_map_alloc: nofail {counted} != 3 maps made"
@@ -300,11 +346,14 @@ pub fn installed_as_written(_ctx: &Ctx) -> Result<()> {
 }
 
 /// The drop-in the package ships disabled, for kernels without Debian's
-/// perf_event_paranoid patch: enabled as docs/install.md says, the
-/// service runs without CAP_SYS_ADMIN (CapEff), in tracepoint mode, and
+/// perf_event_paranoid patch (the test kernel is one: its Debian source is
+/// built without CONFIG_SECURITY_PERF_EVENTS_RESTRICT): enabled as
+/// docs/install.md says, the service runs without CAP_SYS_ADMIN (CapEff)
+/// in the full mode, kprobes as before, and, with `--mode tracepoint`
+/// added by a second drop-in as an admin would, in tracepoint mode; each
 /// counts the maps made meanwhile exactly.
 pub fn dropin_without_cap_sys_admin(_ctx: &Ctx) -> Result<()> {
-    install_and_start()?;
+    let scrape = install_and_start()?;
     let eff = |pid: u32| -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let hex = status
@@ -319,28 +368,53 @@ pub fn dropin_without_cap_sys_admin(_ctx: &Ctx) -> Result<()> {
         with & SYS_ADMIN != 0,
         "the packaged unit lacks CAP_SYS_ADMIN: {with:#x}"
     );
+    let full = attach_lines(1)?;
     sh_ok(
         "mkdir -p /etc/systemd/system/nofail.service.d && \
          cp /usr/share/nofail/systemd/no-cap-sys-admin.conf /etc/systemd/system/nofail.service.d/ && \
          systemctl daemon-reload && systemctl restart nofail",
     )?;
     wait_serving(2)?;
-    let pid = main_pid()?;
-    let without = eff(pid)?;
+    let without = eff(main_pid()?)?;
     println!("  CapEff {with:#x} -> {without:#x}");
     ensure!(
         without == with & !SYS_ADMIN,
         "with the drop-in CapEff is {without:#x}, not {:#x}",
         with & !SYS_ADMIN
     );
-    let attached = attach_lines(2)?;
-    if !attached.iter().all(|l| l.contains("(tracepoint")) {
-        bail!("without CAP_SYS_ADMIN the service did not run in tracepoint mode: {attached:?}");
-    }
-    let counted = scrape_counts_maps(3)?;
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")?;
+    ensure!(
+        attach_lines(2)? == full,
+        "without CAP_SYS_ADMIN (perf_event_paranoid {}) nofail attached otherwise than with it",
+        paranoid.trim()
+    );
+    let counted = scrape_counts_maps(&scrape, 3)?;
     ensure!(
         counted == 3.0,
-        "array_map_alloc: nofail {counted} != 3 maps made"
+        "full mode, no CAP_SYS_ADMIN: array_map_alloc: nofail {counted} != 3 maps made"
+    );
+
+    std::fs::write(
+        "/etc/systemd/system/nofail.service.d/tracepoint.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/sbin/nofail serve --listen 127.0.0.1:9464 --mode tracepoint\n",
+    )?;
+    sh_ok("systemctl daemon-reload && systemctl restart nofail")?;
+    wait_serving(3)?;
+    ensure!(
+        eff(main_pid()?)? == without,
+        "the tracepoint drop-in changed the capabilities"
+    );
+    let attached = attach_lines(3)?;
+    ensure!(
+        attached
+            .iter()
+            .all(|l| l.starts_with("nofail: attached (tracepoint")),
+        "with --mode tracepoint: {attached:?}"
+    );
+    let counted = scrape_counts_maps(&scrape, 3)?;
+    ensure!(
+        counted == 3.0,
+        "tracepoint mode, no CAP_SYS_ADMIN: array_map_alloc: nofail {counted} != 3 maps made"
     );
     Ok(())
 }

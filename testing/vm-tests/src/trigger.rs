@@ -182,12 +182,16 @@ impl Injector {
         set("times", &times.to_string())
     }
 
-    /// Fail every eligible call of tasks with make_it_fail until disarmed
-    /// (the injector's `times` at -1: no limit).
-    pub fn arm_unbounded(self) -> Result<()> {
-        self.arm(1)?;
-        std::fs::write(format!("{}/times", self.dir()), "-1")
-            .with_context(|| format!("write -1 to {}/times", self.dir()))
+    /// Stops failing (probability 0: the kernel's should_fail() returns
+    /// before it counts down `times`) and returns how many failures the
+    /// armed budget gave.
+    pub fn release(self, armed: u64) -> Result<u64> {
+        std::fs::write(format!("{}/probability", self.dir()), "0")?;
+        let left = self.remaining()?;
+        u64::try_from(left)
+            .ok()
+            .and_then(|l| armed.checked_sub(l))
+            .with_context(|| format!("{left} left of {armed}"))
     }
 
     /// Failures still left of the armed budget.
