@@ -285,9 +285,11 @@ fn test_kernel(t: &mut Tally, root: &Path, since: SystemTime) {
 }
 
 /// The VM runner itself: a guest past its timeout is ended, a guest
-/// kernel panic is reported as one.
+/// kernel panic is reported as one, with systemd as PID 1 too (its hang
+/// detection, the heartbeat unit, is shown by the service scenarios that
+/// run longer than HANG_SECS).
 fn runner_checks(t: &mut Tally, root: &Path, kernel: &Kernel) {
-    let guest = |command: &str, timeout: u64| -> Result<i32> {
+    let guest_of = |command: &str, timeout: u64, systemd: bool| -> Result<i32> {
         vm::run(&vm::Guest {
             kernel,
             cwd: root,
@@ -297,15 +299,20 @@ fn runner_checks(t: &mut Tally, root: &Path, kernel: &Kernel) {
             memory: 512,
             icount: false,
             cpus: 2,
-            systemd: false,
+            systemd,
         })
     };
+    let guest = |command: &str, timeout: u64| -> Result<i32> { guest_of(command, timeout, false) };
     t.step("vm --timeout ends a guest that sleeps too long", || {
         Ok(guest("sleep 300", 30)? == vm::EXIT_TIMEOUT)
     });
     t.step("vm reports a guest kernel panic", || {
         let panic = "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60";
         Ok(guest(panic, 120)? == vm::EXIT_CRASH)
+    });
+    t.step("vm --systemd reports a guest kernel panic", || {
+        let panic = "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60";
+        Ok(guest_of(panic, 180, true)? == vm::EXIT_CRASH)
     });
 }
 

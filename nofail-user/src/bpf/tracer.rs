@@ -6,7 +6,8 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{FEntry, FExit, KProbe},
+    programs::{FEntry, FExit, KProbe, ProgramError},
+    sys::SyscallError,
 };
 
 use crate::{
@@ -119,10 +120,14 @@ impl Tracer {
             ),
             _ => match attach_functions(&mut ebpf, view, mode) {
                 Ok(done) => done,
-                // auto on a kernel that has no kprobes and refuses fentry
-                // for vmalloc's core (nothing attached yet): tracepoints.
+                // auto on a kernel that has no kprobes, or refuses them to
+                // this process (KprobesRefused), and refuses or was not
+                // asked for fentry for vmalloc's core (nothing attached
+                // yet): tracepoints.
                 Err((e, nothing_attached))
-                    if nothing_attached && mode == Mode::Auto && !view.kprobes =>
+                    if nothing_attached
+                        && mode == Mode::Auto
+                        && (!view.kprobes || e.chain().any(|c| c.is::<KprobesRefused>())) =>
                 {
                     let why = fallback_reason(&e);
                     let attached = tpmode::attach(&mut ebpf, text.as_ref(), Some(why.clone()))
@@ -202,9 +207,57 @@ impl Tracer {
     }
 }
 
+/// perf_event_open, and so kprobes, refused to this process for lack of
+/// privilege (EACCES, EPERM): Debian's and Ubuntu's kernels at
+/// `kernel.perf_event_paranoid` 3 ask for CAP_SYS_ADMIN, which
+/// nofail.service's drop-in takes away. Auto mode falls back to
+/// tracepoints, which need no perf event.
+#[derive(Debug)]
+pub struct KprobesRefused {
+    errno: String,
+    paranoid: Option<String>,
+}
+
+impl std::fmt::Display for KprobesRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kprobes refused (perf_event_open: {}", self.errno)?;
+        if let Some(level) = &self.paranoid {
+            write!(f, ", kernel.perf_event_paranoid {level}")?;
+            if level == "3" {
+                write!(f, ": Debian's and Ubuntu's kernels ask for CAP_SYS_ADMIN")?;
+            }
+        }
+        write!(f, ")")
+    }
+}
+
+impl std::error::Error for KprobesRefused {}
+
+/// A kprobe attach error, typed KprobesRefused where it is one.
+fn kprobe_error(e: ProgramError) -> anyhow::Error {
+    match &e {
+        ProgramError::SyscallError(SyscallError {
+            call: "perf_event_open",
+            io_error,
+        }) if matches!(io_error.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            anyhow::Error::new(KprobesRefused {
+                errno: io_error.to_string(),
+                paranoid: std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                    .ok()
+                    .map(|s| s.trim().to_string()),
+            })
+        }
+        _ => anyhow!(one_line(&e)),
+    }
+}
+
 /// Why auto mode chose tracepoints, in one line: the kernel lacks kprobes
-/// and refused fentry (with its errno), or has no attachable vmalloc core.
+/// (or refuses them to this process) and refused fentry (with its errno),
+/// or has no attachable vmalloc core.
 fn fallback_reason(e: &anyhow::Error) -> String {
+    if let Some(refused) = e.chain().find_map(|c| c.downcast_ref::<KprobesRefused>()) {
+        return refused.to_string();
+    }
     let text = format!("{e:#}");
     let fentry = text
         .split("fentry: ")
@@ -404,6 +457,10 @@ fn attach_role(
     match attach_kprobe(ebpf, view, role, function) {
         Ok(()) => Ok(attached(Mode::Kprobe, fentry_err)),
         Err(kprobe_err) => Err(match fentry_err {
+            // Kept typed: auto mode falls back to tracepoints on it.
+            Some(fentry_err) if kprobe_err.is::<KprobesRefused>() => {
+                kprobe_err.context(format!("fentry {fentry_err}"))
+            }
             Some(fentry_err) => anyhow!(
                 "this kernel refuses nofail's tracing programs (fentry: {fentry_err}; kprobe: {}); \
                  run nofail in a VM instead: cargo xtask vm --kernel test -- nofail trace",
@@ -473,9 +530,7 @@ fn attach_kprobe(ebpf: &mut Ebpf, view: &KernelView, role: &Role, function: &str
                 probe.load().map_err(|e| anyhow!(one_line(&e)))?;
                 loaded_here.push(name);
             }
-            probe
-                .attach(function, 0)
-                .map_err(|e| anyhow!(one_line(&e)))?;
+            probe.attach(function, 0).map_err(kprobe_error)?;
             Ok(())
         });
     if result.is_err() {

@@ -110,6 +110,16 @@ fn prepare(cfg: &Config) -> Result<(), String> {
         "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work",
     )?;
     crate::mount_pseudo(NEWROOT)?;
+    // An empty /tmp, as the plain guest has: Debian's tmp.conf (`D /tmp`)
+    // would otherwise have systemd-tmpfiles delete the host's /tmp through
+    // the overlay at every boot (8.6 s of the boot with 412 MB there).
+    mount(
+        "tmpfs",
+        &format!("{NEWROOT}/tmp"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=1777",
+    )?;
     crate::mount_host_cwd(NEWROOT, &cfg.cwd)?;
     write_units()?;
     let at = |p: &str| format!("{NEWROOT}{p}");

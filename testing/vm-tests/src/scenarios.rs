@@ -203,6 +203,14 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             )
         }
         .needs(&[SYSTEMD]),
+        Case {
+            systemd: true,
+            ..case(
+                "service_dropin_without_cap_sys_admin",
+                crate::service::dropin_without_cap_sys_admin,
+            )
+        }
+        .needs(&[SYSTEMD]),
         case(
             "wrap_exit_status_passes_through",
             crate::wrap::exit_status_passes_through,
@@ -244,14 +252,6 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
                 )
             }
             .needs(&[SYSTEMD, FAIL_FUNCTION, FAIL_PAGE_ALLOC]),
-            Case {
-                systemd: true,
-                ..case(
-                    "service_dropin_without_cap_sys_admin",
-                    crate::service::dropin_without_cap_sys_admin,
-                )
-            }
-            .needs(&[SYSTEMD]),
             case(
                 "tracepoint_mode_matches_full",
                 crate::tracepoint::matches_full_mode,
