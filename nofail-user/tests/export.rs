@@ -1155,20 +1155,37 @@ fn dashboard_queries_return_data_from_a_real_prometheus() {
         &std::fs::read_to_string(deploy("grafana/nofail-dashboard.json")).unwrap(),
     )
     .unwrap();
-    let exprs: Vec<String> = dash["panels"]
+    // Each target's query and the labels its legend names ({{caller}}).
+    let targets: Vec<(String, Vec<String>)> = dash["panels"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|p| p["targets"].as_array().unwrap().iter())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .map(|t| {
+            let legend = t["legendFormat"].as_str().unwrap_or("");
+            let labels = legend
+                .split("{{")
+                .skip(1)
+                .filter_map(|s| s.split_once("}}").map(|(l, _)| l.trim().to_string()))
+                .collect();
+            (t["expr"].as_str().unwrap().to_string(), labels)
+        })
         .collect();
-    assert!(exprs.len() >= 8, "{} queries", exprs.len());
+    assert!(targets.len() >= 8, "{} queries", targets.len());
     let serve = Serve::start(&recorded("export_spin.json"));
     let dir = scratch("dashboard");
     let prometheus = Server::start(serve.port, &dir).unwrap();
-    for expr in &exprs {
+    for (expr, labels) in &targets {
         let answer = prometheus.query_until(expr, Duration::from_secs(120));
         assert!(answer.is_ok(), "no data for panel query {expr}: {answer:?}");
+        for (metric, _) in answer.unwrap() {
+            for l in labels {
+                assert!(
+                    metric.get(l).is_some(),
+                    "the legend of {expr} names {l}, which its answer lacks: {metric}"
+                );
+            }
+        }
     }
     drop(prometheus);
     let _ = std::fs::remove_dir_all(&dir);
