@@ -143,6 +143,10 @@ fn write_units() -> Result<(), String> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() && path.to_string_lossy().ends_with(".wants") {
+                println!(
+                    "vm-init: not started: what the host enabled in {}",
+                    path.display().to_string().trim_start_matches(NEWROOT)
+                );
                 fs::remove_dir_all(&path).map_err(|e| err(&path.to_string_lossy(), e))?;
             }
         }
@@ -161,7 +165,8 @@ fn write_units() -> Result<(), String> {
         )
         .map_err(|e| err(name, e))?;
     }
-    for (unit, _) in MASKED {
+    for (unit, why) in MASKED {
+        println!("vm-init: masked {unit}: {why}");
         let link = format!("{etc}/{unit}");
         let _ = fs::remove_file(&link);
         symlink("/dev/null", &link).map_err(|e| err(unit, e))?;
