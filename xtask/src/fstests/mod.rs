@@ -287,16 +287,13 @@ pub fn run(kernel: &Kernel, plan: &Plan) -> Result<bool> {
         } else {
             None
         };
-        for &kind in &plan.runs {
-            runs.push(run_one(
-                kernel,
-                plan,
-                kind,
-                &root,
-                &tree,
-                nofail.as_deref(),
-                &dir,
-            )?);
+        // Two guests at a time (each one QEMU thread): the runs share
+        // nothing but the read-only fstests tree (each its own /tmp with
+        // the loop images, its own $OUT and RESULT_BASE).
+        for run in crate::suite::in_lanes(&plan.runs, |_, &kind| {
+            run_one(kernel, plan, kind, &root, &tree, nofail.as_deref(), &dir)
+        }) {
+            runs.push(run?);
         }
     }
     let checks = checks(&runs);
