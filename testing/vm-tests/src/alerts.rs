@@ -40,7 +40,8 @@ pub fn alerts_fire_and_resolve(ctx: &Ctx) -> Result<()> {
     held_loop_fires_call_stuck_then_resolves()?;
     // Nothing else fired in the whole run (the per-call alert would be
     // true of the held call, but rate() sees no increase in a series whose
-    // first sample already counts it).
+    // first sample already counts it), but NofailMissedEvents where nofail
+    // did miss something.
     let window = started.elapsed().as_secs() + 10;
     let other = try_query(
         PROM,
@@ -49,10 +50,32 @@ pub fn alerts_fire_and_resolve(ctx: &Ctx) -> Result<()> {
         ),
     )?;
     ensure!(
-        other.is_empty(),
+        false_alerts(&other)?.is_empty(),
         "alerts that no scenario caused fired: {other:?}"
     );
     Ok(())
+}
+
+/// The firing alerts of `fired` that are false: all but NofailMissedEvents
+/// for a reason whose counter nofail did raise (seen here: program runs
+/// the kernel skipped, under the guest's load).
+fn false_alerts(fired: &[(Value, f64)]) -> Result<Vec<Value>> {
+    let mut false_ones = Vec::new();
+    for (labels, _) in fired {
+        if labels["alertname"] == "NofailMissedEvents" {
+            let reason = labels["reason"].as_str().unwrap_or("");
+            let count = try_query(
+                PROM,
+                &format!("nofail_missed_events_total{{reason=\"{reason}\"}} > 0"),
+            )?;
+            if !count.is_empty() {
+                println!("  NofailMissedEvents fired, truly: {count:?}");
+                continue;
+            }
+        }
+        false_ones.push(labels.clone());
+    }
+    Ok(false_ones)
 }
 
 /// The package's rules with every `for:` set to 0s (this copy only: the
@@ -213,7 +236,10 @@ fn restart_keeps_counter_semantics() -> Result<()> {
         PROM,
         &format!("count_over_time(ALERTS{{alertstate=\"firing\"}}[{window}s])"),
     )?;
-    ensure!(fired.is_empty(), "alerts fired over the restart: {fired:?}");
+    ensure!(
+        false_alerts(&fired)?.is_empty(),
+        "alerts fired over the restart: {fired:?}"
+    );
     Ok(())
 }
 
@@ -303,13 +329,11 @@ fn held_loop_fires_call_stuck_then_resolves() -> Result<()> {
     );
     let site = "caller=~\"site_vmalloc_nofail_fresh\\\\+.*\"";
     let retries = format!("nofail_vmalloc_retries_total{{{site},stage=\"mapping\"}}");
-    // Equal in 9 of 12 runs; in three, nofail's count of a loop of about
-    // 7,450 turns was short: by 1 (against fail_page_alloc), by 2 and by
-    // an amount not printed (against the trigger's sleeps), with no missed
-    // event reported. Not understood yet: a shortfall of up to SHORT
-    // passes, said aloud with everything nofail reported; anything else
-    // fails.
-    const SHORT: f64 = 2.0;
+    // Equal in most runs; in some, short by a retry or two while nofail
+    // reported program runs the kernel skipped (missed events,
+    // program_skipped: a probe that fired while another BPF program ran
+    // on that CPU). A shortfall passes only within what nofail reported
+    // skipped, and is printed.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = try_query(PROM, &retries)?;
@@ -328,11 +352,19 @@ fn held_loop_fires_call_stuck_then_resolves() -> Result<()> {
                 "nofail's mapping retries {got:?}, not the {injected} page-table failures fail_page_alloc injected (the trigger counted {} sleeps); nofail's missed events: {missed:?}; the site's counters: {site_counts:?}",
                 truth.sleeps
             );
+            let skipped: f64 = missed
+                .iter()
+                .filter(|(l, _)| l["reason"] == "program_skipped")
+                .map(|(_, v)| *v)
+                .sum();
             match value {
                 Some(v)
-                    if got.len() == 1 && v < injected as f64 && v >= injected as f64 - SHORT =>
+                    if got.len() == 1 && v < injected as f64 && injected as f64 - v <= skipped =>
                 {
-                    println!("  SHORT (known, not understood): {said}");
+                    println!(
+                        "  short by {}, within the {skipped} program runs nofail reported skipped: {said}",
+                        injected as f64 - v
+                    );
                     break;
                 }
                 _ => bail!(said),
