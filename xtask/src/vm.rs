@@ -206,13 +206,7 @@ fn qemu_command(guest: &Guest, initrd: &Path, heartbeat: &Path) -> Command {
     .arg(initrd)
     .arg("-append")
     .arg(format!(
-        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {}{}",
-        // systemd's boot status only where a unit fails.
-        if guest.systemd {
-            "systemd.show_status=error "
-        } else {
-            ""
-        },
+        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {}",
         std::env::var("NOFAIL_KERNEL_APPEND").unwrap_or_default()
     ))
     .arg("-virtfs")

@@ -246,13 +246,7 @@ pub fn run_mapping_injected(
     space: u64,
 ) -> Result<Option<std::process::ExitStatus>> {
     Injector::FailPageAlloc.arm_after(times, space)?;
-    let dir = "/sys/kernel/debug/nofail_trigger";
-    std::fs::write(format!("{dir}/size"), size.to_string())?;
-    std::fs::write(format!("{dir}/count"), "1")?;
-    std::fs::write(format!("{dir}/fail"), (Arm::Mapping as u32).to_string())?;
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", &format!("echo vmalloc_nofail_fresh > {dir}/run")])
-        .spawn()?;
+    let mut child = start_in_child("vmalloc_nofail_fresh", 1, size, Arm::Mapping)?;
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(status) = child.try_wait()? {
