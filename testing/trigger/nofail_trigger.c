@@ -31,6 +31,8 @@
  *                    may start inside an existing PTE page, and a failure
  *                    after some PTEs were written makes every retry fail
  *                    with -EBUSY (vmap_pages_pte_range), for ever.
+ *   burst            a plain vmalloc whose recorded caller differs from
+ *                    call to call: COUNT call sites from one loop
  *
  * Real exhaustion (exhaust, exhaust_results): a kernel thread makes one
  * NOFAIL call that loops until something is freed, and the module frees
@@ -53,6 +55,7 @@
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/stringify.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
@@ -215,6 +218,43 @@ static noinline void *site_vmalloc_fresh(unsigned long sz)
 		return NULL;
 	p = fn(sz, 1, start, VMALLOC_END, GFP_KERNEL,
 	       PAGE_KERNEL, 0, NUMA_NO_NODE, (void *)_THIS_IP_);
+	barrier();
+	return p;
+}
+
+/*
+ * Many call sites from one loop: site "burst" makes plain one-page
+ * vmallocs through __vmalloc_node_range(), call i (since load) passing
+ * site_burst_callers + 16 + i as its caller, the argument the kernel
+ * records (/proc/vmallocinfo shows it) and nofail keys callers by. The
+ * addresses lie inside a function of their own, BURST_SPAN bytes long,
+ * so each is named site_burst_callers+0x..; the first BURST_CALLERS calls
+ * since load have distinct callers.
+ */
+#define BURST_SPAN 16384
+#define BURST_CALLERS (BURST_SPAN - 32)
+static noinline void site_burst_callers(void)
+{
+	asm volatile(".skip " __stringify(BURST_SPAN) ", 0x90");
+}
+
+static atomic_t burst_next = ATOMIC_INIT(0);
+
+static noinline void *site_burst(unsigned long sz)
+{
+	vmalloc_range_fn fn = vmalloc_range();
+	unsigned int i = (atomic_inc_return(&burst_next) - 1) % BURST_CALLERS;
+	/* Hidden from the compiler: a constant base + 16 would be a
+	 * relocation into the middle of a function, which objtool flags
+	 * (IBT: not an ENDBR). Nothing calls these addresses. */
+	unsigned long base = (unsigned long)site_burst_callers;
+	void *p;
+
+	OPTIMIZER_HIDE_VAR(base);
+	if (!fn)
+		return NULL;
+	p = fn(sz, 1, VMALLOC_START, VMALLOC_END, GFP_KERNEL, PAGE_KERNEL, 0,
+	       NUMA_NO_NODE, (void *)(base + 16 + i));
 	barrier();
 	return p;
 }
@@ -624,6 +664,8 @@ static int run_site(const char *site)
 		fn = site_vmalloc_nofail_fresh;
 	else if (!strcmp(site, "vmalloc_fresh") && vmalloc_range())
 		fn = site_vmalloc_fresh;
+	else if (!strcmp(site, "burst") && vmalloc_range())
+		fn = site_burst;
 	else
 		return -EINVAL;
 

@@ -38,6 +38,9 @@ const PACKAGES: &[&str] = &[
     // `sudo` included (vm-tests service_installed_as_written).
     "sudo",
     "curl",
+    // Real memory pressure for the pressure scenarios (vm-tests
+    // pressure.rs): stress-ng --vm into reclaim and the OOM killer.
+    "stress-ng",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use super::{flags::LiveArgs, wrap::Ending};
+use super::{carry_on, flags::LiveArgs, wrap::Ending};
 
 use anyhow::Result;
 use nofail_common::{EVENT_STACK, EVENT_STUCK};
@@ -156,14 +156,22 @@ pub async fn follow(
         tokio::select! {
             _ = &mut deadline => return Ok(()),
             ended = ending.reached() => return ended,
-            _ = naming.tick() => session.learn_names()?,
+            _ = naming.tick() => {
+                if let Err(e) = session.learn_names() {
+                    carry_on::warn("naming call sites", &e);
+                }
+            }
             ready = events.ready() => {
                 ready?;
                 events.drain(session)?;
             }
             _ = ticker.tick(), if interval.is_some() => {
-                if !every(session)? {
-                    return Ok(());
+                match every(session) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    // The interval's table or file is missed; the counts
+                    // go on in the kernel and the next interval has them.
+                    Err(e) => carry_on::warn("the interval's read or output", &e),
                 }
             }
         }

@@ -16,6 +16,7 @@ use crate::{
         session::Session,
     },
     cmd::{
+        carry_on,
         flags::{FilterArgs, LiveArgs, Outputs, parse_duration},
         follow::{EventArgs, follow},
         gate::GateArgs,
@@ -318,7 +319,9 @@ pub async fn run(args: InjectArgs) -> Result<u8> {
     rule_map.set(0, InjectRule::default(), 0)?;
     let counts = maps::read_counts(&session.tracer.ebpf)?;
     let enomem = maps::read_enomem(&session.tracer.ebpf)?;
-    let mut report = session.collect_final("inject", live.stuck_after)?;
+    let mut report = carry_on::retried("the final read of the counts", || {
+        session.collect_final("inject", live.stuck_after)
+    })?;
     report.health.events = events.finish(&mut session)?;
     drop(injecting);
     drop(session);

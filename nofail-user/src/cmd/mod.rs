@@ -4,6 +4,7 @@
 //! The only layer that sees them all: it turns flags into plain values
 //! for `bpf`, `model` and `output`, and wires a session to its outputs.
 
+pub mod carry_on;
 pub mod doctor;
 pub mod flags;
 pub mod follow;

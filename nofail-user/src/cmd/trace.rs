@@ -10,6 +10,7 @@ use nofail_common::EVENT_RETRY;
 use crate::{
     bpf::session::Session,
     cmd::{
+        carry_on,
         flags::{FilterArgs, LiveArgs, Outputs, parse_duration},
         follow::{EventArgs, follow},
         gate::GateArgs,
@@ -113,7 +114,9 @@ pub async fn run(args: TraceArgs) -> Result<u8> {
         },
     )
     .await?;
-    let mut report = session.collect_final("trace", live.stuck_after)?;
+    let mut report = carry_on::retried("the final read of the counts", || {
+        session.collect_final("trace", live.stuck_after)
+    })?;
     report.health.events = events.finish(&mut session)?;
     drop(session);
     args.outputs.show(&text::render_report(&report, top))?;

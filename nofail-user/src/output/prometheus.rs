@@ -454,6 +454,21 @@ fn missed_events(out: &mut String, h: &HealthCounts, sees: Sees) {
     }
 }
 
+/// `nofail serve`'s reads of the kernel's counts that failed since it
+/// started (each scrape then answered with the last counts read;
+/// output/serve.rs).
+pub fn failed_reads(n: u64) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "nofail_failed_reads_total",
+        "counter",
+        "Reads of the kernel's counts that failed (ENOMEM under memory pressure); each scrape then answered with the last counts read.",
+    );
+    let _ = writeln!(out, "nofail_failed_reads_total {n}");
+    out
+}
+
 fn injection_decisions(out: &mut String, c: &InjectCounts) {
     header(
         out,

@@ -23,7 +23,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
     model::source::ReportSource,
-    output::prometheus::{self, Sticky},
+    output::{
+        prometheus::{self, Sticky},
+        stdout,
+    },
 };
 
 /// Request heads must arrive within this long (a half-sent request line
@@ -38,12 +41,38 @@ const MAX_CONNECTIONS: usize = 256;
 struct Endpoint {
     source: Box<dyn ReportSource>,
     labels: Sticky,
+    /// The last exposition read, and the reads that failed since start.
+    last: Option<String>,
+    failed_reads: u64,
 }
 
 impl Endpoint {
+    /// The counts as of now. When the read fails (under the memory
+    /// pressure nofail watches, a map lookup's copy buffer can: ENOMEM),
+    /// the scrape is answered with the last counts read, the failure said
+    /// on stderr and counted in `nofail_failed_reads_total`: a scrape
+    /// that errs would show as the target down, and the counters are
+    /// still right, only older.
     fn metrics(&mut self) -> anyhow::Result<String> {
-        let report = self.source.report()?;
-        Ok(prometheus::render_sticky(&report, &mut self.labels))
+        let body = match self.source.report() {
+            Ok(report) => {
+                let body = prometheus::render_sticky(&report, &mut self.labels);
+                self.last = Some(body.clone());
+                body
+            }
+            Err(e) => {
+                self.failed_reads += 1;
+                stdout::say(&format!(
+                    "nofail: warning: reading the counts for a scrape failed: {}; answered with the last counts read",
+                    format!("{e:#}").lines().next().unwrap_or_default()
+                ));
+                match &self.last {
+                    Some(body) => body.clone(),
+                    None => return Err(e),
+                }
+            }
+        };
+        Ok(body + &prometheus::failed_reads(self.failed_reads))
     }
 }
 
@@ -59,6 +88,8 @@ pub async fn serve(
     let source = Rc::new(RefCell::new(Endpoint {
         source,
         labels: Sticky::new(top),
+        last: None,
+        failed_reads: 0,
     }));
     let local = tokio::task::LocalSet::new();
     tokio::pin!(stop);
@@ -70,7 +101,13 @@ pub async fn serve(
                 tokio::select! {
                     _ = ticks.tick() => source.borrow_mut().source.tick(),
                     accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
+                        let stream = match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(e) => {
+                                said_if_refused("accepting a scrape's connection", &e);
+                                continue;
+                            }
+                        };
                         if open.get() >= MAX_CONNECTIONS {
                             drop(stream);
                             continue;
@@ -101,8 +138,30 @@ async fn serve_connection(stream: TcpStream, source: Rc<RefCell<Endpoint>>) {
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
-    // A client that goes away or times out ends only its own connection.
-    let _ = conn.await;
+    // A client that goes away or times out ends only its own connection;
+    // the kernel refusing nofail's own socket memory is said.
+    if let Err(e) = conn.await {
+        said_if_refused("answering a scrape", &e);
+    }
+}
+
+/// Says on stderr that `what` failed because the kernel refused nofail
+/// memory (ENOMEM, ENOBUFS: under the pressure nofail watches, a socket
+/// buffer can fail), so that a scrape left unanswered is accounted for;
+/// other connection errors are the client's (gone, timed out) and not said.
+fn said_if_refused(what: &str, e: &(dyn std::error::Error + 'static)) {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS))
+        {
+            stdout::say(&format!(
+                "nofail: warning: {what} failed: {io}; carrying on"
+            ));
+            return;
+        }
+        source = err.source();
+    }
 }
 
 fn answer(req: &Request<Incoming>, source: &RefCell<Endpoint>) -> Response<Full<Bytes>> {

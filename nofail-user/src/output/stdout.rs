@@ -13,6 +13,15 @@ use std::{
 /// The reader of stdout went away: nothing more is written there.
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// One line to stderr, for what a long run says as it goes (warnings).
+/// When stderr cannot take it (the journal's socket under memory
+/// pressure: ENOBUFS), the line is lost, not the run: `eprintln!` panics
+/// there, and did, in `nofail serve` under fail_page_alloc.
+pub fn say(line: &str) {
+    use io::Write as _;
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
 /// Writes `text` to stdout and flushes; a closed pipe is not an error.
 pub fn print(text: &str) -> io::Result<()> {
     write_to(&mut io::stdout().lock(), text)

@@ -61,7 +61,10 @@ pub const MASKED: &[(&str, &str)] = &[
 ];
 
 /// The runner: after multi-user.target (as systemd-update-utmp-runlevel
-/// is), with the console for its output, never timed out by systemd.
+/// is), with the console for its output, never timed out by systemd, and
+/// never stopped when the OOM killer takes one of its processes (the
+/// default OOMPolicy=stop did, when the pressure scenario's stress-ng
+/// hog was killed: the guest then waited out its timeout).
 const COMMAND_UNIT: &str = "[Unit]
 Description=nofail VM: the command
 After=multi-user.target
@@ -76,6 +79,7 @@ TTYPath=/dev/ttyS0
 TTYReset=no
 TTYVHangup=no
 TimeoutStartSec=infinity
+OOMPolicy=continue
 ";
 
 const HEARTBEAT_UNIT: &str = "[Unit]

@@ -13,6 +13,7 @@ mod host;
 mod inject;
 mod patched;
 mod predates;
+mod pressure;
 mod real;
 mod runner;
 mod scenarios;

@@ -247,6 +247,14 @@ pub fn all(test_kernel: bool) -> Vec<Case> {
             Case {
                 systemd: true,
                 ..case(
+                    "service_under_memory_pressure",
+                    crate::pressure::service_under_pressure,
+                )
+            }
+            .needs(&[SYSTEMD, FAILSLAB, FAIL_FUNCTION, FAIL_PAGE_ALLOC]),
+            Case {
+                systemd: true,
+                ..case(
                     "service_alerts_fire_and_resolve",
                     crate::alerts::alerts_fire_and_resolve,
                 )

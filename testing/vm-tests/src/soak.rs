@@ -106,7 +106,7 @@ pub fn serve_soak(ctx: &Ctx) -> Result<()> {
 
 /// Threads scraping /metrics once a second each until stopped: every
 /// answer 200, the soak site's call count never going down.
-struct Scrapers {
+pub struct Scrapers {
     done: Arc<AtomicBool>,
     scrapes: Arc<AtomicU64>,
     slowest_ms: Arc<AtomicU64>,
@@ -114,7 +114,7 @@ struct Scrapers {
 }
 
 impl Scrapers {
-    fn start(port: u16, n: usize) -> Self {
+    pub fn start(port: u16, n: usize) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let scrapes = Arc::new(AtomicU64::new(0));
         let slowest_ms = Arc::new(AtomicU64::new(0));
@@ -159,7 +159,7 @@ impl Scrapers {
     }
 
     /// Stops them: scrapes answered, and the slowest in ms.
-    fn stop(self) -> Result<(u64, u64)> {
+    pub fn stop(self) -> Result<(u64, u64)> {
         self.done.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("scraper")?;

@@ -91,6 +91,15 @@ fn finished() -> Result<Exhaust> {
     }
 }
 
+/// One area-stage exhaustion run with no trace of its own (the pressure
+/// scenario's services watch it): the window call's retry sleeps, counted
+/// by the trigger, and whether it got its memory.
+pub fn exhaust_area(decoys: u64, free_at: u64) -> Result<(u64, bool)> {
+    start(&format!("area 16 {decoys} {free_at}"))?;
+    let ex = finished()?;
+    Ok((ex.sleeps, ex.ok == 1))
+}
+
 /// One area-stage exhaustion run under `nofail trace --what-if`; `decoys`
 /// areas outside the window are freed in the first retry sleeps, one of
 /// the window at sleep `free_at`. Retried (up to 3 runs) when the
