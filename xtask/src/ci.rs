@@ -90,6 +90,9 @@ impl Tally {
     }
 }
 
+/// Seconds each fuzz target runs in `ci` (its stage's name says it too).
+const CI_FUZZ_SECS: u64 = 15;
+
 fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
     Ok(Command::new("cargo")
         .args(args)
@@ -186,6 +189,17 @@ fn host_checks(t: &mut Tally, root: &Path) {
         )
     });
     t.step("cargo test (host)", || cargo(root, &["test"]));
+    // Short: CI has little time left. The build is incremental once warm;
+    // measured on 2 cores, the whole stage takes about the figure in
+    // docs/fuzzing.md. The long runs are `cargo xtask fuzz --runs`.
+    t.step("fuzz: every target 15 s (cargo fuzz)", || {
+        crate::fuzz::run(crate::fuzz::FuzzArgs {
+            target: None,
+            secs: CI_FUZZ_SECS,
+            runs: None,
+        })
+        .map(|code| code == 0)
+    });
     t.step("build nofail and vm-tests (release)", || {
         cargo(
             root,
