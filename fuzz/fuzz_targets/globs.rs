@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
         },
     ] {
         let (ranges, functions) = syms.select(&sel);
-        assert!(functions >= ranges.len(), "{functions} functions, {ranges:?}");
+        assert!(
+            functions >= ranges.len(),
+            "{functions} functions, {ranges:?}"
+        );
         for r in &ranges {
             assert!(r.0 < r.1, "empty range {r:?}");
         }

@@ -87,7 +87,10 @@ fuzz_target!(|data: &[u8]| {
     // The kernel fails an allocation when a random u32 is below the
     // threshold: a probability above 0 must leave one above 0, and only
     // 1 means every time.
-    assert!(rule.probability >= 1, "{argv:?}: probability {p} never fails");
+    assert!(
+        rule.probability >= 1,
+        "{argv:?}: probability {p} never fails"
+    );
     assert_eq!(rule.probability == u32::MAX, p == 1.0, "{argv:?}");
     assert_eq!(rule.every, args.every.unwrap_or(0), "{argv:?}");
     assert_eq!(rule.fail_first, args.fail_first.unwrap_or(0), "{argv:?}");
@@ -99,7 +102,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(targets) = args.filter.selection().build(&syms) {
         assert_eq!(targets.filter.n_ranges as usize, targets.ranges.len());
         let (c, m) = (&args.filter.caller, &args.filter.module);
-        assert_eq!(targets.ranges.is_empty(), c.is_empty() && m.is_empty(), "{argv:?}");
+        assert_eq!(
+            targets.ranges.is_empty(),
+            c.is_empty() && m.is_empty(),
+            "{argv:?}"
+        );
         for w in targets.ranges.windows(2) {
             assert!(w[0].end < w[1].start, "{argv:?}");
         }

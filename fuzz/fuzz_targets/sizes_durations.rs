@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
     // Any string.
     let s = String::from_utf8_lossy(data);
     if let Ok(d) = parse_duration(&s) {
-        assert!(d > Duration::ZERO && d.as_nanos() <= u64::MAX as u128, "{s:?}: {d:?}");
+        assert!(
+            d > Duration::ZERO && d.as_nanos() <= u64::MAX as u128,
+            "{s:?}: {d:?}"
+        );
         // Written as seconds with nine decimals: the same duration.
         let again = format!("{}.{:09}s", d.as_secs(), d.subsec_nanos());
         assert_eq!(parse_duration(&again), Ok(d), "{s:?} -> {again}");

@@ -44,10 +44,42 @@ impl Rng {
 /// Pieces symbol names are made of: identifiers, offsets, module tags,
 /// and every character the format escapes or could trip on.
 const PIECES: &[&str] = &[
-    "xfs_buf_alloc", "__vmalloc_node_range_noprof", "kvmalloc_node", "_", "+0x", "1a", "/0x40",
-    " [xfs]", " [nofail_trigger]", "[", "]", ".cold", ".isra.0", "\"", "\\", "\\n", "\\\"",
-    "\n", "\r", "\t", "\0", "{", "}", "=", ",", " ", "#", "é", "ß", "中文", "🦀", "\u{7f}",
-    "\u{200b}", "le=\"+Inf\"", "} 1\n", "\\\\\"",
+    "xfs_buf_alloc",
+    "__vmalloc_node_range_noprof",
+    "kvmalloc_node",
+    "_",
+    "+0x",
+    "1a",
+    "/0x40",
+    " [xfs]",
+    " [nofail_trigger]",
+    "[",
+    "]",
+    ".cold",
+    ".isra.0",
+    "\"",
+    "\\",
+    "\\n",
+    "\\\"",
+    "\n",
+    "\r",
+    "\t",
+    "\0",
+    "{",
+    "}",
+    "=",
+    ",",
+    " ",
+    "#",
+    "é",
+    "ß",
+    "中文",
+    "🦀",
+    "\u{7f}",
+    "\u{200b}",
+    "le=\"+Inf\"",
+    "} 1\n",
+    "\\\\\"",
 ];
 
 /// A name: two to eight pieces, never empty (Prometheus treats an empty
@@ -115,7 +147,14 @@ fn any_symbol_name_round_trips_through_prometheus() {
     json::write_json(&file, &report_with(&names)).unwrap();
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_nofail"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--top", "1000", "--report"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--top",
+            "1000",
+            "--report",
+        ])
         .arg(&file)
         .stderr(Stdio::piped())
         .spawn()

@@ -195,26 +195,135 @@ fn malformed_requests_are_refused_and_the_server_keeps_serving() {
     for v in 0..5 {
         let junk = "x".repeat(v * 7 + 1);
         let cases: Vec<(String, Vec<u8>, Option<u32>)> = vec![
-            ("bad method".into(), format!("G@T /metrics{junk} HTTP/1.1\r\nHost: x\r\n\r\n").into(), Some(400)),
-            ("unknown method".into(), format!("FETCH{v} /metrics HTTP/1.1\r\nHost: x\r\n\r\n").into(), Some(405)),
-            ("POST".into(), format!("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{junk}", junk.len()).into(), Some(405)),
-            ("bad version".into(), format!("GET /metrics HTTP/{v}.7\r\nHost: x\r\n\r\n").into(), Some(400)),
-            ("junk version".into(), format!("GET /metrics HTTP/1.1{junk}\r\nHost: x\r\n\r\n").into(), Some(400)),
-            ("no version".into(), format!("GET /metrics{junk}\r\n\r\n").into(), Some(400)),
-            ("NUL in the URI".into(), [&b"GET /met\0rics"[..], junk.as_bytes(), b" HTTP/1.1\r\nHost: x\r\n\r\n"].concat(), Some(400)),
-            ("NUL in a header name".into(), [&b"GET /metrics HTTP/1.1\r\nHo\0st: x"[..], junk.as_bytes(), b"\r\n\r\n"].concat(), Some(400)),
-            ("NUL in a header value".into(), [&b"GET /metrics HTTP/1.1\r\nHost: x\0"[..], junk.as_bytes(), b"\r\n\r\n"].concat(), Some(400)),
-            ("space before the colon".into(), format!("GET /metrics HTTP/1.1\r\nHost : x{junk}\r\n\r\n").into(), Some(400)),
-            ("header without a colon".into(), format!("GET /metrics HTTP/1.1\r\nHost x{junk}\r\n\r\n").into(), Some(400)),
-            ("obs-fold".into(), format!("GET /metrics HTTP/1.1\r\nHost: x\r\n {junk}\r\n\r\n").into(), Some(400)),
-            ("bare CR".into(), format!("GET /metrics HTTP/1.1\rHost: x{junk}\r\r").into(), Some(400)),
-            ("two Content-Lengths".into(), format!("GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: {}\r\n\r\nab", v + 2).into(), Some(400)),
-            ("negative Content-Length".into(), format!("GET /metrics HTTP/1.1\r\nContent-Length: -{}\r\n\r\n", v + 1).into(), Some(400)),
-            ("chunked garbage".into(), format!("POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz{junk}\r\n").into(), Some(405)),
-            ("chunked then not".into(), format!("GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked, gzip{v}\r\n\r\n").into(), Some(400)),
-            ("not found".into(), format!("GET /{junk} HTTP/1.1\r\nHost: x\r\n\r\n").into(), Some(404)),
-            ("TLS hello".into(), [&[0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01][..], junk.as_bytes()].concat(), Some(400)),
-            ("half a request line".into(), format!("GET /metr{junk}").into(), None),
+            (
+                "bad method".into(),
+                format!("G@T /metrics{junk} HTTP/1.1\r\nHost: x\r\n\r\n").into(),
+                Some(400),
+            ),
+            (
+                "unknown method".into(),
+                format!("FETCH{v} /metrics HTTP/1.1\r\nHost: x\r\n\r\n").into(),
+                Some(405),
+            ),
+            (
+                "POST".into(),
+                format!(
+                    "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{junk}",
+                    junk.len()
+                )
+                .into(),
+                Some(405),
+            ),
+            (
+                "bad version".into(),
+                format!("GET /metrics HTTP/{v}.7\r\nHost: x\r\n\r\n").into(),
+                Some(400),
+            ),
+            (
+                "junk version".into(),
+                format!("GET /metrics HTTP/1.1{junk}\r\nHost: x\r\n\r\n").into(),
+                Some(400),
+            ),
+            (
+                "no version".into(),
+                format!("GET /metrics{junk}\r\n\r\n").into(),
+                Some(400),
+            ),
+            (
+                "NUL in the URI".into(),
+                [
+                    &b"GET /met\0rics"[..],
+                    junk.as_bytes(),
+                    b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                ]
+                .concat(),
+                Some(400),
+            ),
+            (
+                "NUL in a header name".into(),
+                [
+                    &b"GET /metrics HTTP/1.1\r\nHo\0st: x"[..],
+                    junk.as_bytes(),
+                    b"\r\n\r\n",
+                ]
+                .concat(),
+                Some(400),
+            ),
+            (
+                "NUL in a header value".into(),
+                [
+                    &b"GET /metrics HTTP/1.1\r\nHost: x\0"[..],
+                    junk.as_bytes(),
+                    b"\r\n\r\n",
+                ]
+                .concat(),
+                Some(400),
+            ),
+            (
+                "space before the colon".into(),
+                format!("GET /metrics HTTP/1.1\r\nHost : x{junk}\r\n\r\n").into(),
+                Some(400),
+            ),
+            (
+                "header without a colon".into(),
+                format!("GET /metrics HTTP/1.1\r\nHost x{junk}\r\n\r\n").into(),
+                Some(400),
+            ),
+            (
+                "obs-fold".into(),
+                format!("GET /metrics HTTP/1.1\r\nHost: x\r\n {junk}\r\n\r\n").into(),
+                Some(400),
+            ),
+            (
+                "bare CR".into(),
+                format!("GET /metrics HTTP/1.1\rHost: x{junk}\r\r").into(),
+                Some(400),
+            ),
+            (
+                "two Content-Lengths".into(),
+                format!(
+                    "GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: {}\r\n\r\nab",
+                    v + 2
+                )
+                .into(),
+                Some(400),
+            ),
+            (
+                "negative Content-Length".into(),
+                format!(
+                    "GET /metrics HTTP/1.1\r\nContent-Length: -{}\r\n\r\n",
+                    v + 1
+                )
+                .into(),
+                Some(400),
+            ),
+            (
+                "chunked garbage".into(),
+                format!("POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz{junk}\r\n")
+                    .into(),
+                Some(405),
+            ),
+            (
+                "chunked then not".into(),
+                format!("GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked, gzip{v}\r\n\r\n")
+                    .into(),
+                Some(400),
+            ),
+            (
+                "not found".into(),
+                format!("GET /{junk} HTTP/1.1\r\nHost: x\r\n\r\n").into(),
+                Some(404),
+            ),
+            (
+                "TLS hello".into(),
+                [&[0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01][..], junk.as_bytes()].concat(),
+                Some(400),
+            ),
+            (
+                "half a request line".into(),
+                format!("GET /metr{junk}").into(),
+                None,
+            ),
         ];
         for (what, request, want) in cases {
             assert_eq!(

@@ -91,7 +91,7 @@ impl Tally {
 }
 
 /// Seconds each fuzz target runs in `ci` (its stage's name says it too).
-const CI_FUZZ_SECS: u64 = 15;
+const CI_FUZZ_SECS: u64 = 12;
 
 fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
     Ok(Command::new("cargo")
@@ -192,7 +192,7 @@ fn host_checks(t: &mut Tally, root: &Path) {
     // Short: CI has little time left. The build is incremental once warm;
     // measured on 2 cores, the whole stage takes about the figure in
     // docs/fuzzing.md. The long runs are `cargo xtask fuzz --runs`.
-    t.step("fuzz: every target 15 s (cargo fuzz)", || {
+    t.step("fuzz: every target 12 s (cargo fuzz)", || {
         crate::fuzz::run(crate::fuzz::FuzzArgs {
             target: None,
             secs: CI_FUZZ_SECS,
