@@ -8,7 +8,9 @@
 //! and its value (the rest).
 #![no_main]
 
-use clap::Parser as _;
+use std::sync::OnceLock;
+
+use clap::{CommandFactory as _, FromArgMatches as _};
 use libfuzzer_sys::fuzz_target;
 use nofail_user::{
     cmd::{Cli, Command},
@@ -46,6 +48,20 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
 ffffffffc0000100 t xfs_mod_fn\t[xfs]
 ";
 
+/// `Cli::try_parse_from` in two steps, the command built once: clap
+/// checks a command's definition each time it builds one (debug
+/// assertions are on), which made that most of each input's time.
+fn parse(argv: &[String]) -> Option<Cli> {
+    static COMMAND: OnceLock<clap::Command> = OnceLock::new();
+    let command = COMMAND.get_or_init(|| {
+        let mut c = Cli::command();
+        c.build();
+        c
+    });
+    let matches = command.clone().try_get_matches_from(argv).ok()?;
+    Cli::from_arg_matches(&matches).ok()
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut argv = vec!["nofail".to_string(), "inject".to_string()];
     for segment in data.split(|&b| b == 0) {
@@ -61,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
             None => argv.push(SWITCHES[pick - WITH_VALUE.len()].to_string()),
         }
     }
-    let Ok(cli) = Cli::try_parse_from(&argv) else {
+    let Some(cli) = parse(&argv) else {
         return;
     };
     let Command::Inject(args) = cli.command else {
