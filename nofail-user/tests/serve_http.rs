@@ -178,7 +178,9 @@ fn a_huge_head_is_refused() {
     for (what, request, want) in [
         ("one huge header", &one, Some(431)),
         ("2000 headers", &many, Some(431)),
-        ("a 64 KiB URI", &uri, Some(414)),
+        // Past the buffer before the request line ends: hyper says 431
+        // here too, not 414.
+        ("a 64 KiB URI", &uri, Some(431)),
     ] {
         assert_eq!(serve.exchange(request.as_bytes()), want, "{what}");
         serve.assert_scrapes(&format!("after {what}"));
