@@ -29,9 +29,9 @@ pub const TARGETS: [&str; 6] = [
 /// bpf(2) layer, which no target reaches), so AddressSanitizer finds
 /// nothing there that Rust's own checks would not, and the targets are
 /// built with debug assertions and overflow checks either way. Measured
-/// on 2 cores (docs/fuzzing.md): the build is about as long with or
-/// without it, while the targets run 1.5 to 3 times as many inputs a
-/// second without it.
+/// on 2 cores (docs/fuzzing.md): the cold build took 218 s with ASan and
+/// 191 s without; report_json ran 4,845 inputs/s with it and 25,878
+/// without, prometheus_labels 67 and 184.
 const SANITIZER: &str = "none";
 
 /// Any input slower than this is a hang (a glob or parser gone
