@@ -197,6 +197,7 @@ fn host_checks(t: &mut Tally, root: &Path) {
             target: None,
             secs: CI_FUZZ_SECS,
             runs: None,
+            fresh_corpus: true,
         })
         .map(|code| code == 0)
     });
