@@ -27,10 +27,31 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rustc-env=NOFAIL_GIT_REV={}", git_revision());
     println!("cargo:rustc-env=NOFAIL_AYA_VERSION={}", aya_version());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for f in [".git/HEAD", ".git/index", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(f).display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+    // Asked of git: in a worktree `.git` is a file, and naming files that
+    // do not exist re-ran this script (and rebuilt nofail) every build.
+    for f in ["HEAD", "index"] {
+        if let Some(path) = git_path(f) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
     Ok(())
+}
+
+/// Where git keeps `name` for this checkout (`git rev-parse --git-path`).
+fn git_path(name: &str) -> Option<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("git")
+        .args(["rev-parse", "--git-path", name])
+        .current_dir(dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let path = dir.join(String::from_utf8_lossy(&out.stdout).trim());
+    path.exists().then_some(path)
 }
 
 /// `git describe`-like: the short revision, `-dirty` with uncommitted

@@ -1,17 +1,10 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! `nofail`: see and break the kernel's never-fail allocation retry loops.
 
-// Layers, lowest first; a layer imports only those below it, and bpf and
-// output never import each other (ARCHITECTURE.md, tests/layers.rs).
-mod bpf;
-mod cmd;
-mod kernel;
-mod model;
-mod output;
-
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use nofail_user::{bpf, cmd, kernel};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -97,14 +97,17 @@ fn tree(s: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> usize 
 }
 
 /// The module a file is: `src/bpf/tracer.rs` is `bpf::tracer`,
-/// `src/bpf/mod.rs` is `bpf`, `src/main.rs` is the crate root.
+/// `src/bpf/mod.rs` is `bpf`, `src/main.rs` and `src/lib.rs` are the
+/// crate root (lib.rs declares the layers, main.rs uses them).
 fn module_of(rel: &Path) -> String {
     let mut parts: Vec<String> = rel
         .with_extension("")
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
-    if parts.last().is_some_and(|p| p == "mod" || p == "main") {
+    if parts.last().is_some_and(|p| p == "mod" || p == "main")
+        || (parts.len() == 1 && parts[0] == "lib")
+    {
         parts.pop();
     }
     parts.join("::")
@@ -132,7 +135,9 @@ impl Source {
                 } else if path.extension().is_some_and(|e| e == "rs") {
                     let rel = path.strip_prefix(&root).expect("under src");
                     let text = std::fs::read_to_string(&path).expect("readable");
-                    files.insert(module_of(rel), text);
+                    // main.rs and lib.rs are both the root: kept together.
+                    let module: &mut String = files.entry(module_of(rel)).or_default();
+                    module.push_str(&text);
                 }
             }
         }
@@ -194,6 +199,7 @@ fn use_paths_are_parsed() {
     );
     assert_eq!(module_of(Path::new("bpf/mod.rs")), "bpf");
     assert_eq!(module_of(Path::new("bpf/tracer.rs")), "bpf::tracer");
+    assert_eq!(module_of(Path::new("lib.rs")), "");
     assert_eq!(code_of("a // crate::x\n/// crate::y\nb"), "a \n\nb");
 }
 

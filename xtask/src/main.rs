@@ -11,6 +11,7 @@ mod demo;
 mod dist;
 mod event_wait;
 mod fstests;
+mod fuzz;
 mod gate;
 mod kernels;
 mod licenses;
@@ -139,6 +140,9 @@ enum Cmd {
     /// `nofail inject`, with the kernel's own counts beside nofail's
     /// (docs/fstests.md).
     Fstests(fstests::FstestsArgs),
+    /// Build the cargo-fuzz targets (fuzz/) and run each for a bounded
+    /// time or count, seeded from fuzz/seeds (docs/fuzzing.md).
+    Fuzz(fuzz::FuzzArgs),
     /// The whole test suite: host checks, then the VM matrix.
     Ci {
         /// Kernels of the VM matrix; all four by default.
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
         Cmd::Dist => dist::build().map(|_| 0),
         Cmd::Deb => deb::build().map(|_| 0),
         Cmd::Fstests(args) => fstests::cmd(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Bench {
             kernel,
             compare,

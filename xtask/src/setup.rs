@@ -51,6 +51,7 @@ pub fn ensure() -> Result<()> {
     musl_target()?;
     bpf_linker()?;
     cargo_deny()?;
+    cargo_fuzz()?;
     // fstests from ../shared/thirdparty, built once per tarball
     // (`cargo xtask fstests`, docs/fstests.md).
     crate::fstests::build::ensure()?;
@@ -87,6 +88,29 @@ fn cargo_deny() -> Result<()> {
             .envs(QUICK_INSTALL),
     )
     .context("cargo install cargo-deny failed")
+}
+
+/// cargo-fuzz builds and runs the fuzz targets (`cargo xtask fuzz`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz() -> Result<()> {
+    let current = Command::new("cargo").args(["fuzz", "--version"]).output();
+    if current.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (under a minute, once)");
+    util::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "cargo-fuzz",
+                "--locked",
+                "--version",
+                &format!("={CARGO_FUZZ_VERSION}"),
+            ])
+            .envs(QUICK_INSTALL),
+    )
+    .context("cargo install cargo-fuzz failed")
 }
 
 fn debian_packages() -> Result<()> {

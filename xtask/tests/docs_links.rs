@@ -40,6 +40,7 @@ const TOP: &[&str] = &[
     "xtask",
     "docs",
     "deploy",
+    "fuzz",
     ".ci",
     ".cargo",
 ];

@@ -109,10 +109,13 @@ impl InjectArgs {
             } else {
                 0
             },
+            // The kernel fails when a random u32 is below this: any
+            // probability above 0 keeps a threshold above 0 (below 2^-32
+            // it rounded to 0, a rule that never failed anything).
             probability: if self.probability >= 1.0 {
                 u32::MAX
             } else {
-                (self.probability * u32::MAX as f64) as u32
+                ((self.probability * u32::MAX as f64) as u32).max(1)
             },
             every: self.every.unwrap_or(0),
             fail_first: self.fail_first.unwrap_or(0),
@@ -439,6 +442,18 @@ mod tests {
         );
         // Several at once, each named.
         assert_eq!(unproven(&["--nofail-only", "--pid", "1"], 0).len(), 2);
+    }
+
+    /// Found by the inject_rules fuzz target: `--probability 1e-12` was
+    /// accepted and became the kernel threshold 0, which never fails.
+    #[test]
+    fn a_tiny_probability_still_fails_sometimes() {
+        assert_eq!(args(&["--probability", "1e-12"]).rule().probability, 1);
+        assert_eq!(args(&["--probability", "1"]).rule().probability, u32::MAX);
+        assert_eq!(
+            args(&["--probability", "0.5"]).rule().probability,
+            u32::MAX / 2
+        );
     }
 
     #[test]

@@ -290,6 +290,21 @@ mod tests {
         let _ = fs::remove_dir_all(dir("round_trip"));
     }
 
+    /// Found by the report_json fuzz target: serde_json's default float
+    /// parser is not correctly rounded, so `duration_s` read, written and
+    /// read again came back one ulp off.
+    #[test]
+    fn floats_read_back_exactly() {
+        let text = include_str!("../../../testing/reports/whatif_area.json");
+        let at = text.find("\"duration_s\": ").unwrap() + "\"duration_s\": ".len();
+        let end = at + text[at..].find(',').unwrap();
+        let text = format!("{}1.4038628499999998{}", &text[..at], &text[end..]);
+        let read = parse_report(&text).unwrap();
+        assert_eq!(read.duration_s, 1.4038628499999998);
+        let again = parse_report(&serde_json::to_string_pretty(&read).unwrap()).unwrap();
+        assert_eq!(again.duration_s, read.duration_s);
+    }
+
     #[test]
     fn failed_writes_leave_nothing() {
         let d = dir("failed_writes");

@@ -137,6 +137,10 @@ async fn serve_connection(stream: TcpStream, source: Rc<RefCell<Endpoint>>) {
         .header_read_timeout(HEAD_DEADLINE)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true)
+        // A client that shuts its write side after the request (`nc -N`)
+        // still gets the answer: without this hyper dropped the request
+        // when it saw the EOF first (found by the http fuzz target).
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service);
     // A client that goes away or times out ends only its own connection;
     // the kernel refusing nofail's own socket memory is said.
@@ -196,5 +200,49 @@ fn answer(req: &Request<Incoming>, source: &RefCell<Endpoint>) -> Response<Full<
             "nofail: retry-loop metrics at /metrics\n".into(),
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    /// Found by the http fuzz target: a scrape whose client shut its
+    /// write side right after the request got no answer whenever hyper
+    /// read the EOF before it wrote the response.
+    #[tokio::test]
+    async fn a_client_that_shuts_its_write_side_still_gets_the_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Enough rows that rendering them gives hyper time to see the EOF.
+        let stats = nofail_common::CallerStats::default();
+        let rows = (0..200)
+            .map(|i| crate::model::report::sample_row(&format!("f{i}+0x1"), &stats))
+            .collect();
+        let report = crate::model::report::sample(rows);
+        let client = tokio::task::spawn_blocking(move || {
+            (0..100)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    let mut back = String::new();
+                    let _ = s.read_to_string(&mut back);
+                    back
+                })
+                .collect::<Vec<String>>()
+        });
+        tokio::select! {
+            () = serve(listener, Box::new(report), 20, std::future::pending()) => unreachable!(),
+            answers = client => {
+                for back in answers.unwrap() {
+                    assert!(back.starts_with("HTTP/1.1 200 OK\r\n"), "{back:?}");
+                    assert!(back.contains("nofail_info"), "{back:?}");
+                }
+            }
+        }
     }
 }
