@@ -91,7 +91,7 @@ impl Tally {
 }
 
 /// Seconds each fuzz target runs in `ci` (its stage's name says it too).
-const CI_FUZZ_SECS: u64 = 12;
+const CI_FUZZ_SECS: u64 = 5;
 
 fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
     Ok(Command::new("cargo")
@@ -193,7 +193,7 @@ fn host_checks(t: &mut Tally, root: &Path) {
     // fuzz/target: 127 s after a commit (47 s of it the rebuild), 80 s
     // with nothing changed (docs/fuzzing.md). The long runs are `cargo
     // xtask fuzz --runs`.
-    t.step("fuzz: every target 12 s (cargo fuzz)", || {
+    t.step("fuzz: every target 5 s (cargo fuzz)", || {
         crate::fuzz::run(crate::fuzz::FuzzArgs {
             target: None,
             secs: CI_FUZZ_SECS,
