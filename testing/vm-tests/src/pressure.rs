@@ -170,9 +170,7 @@ fn install_units() -> Result<()> {
             &format!(
                 "ExecStart=/usr/sbin/nofail trace --interval 2s {limits} --json {TRACE_DIR}/report.json --prometheus {TRACE_DIR}/nofail.prom\nRuntimeDirectory=nofail-trace\nRuntimeDirectoryPreserve=yes\nMemoryMax={MEMORY_MAX}\nMemorySwapMax=0"
             ),
-        )
-        // Stopped by the test, which then reads its report.
-        .replace("Restart=on-failure", "Restart=on-failure\nKillMode=mixed");
+        );
     std::fs::write("/etc/systemd/system/nofail-trace.service", trace)?;
     sh_ok("systemctl daemon-reload && systemctl restart nofail && systemctl start nofail-trace")?;
     Ok(())
@@ -411,17 +409,12 @@ impl Truth {
     }
 }
 
-/// Calls and NULLs the trigger made since load.
-fn totals() -> Result<(u64, u64)> {
-    trigger::totals()
-}
-
 /// `site` called over and over (64 KiB each, `pause` between runs) until `until` says stop; the
 /// calls and NULLs it made, from the trigger's totals. Runs whose debugfs
 /// write itself fails (ENOMEM under injection) are not calls: the totals
 /// count what ran.
 fn churn(site: &str, pause: Duration, mut until: impl FnMut() -> bool) -> Result<(u64, u64)> {
-    let (c0, n0) = totals()?;
+    let (c0, n0) = trigger::totals()?;
     let mut failed_writes = 0;
     while !until() {
         if trigger::run(site, 4, 64 << 10, Arm::Off).is_err() {
@@ -429,7 +422,7 @@ fn churn(site: &str, pause: Duration, mut until: impl FnMut() -> bool) -> Result
         }
         std::thread::sleep(pause);
     }
-    let (c1, n1) = read_until_ok(totals)?;
+    let (c1, n1) = read_until_ok(trigger::totals)?;
     if failed_writes > 0 {
         println!("    ({failed_writes} trigger runs refused by the kernel: their write failed)");
     }
@@ -607,9 +600,9 @@ fn callers_and_inflight(truth: &mut Truth) -> Result<()> {
     println!(
         "  phase 4: {BURST_SITES} call sites, then {HELD_CALLS} NOFAIL calls in flight at once"
     );
-    let (c0, _) = totals()?;
+    let (c0, _) = trigger::totals()?;
     trigger::run("burst", BURST_SITES, 4096, Arm::Off)?;
-    let (c1, _) = totals()?;
+    let (c1, _) = trigger::totals()?;
     ensure!(c1 - c0 == BURST_SITES, "the burst made {} calls", c1 - c0);
     let turns = trigger::hz()? / 10;
     let budget = HELD_CALLS * turns;
