@@ -5,6 +5,7 @@
 
 // Layers, lowest first; a layer imports only those below it, and bpf and
 // output never import each other (ARCHITECTURE.md, tests/layers.rs).
+pub mod alloc;
 pub mod bpf;
 pub mod cmd;
 pub mod kernel;

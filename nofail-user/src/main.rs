@@ -4,7 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use nofail_user::{bpf, cmd, kernel};
+use nofail_user::{alloc, bpf, cmd, kernel};
+
+/// A failed allocation is retried before it aborts (alloc.rs).
+#[global_allocator]
+static HEAP: alloc::Retrying = alloc::Retrying::system();
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -181,6 +181,13 @@ fn promtool_accepts_file_and_scrape() {
         "stage=\"area\"",
     );
     assert_eq!(area.unwrap(), 4.0);
+    // nofail's own health: no read failed, no allocation needed a retry.
+    for line in [
+        "\nnofail_failed_reads_total 0\n",
+        "\nnofail_alloc_retries_total 0\n",
+    ] {
+        assert!(body.contains(line), "no {line:?} in {body}");
+    }
     assert_eq!(http_get(serve.port, "/nope").unwrap().0, 404);
     assert_eq!(entries(&dir), vec!["nofail.prom"]);
 }

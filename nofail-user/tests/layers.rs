@@ -11,7 +11,8 @@ use std::{
 };
 
 /// Lowest first. `bpf` and `output` share a rank and may not meet.
-const LAYERS: [(&str, u32); 5] = [
+const LAYERS: [(&str, u32); 6] = [
+    ("alloc", 0),
     ("kernel", 0),
     ("model", 1),
     ("bpf", 2),

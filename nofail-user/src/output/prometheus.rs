@@ -469,6 +469,20 @@ pub fn failed_reads(n: u64) -> String {
     out
 }
 
+/// Allocations of nofail's own heap tried again after the kernel failed
+/// them (crate::alloc), since the process started.
+pub fn alloc_retries(n: u64) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "nofail_alloc_retries_total",
+        "counter",
+        "Allocations of nofail's own heap that failed and were tried again (alloc.rs).",
+    );
+    let _ = writeln!(out, "nofail_alloc_retries_total {n}");
+    out
+}
+
 fn injection_decisions(out: &mut String, c: &InjectCounts) {
     header(
         out,

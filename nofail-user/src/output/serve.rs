@@ -72,7 +72,9 @@ impl Endpoint {
                 }
             }
         };
-        Ok(body + &prometheus::failed_reads(self.failed_reads))
+        Ok(body
+            + &prometheus::failed_reads(self.failed_reads)
+            + &prometheus::alloc_retries(crate::alloc::retries()))
     }
 }
 
@@ -208,6 +210,58 @@ mod tests {
     use std::io::{Read as _, Write as _};
 
     use super::*;
+
+    /// Gives `reports` in turn: `None` is a read that fails with ENOMEM.
+    struct Flaky(Vec<Option<crate::model::report::Report>>);
+
+    impl ReportSource for Flaky {
+        fn report(&mut self) -> anyhow::Result<std::borrow::Cow<'_, crate::model::report::Report>> {
+            match self.0.remove(0) {
+                Some(r) => Ok(std::borrow::Cow::Owned(r)),
+                None => Err(std::io::Error::from_raw_os_error(libc::ENOMEM).into()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_read_is_answered_with_the_last_counts_and_counted() {
+        let stats = nofail_common::CallerStats {
+            calls: 5,
+            ..Default::default()
+        };
+        let report = |name: &str| {
+            crate::model::report::sample(vec![crate::model::report::sample_row(name, &stats)])
+        };
+        let mut e = Endpoint {
+            source: Box::new(Flaky(vec![
+                None,
+                Some(report("first+0x1")),
+                None,
+                None,
+                Some(report("second+0x1")),
+            ])),
+            labels: Sticky::new(20),
+            last: None,
+            failed_reads: 0,
+        };
+        // Nothing read yet: the scrape fails (a 500), and is counted.
+        assert!(e.metrics().is_err());
+        let first = e.metrics().unwrap();
+        assert!(first.contains("caller=\"first+0x1\""), "{first}");
+        assert!(first.contains("nofail_failed_reads_total 1\n"), "{first}");
+        for n in 2..=3 {
+            let again = e.metrics().unwrap();
+            assert!(again.contains("caller=\"first+0x1\""), "{again}");
+            assert!(
+                again.contains(&format!("nofail_failed_reads_total {n}\n")),
+                "{again}"
+            );
+            assert!(again.contains("\nnofail_alloc_retries_total "), "{again}");
+        }
+        let second = e.metrics().unwrap();
+        assert!(second.contains("caller=\"second+0x1\""), "{second}");
+        assert!(second.contains("nofail_failed_reads_total 3\n"), "{second}");
+    }
 
     /// Found by the http fuzz target: a scrape whose client shut its
     /// write side right after the request got no answer whenever hyper

@@ -121,6 +121,22 @@ pub fn service_under_pressure(ctx: &Ctx) -> Result<()> {
     sh_ok("systemctl stop nofail-trace")?;
     let report = trace_report()?;
     println!("  serve (/metrics):");
+    let own = |name: &str| -> Result<u64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .with_context(|| format!("no {name} in the final scrape"))
+    };
+    let said_reads = unit_journal("nofail")?
+        .lines()
+        .filter(|l| l.contains("reading the counts for a scrape failed"))
+        .count() as u64;
+    let failed_reads = own("nofail_failed_reads_total")?;
+    println!(
+        "    own health: {failed_reads} reads of the counts failed (the journal has {said_reads} of them said), {} heap allocations retried",
+        own("nofail_alloc_retries_total")?
+    );
+    // A warning can be dropped when stderr cannot take it (stdout::say).
+    ensure!(said_reads <= failed_reads, "more failed reads said than counted");
     truth.check_scrape(&body)?;
     println!("  trace --interval (final JSON):");
     truth.check_report(&report)?;
