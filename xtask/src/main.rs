@@ -2,6 +2,7 @@
 //! Project automation: toolchain setup, kernels, the QEMU runner, tests.
 
 mod apt;
+mod arch;
 mod bench;
 mod checkpatch;
 mod ci;
@@ -132,10 +133,16 @@ enum Cmd {
     },
     /// One static nofail (musl, stripped) in target/dist/, as a tarball
     /// with its sha256.
-    Dist,
+    Dist {
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
+    },
     /// The Debian package (static binary, man pages, completions,
     /// nofail.service), installed into a directory and checked.
-    Deb,
+    Deb {
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
+    },
     /// fstests on XFS in the VM: untraced, under `nofail trace` and under
     /// `nofail inject`, with the kernel's own counts beside nofail's
     /// (docs/fstests.md).
@@ -158,8 +165,8 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
-        Cmd::Dist => dist::build().map(|_| 0),
-        Cmd::Deb => deb::build().map(|_| 0),
+        Cmd::Dist { arch } => dist::build_for(arch).map(|_| 0),
+        Cmd::Deb { arch } => deb::build_for(arch).map(|_| 0),
         Cmd::Fstests(args) => fstests::cmd(args),
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Bench {
