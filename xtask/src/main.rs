@@ -14,6 +14,7 @@ mod event_wait;
 mod fstests;
 mod fuzz;
 mod gate;
+mod guestroot;
 mod kernels;
 mod licenses;
 mod setup;
@@ -50,6 +51,9 @@ enum Cmd {
         /// Apply this patch to the test kernel (as --kernel test+FILE).
         #[arg(long, value_name = "FILE")]
         patch: Option<std::path::PathBuf>,
+        /// Debian's kernels for this architecture.
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
     },
     /// Boot a kernel in QEMU and run a command in it.
     Vm(vm::VmArgs),
@@ -161,7 +165,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup::ensure().map(|()| 0),
-        Cmd::Kernel { kernel, patch } => kernel_cmd(kernel, patch),
+        Cmd::Kernel {
+            kernel,
+            patch,
+            arch,
+        } => kernel_cmd(kernel, patch, arch),
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
@@ -204,6 +212,7 @@ fn main() -> ExitCode {
 fn kernel_cmd(
     specs: Vec<kernels::KernelSpec>,
     patch: Option<std::path::PathBuf>,
+    arch: arch::Arch,
 ) -> anyhow::Result<i32> {
     use kernels::{KernelName, KernelSpec};
     let mut specs = if specs.is_empty() {
@@ -224,7 +233,8 @@ fn kernel_cmd(
         }
     }
     setup::ensure()?;
-    for spec in specs {
+    for mut spec in specs {
+        spec.arch = arch;
         let k = crate::variant::ensure_spec(&spec)?;
         println!("{:<14} {:<28} {}", k.label, k.release, k.image.display());
     }
