@@ -21,13 +21,15 @@ use crate::{
 
 /// What the stock-kernel scenarios run in the guest besides nofail and
 /// the test binaries (both static, from the checkout): a shell and the
-/// basic tools (busybox), mount and losetup, mkfs for XFS and ext4.
+/// basic tools (busybox), mount and losetup, mkfs for XFS and ext4, and
+/// promtool (in Debian's prometheus) for the exposition checks.
 const PACKAGES: &[&str] = &[
     "busybox-static",
     "util-linux",
     "mount",
     "xfsprogs",
     "e2fsprogs",
+    "prometheus",
 ];
 
 /// Directories the guest init mounts on (it cannot create them: the root

@@ -84,6 +84,11 @@ enum Cmd {
         /// does, to show the patch breaks none.
         #[arg(long)]
         also_unpatched: bool,
+        /// The guest's architecture: arm64 runs the stock kernels'
+        /// scenarios on Debian's arm64 kernels (qemu-system-aarch64) with
+        /// the static arm64 nofail.
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
     },
     /// The stock-versus-patched gate `ci` runs, on two kernels you name:
     /// the endless NOFAIL mapping loop's report on the stock kernel
@@ -196,7 +201,13 @@ fn main() -> ExitCode {
             filter,
             bless,
             also_unpatched,
-        } => ci::vm_test(kernel, filter, bless, also_unpatched),
+            arch,
+        } => ci::vm_test(
+            kernels::KernelSpec { arch, ..kernel },
+            filter,
+            bless,
+            also_unpatched,
+        ),
         Cmd::Gate { stock, patched } => gate::run(&stock, &patched),
         Cmd::EventWait => event_wait::run(),
     };
