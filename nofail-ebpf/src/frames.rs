@@ -5,9 +5,10 @@
 //! The kernel stack (`bpf_get_stack`) names the frames; the first one
 //! inside `__vmalloc_node_range_noprof()` is followed by that function's
 //! return address into its caller. Where that return address sits in stack
-//! memory is the slot the call pushed, and x86-64 SysV puts arguments 7..9
-//! right above it: `caller` (argument 9) is 24 bytes up. Userspace passes
-//! the text ranges (kallsyms) as load-time globals.
+//! memory is the slot the call pushed (x86-64) or the core's prologue
+//! saved (arm64), and `caller` is a fixed distance above it (CALLER_OFF).
+//! Userspace passes that distance and the text ranges (kallsyms) as
+//! load-time globals.
 
 use core::ffi::c_void;
 
@@ -46,11 +47,24 @@ static WARN_TEXT: [u64; 2] = [0; 2];
 #[unsafe(no_mangle)]
 static KERNEL_TEXT: [u64; 2] = [0; 2];
 
+/// `caller` above the core's saved return address, in bytes; 0 when
+/// userspace could not tell (callers then go unread). x86-64: 24, as
+/// `call` pushes the return address right below arguments 7, 8, 9. arm64:
+/// the core's prologue saves the link register in its frame record, and
+/// `caller` (argument 9, the first on the stack) sits at the entry's `sp`,
+/// the frame's size above: derived per kernel by userspace.
+#[unsafe(no_mangle)]
+static CALLER_OFF: u64 = 0;
+/// Bits OR-ed into a saved return address before it is compared with the
+/// unwound one: arm64 signs the link register it saves (pointer
+/// authentication puts the code in bits 63..48, which are all ones in a
+/// kernel address), and the unwinder strips it. 0 on x86-64.
+#[unsafe(no_mangle)]
+static RET_ADDR_TAG: u64 = 0;
+
 /// How far up from the hook's own frame the return-address slot is looked
 /// for (8-byte slots; a kernel stack is 16 KiB).
 const SCAN_SLOTS: u32 = 1024;
-/// `caller` above the return-address slot: arguments 7, 8, 9.
-const CALLER_OFF: u64 = 24;
 
 #[inline(always)]
 fn global<const N: usize>(g: &[u64; N], i: usize) -> u64 {
@@ -148,6 +162,8 @@ struct Scan {
     base: u64,
     /// The core's return address.
     want: u64,
+    /// RET_ADDR_TAG.
+    tag: u64,
     found: u64,
 }
 
@@ -158,7 +174,7 @@ extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
     let addr = s.base + 8 * index as u64;
     match unsafe { bpf_probe_read_kernel(addr as *const u64) } {
-        Ok(v) if v == s.want => {
+        Ok(v) if v | s.tag == s.want => {
             s.found = addr;
             1
         }
@@ -281,6 +297,7 @@ pub fn vmalloc_call(from: u64) -> Option<Call> {
         // Volatile: where the compiler knows it 0, it zeroes `want` and
         // `found` together through a `memset` call (crate::zero).
         want: unsafe { core::ptr::read_volatile(&ret) },
+        tag: unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) },
         found: 0,
     };
     if ret != 0 {
@@ -293,10 +310,11 @@ pub fn vmalloc_call(from: u64) -> Option<Call> {
             )
         };
     }
-    let caller = if scan.found == 0 {
+    let off = unsafe { core::ptr::read_volatile(&CALLER_OFF) };
+    let caller = if scan.found == 0 || off == 0 {
         0
     } else {
-        unsafe { bpf_probe_read_kernel((scan.found + CALLER_OFF) as *const u64) }.unwrap_or(0)
+        unsafe { bpf_probe_read_kernel((scan.found + off) as *const u64) }.unwrap_or(0)
     };
     Some(Call {
         first,

@@ -72,7 +72,7 @@ pub fn decide_fail_page(ctx: FEntryContext) -> u32 {
 
 fn override_with(ctx: &ProbeContext, rc: Option<u64>) {
     if let Some(rc) = rc {
-        unsafe { bpf_override_return(ctx.regs, rc) };
+        unsafe { bpf_override_return(ctx.regs.cast(), rc) };
     }
 }
 

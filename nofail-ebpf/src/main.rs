@@ -14,6 +14,7 @@ mod inject;
 mod maps;
 mod pagetable;
 mod probe;
+mod regs;
 mod sentinel;
 mod sleep;
 mod stages;

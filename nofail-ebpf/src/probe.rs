@@ -7,6 +7,6 @@ use aya_ebpf::{helpers::bpf_override_return, macros::kprobe, programs::ProbeCont
 
 #[kprobe]
 pub fn probe_override_return(ctx: ProbeContext) -> u32 {
-    unsafe { bpf_override_return(ctx.regs, 0) };
+    unsafe { bpf_override_return(ctx.regs.cast(), 0) };
     0
 }

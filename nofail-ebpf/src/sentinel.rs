@@ -27,6 +27,7 @@ use crate::{
     config::{gfp_nofail, retry_window_ns},
     frames::{self, Call},
     maps::{LAST_NULL, SENTINEL_SLEEPS, TP_TASKS, caller_stats},
+    regs,
     stages::{Failure, classify},
     task::{current_tid, now_ns},
 };
@@ -41,7 +42,7 @@ use crate::{
 #[kprobe]
 pub fn sentinel_slow_path(ctx: ProbeContext) -> u32 {
     // A kprobe reports the probed function's address plus the breakpoint.
-    let ip = unsafe { (*ctx.regs).rip };
+    let ip = regs::ip(ctx.regs);
     if frames::in_warn(ip) {
         // void warn_alloc(gfp_t gfp_mask, nodemask_t *nodemask, const char *fmt, ...)
         if let (Some(gfp), Some(fmt)) = (ctx.arg::<u32>(0), ctx.arg::<u64>(2)) {
@@ -67,7 +68,7 @@ pub fn sentinel_sleep_ret(_ctx: RetProbeContext) -> u32 {
 /// is not visible: --min-size is refused in this mode).
 #[inline(always)]
 fn tracked(ctx: &ProbeContext, gfp: u32, retry_sleep: bool) -> Option<Call> {
-    let from = unsafe { (*ctx.regs).rsp };
+    let from = regs::sp(ctx.regs);
     frames::tracked_call(ctx.as_ptr(), from, retry_sleep, u64::MAX, gfp)
 }
 

@@ -15,7 +15,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_func_arg, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_func_arg},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{
         FEntryContext, FExitContext, ProbeContext, RetProbeContext, tracing::StackIdContext,
@@ -28,6 +28,7 @@ use nofail_common::{
 use crate::{
     config::{chains_on, gfp_nofail, retry_window_ns, selected, what_if},
     maps::{LAST_NULL, LAST_NULL_NS, STACKS, caller_stats, chain_stats, health},
+    regs,
     task::{claim_call, close_call, current_tid, find_call, now_ns, reset_call},
     whatif,
 };
@@ -63,13 +64,13 @@ pub fn vmalloc_core_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(size), Some(gfp)) = (ctx.arg::<u64>(ARG_SIZE), ctx.arg::<u32>(ARG_GFP)) else {
         return 0;
     };
-    let caller = stack_arg(&ctx, ARG_CALLER).unwrap_or(0);
+    let caller = regs::stack_arg(&ctx, ARG_CALLER).unwrap_or(0);
     let window = (
         ctx.arg::<u64>(ARG_START).unwrap_or(0),
         ctx.arg::<u64>(ARG_END).unwrap_or(u64::MAX),
     );
-    // sp at entry points at the return address.
-    let frame = unsafe { (*ctx.regs).rsp };
+    // sp at entry: where the call's frame starts.
+    let frame = regs::sp(ctx.regs);
     try_enter(frame, size, gfp, caller, window);
     0
 }
@@ -77,7 +78,7 @@ pub fn vmalloc_core_kprobe(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn vmalloc_core_kretprobe(ctx: RetProbeContext) -> u32 {
     // After `ret`, sp sits one slot above the entry's: allow that slack.
-    let frame = unsafe { (*ctx.regs).rsp };
+    let frame = regs::sp(ctx.regs);
     try_exit(&ctx, frame, RET_SLACK, ctx.ret::<u64>());
     0
 }
@@ -85,15 +86,6 @@ pub fn vmalloc_core_kretprobe(ctx: RetProbeContext) -> u32 {
 /// How far a kretprobe's stack pointer may sit above the entry's for the
 /// same invocation; a nested invocation is hundreds of bytes deeper.
 const RET_SLACK: u64 = 16;
-
-/// x86-64 SysV: arguments 6+ are on the stack above the return address, and
-/// a kprobe at function entry sees `sp` pointing at that return address.
-#[inline(always)]
-fn stack_arg(ctx: &ProbeContext, n: usize) -> Option<u64> {
-    let sp = unsafe { (*ctx.regs).rsp };
-    let addr = sp + 8 * (n as u64 - 5);
-    unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
-}
 
 #[inline(always)]
 fn try_enter(frame: u64, size: u64, gfp: u32, caller: u64, (vstart, vend): (u64, u64)) {

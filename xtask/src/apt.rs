@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{self, cache_dir};
+use crate::{
+    arch::Arch,
+    util::{self, cache_dir},
+};
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// Package lists older than this are refreshed.
@@ -19,12 +22,23 @@ const MAX_LIST_AGE: Duration = Duration::from_secs(6 * 3600);
 
 pub struct Apt {
     dir: PathBuf,
+    arch: Arch,
 }
 
 impl Apt {
     pub fn bookworm() -> Result<Self> {
+        Self::bookworm_for(Arch::X86_64)
+    }
+
+    pub fn sid() -> Result<Self> {
+        Self::sid_for(Arch::X86_64)
+    }
+
+    /// Bookworm's packages for `arch`.
+    pub fn bookworm_for(arch: Arch) -> Result<Self> {
         Self::new(
             "bookworm",
+            arch,
             &[
                 "http://deb.debian.org/debian bookworm main",
                 "http://deb.debian.org/debian bookworm-updates main",
@@ -35,9 +49,10 @@ impl Apt {
 
     /// Bullseye's 5.10 is the only kernel older than 5.17 the archive
     /// still serves (bullseye-backports and its 5.15 are gone).
-    pub fn bullseye() -> Result<Self> {
+    pub fn bullseye_for(arch: Arch) -> Result<Self> {
         Self::new(
             "bullseye",
+            arch,
             &[
                 "http://deb.debian.org/debian bullseye main",
                 "http://deb.debian.org/debian bullseye-updates main",
@@ -46,12 +61,17 @@ impl Apt {
         )
     }
 
-    pub fn sid() -> Result<Self> {
-        Self::new("sid", &["http://deb.debian.org/debian sid main"])
+    pub fn sid_for(arch: Arch) -> Result<Self> {
+        Self::new("sid", arch, &["http://deb.debian.org/debian sid main"])
     }
 
-    fn new(name: &str, suites: &[&str]) -> Result<Self> {
-        let dir = cache_dir().join(format!("apt-{name}"));
+    /// x86-64's state in `apt-NAME` (as before there was another), each
+    /// other architecture's in `apt-NAME-ARCH`.
+    fn new(name: &str, arch: Arch, suites: &[&str]) -> Result<Self> {
+        let dir = cache_dir().join(match arch {
+            Arch::X86_64 => format!("apt-{name}"),
+            other => format!("apt-{name}-{}", other.debian()),
+        });
         for sub in ["lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -64,7 +84,7 @@ impl Apt {
             std::fs::write(&path, sources)?;
             let _ = std::fs::remove_file(dir.join("updated"));
         }
-        let apt = Self { dir };
+        let apt = Self { dir, arch };
         apt.update_if_stale()?;
         Ok(apt)
     }
@@ -77,6 +97,8 @@ impl Apt {
             format!("-oDir::State::Lists={d}/lists"),
             format!("-oDir::Cache={d}/cache"),
             "-oDir::State::status=/dev/null".into(),
+            format!("-oAPT::Architecture={}", self.arch.debian()),
+            format!("-oAPT::Architectures={}", self.arch.debian()),
             "-oAPT::Sandbox::User=root".into(),
             "-qq".into(),
         ]
@@ -131,6 +153,32 @@ impl Apt {
             .lines()
             .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends: "))
             .map(|s| s.trim_matches(|c| c == '<' || c == '>').to_string())
+            .collect())
+    }
+
+    /// Downloads `pkgs` and everything they depend on, as apt would
+    /// install them on an empty system (no recommends), into `dest`;
+    /// returns the .deb paths.
+    pub fn download_closure(&self, pkgs: &[&str], dest: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dest.join("partial"))?;
+        util::run(
+            Command::new("apt-get")
+                .args(self.options())
+                // The status is /dev/null: there is no dpkg database to lock.
+                .arg("-oDebug::NoLocking=1")
+                .arg(format!("-oDir::Cache::Archives={}", dest.display()))
+                .args([
+                    "install",
+                    "--download-only",
+                    "-y",
+                    "--no-install-recommends",
+                ])
+                .args(pkgs),
+        )
+        .with_context(|| format!("cannot download {} with their dependencies", pkgs.join(" ")))?;
+        Ok(std::fs::read_dir(dest)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
             .collect())
     }
 

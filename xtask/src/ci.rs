@@ -456,7 +456,7 @@ pub fn vm_test(
     if kernel.name == KernelName::Own {
         crate::tree::check_suite(&kernel)?;
     }
-    suite::build()?;
+    suite::build_for(kernel.arch)?;
     let sel = Selection {
         filter: filter.as_deref(),
         bless,

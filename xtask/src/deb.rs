@@ -15,7 +15,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::util::{self, workspace_root};
+use crate::{
+    arch::Arch,
+    util::{self, workspace_root},
+};
 
 /// `systemd-analyze security`'s overall exposure of `nofail.service`, in
 /// tenths (2.3): the check fails if the unit loses some of its hardening.
@@ -30,9 +33,14 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The x86-64 package.
 pub fn build() -> Result<PathBuf> {
+    build_for(Arch::X86_64)
+}
+
+pub fn build_for(arch: Arch) -> Result<PathBuf> {
     let root = workspace_root();
-    let bin = crate::dist::build()?;
+    let bin = crate::dist::build_for(arch)?;
     let version = bin
         .parent()
         .and_then(|d| d.file_name())
@@ -41,14 +49,14 @@ pub fn build() -> Result<PathBuf> {
         .context("dist directory name")?
         .to_string();
     let out = root.join("target/deb");
-    let stage = out.join(format!("nofail_{version}_amd64"));
+    let stage = out.join(format!("nofail_{version}_{}", arch.debian()));
     let _ = std::fs::remove_dir_all(&stage);
     copy(&bin, &stage.join("usr/sbin/nofail"))?;
 
     let generated = out.join("generated");
     let _ = std::fs::remove_dir_all(&generated);
     util::run(
-        Command::new(&bin)
+        arch.command(&bin)
             .arg("generate-files")
             .arg("--out")
             .arg(&generated),
@@ -106,7 +114,8 @@ pub fn build() -> Result<PathBuf> {
     std::fs::write(
         stage.join("DEBIAN/control"),
         format!(
-            "Package: nofail\nVersion: {version}\nArchitecture: amd64\nMaintainer: nofail developers <nofail@localhost>\nSection: admin\nPriority: optional\nDescription: see and break the kernel's never-fail allocation retry loops\n nofail counts vmalloc's __GFP_NOFAIL retry loops and open-coded retry\n loops per caller with eBPF, exports them to Prometheus (nofail serve,\n nofail.service) and injects failures scoped to chosen callers.\n One static binary; needs a kernel with BPF and BTF.\n"
+            "Package: nofail\nVersion: {version}\nArchitecture: {}\nMaintainer: nofail developers <nofail@localhost>\nSection: admin\nPriority: optional\nDescription: see and break the kernel's never-fail allocation retry loops\n nofail counts vmalloc's __GFP_NOFAIL retry loops and open-coded retry\n loops per caller with eBPF, exports them to Prometheus (nofail serve,\n nofail.service) and injects failures scoped to chosen callers.\n One static binary; needs a kernel with BPF and BTF.\n",
+            arch.debian()
         ),
     )?;
     for (script, text) in MAINTAINER_SCRIPTS {
@@ -114,14 +123,14 @@ pub fn build() -> Result<PathBuf> {
         std::fs::write(&path, text)?;
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
-    let deb = out.join(format!("nofail_{version}_amd64.deb"));
+    let deb = out.join(format!("nofail_{version}_{}.deb", arch.debian()));
     util::run(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "-Zgzip", "--build"])
             .arg(&stage)
             .arg(&deb),
     )?;
-    check(&deb)?;
+    check(&deb, arch)?;
     println!("xtask deb: {}", deb.display());
     Ok(deb)
 }
@@ -157,12 +166,24 @@ fn copyright(root: &Path) -> Result<String> {
 }
 
 /// Installs `deb` into a fresh directory and checks what landed there.
-fn check(deb: &Path) -> Result<()> {
+fn check(deb: &Path, arch: Arch) -> Result<()> {
     let dir = deb.with_extension("installed");
     let _ = std::fs::remove_dir_all(&dir);
     util::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&dir))?;
     let bin = dir.join("usr/sbin/nofail");
-    let v = Command::new(&bin).arg("--version").output()?;
+    let v = arch.command(&bin).arg("--version").output()?;
+    let field = util::output(
+        Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(deb)
+            .arg("Architecture"),
+    )?;
+    ensure!(
+        field.trim() == arch.debian(),
+        "the package says Architecture: {}, not {}",
+        field.trim(),
+        arch.debian()
+    );
     ensure!(v.status.success(), "the installed nofail --version failed");
     let pages: Vec<PathBuf> = std::fs::read_dir(dir.join("usr/share/man/man8"))?
         .map(|e| e.map(|e| e.path()))

@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     apt::{Apt, newest},
+    arch::Arch,
     util::{self, cache_dir, sha256_hex, workspace_root},
 };
 
@@ -83,6 +84,8 @@ pub struct KernelSpec {
     pub patch: Option<PathBuf>,
     /// The build tree of an `Own` kernel.
     pub tree: Option<PathBuf>,
+    /// The guest's architecture (`--arch`; x86-64 unless given).
+    pub arch: Arch,
 }
 
 impl KernelSpec {
@@ -91,6 +94,7 @@ impl KernelSpec {
             name,
             patch: None,
             tree: None,
+            arch: Arch::X86_64,
         }
     }
 
@@ -155,6 +159,9 @@ impl std::fmt::Display for KernelSpec {
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub name: KernelName,
+    /// What the kernel runs on: the QEMU machine, console and guest root
+    /// follow it (xtask/src/vm.rs).
+    pub arch: Arch,
     /// How results and messages name it: the kernel's name,
     /// `test+STEM` for a variant built with the patch file STEM.patch, or
     /// `own-BASENAME-HASH` for a developer's tree (xtask/src/tree.rs).
@@ -176,6 +183,12 @@ pub struct Kernel {
 }
 
 pub fn ensure(name: KernelName) -> Result<Kernel> {
+    ensure_for(name, Arch::X86_64)
+}
+
+/// `name` built for `arch`: Debian's arm64 kernels come from the same
+/// archive (`APT::Architecture=arm64`).
+pub fn ensure_for(name: KernelName, arch: Arch) -> Result<Kernel> {
     // The guest mounts a fresh tmpfs on /tmp, hiding anything kept there.
     if cache_dir().starts_with("/tmp") {
         bail!(
@@ -184,14 +197,21 @@ pub fn ensure(name: KernelName) -> Result<Kernel> {
         );
     }
     match name {
+        KernelName::Test if arch != Arch::X86_64 => {
+            bail!(
+                "no {} test kernel yet: only Debian's stock kernels",
+                arch.debian()
+            )
+        }
         KernelName::Test => ensure_test_kernel(),
         KernelName::Own => bail!("a kernel build tree is named by its directory"),
-        stock => ensure_stock(stock),
+        stock => ensure_stock(stock, arch),
     }
 }
 
 /// Resolves the package holding a stock kernel from the archive as it is now.
-fn stock_package(name: KernelName, apt: &Apt) -> Result<String> {
+fn stock_package(name: KernelName, arch: Arch, apt: &Apt) -> Result<String> {
+    let flavour = arch.debian();
     let image_dep = |meta: &str| -> Result<String> {
         apt.depends(meta)?
             .into_iter()
@@ -203,35 +223,49 @@ fn stock_package(name: KernelName, apt: &Apt) -> Result<String> {
     };
     match name {
         KernelName::Debian510 | KernelName::Debian61 | KernelName::DebianLatest => {
-            image_dep("linux-image-amd64")
+            image_dep(&format!("linux-image-{flavour}"))
         }
         KernelName::Debian612 => {
+            // arm64's is the -unsigned package (the signed one is a
+            // metapackage of it for secure boot).
+            let suffix = match arch {
+                Arch::X86_64 => format!("+deb12-{flavour}"),
+                Arch::Arm64 => format!("+deb12-{flavour}-unsigned"),
+            };
             let names = apt.pkgnames("linux-image-6.12.")?.into_iter().filter(|n| {
                 n.strip_prefix("linux-image-6.12.")
-                    .and_then(|r| r.strip_suffix("+deb12-amd64"))
+                    .and_then(|r| r.strip_suffix(suffix.as_str()))
                     .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit()))
             });
-            newest(names).context("bookworm-security offers no linux-image-6.12.*+deb12-amd64")
+            newest(names)
+                .with_context(|| format!("bookworm-security offers no linux-image-6.12.*{suffix}"))
         }
         KernelName::Test | KernelName::Own => unreachable!(),
     }
 }
 
-fn ensure_stock(name: KernelName) -> Result<Kernel> {
+fn ensure_stock(name: KernelName, arch: Arch) -> Result<Kernel> {
     let apt = match name {
-        KernelName::DebianLatest => Apt::sid()?,
-        KernelName::Debian510 => Apt::bullseye()?,
-        _ => Apt::bookworm()?,
+        KernelName::DebianLatest => Apt::sid_for(arch)?,
+        KernelName::Debian510 => Apt::bullseye_for(arch)?,
+        _ => Apt::bookworm_for(arch)?,
     };
-    let image_pkg = stock_package(name, &apt)?;
+    let image_pkg = stock_package(name, arch, &apt)?;
     let version = apt.version(&image_pkg)?;
-    let dir = cache_dir()
-        .join("kernels")
+    let kernels = match arch {
+        Arch::X86_64 => cache_dir().join("kernels"),
+        other => cache_dir().join("kernels").join(other.debian()),
+    };
+    let dir = kernels
         .join(name.as_str())
         .join(format!("{image_pkg}_{version}"));
     let root = dir.join("root");
     if !dir.join(".done").exists() {
-        eprintln!("xtask: fetching {} ({image_pkg} {version})", name.as_str());
+        eprintln!(
+            "xtask: fetching {} ({image_pkg} {version}, {})",
+            name.as_str(),
+            arch.debian()
+        );
         let _ = std::fs::remove_dir_all(&dir);
         // From 7.x on the image package is a metapackage: the kernel, its
         // modules and config live in linux-{binary,modules,base}-<release>.
@@ -278,7 +312,11 @@ fn ensure_stock(name: KernelName) -> Result<Kernel> {
     .find(|p| p.exists());
     Ok(Kernel {
         name,
-        label: name.as_str().into(),
+        arch,
+        label: match arch {
+            Arch::X86_64 => name.as_str().into(),
+            other => format!("{}-{}", name.as_str(), other.debian()),
+        },
         patch: None,
         release,
         image,
@@ -339,6 +377,7 @@ fn ensure_test_kernel() -> Result<Kernel> {
         .to_string();
     Ok(Kernel {
         name: KernelName::Test,
+        arch: Arch::X86_64,
         label: KernelName::Test.as_str().into(),
         patch: None,
         release,

@@ -2,6 +2,7 @@
 //! Project automation: toolchain setup, kernels, the QEMU runner, tests.
 
 mod apt;
+mod arch;
 mod bench;
 mod checkpatch;
 mod ci;
@@ -13,6 +14,7 @@ mod event_wait;
 mod fstests;
 mod fuzz;
 mod gate;
+mod guestroot;
 mod kernels;
 mod licenses;
 mod setup;
@@ -49,6 +51,9 @@ enum Cmd {
         /// Apply this patch to the test kernel (as --kernel test+FILE).
         #[arg(long, value_name = "FILE")]
         patch: Option<std::path::PathBuf>,
+        /// Debian's kernels for this architecture.
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
     },
     /// Boot a kernel in QEMU and run a command in it.
     Vm(vm::VmArgs),
@@ -79,6 +84,11 @@ enum Cmd {
         /// does, to show the patch breaks none.
         #[arg(long)]
         also_unpatched: bool,
+        /// The guest's architecture: arm64 runs the stock kernels'
+        /// scenarios on Debian's arm64 kernels (qemu-system-aarch64) with
+        /// the static arm64 nofail.
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
     },
     /// The stock-versus-patched gate `ci` runs, on two kernels you name:
     /// the endless NOFAIL mapping loop's report on the stock kernel
@@ -132,10 +142,16 @@ enum Cmd {
     },
     /// One static nofail (musl, stripped) in target/dist/, as a tarball
     /// with its sha256.
-    Dist,
+    Dist {
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
+    },
     /// The Debian package (static binary, man pages, completions,
     /// nofail.service), installed into a directory and checked.
-    Deb,
+    Deb {
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
+    },
     /// fstests on XFS in the VM: untraced, under `nofail trace` and under
     /// `nofail inject`, with the kernel's own counts beside nofail's
     /// (docs/fstests.md).
@@ -154,12 +170,16 @@ enum Cmd {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup::ensure().map(|()| 0),
-        Cmd::Kernel { kernel, patch } => kernel_cmd(kernel, patch),
+        Cmd::Kernel {
+            kernel,
+            patch,
+            arch,
+        } => kernel_cmd(kernel, patch, arch),
         Cmd::Vm(args) => vm::cmd(args),
         Cmd::Demo { kernel } => demo::run(kernel),
         Cmd::Ci { kernel } => ci::run(kernel),
-        Cmd::Dist => dist::build().map(|_| 0),
-        Cmd::Deb => deb::build().map(|_| 0),
+        Cmd::Dist { arch } => dist::build_for(arch).map(|_| 0),
+        Cmd::Deb { arch } => deb::build_for(arch).map(|_| 0),
         Cmd::Fstests(args) => fstests::cmd(args),
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Bench {
@@ -181,7 +201,13 @@ fn main() -> ExitCode {
             filter,
             bless,
             also_unpatched,
-        } => ci::vm_test(kernel, filter, bless, also_unpatched),
+            arch,
+        } => ci::vm_test(
+            kernels::KernelSpec { arch, ..kernel },
+            filter,
+            bless,
+            also_unpatched,
+        ),
         Cmd::Gate { stock, patched } => gate::run(&stock, &patched),
         Cmd::EventWait => event_wait::run(),
     };
@@ -197,6 +223,7 @@ fn main() -> ExitCode {
 fn kernel_cmd(
     specs: Vec<kernels::KernelSpec>,
     patch: Option<std::path::PathBuf>,
+    arch: arch::Arch,
 ) -> anyhow::Result<i32> {
     use kernels::{KernelName, KernelSpec};
     let mut specs = if specs.is_empty() {
@@ -217,7 +244,8 @@ fn kernel_cmd(
         }
     }
     setup::ensure()?;
-    for spec in specs {
+    for mut spec in specs {
+        spec.arch = arch;
         let k = crate::variant::ensure_spec(&spec)?;
         println!("{:<14} {:<28} {}", k.label, k.release, k.image.display());
     }

@@ -6,7 +6,10 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{self, cache_dir, is_root};
+use crate::{
+    arch::Arch,
+    util::{self, cache_dir, is_root},
+};
 
 /// Debian packages the project needs: QEMU, the kernel build, module tools,
 /// the guest-side tools the tests and benchmark run through the shared root,
@@ -41,6 +44,9 @@ const PACKAGES: &[&str] = &[
     // Real memory pressure for the pressure scenarios (vm-tests
     // pressure.rs): stress-ng --vm into reclaim and the OOM killer.
     "stress-ng",
+    // The arm64 build: its binary run here under user-mode emulation
+    // (`cargo xtask dist --arch arm64`, xtask/src/arch.rs).
+    "qemu-user",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -179,11 +185,14 @@ fn nightly_rust_src() -> Result<()> {
 
 fn musl_target() -> Result<()> {
     let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if installed.lines().any(|l| l == "x86_64-unknown-linux-musl") {
-        return Ok(());
+    // x86-64: the static binary and the guest init; arm64: `dist --arch arm64`.
+    for target in [Arch::X86_64, Arch::Arm64].map(Arch::rust_target) {
+        if !installed.lines().any(|l| l == target) {
+            util::run(Command::new("rustup").args(["target", "add", target]))
+                .with_context(|| format!("cannot add the {target} target"))?;
+        }
     }
-    util::run(Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]))
-        .context("cannot add the x86_64-unknown-linux-musl target (needed for the guest init)")
+    Ok(())
 }
 
 /// bpf-linker must link against the LLVM whose major matches the nightly's:

@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use nofail_test_support::outcome::{Listing, Outcome, Summary, TestLine};
 
 use crate::{
+    arch::Arch,
     kernels::{Kernel, KernelName},
     tree, trigger,
     util::{self, workspace_root},
@@ -26,6 +27,23 @@ use crate::{
 /// static nofail (`cargo xtask dist`) the guests run (after
 /// `setup::ensure`).
 pub fn build() -> Result<()> {
+    build_for(Arch::X86_64)
+}
+
+/// What the scenarios of an `arch` guest run: for arm64, vm-tests and
+/// the static nofail built for it (static: the guest root has no Rust
+/// runtime of its own).
+pub fn build_for(arch: Arch) -> Result<()> {
+    if arch != Arch::X86_64 {
+        util::run(
+            Command::new("cargo")
+                .args(["build", "--release", "-p", "vm-tests", "--target"])
+                .arg(arch.rust_target())
+                .current_dir(workspace_root()),
+        )?;
+        crate::dist::build_for(arch)?;
+        return Ok(());
+    }
     util::run(
         Command::new("cargo")
             .args(["build", "--release", "-p", "nofail-user", "-p", "vm-tests"])
@@ -35,6 +53,15 @@ pub fn build() -> Result<()> {
     // The package the systemd scenarios install (dpkg -i in the guest).
     crate::deb::build()?;
     Ok(())
+}
+
+/// The vm-tests binary a guest of `arch` runs.
+fn vm_tests_binary(arch: Arch) -> PathBuf {
+    let target = workspace_root().join("target");
+    match arch {
+        Arch::X86_64 => target.join("release/vm-tests"),
+        other => target.join(other.rust_target()).join("release/vm-tests"),
+    }
 }
 
 /// What to run on the kernel.
@@ -74,11 +101,11 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     let root = workspace_root();
     let out = root.join("target/vm-results").join(&kernel.label);
     std::fs::create_dir_all(&out)?;
-    let vm_tests = root.join("target/release/vm-tests");
+    let vm_tests = vm_tests_binary(kernel.arch);
     let mut base = vec![
         vm_tests.display().to_string(),
         "--nofail".into(),
-        crate::dist::binary()?.display().to_string(),
+        crate::dist::binary_for(kernel.arch)?.display().to_string(),
         "--out".into(),
         out.display().to_string(),
     ];
@@ -311,6 +338,11 @@ fn run_boot(
 /// NOFAIL_KERNEL_CONFIG: nofail reads the kernel config from there when
 /// the guest has none.
 fn guest_env(kernel: &Kernel) -> Vec<String> {
+    // A guest of another architecture has its own root, with the config
+    // at /boot/config-<release> (xtask/src/guestroot.rs).
+    if kernel.arch != Arch::X86_64 {
+        return Vec::new();
+    }
     kernel
         .config
         .iter()
@@ -320,7 +352,7 @@ fn guest_env(kernel: &Kernel) -> Vec<String> {
 
 /// The scenario table of vm-tests, read on the host.
 fn list(vm_tests: &Path, kernel: &Kernel, also_unpatched: bool) -> Result<Vec<Listing>> {
-    let mut cmd = Command::new(vm_tests);
+    let mut cmd = kernel.arch.command(vm_tests);
     cmd.arg("--list");
     if kernel.name.has_trigger() {
         // Only its presence matters for the table.

@@ -213,6 +213,7 @@ pub fn ensure(dir: &Path) -> Result<Kernel> {
     std::fs::copy(dir.join(".config"), &config)?;
     Ok(Kernel {
         name: KernelName::Own,
+        arch: crate::arch::Arch::X86_64,
         label,
         patch: None,
         release,

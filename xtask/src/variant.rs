@@ -45,7 +45,7 @@ pub fn ensure_spec(spec: &KernelSpec) -> Result<Kernel> {
     if let Some(dir) = &spec.tree {
         return crate::tree::ensure(dir);
     }
-    let base = crate::kernels::ensure(spec.name)?;
+    let base = crate::kernels::ensure_for(spec.name, spec.arch)?;
     match &spec.patch {
         None => Ok(base),
         Some(patch) => ensure(&base, patch),
@@ -398,6 +398,7 @@ mod tests {
         let before = snapshot(&tree);
         let base = Kernel {
             name: crate::kernels::KernelName::Test,
+            arch: crate::arch::Arch::X86_64,
             label: "test".into(),
             patch: None,
             release: "7.2.13".into(),

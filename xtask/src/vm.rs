@@ -16,6 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    arch::Arch,
     cpio::Cpio,
     kernels::{Kernel, KernelName, KernelSpec},
     util::{self, workspace_root},
@@ -40,6 +41,10 @@ pub struct VmArgs {
     /// written with a '/' (./linux, /src/linux).
     #[arg(long, default_value = "test", value_name = "NAME|test+PATCH|DIR")]
     pub kernel: KernelSpec,
+    /// The guest's architecture: arm64 boots Debian's arm64 kernels under
+    /// qemu-system-aarch64, over a root of Debian's arm64 packages.
+    #[arg(long, value_enum, default_value_t)]
+    pub arch: Arch,
     /// Wall-clock limit for the whole run, boot included.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -69,7 +74,10 @@ pub struct VmArgs {
 
 pub fn cmd(args: VmArgs) -> Result<i32> {
     crate::setup::ensure()?;
-    let kernel = variant::ensure_spec(&args.kernel)?;
+    let kernel = variant::ensure_spec(&KernelSpec {
+        arch: args.arch,
+        ..args.kernel.clone()
+    })?;
     let cwd = std::env::current_dir()?;
     run(&Guest {
         kernel: &kernel,
@@ -142,10 +150,15 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
             eprintln!("xtask vm: {var}={v:?}");
         }
     }
+    let root = crate::guestroot::ensure(guest.kernel, guest.cwd)?;
     let started = Instant::now();
-    let mut child = qemu_command(guest, &initrd, &heartbeat)
-        .spawn()
-        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let mut qemu = qemu_command(guest, &initrd, &heartbeat, &root);
+    let mut child = qemu.spawn().with_context(|| {
+        format!(
+            "cannot start {} (run `cargo xtask setup`)",
+            qemu.get_program().to_string_lossy()
+        )
+    })?;
     let rx = console_lines(&mut child);
     let watched = watch(&rx, &nonce, &heartbeat, guest.timeout, started);
     let _ = child.kill();
@@ -158,67 +171,108 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     ))
 }
 
-/// The QEMU command line of a guest run.
-fn qemu_command(guest: &Guest, initrd: &Path, heartbeat: &Path) -> Command {
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args([
-        // One host thread runs both vCPUs in turn (no MTTCG). With a
-        // thread per vCPU, this QEMU (7.2) let guests execute a stale
-        // INT3 after the kernel had live-patched it away: "Oops: int3" at
-        // static-key sites (__schedule's sched_switch tracepoint,
-        // enqueue_timer's timer_start, sched_clock_cpu during boot), seen
-        // in about one CI run in three on the 7.2 kernels, with and
-        // without nofail attached. The guest's CPUs (two, except in the
-        // benchmark) preempt each other; it runs slower where both are busy.
-        "-accel",
-        "tcg,thread=single",
-        "-cpu",
-        "max",
-        "-smp",
-        &guest.cpus.to_string(),
-        "-m",
-        &guest.memory.to_string(),
-    ])
-    .args([
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-monitor",
-        "none",
-    ])
-    .args(if guest.icount {
-        &["-icount", "shift=0,sleep=off"][..]
-    } else {
-        &[]
-    })
-    .args(
-        std::env::var("NOFAIL_QEMU_EXTRA")
-            .unwrap_or_default()
-            .split_whitespace(),
-    )
-    .args(["-serial", "stdio"])
-    .arg("-serial")
-    .arg(format!("file:{}", heartbeat.display()))
-    .arg("-kernel")
-    .arg(&guest.kernel.image)
-    .arg("-initrd")
-    .arg(initrd)
-    .arg("-append")
-    .arg(format!(
-        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init {}",
-        std::env::var("NOFAIL_KERNEL_APPEND").unwrap_or_default()
-    ))
-    .arg("-virtfs")
-    .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
-    .arg("-virtfs")
-    .arg(format!(
-        "local,path={},mount_tag=hostcwd,security_model=none,multidevs=remap",
-        guest.cwd.display()
-    ))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+/// The QEMU machine of `arch`: its program, machine and CPU options, the
+/// kernel's console, and how the heartbeat port is made (the guest init
+/// writes to /dev/hvc0 if there is one, else /dev/ttyS1).
+struct Machine {
+    program: &'static str,
+    machine: &'static [&'static str],
+    console: &'static str,
+}
+
+fn machine(arch: Arch) -> Machine {
+    match arch {
+        Arch::X86_64 => Machine {
+            program: "qemu-system-x86_64",
+            machine: &["-cpu", "max"],
+            console: "ttyS0",
+        },
+        // Pointer authentication as the kernels use it, with QEMU's cheap
+        // implementation-defined algorithm (the architected QARMA5 costs
+        // TCG dearly); `virt` has one UART (PL011, ttyAMA0).
+        Arch::Arm64 => Machine {
+            program: "qemu-system-aarch64",
+            machine: &["-M", "virt", "-cpu", "max,pauth-impdef=on"],
+            console: "ttyAMA0",
+        },
+    }
+}
+
+/// The QEMU command line of a guest run, over `root` (the guest's root
+/// filesystem on the host: xtask/src/guestroot.rs).
+fn qemu_command(guest: &Guest, initrd: &Path, heartbeat: &Path, root: &Path) -> Command {
+    let m = machine(guest.kernel.arch);
+    let mut qemu = Command::new(m.program);
+    qemu.args(m.machine)
+        .args([
+            // One host thread runs both vCPUs in turn (no MTTCG). With a
+            // thread per vCPU, this QEMU (7.2) let guests execute a stale
+            // INT3 after the kernel had live-patched it away: "Oops: int3" at
+            // static-key sites (__schedule's sched_switch tracepoint,
+            // enqueue_timer's timer_start, sched_clock_cpu during boot), seen
+            // in about one CI run in three on the 7.2 kernels, with and
+            // without nofail attached. The guest's CPUs (two, except in the
+            // benchmark) preempt each other; it runs slower where both are busy.
+            "-accel",
+            "tcg,thread=single",
+            "-smp",
+            &guest.cpus.to_string(),
+            "-m",
+            &guest.memory.to_string(),
+        ])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
+        .args(if guest.icount {
+            &["-icount", "shift=0,sleep=off"][..]
+        } else {
+            &[]
+        })
+        .args(
+            std::env::var("NOFAIL_QEMU_EXTRA")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .args(["-serial", "stdio"]);
+    match guest.kernel.arch {
+        Arch::X86_64 => {
+            qemu.arg("-serial")
+                .arg(format!("file:{}", heartbeat.display()));
+        }
+        Arch::Arm64 => {
+            qemu.args(["-device", "virtio-serial-pci", "-chardev"])
+                .arg(format!("file,id=heartbeat,path={}", heartbeat.display()))
+                .args(["-device", "virtconsole,chardev=heartbeat"]);
+        }
+    }
+    qemu.arg("-kernel")
+        .arg(&guest.kernel.image)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!(
+            "console={} panic=-1 quiet loglevel=4 rdinit=/init {}",
+            m.console,
+            std::env::var("NOFAIL_KERNEL_APPEND").unwrap_or_default()
+        ))
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            root.display()
+        ))
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=hostcwd,security_model=none,multidevs=remap",
+            guest.cwd.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     qemu
 }
 
@@ -394,6 +448,9 @@ const GUEST_MODULES_IF_PRESENT: &[&str] = &["crc32c_generic"];
 /// What a systemd guest loads besides: its root is an overlay.
 const SYSTEMD_MODULES: &[&str] = &["overlay"];
 
+/// What an arm64 guest loads besides: the heartbeat's virtio console.
+const ARM64_MODULES: &[&str] = &["virtio_console"];
+
 fn write_initramfs(guest: &Guest, path: &Path, nonce: &str) -> Result<()> {
     let Guest {
         kernel,
@@ -402,7 +459,7 @@ fn write_initramfs(guest: &Guest, path: &Path, nonce: &str) -> Result<()> {
         env,
         ..
     } = *guest;
-    let init = build_init()?;
+    let init = build_init(kernel.arch)?;
     let mut cpio = Cpio::new(std::io::BufWriter::new(std::fs::File::create(path)?));
     for dir in ["dev", "proc", "sys", "host", "modules"] {
         cpio.dir(dir)?;
@@ -438,6 +495,11 @@ fn write_initramfs(guest: &Guest, path: &Path, nonce: &str) -> Result<()> {
                 GUEST_MODULES
                     .iter()
                     .chain(if guest.systemd { SYSTEMD_MODULES } else { &[] })
+                    .chain(if kernel.arch == Arch::Arm64 {
+                        ARM64_MODULES
+                    } else {
+                        &[]
+                    })
                     .copied()
                     .filter(|m| !optional || module_closure(modules, &[m]).is_ok()),
             )
@@ -453,9 +515,10 @@ fn write_initramfs(guest: &Guest, path: &Path, nonce: &str) -> Result<()> {
     Ok(())
 }
 
-/// The guest init, a static musl binary.
-fn build_init() -> Result<PathBuf> {
+/// The guest init, a static musl binary for the guest's architecture.
+fn build_init(arch: Arch) -> Result<PathBuf> {
     let root = workspace_root();
+    let target = arch.rust_target();
     util::run(
         Command::new("cargo")
             .args([
@@ -465,11 +528,11 @@ fn build_init() -> Result<PathBuf> {
                 "-p",
                 "vm-init",
                 "--target",
-                "x86_64-unknown-linux-musl",
+                target,
             ])
             .current_dir(&root),
     )?;
-    Ok(root.join("target/x86_64-unknown-linux-musl/release/vm-init"))
+    Ok(root.join("target").join(target).join("release/vm-init"))
 }
 
 /// Modules (with dependencies first, from modules.dep) not built in.

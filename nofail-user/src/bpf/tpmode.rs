@@ -9,7 +9,7 @@ use aya::{EbpfLoader, programs::RawTracePoint};
 use crate::{
     bpf::attach::{ROLES, TRACEPOINT_BLIND, TRACEPOINT_ROLES},
     bpf::one_line,
-    kernel::symbols::Kallsyms,
+    kernel::{callframe::CallFrame, symbols::Kallsyms},
     model::{Mode, mode::Attached},
 };
 
@@ -24,6 +24,8 @@ pub struct TextGlobals {
     warn: [u64; 2],
     process_timeout: u64,
     kernel_text: [u64; 2],
+    /// Where `caller` sits above the core's saved return address.
+    frame: CallFrame,
 }
 
 /// A function and its `.cold` part (GCC moves unlikely blocks, such as
@@ -35,7 +37,9 @@ fn with_cold(k: &Kallsyms, name: &str) -> Option<[u64; 4]> {
 }
 
 impl TextGlobals {
-    /// None when kallsyms hides addresses or lacks vmalloc's core.
+    /// None when kallsyms hides addresses or lacks vmalloc's core. When
+    /// the core's call frame cannot be read (arm64: its prologue), callers
+    /// go unread, said once here and counted as `caller_unread`.
     pub fn from_kallsyms(k: &Kallsyms) -> Option<Self> {
         let core = ROLES[0]
             .candidates
@@ -45,6 +49,10 @@ impl TextGlobals {
         let (ts, te) = k.extent("schedule_timeout")?;
         // The event-wait patch's area-stage wait (testing/patches).
         let (ws, we) = k.extent("vmap_nofail_wait").unwrap_or((0, 0));
+        let frame = crate::kernel::callframe::of_core(core[0]).unwrap_or_else(|e| {
+            eprintln!("nofail: warning: callers read from the stack go unread: {e:#}");
+            CallFrame::default()
+        });
         Some(Self {
             core,
             area_node: with_cold(k, "__vmalloc_area_node").unwrap_or_default(),
@@ -55,6 +63,7 @@ impl TextGlobals {
                 k.extent("_stext").map_or(0, |e| e.0),
                 k.extent("_etext").map_or(0, |e| e.0),
             ],
+            frame,
         })
     }
 
@@ -69,7 +78,9 @@ impl TextGlobals {
             .override_global("SLEEP_TEXT", &self.sleep, true)
             .override_global("WARN_TEXT", &self.warn, true)
             .override_global("PROCESS_TIMEOUT", &self.process_timeout, true)
-            .override_global("KERNEL_TEXT", &self.kernel_text, true);
+            .override_global("KERNEL_TEXT", &self.kernel_text, true)
+            .override_global("CALLER_OFF", &self.frame.caller_off, true)
+            .override_global("RET_ADDR_TAG", &self.frame.ret_addr_tag, true);
     }
 }
 

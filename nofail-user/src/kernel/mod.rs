@@ -3,6 +3,7 @@
 //! symbols, release and features. Imports no other layer.
 
 pub mod btf;
+pub mod callframe;
 pub mod cgroup;
 pub mod config;
 pub mod support;

@@ -312,6 +312,45 @@ pub fn create_big_array_map() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("BPF_MAP_CREATE failed: {e}"))
 }
 
+/// The caller the kernel records for a big array map's vmalloc area, as
+/// /proc/vmallocinfo names it (the function, without its offset): the
+/// area a held map adds there. `array_map_alloc` where the compiler
+/// inlines `__bpf_map_area_alloc()` into `bpf_map_area_alloc()` (Debian's
+/// x86-64 kernels), `bpf_map_area_alloc` where it does not (arm64): its
+/// `__builtin_return_address(0)` is then one frame lower. Read once.
+pub fn array_map_caller() -> anyhow::Result<&'static str> {
+    static CALLER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(c) = CALLER.get() {
+        return Ok(c);
+    }
+    let areas = || -> anyhow::Result<Vec<String>> {
+        Ok(std::fs::read_to_string("/proc/vmallocinfo")?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    };
+    let before = areas()?;
+    let held = array_map(4096, 4096)?;
+    let after = areas()?;
+    drop(held);
+    // `0xstart-0xend  size caller+off/len pages=N vmalloc ...`: the new
+    // area of at least the map's 16 MiB.
+    let caller = after
+        .iter()
+        .filter(|l| !before.contains(l))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let size: u64 = f.nth(1)?.parse().ok()?;
+            let caller = f.next()?;
+            (size >= 4096 * 4096).then(|| caller.split('+').next().unwrap_or(caller).to_string())
+        })
+        .next()
+        .ok_or_else(|| {
+            anyhow::anyhow!("no new area of 16 MiB in /proc/vmallocinfo for a held array map")
+        })?;
+    Ok(CALLER.get_or_init(|| caller))
+}
+
 fn id_of(kind: Kind, fd: &OwnedFd) -> io::Result<u32> {
     let id = object(kind, fd)?.id;
     if id == 0 {

@@ -197,9 +197,14 @@ fn setup(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// A dot a second on the second serial port, for ever.
+/// A dot a second on the heartbeat port, for ever: the virtio console
+/// where there is one (arm64's `virt` machine has a single UART), else
+/// the second serial port (x86-64).
 fn beat() {
-    let Ok(mut port) = fs::OpenOptions::new().write(true).open("/dev/ttyS1") else {
+    let Some(mut port) = ["/dev/hvc0", "/dev/ttyS1"]
+        .iter()
+        .find_map(|p| fs::OpenOptions::new().write(true).open(p).ok())
+    else {
         return;
     };
     loop {

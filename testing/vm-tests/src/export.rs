@@ -209,7 +209,12 @@ pub fn serve_scrape_on_every_kernel(ctx: &Ctx) -> Result<()> {
         ("nofail_vmalloc_retries_per_call_count", "", 3.0),
         ("nofail_vmalloc_retries_per_call_bucket", "le=\"0\"", 3.0),
     ] {
-        let got = sample(&body, name, "array_map_alloc", extra)?;
+        let got = sample(
+            &body,
+            name,
+            nofail_test_support::bpf::array_map_caller()?,
+            extra,
+        )?;
         ensure!(
             got == value,
             "{name}{{{extra}}}: nofail {got} != truth {value}"
@@ -303,10 +308,15 @@ pub fn service_command_line_under_its_capabilities(ctx: &Ctx) -> Result<()> {
     );
     ensure!(uid.split_whitespace().all(|u| u == "65534"), "Uid {uid}");
     let body = scrape_after_maps(ctx, serve, 3, "service_scrape.prom")?;
-    let calls = sample(&body, "nofail_vmalloc_calls_total", "array_map_alloc", "")?;
+    let calls = sample(
+        &body,
+        "nofail_vmalloc_calls_total",
+        nofail_test_support::bpf::array_map_caller()?,
+        "",
+    )?;
     ensure!(
         calls == 3.0,
-        "array_map_alloc {calls} != 3 (named, so kallsyms was readable)"
+        "the array map's caller: {calls} != 3 (named, so kallsyms was readable)"
     );
     Ok(())
 }

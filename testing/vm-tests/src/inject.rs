@@ -187,7 +187,12 @@ pub fn own_process_exempt(ctx: &Ctx) -> Result<()> {
     let inj = start(
         ctx,
         "inject_own_process",
-        &["--stage", "area", "--caller", "array_map_alloc"],
+        &[
+            "--stage",
+            "area",
+            "--caller",
+            nofail_test_support::bpf::array_map_caller()?,
+        ],
     )?;
     let startup = inj.startup.join("\n");
     let (created, report) = inj.around(|| Ok(bpf::create_big_array_map()))?;
@@ -207,7 +212,11 @@ pub fn own_process_exempt(ctx: &Ctx) -> Result<()> {
         counts["eligible"] == 1 && counts["injected"] == 1,
         "nofail's own allocation was eligible: {counts}"
     );
-    expect_fields(&report, "array_map_alloc", &[("calls", 1), ("injected", 1)])
+    expect_fields(
+        &report,
+        nofail_test_support::bpf::array_map_caller()?,
+        &[("calls", 1), ("injected", 1)],
+    )
 }
 
 /// --times 1 on the plain site: the trigger sees exactly one NULL, which
@@ -346,7 +355,7 @@ pub fn bpf_map_error_to_userspace(ctx: &Ctx) -> Result<()> {
             "--pid",
             &pid,
             "--caller",
-            "array_map_alloc",
+            nofail_test_support::bpf::array_map_caller()?,
         ],
     )?;
     for child in [&mut target, &mut other] {
@@ -364,7 +373,7 @@ pub fn bpf_map_error_to_userspace(ctx: &Ctx) -> Result<()> {
         "the other process was touched: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let b = behaviour(&report, "array_map_alloc")?;
+    let b = behaviour(&report, nofail_test_support::bpf::array_map_caller()?)?;
     ensure!(
         b["error_to_userspace"] == 1 && b["syscalls"]["bpf"] == 1 && b["absorbed"] == 0,
         "{b}"

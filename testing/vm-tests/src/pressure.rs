@@ -136,7 +136,10 @@ pub fn service_under_pressure(ctx: &Ctx) -> Result<()> {
         own("nofail_alloc_retries_total")?
     );
     // A warning can be dropped when stderr cannot take it (stdout::say).
-    ensure!(said_reads <= failed_reads, "more failed reads said than counted");
+    ensure!(
+        said_reads <= failed_reads,
+        "more failed reads said than counted"
+    );
     truth.check_scrape(&body)?;
     println!("  trace --interval (final JSON):");
     truth.check_report(&report)?;

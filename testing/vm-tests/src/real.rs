@@ -316,7 +316,11 @@ pub fn xfs_remote_xattrs_traced(ctx: &Ctx) -> Result<()> {
         "xfs_buf_alloc",
         &[("calls", events), ("null_returns", 0)],
     )?;
-    expect_fields(&control, "array_map_alloc", &[("calls", MAPS)])?;
+    expect_fields(
+        &control,
+        nofail_test_support::bpf::array_map_caller()?,
+        &[("calls", MAPS)],
+    )?;
     same_rows_inside(&filtered, &control, |c| c.starts_with("xfs_"))?;
     if let Some(module) = &module {
         println!("  --module xfs rows: {:?}", rows(module)?);
@@ -432,7 +436,11 @@ pub fn ext4_filter_exact(ctx: &Ctx) -> Result<()> {
     let filtered = filtered.finish()?;
     work?;
     println!("  ext4 rows: {:?}", rows(&filtered)?);
-    expect_fields(&control, "array_map_alloc", &[("calls", MAPS)])?;
+    expect_fields(
+        &control,
+        nofail_test_support::bpf::array_map_caller()?,
+        &[("calls", MAPS)],
+    )?;
     same_rows_inside(&filtered, &control, |c| c.starts_with("ext4_"))
 }
 

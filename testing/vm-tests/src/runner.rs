@@ -30,6 +30,10 @@ pub fn run(ctx: &Ctx, cases: &[&Case], results: Option<&Path>) -> Result<Summary
     let mut summary = Summary::default();
     let n = cases.len();
     println!("running {n} scenario{}", if n == 1 { "" } else { "s" });
+    // Found before any scenario traces: finding it creates a map.
+    if let Ok(caller) = nofail_test_support::bpf::array_map_caller() {
+        println!("  an array map's vmalloc caller (/proc/vmallocinfo): {caller}");
+    }
     for case in cases {
         let started = Instant::now();
         let result = run_one(ctx, case);

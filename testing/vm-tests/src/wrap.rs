@@ -93,7 +93,7 @@ pub fn exit_status_passes_through(ctx: &Ctx) -> Result<()> {
             out.status
         );
         let report = report.with_context(|| format!("`{tail}`: no report written"))?;
-        let calls = calls_at(&report, "array_map_alloc")?;
+        let calls = calls_at(&report, nofail_test_support::bpf::array_map_caller()?)?;
         ensure!(calls == 3, "`{tail}`: {calls} map calls counted, not 3");
         println!("  `{tail}` -> exit {want}, 3 of 3 map calls counted");
     }
@@ -218,7 +218,7 @@ pub fn command_only_counts_the_commands_maps(ctx: &Ctx) -> Result<()> {
     let (out, report) = result?;
     ensure!(out.status.success(), "nofail exited {:?}", out.status);
     let report = report.context("no report")?;
-    let calls = calls_at(&report, "array_map_alloc")?;
+    let calls = calls_at(&report, nofail_test_support::bpf::array_map_caller()?)?;
     ensure!(
         meanwhile >= 5,
         "the other process made only {meanwhile} maps meanwhile: the check proves nothing"

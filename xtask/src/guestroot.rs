@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The root filesystem a guest runs its command in. An x86-64 guest
+//! shares the host's own root (read-only over 9p); a guest of another
+//! architecture cannot run the host's binaries, so it gets a root made of
+//! Debian packages for its architecture, unpacked (no maintainer scripts
+//! run) into the nofail cache, once per package list.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    apt::Apt,
+    arch::Arch,
+    kernels::Kernel,
+    util::{self, cache_dir, sha256_hex},
+};
+
+/// What the stock-kernel scenarios run in the guest besides nofail and
+/// the test binaries (both static, from the checkout): a shell and the
+/// basic tools (busybox), mount and losetup, mkfs for XFS and ext4, and
+/// promtool (in Debian's prometheus) for the exposition checks.
+const PACKAGES: &[&str] = &[
+    "busybox-static",
+    "util-linux",
+    "mount",
+    "xfsprogs",
+    "e2fsprogs",
+    "prometheus",
+];
+
+/// Directories the guest init mounts on (it cannot create them: the root
+/// is read-only).
+const MOUNT_POINTS: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "run",
+    "root",
+    "sys/kernel/debug",
+    "sys/kernel/tracing",
+    "sys/fs/bpf",
+    "sys/fs/cgroup",
+];
+
+/// The guest root for `kernel`'s architecture, with `cwd` (the host
+/// directory mounted at the same path) present in it, and the kernel's
+/// build configuration at /boot/config-<release>, where nofail looks.
+pub fn ensure(kernel: &Kernel, cwd: &Path) -> Result<PathBuf> {
+    let arch = kernel.arch;
+    if arch == Arch::X86_64 {
+        return Ok(PathBuf::from("/"));
+    }
+    let key = sha256_hex(PACKAGES.join(" ").as_bytes());
+    let dir = cache_dir()
+        .join("roots")
+        .join(format!("{}-{}", arch.debian(), &key[..12]));
+    let root = dir.join("root");
+    if !dir.join(".done").exists() {
+        eprintln!(
+            "xtask: making the {} guest root from Debian's packages: {}",
+            arch.debian(),
+            PACKAGES.join(" ")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let debs = Apt::bookworm_for(arch)?.download_closure(PACKAGES, &dir.join("debs"))?;
+        for deb in &debs {
+            util::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
+        }
+        std::fs::remove_dir_all(dir.join("debs"))?;
+        busybox_applets(arch, &root)?;
+        std::fs::write(dir.join(".done"), format!("{} packages\n", debs.len()))?;
+    }
+    for d in MOUNT_POINTS {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    if let Some(config) = &kernel.config {
+        std::fs::create_dir_all(root.join("boot"))?;
+        std::fs::copy(config, root.join(format!("boot/config-{}", kernel.release)))?;
+    }
+    // The host's working directory is mounted there by the guest init.
+    let inside = root.join(cwd.strip_prefix("/").unwrap_or(cwd));
+    std::fs::create_dir_all(&inside)
+        .with_context(|| format!("cannot make {} in the guest root", inside.display()))?;
+    Ok(root)
+}
+
+/// `busybox --install -s`, done from the host: every applet the packages
+/// do not provide themselves, as a link to /bin/busybox. The applet list
+/// comes from the binary itself, run under qemu-user.
+fn busybox_applets(arch: Arch, root: &Path) -> Result<()> {
+    let busybox = root.join("bin/busybox");
+    let out = arch.command(&busybox).arg("--list-full").output()?;
+    anyhow::ensure!(out.status.success(), "busybox --list-full failed");
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let link = root.join(applet);
+        let usr = root.join("usr").join(applet);
+        if link.symlink_metadata().is_ok() || usr.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink("/bin/busybox", &link)?;
+    }
+    Ok(())
+}
