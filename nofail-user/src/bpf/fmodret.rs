@@ -15,45 +15,16 @@ use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, maps::MapData};
 
 use crate::{
-    bpf::sys::{bpf_attach_type, bpf_cmd, bpf_fd, bpf_prog_type, zeroed_attr},
+    bpf::{
+        asm::{Insn, call, insn, last_log_line, ld_map},
+        sys::{bpf_attach_type, bpf_cmd, bpf_fd, bpf_prog_type, zeroed_attr},
+    },
     kernel::btf::KernelBtf,
 };
 
-const BPF_PSEUDO_MAP_FD: u8 = 1;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_MAP_DELETE_ELEM: i32 = 3;
 const HELPER_GET_CURRENT_PID_TGID: i32 = 14;
-
-/// `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
-}
-
-const fn call(helper: i32) -> Insn {
-    insn(0x85, 0, 0, 0, helper) // BPF_JMP | BPF_CALL
-}
-
-/// `r{dst} = map` (BPF_LD | BPF_IMM | BPF_DW, two slots).
-fn ld_map(dst: u8, map_fd: i32) -> [Insn; 2] {
-    [
-        insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map_fd),
-        insn(0, 0, 0, 0, 0),
-    ]
-}
 
 /// The program, for `VERDICT` at `map_fd`.
 fn program(map_fd: i32) -> Vec<Insn> {
@@ -122,14 +93,10 @@ pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
     }
     attr.__bindgen_anon_3 = load;
     let prog = bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|e| {
-        let text = String::from_utf8_lossy(&log);
-        let last = text
-            .trim_end_matches('\0')
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .to_string();
-        anyhow::anyhow!("the kernel refused an fmod_ret program on {function}: {e} {last}")
+        anyhow::anyhow!(
+            "the kernel refused an fmod_ret program on {function}: {e} {}",
+            last_log_line(&log)
+        )
     })?;
     // BPF_RAW_TRACEPOINT_OPEN with no name attaches a tracing program to
     // the BTF function it was loaded for.
@@ -146,6 +113,7 @@ pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::asm::BPF_PSEUDO_MAP_FD;
 
     #[test]
     fn jump_lands_on_return_zero() {

@@ -3,6 +3,7 @@
 //! it leaves in the kernel), the attach plan, the injectors and the fmod_ret program, bpf(2), program
 //! statistics, the filter maps, and reading the maps into the model.
 
+pub mod asm;
 pub mod attach;
 pub mod events;
 pub mod filter;
@@ -13,6 +14,7 @@ pub mod maps;
 pub mod progstats;
 pub mod session;
 pub mod sys;
+pub mod textread;
 pub mod tpmode;
 pub mod tracer;
 

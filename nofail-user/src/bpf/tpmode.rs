@@ -49,10 +49,11 @@ impl TextGlobals {
         let (ts, te) = k.extent("schedule_timeout")?;
         // The event-wait patch's area-stage wait (testing/patches).
         let (ws, we) = k.extent("vmap_nofail_wait").unwrap_or((0, 0));
-        let frame = crate::kernel::callframe::of_core(core[0]).unwrap_or_else(|e| {
-            eprintln!("nofail: warning: callers read from the stack go unread: {e:#}");
-            CallFrame::default()
-        });
+        let frame = crate::kernel::callframe::of_core(core[0], crate::bpf::textread::read_words)
+            .unwrap_or_else(|e| {
+                eprintln!("nofail: warning: callers read from the stack go unread: {e:#}");
+                CallFrame::default()
+            });
         Some(Self {
             core,
             area_node: with_cold(k, "__vmalloc_area_node").unwrap_or_default(),

@@ -24,11 +24,16 @@ pub struct CallFrame {
     pub ret_addr_tag: u64,
 }
 
-/// The call frame of the core at `core` (its address in kallsyms).
-pub fn of_core(core: u64) -> Result<CallFrame> {
+/// Reads `n` instruction words of kernel text at an address: the BPF
+/// reader (bpf/textread.rs), where /proc/kcore is refused.
+pub type TextReader = fn(u64, usize) -> Result<Vec<u32>>;
+
+/// The call frame of the core at `core` (its address in kallsyms); on
+/// arm64 its prologue is read from /proc/kcore, else with `fallback`.
+pub fn of_core(core: u64, fallback: TextReader) -> Result<CallFrame> {
     #[cfg(target_arch = "x86_64")]
     {
-        let _ = core;
+        let _ = (core, fallback);
         Ok(CallFrame {
             caller_off: 24,
             ret_addr_tag: 0,
@@ -36,12 +41,16 @@ pub fn of_core(core: u64) -> Result<CallFrame> {
     }
     #[cfg(target_arch = "aarch64")]
     {
-        let text = read_kcore(
+        let insns = match read_kcore(
             std::path::Path::new("/proc/kcore"),
             core,
             4 * PROLOGUE_INSNS,
-        )?;
-        let caller_off = arm64_caller_off(&words(&text)).with_context(|| {
+        ) {
+            Ok(text) => words(&text),
+            Err(kcore) => fallback(core, PROLOGUE_INSNS)
+                .map_err(|bpf| anyhow::anyhow!("{kcore:#}; through BPF: {bpf:#}"))?,
+        };
+        let caller_off = arm64_caller_off(&insns).with_context(|| {
             format!(
                 "the prologue of vmalloc's core at {core:#x} saves no frame record nofail can read"
             )
