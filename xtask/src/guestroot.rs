@@ -21,8 +21,9 @@ use crate::{
 
 /// What the stock-kernel scenarios run in the guest besides nofail and
 /// the test binaries (both static, from the checkout): a shell and the
-/// basic tools (busybox), mount and losetup, mkfs for XFS and ext4, and
-/// promtool (in Debian's prometheus) for the exposition checks.
+/// basic tools (busybox), mount and losetup, mkfs for XFS and ext4,
+/// promtool (in Debian's prometheus) for the exposition checks, and
+/// systemd and dpkg for the package's scenarios (`--systemd` guests).
 const PACKAGES: &[&str] = &[
     "busybox-static",
     "util-linux",
@@ -30,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "xfsprogs",
     "e2fsprogs",
     "prometheus",
+    "systemd",
+    "dpkg",
 ];
 
 /// Directories the guest init mounts on (it cannot create them: the root

@@ -41,7 +41,7 @@ pub fn build_for(arch: Arch) -> Result<()> {
                 .arg(arch.rust_target())
                 .current_dir(workspace_root()),
         )?;
-        crate::dist::build_for(arch)?;
+        crate::deb::build_for(arch)?;
         return Ok(());
     }
     util::run(

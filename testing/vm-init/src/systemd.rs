@@ -60,12 +60,27 @@ pub const MASKED: &[(&str, &str)] = &[
     ),
 ];
 
+/// The console the host reads (xtask/src/vm.rs gives the kernel the same).
+#[cfg(target_arch = "x86_64")]
+macro_rules! console {
+    () => {
+        "/dev/ttyS0"
+    };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! console {
+    () => {
+        "/dev/ttyAMA0"
+    };
+}
+
 /// The runner: after multi-user.target (as systemd-update-utmp-runlevel
 /// is), with the console for its output, never timed out by systemd, and
 /// never stopped when the OOM killer takes one of its processes (the
 /// default OOMPolicy=stop did, when the pressure scenario's stress-ng
 /// hog was killed: the guest then waited out its timeout).
-const COMMAND_UNIT: &str = "[Unit]
+const COMMAND_UNIT: &str = concat!(
+    "[Unit]
 Description=nofail VM: the command
 After=multi-user.target
 
@@ -75,15 +90,18 @@ ExecStart=/nofail-vm/vm-init run
 StandardInput=null
 StandardOutput=tty
 StandardError=tty
-TTYPath=/dev/ttyS0
+TTYPath=",
+    console!(),
+    "
 TTYReset=no
 TTYVHangup=no
 TimeoutStartSec=infinity
 OOMPolicy=continue
-";
+"
+);
 
 const HEARTBEAT_UNIT: &str = "[Unit]
-Description=nofail VM: heartbeat on ttyS1
+Description=nofail VM: heartbeat (ttyS1, or hvc0 on arm64)
 DefaultDependencies=no
 
 [Service]

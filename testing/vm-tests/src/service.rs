@@ -15,6 +15,12 @@ use nofail_test_support::{bpf, prom::sample};
 
 use crate::harness::Ctx;
 
+/// The package's architecture, as its file name ends: this binary's.
+#[cfg(target_arch = "x86_64")]
+const DEB_ARCH: &str = "_amd64.deb";
+#[cfg(target_arch = "aarch64")]
+const DEB_ARCH: &str = "_arm64.deb";
+
 /// The package `cargo xtask deb` made (xtask's suite builds it first).
 pub fn deb() -> Result<String> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/deb");
@@ -22,7 +28,7 @@ pub fn deb() -> Result<String> {
         .with_context(|| format!("{dir} (cargo xtask deb)"))?
         .filter_map(|e| e.ok())
         .map(|e| e.path().display().to_string())
-        .filter(|p| p.ends_with("_amd64.deb"))
+        .filter(|p| p.ends_with(DEB_ARCH))
         .collect();
     ensure!(
         debs.len() == 1,
