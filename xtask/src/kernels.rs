@@ -197,13 +197,7 @@ pub fn ensure_for(name: KernelName, arch: Arch) -> Result<Kernel> {
         );
     }
     match name {
-        KernelName::Test if arch != Arch::X86_64 => {
-            bail!(
-                "no {} test kernel yet: only Debian's stock kernels",
-                arch.debian()
-            )
-        }
-        KernelName::Test => ensure_test_kernel(),
+        KernelName::Test => ensure_test_kernel(arch),
         KernelName::Own => bail!("a kernel build tree is named by its directory"),
         stock => ensure_stock(stock, arch),
     }
@@ -345,6 +339,51 @@ pub fn fragment_path() -> PathBuf {
     workspace_root().join("testing/kernel.config")
 }
 
+/// The fragments of `arch`'s test kernel, in merge order (a later one's
+/// value of an option wins): kernel.config, then kernel-arm64.config.
+pub fn fragment_paths(arch: Arch) -> Vec<PathBuf> {
+    let mut paths = vec![fragment_path()];
+    if arch == Arch::Arm64 {
+        paths.push(workspace_root().join("testing/kernel-arm64.config"));
+    }
+    paths
+}
+
+/// What every `make` in `arch`'s test kernel tree is given: the
+/// architecture and Debian's cross compiler for arm64 (installed when
+/// first needed: only this on-demand build uses it).
+pub fn make_args(arch: Arch) -> Result<Vec<String>> {
+    match arch {
+        Arch::X86_64 => Ok(Vec::new()),
+        Arch::Arm64 => {
+            if resolve_program("aarch64-linux-gnu-gcc").is_err() {
+                eprintln!(
+                    "xtask: installing gcc-aarch64-linux-gnu (the arm64 test kernel's compiler)"
+                );
+                util::run(Command::new("apt-get").args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "gcc-aarch64-linux-gnu",
+                ]))?;
+            }
+            Ok(vec![
+                "ARCH=arm64".into(),
+                "CROSS_COMPILE=aarch64-linux-gnu-".into(),
+            ])
+        }
+    }
+}
+
+/// The boot image `make` leaves in `arch`'s tree.
+pub fn image_in(tree: &Path, arch: Arch) -> PathBuf {
+    match arch {
+        Arch::X86_64 => tree.join("arch/x86/boot/bzImage"),
+        Arch::Arm64 => tree.join("arch/arm64/boot/Image"),
+    }
+}
+
 /// Newest `linux-source-X.Y` in sid, else bookworm-security's 6.12.
 fn test_source() -> Result<(Apt, String, String)> {
     for apt in [Apt::sid()?, Apt::bookworm()?] {
@@ -361,14 +400,23 @@ fn test_source() -> Result<(Apt, String, String)> {
     bail!("neither sid nor bookworm offers a linux-source-X.Y package")
 }
 
-fn ensure_test_kernel() -> Result<Kernel> {
-    let fragment = std::fs::read(fragment_path()).context("cannot read testing/kernel.config")?;
+fn ensure_test_kernel(arch: Arch) -> Result<Kernel> {
+    let mut fragment = Vec::new();
+    for path in fragment_paths(arch) {
+        fragment.extend(
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        );
+    }
     let (apt, pkg, version) = test_source()?;
     let key = format!("{version}-{}", &sha256_hex(&fragment)[..12]);
-    let dir = cache_dir().join("kernels/test").join(&key);
+    let dir = match arch {
+        Arch::X86_64 => cache_dir().join("kernels/test"),
+        other => cache_dir().join(format!("kernels/test-{}", other.debian())),
+    }
+    .join(&key);
     let src = dir.join("src");
     if !dir.join(".done").exists() {
-        build_test_kernel(&apt, &pkg, &version, &dir)?;
+        build_test_kernel(&apt, &pkg, &version, &dir, arch)?;
         std::fs::write(dir.join(".done"), "")?;
     }
     let release = std::fs::read_to_string(src.join("include/config/kernel.release"))
@@ -377,20 +425,27 @@ fn ensure_test_kernel() -> Result<Kernel> {
         .to_string();
     Ok(Kernel {
         name: KernelName::Test,
-        arch: Arch::X86_64,
-        label: KernelName::Test.as_str().into(),
+        arch,
+        label: match arch {
+            Arch::X86_64 => KernelName::Test.as_str().into(),
+            other => format!("test-{}", other.debian()),
+        },
         patch: None,
         release,
-        image: src.join("arch/x86/boot/bzImage"),
+        image: image_in(&src, arch),
         modules: None,
         config: Some(src.join(".config")),
         build_tree: Some(src),
     })
 }
 
-fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<()> {
+fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path, arch: Arch) -> Result<()> {
     let started = Instant::now();
-    eprintln!("xtask: building the test kernel from {pkg} {version} (about 10 minutes on 2 cores)");
+    let arch_args = make_args(arch)?;
+    eprintln!(
+        "xtask: building the {} test kernel from {pkg} {version} (about 10 minutes on 2 cores)",
+        arch.debian()
+    );
     let _ = std::fs::remove_dir_all(dir);
     let debs = apt.download(&[pkg.to_string()], &dir.join("debs"))?;
     let unpacked = dir.join("deb");
@@ -422,6 +477,7 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
             Command::new("make")
                 .arg("-s")
                 .arg(&awk)
+                .args(&arch_args)
                 .args(args)
                 .current_dir(&src),
         )
@@ -432,12 +488,13 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
     util::run(
         Command::new("scripts/kconfig/merge_config.sh")
             .args(["-m", ".config"])
-            .arg(fragment_path())
+            .args(fragment_paths(arch))
+            .envs(arch_args.iter().filter_map(|a| a.split_once('=')))
             .current_dir(&src)
             .stdout(Stdio::null()),
     )?;
     make(&["olddefconfig"])?;
-    check_fragment_applied(&src.join(".config"))?;
+    check_fragment_applied(&src.join(".config"), arch)?;
     eprintln!(
         "xtask: configured in {}s, compiling",
         started.elapsed().as_secs()
@@ -445,8 +502,14 @@ fn build_test_kernel(apt: &Apt, pkg: &str, version: &str, dir: &Path) -> Result<
     let jobs = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .to_string();
+    let image = match arch {
+        Arch::X86_64 => "bzImage",
+        Arch::Arm64 => "Image",
+    };
     let mut child = Command::new("make")
-        .args(["-j", &jobs, &awk, "bzImage", "modules"])
+        .args(["-j", &jobs, &awk])
+        .args(&arch_args)
+        .args([image, "modules"])
         .current_dir(&src)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -550,20 +613,37 @@ fn resolve_program(name: &str) -> Result<PathBuf> {
         .with_context(|| format!("cannot resolve {name}"))
 }
 
-/// Every `CONFIG_X=y` of the fragment must survive olddefconfig; a silently
-/// dropped option would make VM tests skip what the test kernel must have.
-fn check_fragment_applied(config: &Path) -> Result<()> {
+/// Every `CONFIG_X=y` the fragments leave (the last value an option is
+/// given wins) must survive olddefconfig; a silently dropped option would
+/// make VM tests skip what the test kernel must have.
+fn check_fragment_applied(config: &Path, arch: Arch) -> Result<()> {
     let config = std::fs::read_to_string(config)?;
-    let fragment = std::fs::read_to_string(fragment_path())?;
-    let missing: Vec<&str> = fragment
-        .lines()
-        .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
-        .filter(|l| !config.lines().any(|c| c == *l))
+    let mut last: Vec<(String, String)> = Vec::new();
+    for path in fragment_paths(arch) {
+        for line in std::fs::read_to_string(&path)?.lines() {
+            if let Some((name, value)) =
+                line.split_once('=').filter(|_| line.starts_with("CONFIG_"))
+            {
+                last.retain(|(n, _)| n != name);
+                last.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    let missing: Vec<String> = last
+        .iter()
+        .filter(|(_, v)| v == "y")
+        .map(|(n, _)| format!("{n}=y"))
+        .filter(|l| !config.lines().any(|c| c == l))
         .collect();
     if !missing.is_empty() {
         bail!(
-            "the test kernel config dropped {} from testing/kernel.config",
-            missing.join(", ")
+            "the test kernel config dropped {} from {}",
+            missing.join(", "),
+            fragment_paths(arch)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
         );
     }
     Ok(())

@@ -58,6 +58,7 @@ pub fn build(kernel: &Kernel) -> Result<PathBuf> {
         Command::new("make")
             .arg("-s")
             .arg(format!("AWK={}", awk.display()))
+            .args(crate::kernels::make_args(kernel.arch)?)
             .arg("-C")
             .arg(tree)
             .arg(format!("M={}", dir.display()))
