@@ -23,7 +23,9 @@ use crate::{
 /// the test binaries (both static, from the checkout): a shell and the
 /// basic tools (busybox), mount and losetup, mkfs for XFS and ext4,
 /// promtool (in Debian's prometheus) for the exposition checks, and
-/// systemd and dpkg for the package's scenarios (`--systemd` guests).
+/// systemd, dpkg and curl for the package's scenarios (`--systemd`
+/// guests: README.md's commands as written), and dash as /bin/sh (busybox's
+/// shell runs its own applets first: its `dpkg` has no `-L`).
 const PACKAGES: &[&str] = &[
     "busybox-static",
     "util-linux",
@@ -33,6 +35,10 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     "systemd",
     "dpkg",
+    "curl",
+    "dash",
+    // dpkg checks for ldconfig on PATH before it installs anything.
+    "libc-bin",
 ];
 
 /// Directories the guest init mounts on (it cannot create them: the root
@@ -63,6 +69,9 @@ pub fn ensure(kernel: &Kernel, cwd: &Path) -> Result<PathBuf> {
         .join("roots")
         .join(format!("{}-{}", arch.debian(), &key[..12]));
     let root = dir.join("root");
+    // Two lanes boot at once: one makes the root, the other waits for it.
+    std::fs::create_dir_all(cache_dir().join("roots"))?;
+    let _lock = crate::variant::Lock::take(&cache_dir().join("roots/.lock"))?;
     if !dir.join(".done").exists() {
         eprintln!(
             "xtask: making the {} guest root from Debian's packages: {}",
@@ -76,11 +85,37 @@ pub fn ensure(kernel: &Kernel, cwd: &Path) -> Result<PathBuf> {
         }
         std::fs::remove_dir_all(dir.join("debs"))?;
         busybox_applets(arch, &root)?;
+        let sh = root.join("bin/sh");
+        let _ = std::fs::remove_file(&sh);
+        std::os::unix::fs::symlink("dash", &sh)?;
         std::fs::write(dir.join(".done"), format!("{} packages\n", debs.len()))?;
     }
     for d in MOUNT_POINTS {
         std::fs::create_dir_all(root.join(d))?;
     }
+    // dpkg's database, empty: nothing was installed by dpkg (dpkg -i of
+    // nofail's package needs it).
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+    ] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    let status = root.join("var/lib/dpkg/status");
+    if !status.exists() {
+        std::fs::write(&status, "")?;
+    }
+    // README.md's commands start with `sudo`; the guest runs them as root
+    // already, and Debian's sudo would want the PAM configuration its
+    // maintainer scripts write: a sudo that runs its command.
+    let sudo = root.join("usr/local/bin/sudo");
+    std::fs::create_dir_all(sudo.parent().expect("has a parent"))?;
+    std::fs::write(
+        &sudo,
+        "#!/bin/sh\n# nofail guest root (xtask/src/guestroot.rs): already root\nexec \"$@\"\n",
+    )?;
+    std::fs::set_permissions(&sudo, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     if let Some(config) = &kernel.config {
         std::fs::create_dir_all(root.join("boot"))?;
         std::fs::copy(config, root.join(format!("boot/config-{}", kernel.release)))?;

@@ -298,10 +298,12 @@ fn export_changes(stock: &str, variant: &str) -> Vec<String> {
 }
 
 /// An exclusive flock(2), held until dropped.
-struct Lock(#[allow(dead_code, reason = "the lock is held while the file is open")] std::fs::File);
+pub struct Lock(
+    #[allow(dead_code, reason = "the lock is held while the file is open")] std::fs::File,
+);
 
 impl Lock {
-    fn take(path: &Path) -> Result<Self> {
+    pub fn take(path: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -311,7 +313,7 @@ impl Lock {
         let fd = file.as_raw_fd();
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             eprintln!(
-                "xtask: waiting for {} (another variant build)",
+                "xtask: waiting for {} (another build or guest root)",
                 path.display()
             );
             let _ = std::io::stderr().flush();

@@ -229,7 +229,12 @@ fn readme_commands() -> Result<Vec<String>> {
 pub fn install_and_start() -> Result<String> {
     let deb = deb()?;
     let dir = std::path::Path::new(&deb).parent().context("deb dir")?;
-    let commands = readme_commands()?;
+    // README.md names the x86-64 package; on arm64 a reader installs the
+    // file of their architecture.
+    let commands: Vec<String> = readme_commands()?
+        .into_iter()
+        .map(|c| c.replace("_amd64.deb", DEB_ARCH))
+        .collect();
     ensure!(
         commands.len() == 5,
         "README.md's service block: {commands:?}"
@@ -275,8 +280,9 @@ fn scrape_counts_maps(scrape: &str, n: u64) -> Result<f64> {
     crate::wrap::make_maps(n)?;
     // The scrape reads the maps as they are now: no wait needed, but a
     // map freed later changes nothing either.
-    let after = scraped_calls(scrape)?
-        .with_context(|| format!("`{scrape}` shows no array_map_alloc line after {n} maps"))?;
+    let after = scraped_calls(scrape)?.with_context(|| {
+        format!("`{scrape}` shows no line for the array map's caller after {n} maps")
+    })?;
     Ok(after - before)
 }
 
@@ -284,7 +290,13 @@ fn scrape_counts_maps(scrape: &str, n: u64) -> Result<f64> {
 /// None if it shows none (before the first map).
 fn scraped_calls(scrape: &str) -> Result<Option<f64>> {
     let text = sh_ok(scrape)?;
-    Ok(sample(&text, "nofail_vmalloc_calls_total", "array_map_alloc", "").ok())
+    Ok(sample(
+        &text,
+        "nofail_vmalloc_calls_total",
+        bpf::array_map_caller()?,
+        "",
+    )
+    .ok())
 }
 
 /// README.md's service commands as written; the service counts the maps
