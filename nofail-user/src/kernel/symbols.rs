@@ -101,7 +101,12 @@ impl Kallsyms {
             .iter()
             .find(|s| s.name == name && s.module.is_none())?;
         let next = self.syms.partition_point(|s| s.addr <= sym.addr);
-        let end = self.syms.get(next).map_or(sym.addr + 1, |s| s.addr);
+        // The last symbol spans one byte; at the top address it spans
+        // nothing that can be written as [start, end).
+        let end = match self.syms.get(next) {
+            Some(s) => s.addr,
+            None => sym.addr.checked_add(1)?,
+        };
         Some((sym.addr, end))
     }
 
@@ -277,9 +282,15 @@ impl Kallsyms {
                 hit |= sel.selects(&self.syms[j]);
                 j += 1;
             }
-            if hit {
+            // The last symbol spans one byte; one at the top address has
+            // no [start, end) and is not selected (found by the globs
+            // fuzz target: `addr + 1` overflowed).
+            let end = match self.syms.get(j) {
+                Some(s) => Some(s.addr),
+                None => addr.checked_add(1),
+            };
+            if let (true, Some(end)) = (hit, end) {
                 functions += 1;
-                let end = self.syms.get(j).map_or(addr + 1, |s| s.addr);
                 match out.last_mut() {
                     Some(last) if last.1 == addr => last.1 = end,
                     _ => out.push((addr, end)),
@@ -504,6 +515,29 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
 
     fn names(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Found by the globs fuzz target in CI: a selected symbol at the top
+    /// address, last in kallsyms, overflowed `addr + 1`.
+    #[test]
+    fn a_symbol_at_the_top_address_is_not_selected() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 T _stext\nffffffff81200000 T __vmalloc_a\nffffffffffffffff T __vmalloc_top\n",
+        );
+        let pats = names(&["__vmalloc*"]);
+        let sel = FunctionSelection {
+            names: Some(Patterns::new(&pats)),
+            modules: None,
+        };
+        assert_eq!(
+            k.select(&sel),
+            (vec![(0xffffffff81200000, 0xffffffffffffffff)], 1)
+        );
+        assert_eq!(k.extent("__vmalloc_top"), None);
+        assert_eq!(
+            k.extent("__vmalloc_a"),
+            Some((0xffffffff81200000, 0xffffffffffffffff))
+        );
     }
 
     #[test]
