@@ -12,6 +12,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
+    arch::Arch,
     kernels::{Kernel, KernelName, KernelSpec},
     setup,
     suite::{self, Selection},
@@ -119,7 +120,22 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
         .copied()
         .filter(|&k| k != KernelName::Test)
         .collect();
-    stock_matrix(&mut t, &stock);
+    let mut specs: Vec<KernelSpec> = stock.iter().map(|&n| KernelSpec::plain(n)).collect();
+    // arm64: Debian's newest arm64 kernel runs the stock scenario set in
+    // the same lanes, after the x86-64 kernels.
+    if stock.contains(&KernelName::DebianLatest) {
+        t.step(
+            "arm64: nofail, vm-tests and the package built (aarch64, static)",
+            || suite::build_for(Arch::Arm64).map(|()| true),
+        );
+        if t.stages.last().is_some_and(|s| s.ok) {
+            specs.push(KernelSpec {
+                arch: Arch::Arm64,
+                ..KernelSpec::plain(KernelName::DebianLatest)
+            });
+        }
+    }
+    stock_matrix(&mut t, &specs);
     if kernels_wanted.contains(&KernelName::Test) {
         test_kernel(&mut t, &root, since);
     }
@@ -262,11 +278,8 @@ fn provide(t: &mut Tally, spec: &KernelSpec) -> Option<Kernel> {
 /// guest is one QEMU thread (TCG, thread=single), so two guests on two
 /// cores do not slow each other, and no stock-kernel scenario measures
 /// time against a bound tighter than a second.
-fn stock_matrix(t: &mut Tally, names: &[KernelName]) {
-    let kernels: Vec<Kernel> = names
-        .iter()
-        .filter_map(|&n| provide(t, &KernelSpec::plain(n)))
-        .collect();
+fn stock_matrix(t: &mut Tally, specs: &[KernelSpec]) {
+    let kernels: Vec<Kernel> = specs.iter().filter_map(|s| provide(t, s)).collect();
     let results = suite::in_lanes(&kernels, |_, kernel| {
         let t0 = Instant::now();
         let ok = suite::run(kernel, Selection::default()).unwrap_or_else(|e| {

@@ -19,7 +19,7 @@ use crate::{
     util::{self, cache_dir, sha256_hex},
 };
 
-/// What the stock-kernel scenarios run in the guest besides nofail and
+/// What the scenarios run in the guest besides nofail and
 /// the test binaries (both static, from the checkout): a shell and the
 /// basic tools (busybox), mount and losetup, mkfs for XFS and ext4,
 /// promtool (in Debian's prometheus) for the exposition checks, and
@@ -39,6 +39,10 @@ const PACKAGES: &[&str] = &[
     "dash",
     // dpkg checks for ldconfig on PATH before it installs anything.
     "libc-bin",
+    // The arm64 test kernel's scenarios: insmod of the trigger module,
+    // stress-ng for the pressure scenario (vm-tests pressure.rs).
+    "kmod",
+    "stress-ng",
 ];
 
 /// Directories the guest init mounts on (it cannot create them: the root

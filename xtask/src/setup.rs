@@ -45,8 +45,10 @@ const PACKAGES: &[&str] = &[
     // pressure.rs): stress-ng --vm into reclaim and the OOM killer.
     "stress-ng",
     // The arm64 build: its binary run here under user-mode emulation
-    // (`cargo xtask dist --arch arm64`, xtask/src/arch.rs).
+    // (`cargo xtask dist --arch arm64`, xtask/src/arch.rs), and the arm64
+    // guests (`--arch arm64`: qemu-system-aarch64).
     "qemu-user",
+    "qemu-system-arm",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

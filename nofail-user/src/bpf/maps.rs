@@ -222,26 +222,50 @@ pub fn read_times_spent(ebpf: &aya::Ebpf) -> Result<u64> {
     Ok(map.get(&0, 0)?)
 }
 
-/// x86-64 system call names for the calls that commonly surface -ENOMEM.
+/// System call names for the calls that commonly surface -ENOMEM, by
+/// number in the table of the architecture nofail runs on (the kernel's:
+/// a static binary of one architecture traces that architecture's kernel).
 fn syscall_name(nr: u32) -> String {
-    let name = match nr {
-        0 => "read",
-        1 => "write",
-        9 => "mmap",
-        16 => "ioctl",
-        54 => "setsockopt",
-        56 => "clone",
-        57 => "fork",
-        59 => "execve",
-        175 => "init_module",
-        257 => "openat",
-        313 => "finit_module",
-        321 => "bpf",
-        435 => "clone3",
-        _ => return format!("syscall {nr}"),
-    };
-    name.to_string()
+    SYSCALLS
+        .iter()
+        .find(|(n, _)| *n == nr)
+        .map_or_else(|| format!("syscall {nr}"), |(_, name)| name.to_string())
 }
+
+/// arch/x86/entry/syscalls/syscall_64.tbl.
+#[cfg(target_arch = "x86_64")]
+const SYSCALLS: &[(u32, &str)] = &[
+    (0, "read"),
+    (1, "write"),
+    (9, "mmap"),
+    (16, "ioctl"),
+    (54, "setsockopt"),
+    (56, "clone"),
+    (57, "fork"),
+    (59, "execve"),
+    (175, "init_module"),
+    (257, "openat"),
+    (313, "finit_module"),
+    (321, "bpf"),
+    (435, "clone3"),
+];
+
+/// include/uapi/asm-generic/unistd.h, arm64's table (no fork: clone).
+#[cfg(target_arch = "aarch64")]
+const SYSCALLS: &[(u32, &str)] = &[
+    (29, "ioctl"),
+    (56, "openat"),
+    (63, "read"),
+    (64, "write"),
+    (105, "init_module"),
+    (208, "setsockopt"),
+    (220, "clone"),
+    (221, "execve"),
+    (222, "mmap"),
+    (273, "finit_module"),
+    (280, "bpf"),
+    (435, "clone3"),
+];
 
 /// -ENOMEM system calls per call site address.
 pub fn read_enomem(ebpf: &aya::Ebpf) -> Result<BTreeMap<u64, BTreeMap<String, u64>>> {
@@ -272,7 +296,34 @@ mod tests {
 
     #[test]
     fn syscall_names() {
-        assert_eq!(syscall_name(321), "bpf");
+        // bpf(2) as libc's SYS_bpf numbers it on the architecture built for.
+        assert_eq!(syscall_name(libc::SYS_bpf as u32), "bpf");
+        assert_eq!(syscall_name(libc::SYS_openat as u32), "openat");
+        assert_eq!(syscall_name(libc::SYS_clone3 as u32), "clone3");
         assert_eq!(syscall_name(9999), "syscall 9999");
+    }
+
+    #[test]
+    fn syscall_numbers_are_the_libc_ones() {
+        for (nr, name) in SYSCALLS {
+            let libc_nr = match *name {
+                "read" => libc::SYS_read,
+                "write" => libc::SYS_write,
+                "mmap" => libc::SYS_mmap,
+                "ioctl" => libc::SYS_ioctl,
+                "setsockopt" => libc::SYS_setsockopt,
+                "clone" => libc::SYS_clone,
+                #[cfg(target_arch = "x86_64")]
+                "fork" => libc::SYS_fork,
+                "execve" => libc::SYS_execve,
+                "init_module" => libc::SYS_init_module,
+                "openat" => libc::SYS_openat,
+                "finit_module" => libc::SYS_finit_module,
+                "bpf" => libc::SYS_bpf,
+                "clone3" => libc::SYS_clone3,
+                other => panic!("{other} not checked"),
+            };
+            assert_eq!(*nr as libc::c_long, libc_nr, "{name}");
+        }
     }
 }

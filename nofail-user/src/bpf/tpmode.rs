@@ -25,7 +25,7 @@ pub struct TextGlobals {
     process_timeout: u64,
     kernel_text: [u64; 2],
     /// Where `caller` sits above the core's saved return address.
-    frame: CallFrame,
+    pub frame: CallFrame,
 }
 
 /// A function and its `.cold` part (GCC moves unlikely blocks, such as

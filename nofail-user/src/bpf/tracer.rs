@@ -53,6 +53,9 @@ pub struct Tracer {
     pub attached: Vec<Attached>,
     /// Optional roles that could not be attached, with what is lost.
     pub warnings: Vec<String>,
+    /// Where the programs that read vmalloc's `caller` from the stack
+    /// find it (`caller_off` 0: unread); None without kallsyms.
+    pub call_frame: Option<crate::kernel::callframe::CallFrame>,
 }
 
 impl Tracer {
@@ -170,6 +173,7 @@ impl Tracer {
             ebpf,
             attached,
             warnings,
+            call_frame: text.as_ref().map(|t| t.frame),
         };
         if tracer.core_mode().is_some() {
             tracer.attach_like_core(view, attach::EVENT_WAIT_ROLES)?;

@@ -11,7 +11,7 @@ use crate::{
         injector, one_line,
         tracer::Tracer,
     },
-    kernel::view::KernelView,
+    kernel::{arch, view::KernelView},
     model::{Mode, inject::InjectMode},
 };
 
@@ -52,6 +52,14 @@ struct RoleLine {
 #[derive(Debug, Serialize)]
 struct Doctor {
     kernel: String,
+    /// The architecture nofail was built for and traces.
+    arch: &'static str,
+    /// Where vmalloc's `caller` is read back from the stack (tracepoint
+    /// and sentinel modes): bytes above the saved return address, 0 when
+    /// unread; None when kallsyms hides addresses.
+    caller_off: Option<u64>,
+    /// What nofail does here otherwise than on x86-64, a line each.
+    arch_differences: Vec<String>,
     btf: bool,
     /// The ftrace function list (`available_filter_functions`) is readable.
     ftrace_functions_readable: bool,
@@ -120,11 +128,15 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         })
         .collect();
     let cannot_trace = attached.as_ref().err().map(|e| one_line(&format!("{e:#}")));
+    let call_frame = attached.as_ref().ok().and_then(|t| t.call_frame);
     // Detached before the injection probe loads the object again.
     drop(attached);
     let injection = Injection::of(&view);
     let doctor = Doctor {
         kernel: view.release.clone(),
+        arch: arch::NAME,
+        caller_off: call_frame.map(|f| f.caller_off),
+        arch_differences: arch::differences(call_frame),
         btf: view.btf.is_some(),
         ftrace_functions_readable: view.traceable.is_some(),
         kprobes: view.kprobes,
@@ -329,6 +341,17 @@ fn render_kernel(d: &Doctor) -> String {
         d.config_source.as_deref().unwrap_or("not found")
     );
     out.push_str(&format!("plan: {}\n", d.plan));
+    if d.arch_differences.is_empty() {
+        out.push_str(&format!("architecture: {}\n", d.arch));
+    } else {
+        out.push_str(&format!(
+            "architecture: {}, otherwise than on x86-64:\n",
+            d.arch
+        ));
+        for l in &d.arch_differences {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
     out.push_str(&format!(
         "HZ {}\n",
         d.hz.as_deref().unwrap_or("unknown (no kernel config)")

@@ -22,6 +22,8 @@ pub struct CallFrame {
     /// Bits OR-ed into a saved return address to compare it with an
     /// unwound one (RET_ADDR_TAG): arm64's pointer-authentication code.
     pub ret_addr_tag: u64,
+    /// Where `caller_off` came from, as `nofail doctor` says it.
+    pub source: &'static str,
 }
 
 /// Reads `n` instruction words of kernel text at an address: the BPF
@@ -37,18 +39,22 @@ pub fn of_core(core: u64, fallback: TextReader) -> Result<CallFrame> {
         Ok(CallFrame {
             caller_off: 24,
             ret_addr_tag: 0,
+            source: "the x86-64 calling convention",
         })
     }
     #[cfg(target_arch = "aarch64")]
     {
-        let insns = match read_kcore(
+        let (insns, source) = match read_kcore(
             std::path::Path::new("/proc/kcore"),
             core,
             4 * PROLOGUE_INSNS,
         ) {
-            Ok(text) => words(&text),
-            Err(kcore) => fallback(core, PROLOGUE_INSNS)
-                .map_err(|bpf| anyhow::anyhow!("{kcore:#}; through BPF: {bpf:#}"))?,
+            Ok(text) => (words(&text), "its prologue, read from /proc/kcore"),
+            Err(kcore) => (
+                fallback(core, PROLOGUE_INSNS)
+                    .map_err(|bpf| anyhow::anyhow!("{kcore:#}; through BPF: {bpf:#}"))?,
+                "its prologue, read through BPF (/proc/kcore refused)",
+            ),
         };
         let caller_off = arm64_caller_off(&insns).with_context(|| {
             format!(
@@ -58,6 +64,7 @@ pub fn of_core(core: u64, fallback: TextReader) -> Result<CallFrame> {
         Ok(CallFrame {
             caller_off,
             ret_addr_tag: ARM64_PAC_BITS,
+            source,
         })
     }
 }

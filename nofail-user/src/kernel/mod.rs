@@ -2,6 +2,7 @@
 //! What the running kernel offers, read from its files: BTF, build config,
 //! symbols, release and features. Imports no other layer.
 
+pub mod arch;
 pub mod btf;
 pub mod callframe;
 pub mod cgroup;

@@ -609,6 +609,40 @@ fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
         "CONFIG_BPF_KPROBE_OVERRIDE reported {}",
         override_opt[1]
     );
+    // vm-tests is built for the guest's architecture, as nofail is.
+    ensure!(
+        d["arch"] == std::env::consts::ARCH,
+        "doctor says architecture {}",
+        d["arch"]
+    );
+    let off = d["caller_off"]
+        .as_u64()
+        .context("doctor names no caller_off (kallsyms read as root)")?;
+    let differences: Vec<&str> = d["arch_differences"]
+        .as_array()
+        .context("no arch_differences")?
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    if cfg!(target_arch = "x86_64") {
+        ensure!(
+            off == 24 && differences.is_empty(),
+            "x86-64: caller_off {off}, differences {differences:?}"
+        );
+    } else {
+        // A frame record of a few saved registers: a non-zero multiple of
+        // 8 (0 is unread). Its exactness shows in the counts of the
+        // tracepoint and sentinel scenarios, which read callers there.
+        ensure!(
+            off > 0 && off % 8 == 0 && off < 512,
+            "caller_off {off}: vmalloc's core prologue not followed"
+        );
+        let said = format!("{off} bytes above the saved link register");
+        ensure!(
+            differences.iter().any(|l| l.contains(&said)),
+            "doctor's differences do not say {said:?}: {differences:?}"
+        );
+    }
     Ok(())
 }
 
