@@ -190,6 +190,8 @@ struct Find {
     first: u32,
     core: u32,
     nested: u32,
+    /// The address of frame `core`.
+    core_ret: u64,
 }
 
 /// One frame of the search for vmalloc's frames (a `bpf_loop` callback:
@@ -210,7 +212,12 @@ extern "C" fn find_step(index: u32, ctx: *mut c_void) -> i64 {
     if c {
         if s.core == FRAMES as u32 {
             s.core = index;
-        } else if index > s.core + 1 {
+            s.core_ret = f;
+        } else if index > s.core + 1 || f != s.core_ret {
+            // A core frame further out, or right above with another
+            // address: the core called itself for the page array, straight
+            // or through an inlined `__vmalloc_node_noprof` (arm64 test
+            // kernel). The same address twice is one frame reported twice.
             s.nested = 1;
         }
     }
@@ -224,6 +231,7 @@ fn find_frames() -> Find {
         first: FRAMES as u32,
         core: FRAMES as u32,
         nested: 0,
+        core_ret: 0,
     };
     unsafe {
         bpf_loop(
@@ -253,10 +261,22 @@ const HOOK_FRAMES: usize = 4;
 /// retry sleep, called straight from vmalloc's frame? The OOM path
 /// sleeping inside a call (`__alloc_pages_may_oom`) has page-allocator
 /// frames in between. Without text ranges (kallsyms unreadable) every
-/// such sleep counts.
+/// such sleep counts. `link`: the sleep function's return address when
+/// the hook has it in a register and the stack walk does not
+/// (`regs::entry_link`; 0 otherwise): vmalloc's code there answers.
 #[inline(always)]
-pub fn is_retry_sleep(ctx: *mut c_void) -> bool {
-    if global(&CORE_TEXT, 0) == 0 || !capture(ctx) {
+pub fn is_retry_sleep(ctx: *mut c_void, link: u64) -> bool {
+    if global(&CORE_TEXT, 0) == 0 {
+        return true;
+    }
+    if link != 0 {
+        // Signed by pointer authentication if the prologue already ran.
+        let link = link | unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) };
+        if in_core(link) || in_area_node(link) {
+            return true;
+        }
+    }
+    if !capture(ctx) {
         return true;
     }
     let first = find_frames().first as usize;

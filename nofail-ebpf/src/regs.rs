@@ -46,3 +46,21 @@ pub fn stack_arg(ctx: &ProbeContext, n: usize) -> Option<u64> {
     let addr = sp(ctx.regs) + FIRST_STACK_ARG + 8 * (n as u64 - REG_ARGS);
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
 }
+
+/// A kprobe at function entry: the return address into the function's
+/// caller while it is still in a register, which the stack walk misses.
+/// arm64: the link register. bpf_get_stack() there walks frame records
+/// from x29, which at entry is still the caller's: the caller's own
+/// return address into the function is in no record yet, so the caller is
+/// absent from the walk. x86-64: 0 (`call` pushed it, and the walk has
+/// it).
+#[inline(always)]
+pub fn entry_link(ctx: &ProbeContext) -> u64 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        let _ = ctx;
+        0
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    return unsafe { (*ctx.regs).regs[30] };
+}

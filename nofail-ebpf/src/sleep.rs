@@ -21,13 +21,14 @@ use crate::{
     events::{self, Detail},
     frames,
     maps::LAST_NULL,
+    regs,
     task::{current_call, current_tid, now_ns},
     whatif,
 };
 
 #[fentry(function = "schedule_timeout_uninterruptible")]
 pub fn retry_sleep_fentry(ctx: FEntryContext) -> u32 {
-    try_sleep_enter(&ctx, ctx.arg::<i64>(0), true);
+    try_sleep_enter(&ctx, ctx.arg::<i64>(0), true, 0);
     0
 }
 
@@ -39,7 +40,12 @@ pub fn retry_sleep_fexit(_ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn retry_sleep_kprobe(ctx: ProbeContext) -> u32 {
-    try_sleep_enter(&ctx, ctx.arg::<i64>(0).unwrap_or(0), true);
+    try_sleep_enter(
+        &ctx,
+        ctx.arg::<i64>(0).unwrap_or(0),
+        true,
+        regs::entry_link(&ctx),
+    );
     0
 }
 
@@ -55,7 +61,7 @@ pub fn retry_sleep_kretprobe(_ctx: RetProbeContext) -> u32 {
 /// timeout is no argument: no jiffies asked are counted for it.
 #[fentry(function = "vmap_nofail_wait")]
 pub fn event_wait_fentry(ctx: FEntryContext) -> u32 {
-    try_sleep_enter(&ctx, 0, true);
+    try_sleep_enter(&ctx, 0, true, 0);
     0
 }
 
@@ -67,7 +73,7 @@ pub fn event_wait_fexit(_ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn event_wait_kprobe(ctx: ProbeContext) -> u32 {
-    try_sleep_enter(&ctx, 0, true);
+    try_sleep_enter(&ctx, 0, true, regs::entry_link(&ctx));
     0
 }
 
@@ -79,22 +85,28 @@ pub fn event_wait_kretprobe(_ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "io_schedule_timeout")]
 pub fn io_sleep_fentry(ctx: FEntryContext) -> u32 {
-    try_sleep_enter(&ctx, ctx.arg::<i64>(0), false);
+    try_sleep_enter(&ctx, ctx.arg::<i64>(0), false, 0);
     0
 }
 
 #[kprobe]
 pub fn io_sleep_kprobe(ctx: ProbeContext) -> u32 {
-    try_sleep_enter(&ctx, ctx.arg::<i64>(0).unwrap_or(0), false);
+    try_sleep_enter(
+        &ctx,
+        ctx.arg::<i64>(0).unwrap_or(0),
+        false,
+        regs::entry_link(&ctx),
+    );
     0
 }
 
 /// `in_call_sleep`: whether this sleep function is vmalloc's own retry
 /// sleep (counted inside calls); io_schedule_timeout inside a call is
 /// reclaim or I/O, not a retry.
-fn try_sleep_enter<C: StackIdContext>(ctx: &C, timeout: i64, in_call_sleep: bool) {
+/// `link`: `regs::entry_link` of a kprobe, 0 for the other hooks.
+fn try_sleep_enter<C: StackIdContext>(ctx: &C, timeout: i64, in_call_sleep: bool, link: u64) {
     if let Some(call) = current_call() {
-        if in_call_sleep && frames::is_retry_sleep(ctx.as_ptr()) {
+        if in_call_sleep && frames::is_retry_sleep(ctx.as_ptr(), link) {
             let call = unsafe { &mut *call };
             if call.area_warned != 0 {
                 // The area failure warn_alloc reported (stages.rs).

@@ -218,10 +218,19 @@ fn host_checks(t: &mut Tally, root: &Path) {
         })
         .map(|code| code == 0)
     });
-    t.step("build nofail and vm-tests (release)", || {
+    // Static, as the guests run it: it shares the static nofail's build of
+    // the dependencies (xtask/src/suite.rs).
+    t.step("build vm-tests (release, static)", || {
         cargo(
             root,
-            &["build", "--release", "-p", "nofail-user", "-p", "vm-tests"],
+            &[
+                "build",
+                "--release",
+                "-p",
+                "vm-tests",
+                "--target",
+                Arch::X86_64.rust_target(),
+            ],
         )
     });
     // The VM matrix and the host scenarios run the static binary that
@@ -241,7 +250,7 @@ fn host_checks(t: &mut Tally, root: &Path) {
                 .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
                 .status();
         }
-        Ok(Command::new(root.join("target/release/vm-tests"))
+        Ok(Command::new(suite::vm_tests_binary(Arch::X86_64))
             .arg("--host")
             .arg("--nofail")
             .arg(crate::dist::binary()?)
@@ -427,7 +436,7 @@ fn own_tree(t: &mut Tally, root: &Path, kernel: &Kernel) {
     let Some(dir) = kernel.build_tree.clone() else {
         return;
     };
-    let vm_tests = root.join("target/release/vm-tests");
+    let vm_tests = suite::vm_tests_binary(Arch::X86_64);
     t.step(
         "--kernel DIR: the config check names what a tree lacks",
         || crate::tree::check_the_check(&dir, &vm_tests).map(|()| true),

@@ -40,9 +40,11 @@ const PACKAGES: &[&str] = &[
     // dpkg checks for ldconfig on PATH before it installs anything.
     "libc-bin",
     // The arm64 test kernel's scenarios: insmod of the trigger module,
-    // stress-ng for the pressure scenario (vm-tests pressure.rs).
+    // stress-ng for the pressure scenario (vm-tests pressure.rs), bpftool
+    // for a map created by another program (inject_bpf_map_error_to_userspace).
     "kmod",
     "stress-ng",
+    "bpftool",
 ];
 
 /// Directories the guest init mounts on (it cannot create them: the root

@@ -654,12 +654,12 @@ mod tests {
 
     /// CI's check on a real tree:
     /// `NOFAIL_TREE=DIR cargo test -p xtask real_tree -- --ignored`, with
-    /// target/release/vm-tests built.
+    /// vm-tests built (`cargo xtask vm-test` builds it).
     #[test]
     #[ignore = "needs a built kernel tree and vm-tests"]
     fn check_the_check_on_a_real_tree() {
         let dir = PathBuf::from(std::env::var("NOFAIL_TREE").unwrap());
-        let vm_tests = crate::util::workspace_root().join("target/release/vm-tests");
+        let vm_tests = crate::suite::vm_tests_binary(crate::arch::Arch::X86_64);
         check_the_check(&dir, &vm_tests).unwrap();
     }
 

@@ -27,8 +27,15 @@ const SIZE: u64 = 64 << 10;
 /// More page-table failures than the held loop can use in its minute and a
 /// half (a turn a jiffy at most: HZ 250).
 const BUDGET: u64 = 100_000;
-/// The trigger's sites the restart check calls, and the maps' site.
-const CALLERS: &str = "(site_vmalloc|site_vmalloc_nofail|array_map_alloc)\\\\+.*";
+/// The trigger's sites the restart check calls, and the maps' site (as
+/// /proc/vmallocinfo names it: `bpf::array_map_caller`), as a PromQL
+/// regex.
+fn callers() -> Result<String> {
+    Ok(format!(
+        "(site_vmalloc|site_vmalloc_nofail|{})\\\\+.*",
+        nofail_test_support::bpf::array_map_caller()?
+    ))
+}
 
 pub fn alerts_fire_and_resolve(ctx: &Ctx) -> Result<()> {
     ctx.load_trigger()?;
@@ -115,11 +122,14 @@ fn start_prometheus() -> Result<()> {
 }
 
 /// Every series of the counters (`_total`, and histograms' `_bucket`,
-/// `_count`, `_sum`) of `CALLERS`: labels to value.
+/// `_count`, `_sum`) of `callers()`: labels to value.
 fn counters() -> Result<BTreeMap<String, f64>> {
     let found = try_query(
         PROM,
-        &format!("{{__name__=~\"nofail_.*(_total|_bucket|_count|_sum)\",caller=~\"{CALLERS}\"}}"),
+        &format!(
+            "{{__name__=~\"nofail_.*(_total|_bucket|_count|_sum)\",caller=~\"{}\"}}",
+            callers()?
+        ),
     )?;
     Ok(found
         .into_iter()
@@ -197,7 +207,7 @@ fn restart_keeps_counter_semantics() -> Result<()> {
     for name in &family {
         for (mut labels, v) in try_query(
             PROM,
-            &format!("resets({name}{{caller=~\"{CALLERS}\"}}[{window}s])"),
+            &format!("resets({name}{{caller=~\"{}\"}}[{window}s])", callers()?),
         )? {
             if let Some(o) = labels.as_object_mut() {
                 o.insert("__name__".into(), Value::String(name.clone()));

@@ -129,7 +129,7 @@ pub fn silent_without_failures(ctx: &Ctx) -> Result<()> {
         !callers.iter().any(|r| r["caller"]
             .as_str()
             .unwrap_or("")
-            .starts_with("array_map_alloc")),
+            .starts_with(bpf::array_map_caller().unwrap_or("array_map_alloc"))),
         "a map creation that did not fail shows up: {callers:?}"
     );
     Ok(())

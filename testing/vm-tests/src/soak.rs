@@ -88,7 +88,7 @@ pub fn serve_soak(ctx: &Ctx) -> Result<()> {
             ("site_vmalloc_nofail", rounds),
             ("site_vmalloc", rounds),
             ("site_kvmalloc_nofail", rounds),
-            ("array_map_alloc", maps),
+            (nofail_test_support::bpf::array_map_caller()?, maps),
             ("xfs_buf_alloc", events),
         ],
     )?;
@@ -286,7 +286,11 @@ pub fn full_inflight_map_counted(ctx: &Ctx) -> Result<()> {
             "site_vmalloc_nofail",
             &[("calls", 1), ("area_retries", trigger::hz()? / 2)],
         )?;
-        let counted = crate::harness::rows_of(&report["callers"], "array_map_alloc")?.len();
+        let counted = crate::harness::rows_of(
+            &report["callers"],
+            nofail_test_support::bpf::array_map_caller()?,
+        )?
+        .len();
         ensure!(
             counted == 0,
             "a map call was counted with the in-flight map full"
