@@ -304,10 +304,20 @@ pub fn is_retry_sleep(ctx: *mut c_void, link: u64) -> bool {
 /// from it). None when the stack holds no vmalloc call; Some with `caller`
 /// 0 when the slot was not found (a kretprobe on the core, another tool's,
 /// replaces the return address in its slot: counted as `CallerUnread`).
+/// `link`: `regs::entry_link` of a kprobe at the entry of a function the
+/// core calls (0 otherwise). On arm64 the core is then in the link
+/// register and not in the walk, whose frame 0 is the probed function and
+/// frame 1 the return address into the core's caller; a core frame the
+/// walk does have is an outer call's: this one is nested.
 #[inline(always)]
-pub fn vmalloc_call(from: u64) -> Option<Call> {
+pub fn vmalloc_call(from: u64, link: u64) -> Option<Call> {
     let find = find_frames();
-    let (first, core, nested) = (find.first as usize, find.core as usize, find.nested != 0);
+    let (mut first, mut core, mut nested) =
+        (find.first as usize, find.core as usize, find.nested != 0);
+    if link != 0 && in_core(link | unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) }) {
+        nested = core < FRAMES;
+        (first, core) = (1, 0);
+    }
     if core + 1 >= FRAMES {
         return None;
     }
@@ -349,8 +359,8 @@ pub fn vmalloc_call(from: u64) -> Option<Call> {
 /// frame, or one frame further when a BPF trampoline (fexit on the sleep)
 /// sits in between. Reclaim sleeping inside a call is deeper: None.
 #[inline(always)]
-pub fn retry_sleep_call(from: u64) -> Option<Call> {
-    let call = vmalloc_call(from)?;
+pub fn retry_sleep_call(from: u64, link: u64) -> Option<Call> {
+    let call = vmalloc_call(from, link)?;
     sleep_below(call.first).then_some(call)
 }
 
@@ -358,7 +368,8 @@ pub fn retry_sleep_call(from: u64) -> Option<Call> {
 /// it: frames captured from `ctx`, the call found and its caller read
 /// (scan from `from`, a stack address in the hook's frame), then the
 /// runtime filters (`size`, `gfp` as far as the hook knows them).
-/// `retry_sleep`: only vmalloc's own retry sleep.
+/// `retry_sleep`: only vmalloc's own retry sleep. `link`: as for
+/// [`vmalloc_call`].
 #[inline(always)]
 pub fn tracked_call(
     ctx: *mut c_void,
@@ -366,14 +377,15 @@ pub fn tracked_call(
     retry_sleep: bool,
     size: u64,
     gfp: u32,
+    link: u64,
 ) -> Option<Call> {
     if !capture(ctx) {
         return None;
     }
     let call = if retry_sleep {
-        retry_sleep_call(from)?
+        retry_sleep_call(from, link)?
     } else {
-        vmalloc_call(from)?
+        vmalloc_call(from, link)?
     };
     if call.caller == 0 {
         health(Health::CallerUnread);

@@ -69,7 +69,8 @@ pub fn sentinel_sleep_ret(_ctx: RetProbeContext) -> u32 {
 #[inline(always)]
 fn tracked(ctx: &ProbeContext, gfp: u32, retry_sleep: bool) -> Option<Call> {
     let from = regs::sp(ctx.regs);
-    frames::tracked_call(ctx.as_ptr(), from, retry_sleep, u64::MAX, gfp)
+    let link = regs::entry_link(ctx);
+    frames::tracked_call(ctx.as_ptr(), from, retry_sleep, u64::MAX, gfp, link)
 }
 
 fn try_warn(ctx: &ProbeContext, gfp: u32, fmt: u64) {

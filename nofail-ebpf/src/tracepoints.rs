@@ -83,7 +83,7 @@ pub fn sleep_end_tp(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn tracked_call(ctx: &RawTracePointContext, size: u64, retry_sleep: bool) -> Option<Call> {
     let from = frames::address_of(ctx.as_ptr());
-    frames::tracked_call(ctx.as_ptr(), from, retry_sleep, size, 0)
+    frames::tracked_call(ctx.as_ptr(), from, retry_sleep, size, 0, 0)
 }
 
 fn try_vmap_area(ctx: &RawTracePointContext, addr: u64, size: u64, failed: bool) {

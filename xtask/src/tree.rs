@@ -660,10 +660,7 @@ mod tests {
     fn check_the_check_on_a_real_tree() {
         let dir = PathBuf::from(std::env::var("NOFAIL_TREE").unwrap());
         // As suite::vm_tests_binary names it (not called: tree is below suite).
-        let vm_tests = crate::util::workspace_root()
-            .join("target")
-            .join(crate::arch::Arch::X86_64.rust_target())
-            .join("release/vm-tests");
+        let vm_tests = crate::util::workspace_root().join("target/release/vm-tests");
         check_the_check(&dir, &vm_tests).unwrap();
     }
 
