@@ -95,8 +95,9 @@ pub fn service_under_pressure(ctx: &Ctx) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let scraped = scrapers.stop();
     phases?;
-    let scraped = scraped?;
-    let said = unit_journal("nofail")?
+    let scraped = scraped.context("the scrapers")?;
+    let said = unit_journal("nofail")
+        .context("the unit's journal after the phases")?
         .lines()
         .filter(|l| l.contains("a scrape") && l.contains("failed: ") && l.contains("memory"))
         .count() as u64;
@@ -114,12 +115,16 @@ pub fn service_under_pressure(ctx: &Ctx) -> Result<()> {
         scraped.unanswered
     );
 
-    let (code, body) = http_get(9464, "/metrics")?;
+    let (code, body) = http_get(9464, "/metrics").context("the final scrape")?;
     ensure!(code == 200, "final scrape answered {code}");
-    let serve_peak = serve.still_running()?;
-    let trace_peak = trace.still_running()?;
+    let serve_peak = serve
+        .still_running()
+        .context("nofail.service after the phases")?;
+    let trace_peak = trace
+        .still_running()
+        .context("nofail-trace.service after the phases")?;
     sh_ok("systemctl stop nofail-trace")?;
-    let report = trace_report()?;
+    let report = trace_report().context("nofail-trace's report")?;
     println!("  serve (/metrics):");
     let own = |name: &str| -> Result<u64> {
         body.lines()
