@@ -380,7 +380,7 @@ fn list(vm_tests: &Path, kernel: &Kernel, also_unpatched: bool) -> Result<Vec<Li
 
 /// Shared boots for the scenarios that leave the kernel as they found it,
 /// then one boot each for those that do not. A shared set larger than
-/// `SPLIT_SHARED_FROM` (the test kernel's: 64 scenarios) is split in two
+/// `SPLIT_SHARED_FROM` (the test kernel's) is split in two
 /// boots, alternate scenarios in each, that run side by side in the two
 /// lanes: one boot of them all kept one lane busy for most of the stage
 /// while the other ran the own-boot scenarios and then stood idle.
