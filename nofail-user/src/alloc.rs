@@ -39,6 +39,9 @@ pub fn retries() -> u64 {
 pub struct Retrying<A = System> {
     inner: A,
     pause: Duration,
+    /// Where its retries are counted: [`retries`]'s counter for the
+    /// process's heap, a test's own otherwise.
+    retried: &'static AtomicU64,
 }
 
 impl Retrying<System> {
@@ -46,14 +49,20 @@ impl Retrying<System> {
         Self {
             inner: System,
             pause: PAUSE,
+            retried: &RETRIED,
         }
     }
 }
 
 impl<A> Retrying<A> {
-    /// `inner` retried `pause` apart (tests: a failing allocator, no pause).
-    pub const fn new(inner: A, pause: Duration) -> Self {
-        Self { inner, pause }
+    /// `inner` retried `pause` apart, counted in `retried` (tests: a
+    /// failing allocator, no pause, a counter of their own).
+    pub const fn new(inner: A, pause: Duration, retried: &'static AtomicU64) -> Self {
+        Self {
+            inner,
+            pause,
+            retried,
+        }
     }
 
     /// `f` until it gives a pointer, or [`RETRIES`] retries gave NULL.
@@ -63,7 +72,7 @@ impl<A> Retrying<A> {
         let mut n = 0;
         while p.is_null() && n < RETRIES {
             n += 1;
-            RETRIED.fetch_add(1, Ordering::Relaxed);
+            self.retried.fetch_add(1, Ordering::Relaxed);
             if !self.pause.is_zero() {
                 std::thread::sleep(self.pause);
             }
@@ -149,14 +158,13 @@ mod tests {
 
     #[test]
     fn transient_nulls_are_retried_until_an_allocation_succeeds() {
-        let a = Retrying::new(FailingFirst::new(7), Duration::ZERO);
-        let before = retries();
+        static RETRIED_HERE: AtomicU64 = AtomicU64::new(0);
+        let a = Retrying::new(FailingFirst::new(7), Duration::ZERO, &RETRIED_HERE);
         let p = unsafe { a.alloc(LAYOUT) };
         assert!(!p.is_null());
-        // Seven NULLs, then the eighth call gave memory.
+        // Seven NULLs, then the eighth call gave memory; each retry counted.
         assert_eq!(a.inner.calls.load(Ordering::Relaxed), 8);
-        // Other tests retry too: at least these seven were counted.
-        assert!(retries() - before >= 7);
+        assert_eq!(RETRIED_HERE.load(Ordering::Relaxed), 7);
         // The memory is usable and whole; realloc's failures keep it.
         unsafe {
             p.write_bytes(0xa5, LAYOUT.size());
@@ -164,6 +172,7 @@ mod tests {
             let q = a.realloc(p, LAYOUT, 2 * LAYOUT.size());
             assert!(!q.is_null());
             assert_eq!(a.inner.calls.load(Ordering::Relaxed), 8 + 4);
+            assert_eq!(RETRIED_HERE.load(Ordering::Relaxed), 7 + 3);
             assert!(
                 std::slice::from_raw_parts(q, LAYOUT.size())
                     .iter()
@@ -175,15 +184,22 @@ mod tests {
 
     #[test]
     fn a_null_that_lasts_every_retry_is_returned() {
-        let a = Retrying::new(FailingFirst::new(u32::MAX), Duration::ZERO);
+        static RETRIED_HERE: AtomicU64 = AtomicU64::new(0);
+        let a = Retrying::new(FailingFirst::new(u32::MAX), Duration::ZERO, &RETRIED_HERE);
         let p = unsafe { a.alloc(LAYOUT) };
         assert!(p.is_null());
         assert_eq!(a.inner.calls.load(Ordering::Relaxed), 1 + RETRIES);
+        assert_eq!(RETRIED_HERE.load(Ordering::Relaxed), u64::from(RETRIES));
     }
 
     #[test]
     fn the_pause_is_slept_between_tries() {
-        let a = Retrying::new(FailingFirst::new(3), Duration::from_millis(20));
+        static RETRIED_HERE: AtomicU64 = AtomicU64::new(0);
+        let a = Retrying::new(
+            FailingFirst::new(3),
+            Duration::from_millis(20),
+            &RETRIED_HERE,
+        );
         let t = std::time::Instant::now();
         let p = unsafe { a.alloc(LAYOUT) };
         assert!(!p.is_null());

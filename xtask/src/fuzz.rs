@@ -64,6 +64,9 @@ struct Stats {
     execs: u64,
     exec_per_sec: u64,
     corpus: u64,
+    /// libFuzzer's random seed (`INFO: Seed: N`): `-seed=N` replays the
+    /// run's order of mutations.
+    seed: Option<u64>,
     /// The reproducer libFuzzer wrote, when an input failed.
     crash: Option<String>,
 }
@@ -81,6 +84,8 @@ fn parse_stats(log: &str) -> Stats {
             s.execs = v;
         } else if let Some(v) = stat("stat::average_exec_per_sec:") {
             s.exec_per_sec = v;
+        } else if let Some(v) = stat("INFO: Seed:") {
+            s.seed = Some(v);
         } else if let Some(path) = line.split("Test unit written to ").nth(1) {
             s.crash = Some(path.trim().to_string());
         }
@@ -174,16 +179,17 @@ pub fn run(args: FuzzArgs) -> Result<i32> {
     };
     let mut failed = Vec::new();
     println!(
-        "xtask fuzz: {:<18} {:>12} {:>8} {:>9} {:>7}  crash",
-        "target", "executions", "seconds", "exec/s", "corpus"
+        "xtask fuzz: {:<18} {:>12} {:>8} {:>9} {:>7} {:>11}  crash",
+        "target", "executions", "seconds", "exec/s", "corpus", "seed"
     );
     for target in targets {
         let (stats, took) = run_one(&root, target, &args)?;
         println!(
-            "xtask fuzz: {target:<18} {:>12} {took:>8.0} {:>9} {:>7}  {}",
+            "xtask fuzz: {target:<18} {:>12} {took:>8.0} {:>9} {:>7} {:>11}  {}",
             stats.execs,
             stats.exec_per_sec,
             stats.corpus,
+            stats.seed.map_or_else(|| "-".into(), |s| s.to_string()),
             stats.crash.as_deref().unwrap_or("none")
         );
         if stats.crash.is_some() {
@@ -207,7 +213,8 @@ mod tests {
 
     #[test]
     fn stats_of_a_clean_run_and_of_a_crash() {
-        let clean = "#2 INITED cov: 10 ft: 11 corp: 3/40b exec/s: 0 rss: 30Mb\n\
+        let clean = "INFO: Seed: 3141592653\n\
+                     #2 INITED cov: 10 ft: 11 corp: 3/40b exec/s: 0 rss: 30Mb\n\
                      #9000 DONE cov: 99 ft: 120 corp: 57/3012b lim: 4096 exec/s: 900 rss: 40Mb\n\
                      Done 9000 runs in 10 second(s)\n\
                      stat::number_of_executed_units: 9000\n\
@@ -219,6 +226,7 @@ mod tests {
                 execs: 9000,
                 exec_per_sec: 900,
                 corpus: 57,
+                seed: Some(3_141_592_653),
                 crash: None
             }
         );

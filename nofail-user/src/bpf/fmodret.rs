@@ -16,7 +16,7 @@ use aya::{Ebpf, maps::MapData};
 
 use crate::{
     bpf::{
-        asm::{Insn, call, insn, last_log_line, ld_map},
+        asm::{self, Insn, call, insn, ld_map},
         sys::{bpf_attach_type, bpf_cmd, bpf_fd, bpf_prog_type, zeroed_attr},
     },
     kernel::btf::KernelBtf,
@@ -74,30 +74,16 @@ pub fn attach(ebpf: &Ebpf, function: &str, name: &str) -> Result<FmodRet> {
         _ => bail!("VERDICT is not a hash map"),
     };
     let insns = program(verdict.fd().as_fd().as_raw_fd());
-    let license = c"GPL";
-    let mut log = vec![0u8; 64 * 1024];
-    let mut attr = zeroed_attr();
-    // SAFETY: reading back a field of the all-zero union to fill it in.
-    let mut load = unsafe { attr.__bindgen_anon_3 };
-    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-    load.insn_cnt = insns.len() as u32;
-    load.insns = insns.as_ptr() as u64;
-    load.license = license.as_ptr() as u64;
-    load.log_level = 1;
-    load.log_size = log.len() as u32;
-    load.log_buf = log.as_mut_ptr() as u64;
-    load.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
-    load.attach_btf_id = btf_id;
-    for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
-        *dst = src as libc::c_char;
-    }
-    attr.__bindgen_anon_3 = load;
-    let prog = bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|e| {
-        anyhow::anyhow!(
-            "the kernel refused an fmod_ret program on {function}: {e} {}",
-            last_log_line(&log)
-        )
-    })?;
+    let prog = asm::load(
+        &asm::Load {
+            prog_type: bpf_prog_type::BPF_PROG_TYPE_TRACING,
+            expected_attach_type: Some((bpf_attach_type::BPF_MODIFY_RETURN, btf_id)),
+            insns: &insns,
+            name,
+            log_size: 64 * 1024,
+        },
+        &format!("an fmod_ret program on {function}"),
+    )?;
     // BPF_RAW_TRACEPOINT_OPEN with no name attaches a tracing program to
     // the BTF function it was loaded for.
     let mut open = zeroed_attr();

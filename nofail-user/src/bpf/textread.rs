@@ -13,8 +13,8 @@ use std::os::fd::{AsRawFd as _, OwnedFd};
 use anyhow::{Result, anyhow, ensure};
 
 use crate::bpf::{
-    asm::{Insn, call, insn, last_log_line},
-    sys::{bpf, bpf_cmd, bpf_fd, bpf_prog_type, zeroed_attr},
+    asm::{self, Insn, call, insn},
+    sys::{bpf, bpf_cmd, bpf_prog_type, zeroed_attr},
 };
 
 const HELPER_PROBE_READ_KERNEL: i32 = 113;
@@ -37,29 +37,16 @@ fn program() -> [Insn; 11] {
 }
 
 fn load() -> Result<OwnedFd> {
-    let insns = program();
-    let license = c"GPL";
-    let mut log = vec![0u8; 16 * 1024];
-    let mut attr = zeroed_attr();
-    // SAFETY: reading back a field of the all-zero union to fill it in.
-    let mut load = unsafe { attr.__bindgen_anon_3 };
-    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_RAW_TRACEPOINT as u32;
-    load.insn_cnt = insns.len() as u32;
-    load.insns = insns.as_ptr() as u64;
-    load.license = license.as_ptr() as u64;
-    load.log_level = 1;
-    load.log_size = log.len() as u32;
-    load.log_buf = log.as_mut_ptr() as u64;
-    for (dst, src) in load.prog_name.iter_mut().zip(b"nofail_text".iter()) {
-        *dst = *src as libc::c_char;
-    }
-    attr.__bindgen_anon_3 = load;
-    bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|e| {
-        anyhow!(
-            "the kernel refused the text-reading BPF program: {e} {}",
-            last_log_line(&log)
-        )
-    })
+    asm::load(
+        &asm::Load {
+            prog_type: bpf_prog_type::BPF_PROG_TYPE_RAW_TRACEPOINT,
+            expected_attach_type: None,
+            insns: &program(),
+            name: "nofail_text",
+            log_size: 16 * 1024,
+        },
+        "the text-reading BPF program",
+    )
 }
 
 /// `words` 32-bit words of kernel text from `addr`.

@@ -51,6 +51,27 @@ pub fn sample(text: &str, name: &str, symbol: &str, extra: &str) -> Result<f64> 
         .with_context(|| format!("bad value {value:?}"))
 }
 
+/// `nofail_missed_events_total{reason="<reason>"}` in a scrape, or the sum
+/// of every reason's sample with `None`: the events nofail says it lost.
+/// A scrape without the sample asked for is an error, never 0.
+pub fn missed_events(text: &str, reason: Option<&str>) -> Result<u64> {
+    let prefix = match reason {
+        Some(r) => format!("nofail_missed_events_total{{reason=\"{r}\"}} "),
+        None => "nofail_missed_events_total{".to_string(),
+    };
+    let values: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| {
+            let v = l.rsplit(' ').next().unwrap_or_default();
+            v.parse()
+                .with_context(|| format!("missed events: bad value {v:?}"))
+        })
+        .collect::<Result<_>>()?;
+    ensure!(!values.is_empty(), "the scrape has no {prefix}..}} sample");
+    Ok(values.iter().sum())
+}
+
 /// A real Prometheus server (Debian's `prometheus`) scraping one target
 /// every second, with its data in `dir`; killed when dropped.
 pub struct Server {
@@ -175,6 +196,20 @@ impl Drop for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missed_events_by_reason_and_summed() {
+        let text = "# TYPE nofail_missed_events_total counter\n\
+                    nofail_missed_events_total{reason=\"program_skipped\"} 2\n\
+                    nofail_missed_events_total{reason=\"caller_map_full\"} 5\n\
+                    nofail_other_total 9\n";
+        assert_eq!(missed_events(text, Some("caller_map_full")).unwrap(), 5);
+        assert_eq!(missed_events(text, None).unwrap(), 7);
+        // Missing is an error, not 0; so is a value that is no count.
+        assert!(missed_events(text, Some("exit_missed")).is_err());
+        assert!(missed_events("nofail_other_total 1\n", None).is_err());
+        assert!(missed_events("nofail_missed_events_total{reason=\"x\"} y\n", None).is_err());
+    }
 
     #[test]
     fn sample_finds_exactly_one_line() {

@@ -27,7 +27,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use nofail_test_support::{http::http_get, prom::sample};
+use nofail_test_support::{
+    http::http_get,
+    prom::{missed_events, sample},
+};
 use serde_json::Value;
 
 use crate::{
@@ -301,14 +304,7 @@ impl Truth {
     /// call's retries exact; the burst's overflow reported as
     /// caller_map_full.
     fn check_scrape(&self, body: &str) -> Result<()> {
-        let missed = |reason: &str| -> Result<u64> {
-            let line = format!("nofail_missed_events_total{{reason=\"{reason}\"}} ");
-            body.lines()
-                .find_map(|l| l.strip_prefix(&line))
-                .with_context(|| format!("no missed events for {reason}"))?
-                .parse()
-                .context("missed events")
-        };
+        let missed = |reason: &str| missed_events(body, Some(reason));
         let reasons = [
             "program_skipped",
             "exit_missed",

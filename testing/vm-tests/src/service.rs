@@ -273,7 +273,8 @@ pub fn install_and_start() -> Result<String> {
     Ok(commands[4].clone())
 }
 
-/// Makes `n` BPF array maps (each one array_map_alloc vmalloc call), runs
+/// Makes `n` BPF array maps (each one vmalloc call from the array map's
+/// caller, `bpf::array_map_caller`), runs
 /// README.md's scrape, and checks that nofail counted every map, or said
 /// it lost the ones it did not: `what` names the configuration. A map
 /// uncounted must show in `nofail_missed_events_total` of the same window
@@ -292,7 +293,8 @@ fn counts_the_maps(scrape: &str, n: u64, what: &str) -> Result<()> {
     let n = n as f64;
     ensure!(
         counted <= n && counted + missed >= n,
-        "{what}: array_map_alloc: nofail {counted} != {n} maps made, {missed} events reported missed meanwhile"
+        "{what}: {}: nofail {counted} != {n} maps made, {missed} events reported missed meanwhile",
+        bpf::array_map_caller()?
     );
     if counted < n {
         println!(
@@ -306,17 +308,7 @@ fn counts_the_maps(scrape: &str, n: u64, what: &str) -> Result<()> {
 /// summed: the events nofail says it lost, for any reason.
 fn missed_events() -> Result<f64> {
     let text = sh_ok("curl -s localhost:9464/metrics")?;
-    let samples: Vec<f64> = text
-        .lines()
-        .filter(|l| l.starts_with("nofail_missed_events_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap_or_default().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .context("a nofail_missed_events_total sample that is not a number")?;
-    ensure!(
-        !samples.is_empty(),
-        "/metrics has no nofail_missed_events_total sample"
-    );
-    Ok(samples.iter().sum())
+    Ok(nofail_test_support::prom::missed_events(&text, None)? as f64)
 }
 
 /// array_map_alloc's calls in what README.md's scrape command printed;

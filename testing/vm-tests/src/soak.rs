@@ -173,15 +173,7 @@ impl Scrapers {
 
 /// `nofail_missed_events_total{reason}` in a scrape.
 fn missed(body: &str, reason: &str) -> Result<u64> {
-    let line = body
-        .lines()
-        .find(|l| {
-            l.starts_with(&format!(
-                "nofail_missed_events_total{{reason=\"{reason}\"}}"
-            ))
-        })
-        .with_context(|| format!("no missed_events line for {reason}"))?;
-    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
+    nofail_test_support::prom::missed_events(body, Some(reason))
 }
 
 /// Each site's count against its truth: never above it, and what is short
