@@ -162,10 +162,17 @@ struct Scan {
     base: u64,
     /// The core's return address.
     want: u64,
+    /// The return address one frame further out (0: not in the walk).
+    next: u64,
     /// RET_ADDR_TAG.
     tag: u64,
     found: u64,
 }
+
+/// Kernel stacks are 16 KiB: a saved frame pointer further than this
+/// above its record is not one.
+#[cfg(bpf_target_arch = "aarch64")]
+const STACK_SIZE: u64 = 16 << 10;
 
 /// One slot of the upward scan (a `bpf_loop` callback, so the verifier
 /// checks it once). Returns 1 to stop.
@@ -174,7 +181,7 @@ extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
     let addr = s.base + 8 * index as u64;
     match unsafe { bpf_probe_read_kernel(addr as *const u64) } {
-        Ok(v) if v | s.tag == s.want => {
+        Ok(v) if v | s.tag == s.want && is_live_record(s, addr) => {
             s.found = addr;
             1
         }
@@ -182,6 +189,39 @@ extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
         // Ran off the top of the stack.
         Err(_) => 1,
     }
+}
+
+/// arm64: whether the return address at `addr` is the link register of a
+/// live frame record (`{x29, x30}`, the core's prologue's `stp`), not a
+/// stale copy an earlier, deeper call left in memory that today's frames
+/// below the core do not overwrite. Its saved frame pointer must point
+/// further up the same stack, at the record of the core's caller, whose
+/// return address is the next frame of the walk. Seen on the arm64 test
+/// kernel: `vmalloc_noprof` tail-calls `__vmalloc_node_noprof`, so every
+/// wrapper's call returns to the same address in it, and a stale record
+/// of the trigger's site_vmalloc_nofail named the next site_vmalloc call.
+/// x86-64: the return address is what `call` pushed; kernels there may
+/// have no frame pointers (ORC), and nothing is checked.
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+fn is_live_record(s: &Scan, addr: u64) -> bool {
+    let Ok(fp) = (unsafe { bpf_probe_read_kernel((addr - 8) as *const u64) }) else {
+        return false;
+    };
+    if fp <= addr || fp - addr >= STACK_SIZE {
+        return false;
+    }
+    s.next == 0
+        || matches!(
+            unsafe { bpf_probe_read_kernel((fp + 8) as *const u64) },
+            Ok(v) if v | s.tag == s.next
+        )
+}
+
+#[cfg(not(bpf_target_arch = "aarch64"))]
+#[inline(always)]
+fn is_live_record(_: &Scan, _: u64) -> bool {
+    true
 }
 
 /// Shared with `find_step` through `bpf_loop`.
@@ -253,9 +293,15 @@ fn sleep_below(first: usize) -> bool {
 }
 
 /// Frames of the hook's own below vmalloc's: the sleep function (a kprobe
-/// reports it as the first frame) or BPF code (an fentry program and its
-/// trampoline, which stands in for the sleep function's frame).
-const HOOK_FRAMES: usize = 4;
+/// reports it as the first frame) or BPF code (an fentry program, its
+/// subprograms and its trampoline, which stands in for the sleep
+/// function's frame). On arm64 an fentry program's walk starts inside the
+/// helper's caller: the program's address twice, a subprogram's, the
+/// trampoline's, then the sleep function's record the trampoline made
+/// (`prepare_trampoline()`), so vmalloc comes fifth or later there. Only
+/// the count is bounded here: every frame below vmalloc's must still be
+/// BPF code or the sleep function.
+const HOOK_FRAMES: usize = 8;
 
 /// Full mode, a sleep inside a tracked call: is it vmalloc's own NOFAIL
 /// retry sleep, called straight from vmalloc's frame? The OOM path
@@ -327,6 +373,11 @@ pub fn vmalloc_call(from: u64, link: u64) -> Option<Call> {
         // Volatile: where the compiler knows it 0, it zeroes `want` and
         // `found` together through a `memset` call (crate::zero).
         want: unsafe { core::ptr::read_volatile(&ret) },
+        next: if core + 2 < FRAMES {
+            frame(core + 2)
+        } else {
+            0
+        },
         tag: unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) },
         found: 0,
     };

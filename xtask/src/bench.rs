@@ -4,6 +4,8 @@
 //! bpftrace, a process tracing nothing; interleaved, carryover-balanced
 //! rounds) in two test-VM boots: under `-icount`
 //! (guest instructions, the counted metric) and plain TCG (wall time).
+//! `--arch arm64` measures the arm64 test kernel: its files carry
+//! `-arm64` and its page is docs/benchmark-results-arm64.md.
 //! Results: printed, and written to target/bench-{icount,wall}.json
 //! (`-N` appended per run with `--runs N`, and the spread of the counted
 //! metric between runs in target/bench-runs.json). The counted metric's
@@ -25,6 +27,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
+    arch::Arch,
     kernels::{self, KernelSpec},
     setup, trigger,
     util::{self, workspace_root},
@@ -36,7 +39,7 @@ pub fn run(spec: &KernelSpec, runs: u32, jobs: u32, backdrop_threads: u32) -> Re
     let root = workspace_root();
     // The build measured: described before anything is built or written.
     let build = describe(&root);
-    build_binaries(&root)?;
+    build_binaries(&root, spec.arch)?;
     let (kernel, ko) = kernel_and_trigger(spec)?;
     let boot_of = |n: u32, icount: bool| Boot {
         kernel: &kernel,
@@ -53,7 +56,10 @@ pub fn run(spec: &KernelSpec, runs: u32, jobs: u32, backdrop_threads: u32) -> Re
     let between = if runs > 1 {
         let (table, spread) = spread(&counted)?;
         print!("{table}");
-        let out = root.join("target/bench-runs.json");
+        let out = root.join(match spec.arch {
+            Arch::X86_64 => "target/bench-runs.json",
+            Arch::Arm64 => "target/bench-runs-arm64.json",
+        });
         std::fs::write(&out, serde_json::to_string_pretty(&spread)? + "\n")?;
         println!("xtask bench: spread between runs in {}", out.display());
         Some(spread)
@@ -64,10 +70,11 @@ pub fn run(spec: &KernelSpec, runs: u32, jobs: u32, backdrop_threads: u32) -> Re
         build,
         date: today()?,
         command: format!(
-            "cargo xtask bench --kernel {spec} --runs {runs} --jobs {jobs} --backdrop-threads {backdrop_threads}"
+            "cargo xtask bench --kernel {spec}{} --runs {runs} --jobs {jobs} --backdrop-threads {backdrop_threads}",
+            arch_flag(spec.arch)
         ),
     };
-    let md = root.join(RESULTS_MD);
+    let md = root.join(results_md(spec.arch));
     // A kernel comparison on the page stays: its own command wrote it.
     let old = std::fs::read_to_string(&md).unwrap_or_default();
     let kept = section(&old, COMPARISON);
@@ -101,7 +108,7 @@ pub fn compare(specs: &[KernelSpec], runs: u32, jobs: u32, backdrop_threads: u32
     setup::ensure()?;
     let root = workspace_root();
     let build = describe(&root);
-    build_binaries(&root)?;
+    build_binaries(&root, base.arch)?;
     let kernels = [kernel_and_trigger(base)?, kernel_and_trigger(other)?];
     if kernels[0].0.label == kernels[1].0.label {
         bail!("--compare: both kernels are {}", kernels[0].0.label);
@@ -129,10 +136,11 @@ pub fn compare(specs: &[KernelSpec], runs: u32, jobs: u32, backdrop_threads: u32
         build,
         date: today()?,
         command: format!(
-            "cargo xtask bench --compare {base} --compare {other} --runs {runs} --jobs {jobs} --backdrop-threads {backdrop_threads}"
+            "cargo xtask bench --compare {base} --compare {other}{} --runs {runs} --jobs {jobs} --backdrop-threads {backdrop_threads}",
+            arch_flag(base.arch)
         ),
     };
-    let md = root.join(RESULTS_MD);
+    let md = root.join(results_md(base.arch));
     let page = std::fs::read_to_string(&md).unwrap_or_else(|_| "# Benchmark results\n".into());
     let text = comparison_markdown(&header, labels, [&a, &b], &rows)?;
     std::fs::write(&md, splice(&page, COMPARISON, &text))?;
@@ -140,7 +148,12 @@ pub fn compare(specs: &[KernelSpec], runs: u32, jobs: u32, backdrop_threads: u32
     Ok(0)
 }
 
-fn build_binaries(root: &Path) -> Result<()> {
+/// x86-64: this machine's release builds (the guest shares its root).
+/// arm64: the static aarch64 vm-tests and nofail the arm64 guests run.
+fn build_binaries(root: &Path, arch: Arch) -> Result<()> {
+    if arch != Arch::X86_64 {
+        return crate::suite::build_for(arch);
+    }
     util::run(
         std::process::Command::new("cargo")
             .args(["build", "--release", "-p", "nofail-user", "-p", "vm-tests"])
@@ -148,8 +161,32 @@ fn build_binaries(root: &Path) -> Result<()> {
     )
 }
 
+/// The binaries a guest of `arch` runs: vm-tests and nofail.
+fn binaries(root: &Path, arch: Arch) -> Result<(PathBuf, PathBuf)> {
+    Ok(match arch {
+        Arch::X86_64 => (
+            root.join("target/release/vm-tests"),
+            root.join("target/release/nofail"),
+        ),
+        other => (
+            crate::suite::vm_tests_binary(other),
+            crate::dist::binary_for(other)?,
+        ),
+    })
+}
+
+/// `--arch arm64` in the command a results page names; nothing for x86-64.
+fn arch_flag(arch: Arch) -> String {
+    match arch {
+        Arch::X86_64 => String::new(),
+        other => format!(" --arch {}", other.debian()),
+    }
+}
+
 /// The kernel `spec` names and the trigger module built against it: the
-/// vmalloc workloads are the trigger's calls.
+/// vmalloc workloads are the trigger's calls. A guest of another
+/// architecture sees the checkout and not this machine's root (where the
+/// module is cached): the module is copied under target/.
 fn kernel_and_trigger(spec: &KernelSpec) -> Result<(kernels::Kernel, PathBuf)> {
     let kernel = variant::ensure_spec(spec)?;
     if !kernel.name.has_trigger() {
@@ -157,7 +194,17 @@ fn kernel_and_trigger(spec: &KernelSpec) -> Result<(kernels::Kernel, PathBuf)> {
             "{spec}: the benchmark needs the trigger module, built against test, test+PATCH or a kernel build tree DIR"
         );
     }
-    let ko = trigger::build(&kernel)?;
+    let mut ko = trigger::build(&kernel)?;
+    if kernel.arch != Arch::X86_64 {
+        let dir = workspace_root()
+            .join("target/vm-results")
+            .join(&kernel.label);
+        std::fs::create_dir_all(&dir)?;
+        let shared = dir.join("nofail_trigger.ko");
+        std::fs::copy(&ko, &shared)
+            .with_context(|| format!("cannot copy {} to {}", ko.display(), shared.display()))?;
+        ko = shared;
+    }
     Ok((kernel, ko))
 }
 
@@ -178,8 +225,21 @@ impl Boot<'_> {
         if self.icount { "icount" } else { "wall" }
     }
 
+    /// `-arm64` after the clock for an arm64 guest.
+    fn arch_tag(&self) -> &'static str {
+        match self.kernel.arch {
+            Arch::X86_64 => "",
+            Arch::Arm64 => "-arm64",
+        }
+    }
+
     fn out(&self, root: &Path) -> PathBuf {
-        root.join(format!("target/bench-{}{}.json", self.clock(), self.tag))
+        root.join(format!(
+            "target/bench-{}{}{}.json",
+            self.clock(),
+            self.arch_tag(),
+            self.tag
+        ))
     }
 }
 
@@ -227,12 +287,13 @@ fn boot_all(
 /// One boot: `vm-tests --bench` with the configurations `configs` (all
 /// when empty), its results in `b.out(root)`.
 fn boot(root: &Path, b: &Boot, backdrop_threads: u32, configs: &[&str]) -> Result<()> {
-    let (clock, tag) = (b.clock(), &b.tag);
+    let (clock, tag) = (b.clock(), format!("{}{}", b.arch_tag(), b.tag));
     let out = b.out(root);
+    let (vm_tests, nofail) = binaries(root, b.kernel.arch)?;
     let mut command: Vec<String> = vec![
-        root.join("target/release/vm-tests").display().to_string(),
+        vm_tests.display().to_string(),
         "--nofail".into(),
-        root.join("target/release/nofail").display().to_string(),
+        nofail.display().to_string(),
         "--trigger".into(),
         b.ko.display().to_string(),
         "--out".into(),
@@ -344,8 +405,15 @@ fn spread(runs: &[Value]) -> Result<(String, Value)> {
     Ok((table, json!({ "runs": runs.len(), "rows": rows })))
 }
 
-/// Where `cargo xtask bench` writes the counted metric's tables.
-const RESULTS_MD: &str = "docs/benchmark-results.md";
+/// Where `cargo xtask bench` writes the counted metric's tables: a page
+/// per architecture, as instruction counts of two instruction sets do not
+/// compare.
+fn results_md(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "docs/benchmark-results.md",
+        Arch::Arm64 => "docs/benchmark-results-arm64.md",
+    }
+}
 
 /// What the results page says about where its numbers came from.
 struct Header {

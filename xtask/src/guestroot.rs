@@ -41,10 +41,12 @@ const PACKAGES: &[&str] = &[
     "libc-bin",
     // The arm64 test kernel's scenarios: insmod of the trigger module,
     // stress-ng for the pressure scenario (vm-tests pressure.rs), bpftool
-    // for a map created by another program (inject_bpf_map_error_to_userspace).
+    // for a map created by another program (inject_bpf_map_error_to_userspace),
+    // bpftrace for the benchmark's comparison (cargo xtask bench --arch arm64).
     "kmod",
     "stress-ng",
     "bpftool",
+    "bpftrace",
 ];
 
 /// Directories the guest init mounts on (it cannot create them: the root

@@ -37,6 +37,12 @@ pub enum KernelName {
 }
 
 impl KernelName {
+    /// Debian builds it for arm64 too: bookworm's 6.1 and 6.12, sid's
+    /// newest (bullseye's 5.10 is the x86-64 matrix's refusal check).
+    pub fn has_arm64(self) -> bool {
+        matches!(self, Self::Debian61 | Self::Debian612 | Self::DebianLatest)
+    }
+
     pub const ALL: [KernelName; 5] = [
         Self::Debian510,
         Self::Debian61,

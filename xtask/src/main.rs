@@ -72,7 +72,8 @@ enum Cmd {
         /// .config lacks are skipped, one line per option.
         #[arg(long, default_value = "test", value_name = "NAME|test+PATCH|DIR")]
         kernel: kernels::KernelSpec,
-        /// Only scenarios whose name contains this.
+        /// Only scenarios whose name contains this, or one of these
+        /// (comma-separated: `--filter sentinel,export`).
         #[arg(long)]
         filter: Option<String>,
         /// Run the scenarios that record testing/reports (test kernel)
@@ -139,6 +140,12 @@ enum Cmd {
         /// the bare guest.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=4000))]
         backdrop_threads: u32,
+        /// The guest's architecture: arm64 measures the arm64 test kernel
+        /// (qemu-system-aarch64) and writes docs/benchmark-results-arm64.md.
+        /// Instructions differ per architecture: its numbers are not
+        /// comparable with x86-64's.
+        #[arg(long, value_enum, default_value_t)]
+        arch: arch::Arch,
     },
     /// One static nofail (musl, stripped) in target/dist/, as a tarball
     /// with its sha256.
@@ -188,14 +195,29 @@ fn main() -> ExitCode {
             runs,
             jobs,
             backdrop_threads,
-        } if compare.is_empty() => bench::run(&kernel, runs, jobs, backdrop_threads),
+            arch,
+        } if compare.is_empty() => bench::run(
+            &kernels::KernelSpec { arch, ..kernel },
+            runs,
+            jobs,
+            backdrop_threads,
+        ),
         Cmd::Bench {
             compare,
             runs,
             jobs,
             backdrop_threads,
+            arch,
             ..
-        } => bench::compare(&compare, runs, jobs, backdrop_threads),
+        } => bench::compare(
+            &compare
+                .into_iter()
+                .map(|k| kernels::KernelSpec { arch, ..k })
+                .collect::<Vec<_>>(),
+            runs,
+            jobs,
+            backdrop_threads,
+        ),
         Cmd::VmTest {
             kernel,
             filter,

@@ -63,7 +63,8 @@ pub fn vm_tests_binary(arch: Arch) -> PathBuf {
 /// What to run on the kernel.
 #[derive(Clone, Copy, Default)]
 pub struct Selection<'a> {
-    /// Only scenarios whose name contains this.
+    /// Only scenarios whose name contains this, or one of its
+    /// comma-separated parts.
     pub filter: Option<&'a str>,
     /// Only the scenarios of these names (none: all).
     pub exact: &'a [&'a str],
@@ -138,7 +139,7 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     let table = list(&vm_tests, kernel, sel.also_unpatched)?;
     let chosen: Vec<&Listing> = table
         .iter()
-        .filter(|l| sel.filter.is_none_or(|f| l.name.contains(f)))
+        .filter(|l| sel.filter.is_none_or(|f| f.split(',').any(|p| l.name.contains(p))))
         .filter(|l| sel.exact.is_empty() || sel.exact.contains(&l.name.as_str()))
         .filter(|l| !sel.bless || !l.records.is_empty())
         .collect();

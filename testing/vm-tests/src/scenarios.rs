@@ -642,6 +642,47 @@ fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
             differences.iter().any(|l| l.contains(&said)),
             "doctor's differences do not say {said:?}: {differences:?}"
         );
+        let kcore = std::path::Path::new("/proc/kcore").exists();
+        ensure!(
+            !kcore
+                || differences
+                    .iter()
+                    .any(|l| l
+                        .contains(&format!("{said}, from its prologue, read from /proc/kcore"))),
+            "as root with /proc/kcore, doctor did not read it: {differences:?}"
+        );
+        // The two readers of the prologue agree: without CAP_SYS_RAWIO
+        // (as under the packaged unit) /proc/kcore is refused and nofail
+        // reads it through BPF. On a kernel without /proc/kcore (the test
+        // kernel) both runs read through BPF.
+        let json = ctx.out.join("doctor-no-rawio.json");
+        let out = std::process::Command::new("setpriv")
+            .args(["--bounding-set=-sys_rawio", "--inh-caps=-sys_rawio", "--"])
+            .arg(&ctx.nofail)
+            .args(["doctor", "--json"])
+            .arg(&json)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "doctor without CAP_SYS_RAWIO failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        let by_bpf = format!("{said}, from its prologue, read through BPF");
+        let lines = d["arch_differences"].to_string();
+        ensure!(
+            d["caller_off"].as_u64() == Some(off) && lines.contains(&by_bpf),
+            "without CAP_SYS_RAWIO doctor says caller_off {} ({lines}), {off} with it",
+            d["caller_off"]
+        );
+        println!(
+            "  caller_off {off} from /proc/kcore{}, and {off} through BPF",
+            if kcore {
+                ""
+            } else {
+                " (absent: BPF both times)"
+            }
+        );
     }
     Ok(())
 }
