@@ -47,6 +47,12 @@ static WARN_TEXT: [u64; 2] = [0; 2];
 #[unsafe(no_mangle)]
 static KERNEL_TEXT: [u64; 2] = [0; 2];
 
+/// `arch_rethook_trampoline` and `__kretprobe_trampoline`: a kretprobe's
+/// entry handler puts one of them in the link register (arm64) in place
+/// of the return address, for the function's return to come to it.
+#[unsafe(no_mangle)]
+static RETURN_TRAMPOLINES: [u64; 2] = [0; 2];
+
 /// `caller` above the core's saved return address, in bytes; 0 when
 /// userspace could not tell (callers then go unread). x86-64: 24, as
 /// `call` pushes the return address right below arguments 7, 8, 9. arm64:
@@ -196,12 +202,9 @@ extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
 /// stale copy an earlier, deeper call left in memory that today's frames
 /// below the core do not overwrite. Its saved frame pointer must point
 /// further up the same stack, at the record of the core's caller, whose
-/// return address is the next frame of the walk. Seen on the arm64 test
-/// kernel: `vmalloc_noprof` tail-calls `__vmalloc_node_noprof`, so every
-/// wrapper's call returns to the same address in it, and a stale record
-/// of the trigger's site_vmalloc_nofail named the next site_vmalloc call.
-/// x86-64: the return address is what `call` pushed; kernels there may
-/// have no frame pointers (ORC), and nothing is checked.
+/// return address is the next frame of the walk. x86-64: the return
+/// address is what `call` pushed; kernels there may have no frame
+/// pointers (ORC), and nothing is checked.
 #[cfg(bpf_target_arch = "aarch64")]
 #[inline(always)]
 fn is_live_record(s: &Scan, addr: u64) -> bool {
@@ -245,7 +248,7 @@ extern "C" fn find_step(index: u32, ctx: *mut c_void) -> i64 {
     if f == 0 {
         return 1;
     }
-    let c = in_core(f);
+    let c = in_core(f) && !is_patched_entry(f);
     if s.first == FRAMES as u32 && (c || in_area_node(f)) {
         s.first = index;
     }
@@ -262,6 +265,20 @@ extern "C" fn find_step(index: u32, ctx: *mut c_void) -> i64 {
         }
     }
     0
+}
+
+/// How far into the core its ftrace call site reaches: a BPF trampoline
+/// on the core (another nofail's, or another tool's fentry/fexit) calls
+/// the core from a frame record it makes for it, whose return address is
+/// right after that call (arm64 `prepare_trampoline()`: core + 8, past
+/// `mov x9, x30; bl`). Such a frame is no call from the core: with fexit
+/// on the core, every call looked nested.
+const PATCHED_ENTRY: u64 = 16;
+
+/// `f` is the return address of a trampoline's record for the core.
+#[inline(always)]
+fn is_patched_entry(f: u64) -> bool {
+    f.wrapping_sub(global(&CORE_TEXT, 0)) < PATCHED_ENTRY
 }
 
 /// vmalloc's frames in the last capture (`FRAMES` where none).
@@ -295,10 +312,9 @@ fn sleep_below(first: usize) -> bool {
 /// Frames of the hook's own below vmalloc's: the sleep function (a kprobe
 /// reports it as the first frame) or BPF code (an fentry program, its
 /// subprograms and its trampoline, which stands in for the sleep
-/// function's frame). On arm64 an fentry program's walk starts inside the
-/// helper's caller: the program's address twice, a subprogram's, the
-/// trampoline's, then the sleep function's record the trampoline made
-/// (`prepare_trampoline()`), so vmalloc comes fifth or later there. Only
+/// function's frame). On the arm64 test kernel an fentry program's walk
+/// has more of them than x86-64's: with 4 here the fentry mode counted 0
+/// of 3 retry sleeps there (`sentinel_matches_full`), with 8 all 3. Only
 /// the count is bounded here: every frame below vmalloc's must still be
 /// BPF code or the sleep function.
 const HOOK_FRAMES: usize = 8;
@@ -315,17 +331,22 @@ pub fn is_retry_sleep(ctx: *mut c_void, link: u64) -> bool {
     if global(&CORE_TEXT, 0) == 0 {
         return true;
     }
+    let mut link_taken = false;
     if link != 0 {
         // Signed by pointer authentication if the prologue already ran.
         let link = link | unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) };
         if in_core(link) || in_area_node(link) {
             return true;
         }
+        link_taken = is_return_trampoline(link);
     }
     if !capture(ctx) {
         return true;
     }
     let first = find_frames().first as usize;
+    if link_taken {
+        return direct_from_vmalloc(first);
+    }
     if first == 0 || first > HOOK_FRAMES {
         return false;
     }
@@ -345,6 +366,27 @@ pub fn is_retry_sleep(ctx: *mut c_void, link: u64) -> bool {
     true
 }
 
+/// `link` is where a kretprobe's entry handler sent the function's return.
+#[inline(always)]
+fn is_return_trampoline(link: u64) -> bool {
+    link != 0 && (link == global(&RETURN_TRAMPOLINES, 0) || link == global(&RETURN_TRAMPOLINES, 1))
+}
+
+/// arm64, a kprobe at the sleep's entry whose link register a kretprobe
+/// on the same function took first (its entry handler ran before this
+/// program: two tools, or two nofails, on the function). The walk starts
+/// at the direct caller's frame record, whose return address is into the
+/// direct caller's caller: no frame returning into vmalloc at all means
+/// vmalloc's core called the sleep (the core is no frame's caller then);
+/// the first frame returning into the core means the core called the
+/// direct caller, an out-of-line `__vmalloc_area_node` or the page array's
+/// nested core. The OOM path's sleeps have the page allocator's frames
+/// there. An empty walk tells nothing: not counted.
+#[inline(always)]
+fn direct_from_vmalloc(first: usize) -> bool {
+    frame(0) != 0 && (first == FRAMES || (first == 1 && in_core(frame(1))))
+}
+
 /// Finds the vmalloc call in the captured frames and reads its `caller`;
 /// `from` is a stack address inside the hook's own frame (the scan goes up
 /// from it). None when the stack holds no vmalloc call; Some with `caller`
@@ -362,6 +404,10 @@ pub fn vmalloc_call(from: u64, link: u64) -> Option<Call> {
         (find.first as usize, find.core as usize, find.nested != 0);
     if link != 0 && in_core(link | unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) }) {
         nested = core < FRAMES;
+        (first, core) = (1, 0);
+    } else if core == FRAMES && is_return_trampoline(link) && frame(0) != 0 {
+        // A kretprobe took the link register (see direct_from_vmalloc):
+        // no frame returns into the core, so the core is the direct caller.
         (first, core) = (1, 0);
     }
     if core + 1 >= FRAMES {

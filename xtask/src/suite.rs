@@ -139,7 +139,10 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     let table = list(&vm_tests, kernel, sel.also_unpatched)?;
     let chosen: Vec<&Listing> = table
         .iter()
-        .filter(|l| sel.filter.is_none_or(|f| f.split(',').any(|p| l.name.contains(p))))
+        .filter(|l| {
+            sel.filter
+                .is_none_or(|f| f.split(',').any(|p| l.name.contains(p)))
+        })
         .filter(|l| sel.exact.is_empty() || sel.exact.contains(&l.name.as_str()))
         .filter(|l| !sel.bless || !l.records.is_empty())
         .collect();

@@ -24,6 +24,10 @@ pub struct TextGlobals {
     warn: [u64; 2],
     process_timeout: u64,
     kernel_text: [u64; 2],
+    /// Where a kretprobe (another tool's, or another nofail's) sends the
+    /// functions it watches back to: `arch_rethook_trampoline` (rethook,
+    /// 5.19+) and `__kretprobe_trampoline`; 0 when absent.
+    return_trampolines: [u64; 2],
     /// Where `caller` sits above the core's saved return address.
     pub frame: CallFrame,
 }
@@ -64,6 +68,10 @@ impl TextGlobals {
                 k.extent("_stext").map_or(0, |e| e.0),
                 k.extent("_etext").map_or(0, |e| e.0),
             ],
+            return_trampolines: [
+                k.extent("arch_rethook_trampoline").map_or(0, |e| e.0),
+                k.extent("__kretprobe_trampoline").map_or(0, |e| e.0),
+            ],
             frame,
         })
     }
@@ -80,6 +88,7 @@ impl TextGlobals {
             .override_global("WARN_TEXT", &self.warn, true)
             .override_global("PROCESS_TIMEOUT", &self.process_timeout, true)
             .override_global("KERNEL_TEXT", &self.kernel_text, true)
+            .override_global("RETURN_TRAMPOLINES", &self.return_trampolines, true)
             .override_global("CALLER_OFF", &self.frame.caller_off, true)
             .override_global("RET_ADDR_TAG", &self.frame.ret_addr_tag, true);
     }
