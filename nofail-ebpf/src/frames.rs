@@ -419,10 +419,12 @@ pub fn vmalloc_call(from: u64, link: u64) -> Option<Call> {
         // Volatile: where the compiler knows it 0, it zeroes `want` and
         // `found` together through a `memset` call (crate::zero).
         want: unsafe { core::ptr::read_volatile(&ret) },
-        next: if core + 2 < FRAMES {
-            frame(core + 2)
-        } else {
-            0
+        // The index through memory: with `core + 2 < FRAMES` known, the
+        // compiler folds the + 2 into the load's offset after frame()'s
+        // mask, which 6.1's verifier refuses (offset 128 of 128).
+        next: match unsafe { core::ptr::read_volatile(&(core + 2)) } {
+            i if i < FRAMES => frame(i),
+            _ => 0,
         },
         tag: unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) },
         found: 0,
