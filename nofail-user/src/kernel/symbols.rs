@@ -59,6 +59,21 @@ impl<'a> Patterns<'a> {
     }
 }
 
+/// An ELF mapping symbol or local label, no function: arm64 modules list
+/// `$x`/`$d` where code and data alternate inside a function (the
+/// trigger's `.skip` block), and naming by them cut
+/// `site_burst_callers+0x..` down to `$d+0x..`. As the kernel's own
+/// `is_mapping_symbol()` (include/linux/module_symbol.h).
+fn is_mapping_symbol(name: &str) -> bool {
+    let b = name.as_bytes();
+    match b {
+        [b'.', b'L', ..] | [b'L', b'0', ..] => true,
+        [b'$', b'a' | b'd' | b't' | b'x'] => true,
+        [b'$', b'a' | b'd' | b't' | b'x', b'.', ..] => true,
+        _ => false,
+    }
+}
+
 impl Kallsyms {
     pub fn load() -> Result<Self> {
         let text =
@@ -75,7 +90,7 @@ impl Kallsyms {
                 let kind = parts.next()?;
                 let name = parts.next()?;
                 // Text symbols only: callers are return addresses in code.
-                if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") {
+                if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") || is_mapping_symbol(name) {
                     return None;
                 }
                 let module = parts
@@ -388,6 +403,33 @@ ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
         );
         assert_eq!(k.resolve(0x1000), "0x1000");
         assert_eq!(k.resolve(0xffffffffe0000000), "0xffffffffe0000000");
+    }
+
+    /// arm64: a module function with data inside (the trigger's `.skip`)
+    /// is listed with mapping symbols after it, which name nothing.
+    #[test]
+    fn mapping_symbols_name_nothing() {
+        let k = Kallsyms::parse(
+            "ffff800079c400e0 t site_burst_callers\t[nofail_trigger]\n\
+             ffff800079c400e8 t $d\t[nofail_trigger]\n\
+             ffff800079c400f0 t $x.12\t[nofail_trigger]\n\
+             ffff800079c440ec t .Ltmp3\t[nofail_trigger]\n\
+             ffff800079c44100 t site_burst\t[nofail_trigger]\n",
+        );
+        assert_eq!(
+            k.resolve(0xffff800079c400e0 + 16 + 5),
+            "site_burst_callers+0x15 [nofail_trigger]"
+        );
+        assert_eq!(
+            k.resolve(0xffff800079c44104),
+            "site_burst+0x4 [nofail_trigger]"
+        );
+        for name in ["$d", "$x", "$a.1", "$t", ".Lfoo", "L0bar"] {
+            assert!(is_mapping_symbol(name), "{name}");
+        }
+        for name in ["$dx", "d", "site", "Lfoo", "_L0"] {
+            assert!(!is_mapping_symbol(name), "{name}");
+        }
     }
 
     /// A source that counts its reads and gives `texts[i]` at read `i`
