@@ -175,12 +175,14 @@ pub fn query_until(
 ) -> Result<Vec<(serde_json::Value, f64)>> {
     let deadline = std::time::Instant::now() + wait;
     loop {
-        if let Some(r) = query(port, expr).filter(|r| !r.is_empty()) {
-            return Ok(r);
-        }
+        let last = match try_query(port, expr) {
+            Ok(r) if !r.is_empty() => return Ok(r),
+            Ok(_) => "an empty result".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
         ensure!(
             std::time::Instant::now() < deadline,
-            "prometheus gave no answer to {expr} in {wait:?}"
+            "prometheus gave no answer to {expr} in {wait:?} (last: {last})"
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::{
     harness::Ctx,
-    service::{install_and_start, sh_ok, wait_serving},
+    service::{install_and_start, sh, sh_ok, wait_serving},
     trigger::{self, Arm, Injector},
 };
 
@@ -117,7 +117,13 @@ fn start_prometheus() -> Result<()> {
     )?;
     sh_ok("promtool check config /etc/prometheus/prometheus.yml")?;
     sh_ok("systemctl restart prometheus")?;
-    query_until(PROM, "up{job=\"nofail\"} == 1", Duration::from_secs(180))?;
+    query_until(PROM, "up{job=\"nofail\"} == 1", Duration::from_secs(180)).map_err(|e| {
+        // What Prometheus and nofail were doing, printed for the log.
+        let _ = sh(
+            "systemctl status --no-pager prometheus nofail | head -30; journalctl --no-pager -u prometheus -n 20",
+        );
+        e
+    })?;
     Ok(())
 }
 
