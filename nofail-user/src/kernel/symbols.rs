@@ -65,13 +65,13 @@ impl<'a> Patterns<'a> {
 /// `site_burst_callers+0x..` down to `$d+0x..`. As the kernel's own
 /// `is_mapping_symbol()` (include/linux/module_symbol.h).
 fn is_mapping_symbol(name: &str) -> bool {
-    let b = name.as_bytes();
-    match b {
-        [b'.', b'L', ..] | [b'L', b'0', ..] => true,
-        [b'$', b'a' | b'd' | b't' | b'x'] => true,
-        [b'$', b'a' | b'd' | b't' | b'x', b'.', ..] => true,
-        _ => false,
-    }
+    matches!(
+        name.as_bytes(),
+        [b'.', b'L', ..]
+            | [b'L', b'0', ..]
+            | [b'$', b'a' | b'd' | b't' | b'x']
+            | [b'$', b'a' | b'd' | b't' | b'x', b'.', ..]
+    )
 }
 
 impl Kallsyms {

@@ -117,12 +117,11 @@ fn start_prometheus() -> Result<()> {
     )?;
     sh_ok("promtool check config /etc/prometheus/prometheus.yml")?;
     sh_ok("systemctl restart prometheus")?;
-    query_until(PROM, "up{job=\"nofail\"} == 1", Duration::from_secs(180)).map_err(|e| {
+    query_until(PROM, "up{job=\"nofail\"} == 1", Duration::from_secs(180)).inspect_err(|_| {
         // What Prometheus and nofail were doing, printed for the log.
         let _ = sh(
             "systemctl status --no-pager prometheus nofail | head -30; journalctl --no-pager -u prometheus -n 20",
         );
-        e
     })?;
     Ok(())
 }

@@ -552,15 +552,23 @@ fn bpf_array_map_calls_exact(ctx: &Ctx) -> Result<()> {
 /// role resolved and attached, `__GFP_NOFAIL` = bit 15, and injection
 /// supported exactly on the test kernel (Debian's stock kernels lack
 /// CONFIG_BPF_KPROBE_OVERRIDE: the verifier refuses bpf_override_return).
-fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
-    let json = ctx.out.join("doctor.json");
-    let out = std::process::Command::new(&ctx.nofail)
-        .args(["doctor", "--json"])
-        .arg(&json)
-        .output()?;
+/// `nofail doctor --json` run under `wrapper` (a command and its
+/// arguments before nofail's; none: nofail itself), its JSON read back
+/// from `name` in the results and its text printed.
+fn doctor(ctx: &Ctx, wrapper: &[&str], name: &str) -> Result<serde_json::Value> {
+    let json = ctx.out.join(name);
+    let mut cmd = match wrapper {
+        [] => std::process::Command::new(&ctx.nofail),
+        [program, args @ ..] => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(&ctx.nofail);
+            c
+        }
+    };
+    let out = cmd.args(["doctor", "--json"]).arg(&json).output()?;
     ensure!(
         out.status.success(),
-        "doctor failed: {}",
+        "doctor ({wrapper:?}) failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     print!(
@@ -570,7 +578,11 @@ fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
             .map(|l| format!("  | {l}\n"))
             .collect::<String>()
     );
-    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    Ok(serde_json::from_str(&std::fs::read_to_string(&json)?)?)
+}
+
+fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
+    let d = doctor(ctx, &[], "doctor.json")?;
     let core = d["roles"]
         .as_array()
         .and_then(|r| r.iter().find(|r| r["role"] == "vmalloc-core"))
@@ -655,19 +667,16 @@ fn doctor_matches_kernel(ctx: &Ctx) -> Result<()> {
         // (as under the packaged unit) /proc/kcore is refused and nofail
         // reads it through BPF. On a kernel without /proc/kcore (the test
         // kernel) both runs read through BPF.
-        let json = ctx.out.join("doctor-no-rawio.json");
-        let out = std::process::Command::new("setpriv")
-            .args(["--bounding-set=-sys_rawio", "--inh-caps=-sys_rawio", "--"])
-            .arg(&ctx.nofail)
-            .args(["doctor", "--json"])
-            .arg(&json)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "doctor without CAP_SYS_RAWIO failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        let d = doctor(
+            ctx,
+            &[
+                "setpriv",
+                "--bounding-set=-sys_rawio",
+                "--inh-caps=-sys_rawio",
+                "--",
+            ],
+            "doctor-no-rawio.json",
+        )?;
         let by_bpf = format!("{said}, from its prologue, read through BPF");
         let lines = d["arch_differences"].to_string();
         ensure!(
