@@ -114,6 +114,7 @@ pub fn ensure(kernel: &Kernel, cwd: &Path) -> Result<PathBuf> {
     if !status.exists() {
         std::fs::write(&status, "")?;
     }
+    accounts(&root)?;
     // README.md's commands start with `sudo`; the guest runs them as root
     // already, and Debian's sudo would want the PAM configuration its
     // maintainer scripts write: a sudo that runs its command.
@@ -133,6 +134,47 @@ pub fn ensure(kernel: &Kernel, cwd: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&inside)
         .with_context(|| format!("cannot make {} in the guest root", inside.display()))?;
     Ok(root)
+}
+
+/// The system accounts the packages' maintainer scripts would have made
+/// (base-passwd's /etc/passwd and /etc/group, prometheus's user, which
+/// owns its data directory): without them systemd cannot start
+/// prometheus.service (`User=prometheus`: status 217/USER, seen on the
+/// arm64 test kernel's alerts scenario). Written when absent.
+const PROMETHEUS_ID: u32 = 990;
+
+fn accounts(root: &Path) -> Result<()> {
+    let passwd = root.join("etc/passwd");
+    if !passwd.exists() {
+        std::fs::write(
+            &passwd,
+            format!(
+                "root:x:0:0:root:/root:/bin/sh
+                 prometheus:x:{PROMETHEUS_ID}:{PROMETHEUS_ID}:Prometheus daemon:/var/lib/prometheus:/usr/sbin/nologin
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+"
+            ),
+        )?;
+    }
+    let group = root.join("etc/group");
+    if !group.exists() {
+        std::fs::write(
+            &group,
+            format!(
+                "root:x:0:
+prometheus:x:{PROMETHEUS_ID}:
+nogroup:x:65534:
+"
+            ),
+        )?;
+    }
+    for dir in ["var/lib/prometheus", "var/lib/prometheus/metrics2"] {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir)?;
+        std::os::unix::fs::chown(&dir, Some(PROMETHEUS_ID), Some(PROMETHEUS_ID))
+            .with_context(|| format!("cannot give {} to prometheus", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// `busybox --install -s`, done from the host: every applet the packages
