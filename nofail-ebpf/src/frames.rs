@@ -168,17 +168,10 @@ struct Scan {
     base: u64,
     /// The core's return address.
     want: u64,
-    /// The return address one frame further out (0: not in the walk).
-    next: u64,
     /// RET_ADDR_TAG.
     tag: u64,
     found: u64,
 }
-
-/// Kernel stacks are 16 KiB: a saved frame pointer further than this
-/// above its record is not one.
-#[cfg(bpf_target_arch = "aarch64")]
-const STACK_SIZE: u64 = 16 << 10;
 
 /// One slot of the upward scan (a `bpf_loop` callback, so the verifier
 /// checks it once). Returns 1 to stop.
@@ -187,7 +180,7 @@ extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
     let addr = s.base + 8 * index as u64;
     match unsafe { bpf_probe_read_kernel(addr as *const u64) } {
-        Ok(v) if v | s.tag == s.want && is_live_record(s, addr) => {
+        Ok(v) if v | s.tag == s.want => {
             s.found = addr;
             1
         }
@@ -195,36 +188,6 @@ extern "C" fn scan_step(index: u32, ctx: *mut c_void) -> i64 {
         // Ran off the top of the stack.
         Err(_) => 1,
     }
-}
-
-/// arm64: whether the return address at `addr` is the link register of a
-/// live frame record (`{x29, x30}`, the core's prologue's `stp`), not a
-/// stale copy an earlier, deeper call left in memory that today's frames
-/// below the core do not overwrite. Its saved frame pointer must point
-/// further up the same stack, at the record of the core's caller, whose
-/// return address is the next frame of the walk. x86-64: the return
-/// address is what `call` pushed; kernels there may have no frame
-/// pointers (ORC), and nothing is checked.
-#[cfg(bpf_target_arch = "aarch64")]
-#[inline(always)]
-fn is_live_record(s: &Scan, addr: u64) -> bool {
-    let Ok(fp) = (unsafe { bpf_probe_read_kernel((addr - 8) as *const u64) }) else {
-        return false;
-    };
-    if fp <= addr || fp - addr >= STACK_SIZE {
-        return false;
-    }
-    s.next == 0
-        || matches!(
-            unsafe { bpf_probe_read_kernel((fp + 8) as *const u64) },
-            Ok(v) if v | s.tag == s.next
-        )
-}
-
-#[cfg(not(bpf_target_arch = "aarch64"))]
-#[inline(always)]
-fn is_live_record(_: &Scan, _: u64) -> bool {
-    true
 }
 
 /// Shared with `find_step` through `bpf_loop`.
@@ -419,13 +382,6 @@ pub fn vmalloc_call(from: u64, link: u64) -> Option<Call> {
         // Volatile: where the compiler knows it 0, it zeroes `want` and
         // `found` together through a `memset` call (crate::zero).
         want: unsafe { core::ptr::read_volatile(&ret) },
-        // The index through memory: with `core + 2 < FRAMES` known, the
-        // compiler folds the + 2 into the load's offset after frame()'s
-        // mask, which 6.1's verifier refuses (offset 128 of 128).
-        next: match unsafe { core::ptr::read_volatile(&(core + 2)) } {
-            i if i < FRAMES => frame(i),
-            _ => 0,
-        },
         tag: unsafe { core::ptr::read_volatile(&RET_ADDR_TAG) },
         found: 0,
     };

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::{
     arch::Arch,
     kernels::{self, KernelSpec},
-    setup, trigger,
+    setup,
     util::{self, workspace_root},
     variant, vm,
 };
@@ -56,10 +56,7 @@ pub fn run(spec: &KernelSpec, runs: u32, jobs: u32, backdrop_threads: u32) -> Re
     let between = if runs > 1 {
         let (table, spread) = spread(&counted)?;
         print!("{table}");
-        let out = root.join(match spec.arch {
-            Arch::X86_64 => "target/bench-runs.json",
-            Arch::Arm64 => "target/bench-runs-arm64.json",
-        });
+        let out = root.join(format!("target/bench-runs{}.json", arch_suffix(spec.arch)));
         std::fs::write(&out, serde_json::to_string_pretty(&spread)? + "\n")?;
         println!("xtask bench: spread between runs in {}", out.display());
         Some(spread)
@@ -194,17 +191,10 @@ fn kernel_and_trigger(spec: &KernelSpec) -> Result<(kernels::Kernel, PathBuf)> {
             "{spec}: the benchmark needs the trigger module, built against test, test+PATCH or a kernel build tree DIR"
         );
     }
-    let mut ko = trigger::build(&kernel)?;
-    if kernel.arch != Arch::X86_64 {
-        let dir = workspace_root()
-            .join("target/vm-results")
-            .join(&kernel.label);
-        std::fs::create_dir_all(&dir)?;
-        let shared = dir.join("nofail_trigger.ko");
-        std::fs::copy(&ko, &shared)
-            .with_context(|| format!("cannot copy {} to {}", ko.display(), shared.display()))?;
-        ko = shared;
-    }
+    let dir = workspace_root()
+        .join("target/vm-results")
+        .join(&kernel.label);
+    let ko = crate::suite::trigger_for_guest(&kernel, &dir)?;
     Ok((kernel, ko))
 }
 
@@ -225,19 +215,11 @@ impl Boot<'_> {
         if self.icount { "icount" } else { "wall" }
     }
 
-    /// `-arm64` after the clock for an arm64 guest.
-    fn arch_tag(&self) -> &'static str {
-        match self.kernel.arch {
-            Arch::X86_64 => "",
-            Arch::Arm64 => "-arm64",
-        }
-    }
-
     fn out(&self, root: &Path) -> PathBuf {
         root.join(format!(
             "target/bench-{}{}{}.json",
             self.clock(),
-            self.arch_tag(),
+            arch_suffix(self.kernel.arch),
             self.tag
         ))
     }
@@ -287,7 +269,10 @@ fn boot_all(
 /// One boot: `vm-tests --bench` with the configurations `configs` (all
 /// when empty), its results in `b.out(root)`.
 fn boot(root: &Path, b: &Boot, backdrop_threads: u32, configs: &[&str]) -> Result<()> {
-    let (clock, tag) = (b.clock(), format!("{}{}", b.arch_tag(), b.tag));
+    let (clock, tag) = (
+        b.clock(),
+        format!("{}{}", arch_suffix(b.kernel.arch), b.tag),
+    );
     let out = b.out(root);
     let (vm_tests, nofail) = binaries(root, b.kernel.arch)?;
     let mut command: Vec<String> = vec![
@@ -408,10 +393,16 @@ fn spread(runs: &[Value]) -> Result<(String, Value)> {
 /// Where `cargo xtask bench` writes the counted metric's tables: a page
 /// per architecture, as instruction counts of two instruction sets do not
 /// compare.
-fn results_md(arch: Arch) -> &'static str {
+fn results_md(arch: Arch) -> String {
+    format!("docs/benchmark-results{}.md", arch_suffix(arch))
+}
+
+/// What names an architecture's outputs: nothing for x86-64 (as before
+/// there was another), `-arm64` for arm64, as its kernels' labels.
+fn arch_suffix(arch: Arch) -> String {
     match arch {
-        Arch::X86_64 => "docs/benchmark-results.md",
-        Arch::Arm64 => "docs/benchmark-results-arm64.md",
+        Arch::X86_64 => String::new(),
+        other => format!("-{}", other.debian()),
     }
 }
 

@@ -138,8 +138,9 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     let arm64_built = arm64_wanted && t.stages.last().is_some_and(|s| s.ok);
     let specs = with_arm64_twins(x86, arm64_built);
     // The test kernel is built beside the stock kernels' lanes, at the
-    // lowest priority: their guests leave cores idle while they wait
-    // (sleeps, timeouts, systemd), and the build takes that time.
+    // lowest priority, taking whatever CPU time their guests leave idle
+    // (how much that is on a fresh machine was not measured: vmstat
+    // showed little idle while two or three guests ran).
     // After the stock kernels' fetches: apt's state of a suite is shared
     // and unlocked (apt.rs).
     let stock_kernels: Vec<Kernel> = specs.iter().filter_map(|s| provide(&mut t, s)).collect();

@@ -60,6 +60,22 @@ pub fn vm_tests_binary(arch: Arch) -> PathBuf {
     }
 }
 
+/// The trigger module built against `kernel`, where its guest finds it:
+/// a guest of another architecture sees the checkout, not the host's root
+/// (and so not the cache), so the module is copied into `out` (under
+/// target/).
+pub fn trigger_for_guest(kernel: &Kernel, out: &Path) -> Result<PathBuf> {
+    let ko = trigger::build(kernel)?;
+    if kernel.arch == Arch::X86_64 {
+        return Ok(ko);
+    }
+    std::fs::create_dir_all(out)?;
+    let shared = out.join("nofail_trigger.ko");
+    std::fs::copy(&ko, &shared)
+        .with_context(|| format!("cannot copy {} to {}", ko.display(), shared.display()))?;
+    Ok(shared)
+}
+
 /// What to run on the kernel.
 #[derive(Clone, Copy, Default)]
 pub struct Selection<'a> {
@@ -110,16 +126,7 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
         tree::check_suite(kernel)?;
     }
     if kernel.name.has_trigger() {
-        let mut ko = trigger::build(kernel)?;
-        // A guest of another architecture sees the checkout, not the
-        // host's root (and so not the cache): the module goes with the
-        // results.
-        if kernel.arch != Arch::X86_64 {
-            let shared = out.join("nofail_trigger.ko");
-            std::fs::copy(&ko, &shared)
-                .with_context(|| format!("cannot copy {} to {}", ko.display(), shared.display()))?;
-            ko = shared;
-        }
+        let ko = trigger_for_guest(kernel, &out)?;
         base.extend(["--trigger".into(), ko.display().to_string()]);
     }
     // A variant of the test kernel runs the scenarios of its patch, and
