@@ -76,6 +76,12 @@ pub fn trigger_for_guest(kernel: &Kernel, out: &Path) -> Result<PathBuf> {
     Ok(shared)
 }
 
+/// `--filter`: no filter takes every scenario; a filter takes those whose
+/// name contains it, or one of its comma-separated parts.
+fn selected_by(filter: Option<&str>, name: &str) -> bool {
+    filter.is_none_or(|f| f.split(',').any(|part| name.contains(part)))
+}
+
 /// What to run on the kernel.
 #[derive(Clone, Copy, Default)]
 pub struct Selection<'a> {
@@ -146,10 +152,7 @@ pub fn run(kernel: &Kernel, sel: Selection) -> Result<bool> {
     let table = list(&vm_tests, kernel, sel.also_unpatched)?;
     let chosen: Vec<&Listing> = table
         .iter()
-        .filter(|l| {
-            sel.filter
-                .is_none_or(|f| f.split(',').any(|p| l.name.contains(p)))
-        })
+        .filter(|l| selected_by(sel.filter, &l.name))
         .filter(|l| sel.exact.is_empty() || sel.exact.contains(&l.name.as_str()))
         .filter(|l| !sel.bless || !l.records.is_empty())
         .collect();
@@ -566,6 +569,25 @@ fn bless(root: &Path, out: &Path, chosen: &[&Listing], finished: &[Finished]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_takes_any_of_its_comma_separated_parts() {
+        let names = [
+            "sentinel_matches_full",
+            "export_formats_from_live_run",
+            "serve_soak",
+        ];
+        let taken = |f: Option<&str>| -> Vec<&str> {
+            names.into_iter().filter(|n| selected_by(f, n)).collect()
+        };
+        assert_eq!(taken(None), names);
+        assert_eq!(taken(Some("soak")), ["serve_soak"]);
+        assert_eq!(
+            taken(Some("sentinel,export")),
+            ["sentinel_matches_full", "export_formats_from_live_run"]
+        );
+        assert!(taken(Some("nothing,else")).is_empty());
+    }
 
     fn listing(name: &str, own_boot: bool) -> Listing {
         Listing {
