@@ -25,8 +25,9 @@ pub struct TextGlobals {
     process_timeout: u64,
     kernel_text: [u64; 2],
     /// Where a kretprobe (another tool's, or another nofail's) sends the
-    /// functions it watches back to: `arch_rethook_trampoline` (rethook,
-    /// 5.19+) and `__kretprobe_trampoline`; 0 when absent.
+    /// functions it watches back to: `arch_rethook_trampoline` (kernels
+    /// whose kretprobes run on rethook) and `__kretprobe_trampoline`; 0
+    /// when absent.
     return_trampolines: [u64; 2],
     /// Where `caller` sits above the core's saved return address.
     pub frame: CallFrame,
