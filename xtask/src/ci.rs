@@ -372,13 +372,7 @@ fn stock_matrix(t: &mut Tally, kernels: &[Kernel]) {
 /// on it (timeout, panic), its scenarios, then its patched variant.
 fn test_kernel(t: &mut Tally, root: &Path, since: SystemTime, kernel: &Kernel) {
     runner_checks(t, root, kernel);
-    let t0 = Instant::now();
-    let ok = suite::run(kernel, Selection::default()).unwrap_or_else(|e| {
-        eprintln!("xtask ci: {e:#}");
-        false
-    });
-    t.record("vm tests on test", ok, t0.elapsed().as_secs_f64());
-    fstests_stage(t, kernel);
+    scenarios_beside_fstests(t, kernel);
     patched_kernel(t, root, since);
     event_wait_kernel(t, root, since);
     checkpatch_stage(t, root, kernel);
@@ -554,10 +548,33 @@ pub fn vm_test(
 /// fstests on XFS (`cargo xtask fstests` with its CI set): untraced,
 /// under `nofail trace` and under `nofail inject`, each checked against
 /// the kernel's own counts (docs/fstests.md).
-fn fstests_stage(t: &mut Tally, kernel: &Kernel) {
-    t.step(
-        "fstests on XFS: untraced, traced, injected (CI set)",
-        || crate::fstests::run(kernel, &crate::fstests::Plan::ci()),
+/// The test kernel's scenarios and fstests' three boots, side by side
+/// in the same two lanes (`vm::slots`): one stage's last boots no longer
+/// leave a lane idle while the other waits (one fresh-machine CI run,
+/// the two in turn: 478 s, then 134 s).
+fn scenarios_beside_fstests(t: &mut Tally, kernel: &Kernel) {
+    let timed = |f: &dyn Fn() -> Result<bool>| {
+        let t0 = Instant::now();
+        let ok = f().unwrap_or_else(|e| {
+            eprintln!("xtask ci: {e:#}");
+            false
+        });
+        (ok, t0.elapsed().as_secs_f64())
+    };
+    vm::slots::limit(Some(suite::VM_LANES));
+    let (scenarios, fstests) = std::thread::scope(|s| {
+        let fstests =
+            s.spawn(|| timed(&|| crate::fstests::run(kernel, &crate::fstests::Plan::ci())));
+        let scenarios = timed(&|| suite::run(kernel, Selection::default()));
+        let fstests = fstests.join().unwrap_or((false, 0.0));
+        (scenarios, fstests)
+    });
+    vm::slots::limit(None);
+    t.record("vm tests on test", scenarios.0, scenarios.1);
+    t.record(
+        "fstests on XFS: untraced, traced, injected (CI set; beside the scenarios)",
+        fstests.0,
+        fstests.1,
     );
 }
 

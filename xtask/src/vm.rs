@@ -15,6 +15,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+mod monitor;
+pub mod slots;
+
 use crate::{
     arch::Arch,
     cpio::Cpio,
@@ -151,6 +154,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         }
     }
     let root = crate::guestroot::ensure(guest.kernel, guest.cwd)?;
+    let _slot = slots::take();
     let started = Instant::now();
     let mut qemu = qemu_command(guest, &initrd, &heartbeat, &root);
     let mut child = qemu.spawn().with_context(|| {
@@ -161,6 +165,17 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
     })?;
     let rx = console_lines(&mut child);
     let watched = watch(&rx, &nonce, &heartbeat, guest.timeout, started);
+    if watched
+        .failure
+        .as_ref()
+        .is_some_and(|(code, _)| [EXIT_HANG, EXIT_TIMEOUT].contains(code))
+    {
+        // Where each vCPU was when the guest stopped answering: a hang
+        // that printed nothing (no lockup, no stall report) says no more.
+        for line in monitor::cpu_state(&work.join(monitor::SOCKET)) {
+            eprintln!("xtask vm: {line}");
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&work);
@@ -220,14 +235,12 @@ fn qemu_command(guest: &Guest, initrd: &Path, heartbeat: &Path, root: &Path) -> 
             "-m",
             &guest.memory.to_string(),
         ])
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-monitor",
-            "none",
-        ])
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-monitor")
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            initrd.with_file_name(monitor::SOCKET).display()
+        ))
         .args(if guest.icount {
             &["-icount", "shift=0,sleep=off"][..]
         } else {
