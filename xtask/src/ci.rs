@@ -106,14 +106,24 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     let root = workspace_root();
     let since = SystemTime::now();
     let mut t = Tally::new();
-    t.step("setup (packages, toolchains, tools)", || {
-        setup::ensure().map(|()| true)
-    });
     let kernels_wanted = if kernels_wanted.is_empty() {
         KernelName::ALL.to_vec()
     } else {
         kernels_wanted
     };
+    // The test kernel is built by a thread at the lowest priority, from
+    // the moment its build dependencies are installed: beside the rest of
+    // setup, the stock kernels' fetches, the host checks and the stock
+    // lanes, it takes the CPU time they leave idle.
+    let mut test_build = None;
+    t.step("setup (packages, toolchains, tools)", || {
+        setup::ensure_then(|| {
+            if kernels_wanted.contains(&KernelName::Test) {
+                test_build = Some(std::thread::spawn(build_test_kernel_idle));
+            }
+        })
+        .map(|()| true)
+    });
     let stock: Vec<KernelName> = kernels_wanted
         .iter()
         .copied()
@@ -128,19 +138,10 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
     // is x86-64's refusal check alone) run the stock scenario set in the
     // same lanes, each right after its x86-64 twin.
     let arm64_wanted = stock.iter().any(|&n| n.has_arm64());
-    // The stock kernels are fetched first, one after the other (apt's
-    // state of a suite is shared and unlocked, apt.rs), so that the test
-    // kernel's build can start next: at the lowest priority, beside the
-    // host checks and then the stock lanes, it takes the CPU time they
-    // leave idle (the single-threaded parts of the builds and tests, the
-    // guests' sleeps).
     let fetched: Vec<Kernel> = with_arm64_twins(x86, arm64_wanted)
         .iter()
         .filter_map(|s| provide(&mut t, s))
         .collect();
-    let test_build = kernels_wanted
-        .contains(&KernelName::Test)
-        .then(|| std::thread::spawn(build_test_kernel_idle));
     host_checks(&mut t, &root);
     if arm64_wanted {
         t.step(
@@ -166,7 +167,7 @@ pub fn run(kernels_wanted: Vec<KernelName>) -> Result<i32> {
             built,
             secs,
             &format!(
-                " (nice 19, beside the host checks and the stock lanes; {:.0} s of it after them)",
+                " (nice 19, from setup on; {:.0} s of it after the stock lanes)",
                 waited.elapsed().as_secs_f64()
             ),
         ) {

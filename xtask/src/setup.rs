@@ -61,6 +61,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// the toolchain's parts: it was only ever built with the packages
 /// installed, and rustup's commands are not run side by side.
 pub fn ensure() -> Result<()> {
+    ensure_then(|| ())
+}
+
+/// `ensure`, calling `after_packages` as soon as Debian's packages are
+/// installed (`xtask ci` starts the test kernel's build there).
+pub fn ensure_then(after_packages: impl FnOnce()) -> Result<()> {
     let (toolchain_ready, toolchain) = std::sync::mpsc::channel::<bool>();
     std::thread::scope(|s| {
         let rust = s.spawn(move || -> Result<()> {
@@ -72,6 +78,7 @@ pub fn ensure() -> Result<()> {
         });
         let debian = (|| -> Result<()> {
             debian_packages()?;
+            after_packages();
             if toolchain.recv() == Ok(true) {
                 bpf_linker()?;
             }
