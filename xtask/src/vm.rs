@@ -33,6 +33,9 @@ pub const EXIT_HANG: i32 = 126;
 
 /// Seconds without a heartbeat from the guest init before it counts as hung.
 const HANG_SECS: u64 = 90;
+/// A run this long whose heartbeat never beat fails (`conclude`): every
+/// guest beats within seconds of its init starting.
+const UNBEATEN_SECS: f64 = 20.0;
 /// Console lines kept for the failure report.
 const TAIL_LINES: usize = 40;
 
@@ -188,7 +191,7 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
 
 /// The QEMU machine of `arch`: its program, machine and CPU options, the
 /// kernel's console, and how the heartbeat port is made (the guest init
-/// writes to /dev/hvc0 if there is one, else /dev/ttyS1).
+/// writes to /dev/hvc0 on arm64, /dev/ttyS1 on x86-64).
 struct Machine {
     program: &'static str,
     machine: &'static [&'static str],
@@ -321,6 +324,8 @@ struct Watched {
     started_command: bool,
     /// What ended the run early (crash, hang, timeout), with its code.
     failure: Option<(i32, String)>,
+    /// The heartbeat was seen at least once.
+    beat: bool,
 }
 
 /// Streams the console until the guest ends, crashes, hangs (no heartbeat
@@ -337,6 +342,7 @@ fn watch(
         status: None,
         started_command: false,
         failure: None,
+        beat: false,
     };
     let mut last_beat = (0u64, Instant::now());
     let stdout = std::io::stdout();
@@ -378,6 +384,7 @@ fn watch(
         let beats = std::fs::metadata(heartbeat).map(|m| m.len()).unwrap_or(0);
         if beats != last_beat.0 {
             last_beat = (beats, Instant::now());
+            w.beat = true;
         }
         if started.elapsed() > Duration::from_secs(timeout) {
             w.failure = Some((EXIT_TIMEOUT, format!("timed out after {timeout} s")));
@@ -386,7 +393,11 @@ fn watch(
         if last_beat.1.elapsed() > Duration::from_secs(HANG_SECS) && w.status.is_none() {
             w.failure = Some((
                 EXIT_HANG,
-                format!("guest hung: no heartbeat for {HANG_SECS} s"),
+                if w.beat {
+                    format!("guest hung: no heartbeat for {HANG_SECS} s")
+                } else {
+                    format!("guest hung, or its heartbeat never started: none in {HANG_SECS} s")
+                },
             ));
             break;
         }
@@ -411,6 +422,17 @@ fn conclude(kernel: &Kernel, w: Watched, elapsed: f64) -> Outcome {
         };
     }
     match w.status {
+        // A run long enough to have beaten that never did had no hang
+        // detection: a guest that stopped would have been waited on to
+        // the timeout (and Debian's 6.1 arm64 runs past 90 s were called
+        // hung while their heartbeat had never started).
+        Some(_) if !w.beat && elapsed > UNBEATEN_SECS => {
+            eprintln!(
+                "xtask vm: {}: the guest's heartbeat never beat in {elapsed:.1} s: its hangs would go unseen",
+                kernel.label
+            );
+            Outcome::Done(EXIT_CRASH)
+        }
         Some(code) => {
             eprintln!("xtask vm: {} exited {code} ({elapsed:.1} s)", kernel.label);
             Outcome::Done(code)

@@ -197,15 +197,31 @@ fn setup(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// A dot a second on the heartbeat port, for ever: the virtio console
-/// where there is one (arm64's `virt` machine has a single UART), else
-/// the second serial port (x86-64).
+/// The heartbeat port: the second serial port on x86-64; on arm64
+/// (`virt` has a single UART) the virtio console. Chosen by architecture,
+/// not by which opens: Debian's 6.1 arm64 kernel has 8250 ports ttyS0-3
+/// without hardware that open and swallow what is written, and its
+/// virtio_console is a module, so /dev/hvc0 appears only once `setup`
+/// has loaded it (a heartbeat written to ttyS1 there left the host
+/// calling every run longer than 90 s hung).
+const HEARTBEAT_PORT: &str = if cfg!(target_arch = "aarch64") {
+    "/dev/hvc0"
+} else {
+    "/dev/ttyS1"
+};
+
+/// A dot a second on the heartbeat port, for ever, once it can be opened.
 fn beat() {
-    let Some(mut port) = ["/dev/hvc0", "/dev/ttyS1"]
-        .iter()
-        .find_map(|p| fs::OpenOptions::new().write(true).open(p).ok())
-    else {
-        return;
+    let started = std::time::Instant::now();
+    let mut port = loop {
+        if let Ok(port) = fs::OpenOptions::new().write(true).open(HEARTBEAT_PORT) {
+            break port;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            eprintln!("vm-init: the heartbeat port {HEARTBEAT_PORT} did not open in 60 s");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     };
     loop {
         let _ = port.write_all(b".");
