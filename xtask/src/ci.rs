@@ -350,11 +350,10 @@ fn build_test_kernel_idle() -> (Result<Kernel>, f64) {
     (kernel, t0.elapsed().as_secs_f64())
 }
 
-/// Debian's kernels (fetched one after the other before: two of them
-/// share the bookworm apt state): their scenarios two kernels at a time.
-/// Each guest is one QEMU thread (TCG, thread=single), so two guests on
-/// two cores do not slow each other, and no stock-kernel scenario
-/// measures time against a bound tighter than a second.
+/// Debian's kernels: their scenarios two kernels at a time, each with up
+/// to two of its boots at once (so up to four guests, one QEMU thread
+/// each, on two cores); no stock-kernel scenario measures time against a
+/// bound tighter than a second.
 fn stock_matrix(t: &mut Tally, kernels: &[Kernel]) {
     let results = suite::in_lanes(kernels, |_, kernel| {
         let t0 = Instant::now();
@@ -552,7 +551,7 @@ pub fn vm_test(
 /// The test kernel's scenarios and fstests' three boots, side by side
 /// in the same two lanes (`vm::slots`): one stage's last boots no longer
 /// leave a lane idle while the other waits (one fresh-machine CI run,
-/// the two in turn: 478 s, then 134 s).
+/// the two in turn: 504 s, then 152 s).
 fn scenarios_beside_fstests(t: &mut Tally, kernel: &Kernel) {
     let timed = |f: &dyn Fn() -> Result<bool>| {
         let t0 = Instant::now();
