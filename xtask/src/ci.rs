@@ -545,13 +545,14 @@ pub fn vm_test(
     Ok(if suite::run(&kernel, sel)? { 0 } else { 1 })
 }
 
-/// fstests on XFS (`cargo xtask fstests` with its CI set): untraced,
-/// under `nofail trace` and under `nofail inject`, each checked against
-/// the kernel's own counts (docs/fstests.md).
-/// The test kernel's scenarios and fstests' three boots, side by side
-/// in the same two lanes (`vm::slots`): one stage's last boots no longer
-/// leave a lane idle while the other waits (one fresh-machine CI run,
-/// the two in turn: 504 s, then 152 s).
+/// The test kernel's scenarios and fstests on XFS (`cargo xtask fstests`
+/// with its CI set: untraced, under `nofail trace` and under `nofail
+/// inject`, each checked against the kernel's own counts,
+/// docs/fstests.md), side by side in the same two lanes (`vm::slots`):
+/// one stage's last boots no longer leave a lane idle while the other
+/// waits (one fresh-machine CI run, the two in turn: 504 s, then 152 s).
+/// fstests' own dist build finds the binary packed and leaves it be
+/// (`dist::packed_after`): a guest of the scenarios may be running it.
 fn scenarios_beside_fstests(t: &mut Tally, kernel: &Kernel) {
     let timed = |f: &dyn Fn() -> Result<bool>| {
         let t0 = Instant::now();
