@@ -25,16 +25,6 @@ pub struct Apt {
     arch: Arch,
 }
 
-/// One apt command at a time in this process: a suite's state (lists,
-/// cache) is shared by every user of it and apt's own locks would refuse
-/// the second command rather than wait (`xtask ci` fetches the stock
-/// kernels while the test kernel's build thread fetches its source).
-fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
-    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = APT.lock().unwrap_or_else(|e| e.into_inner());
-    f()
-}
-
 impl Apt {
     pub fn bookworm() -> Result<Self> {
         Self::bookworm_for(Arch::X86_64)
@@ -115,10 +105,6 @@ impl Apt {
     }
 
     fn update_if_stale(&self) -> Result<()> {
-        one_at_a_time(|| self.update_unless_fresh())
-    }
-
-    fn update_unless_fresh(&self) -> Result<()> {
         let stamp = self.dir.join("updated");
         let fresh = std::fs::metadata(&stamp)
             .and_then(|m| m.modified())
@@ -134,25 +120,21 @@ impl Apt {
 
     /// All package names starting with `prefix`.
     pub fn pkgnames(&self, prefix: &str) -> Result<Vec<String>> {
-        let out = one_at_a_time(|| {
-            util::output(
-                Command::new("apt-cache")
-                    .args(self.options())
-                    .args(["pkgnames", prefix]),
-            )
-        })?;
+        let out = util::output(
+            Command::new("apt-cache")
+                .args(self.options())
+                .args(["pkgnames", prefix]),
+        )?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
     /// Candidate version of `pkg`.
     pub fn version(&self, pkg: &str) -> Result<String> {
-        let out = one_at_a_time(|| {
-            util::output(
-                Command::new("apt-cache")
-                    .args(self.options())
-                    .args(["policy", pkg]),
-            )
-        })?;
+        let out = util::output(
+            Command::new("apt-cache")
+                .args(self.options())
+                .args(["policy", pkg]),
+        )?;
         out.lines()
             .find_map(|l| l.trim().strip_prefix("Candidate: "))
             .filter(|v| *v != "(none)")
@@ -162,13 +144,11 @@ impl Apt {
 
     /// Direct `Depends:` of the candidate of `pkg`.
     pub fn depends(&self, pkg: &str) -> Result<Vec<String>> {
-        let out = one_at_a_time(|| {
-            util::output(
-                Command::new("apt-cache")
-                    .args(self.options())
-                    .args(["depends", pkg]),
-            )
-        })?;
+        let out = util::output(
+            Command::new("apt-cache")
+                .args(self.options())
+                .args(["depends", pkg]),
+        )?;
         Ok(out
             .lines()
             .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends: "))
@@ -181,22 +161,20 @@ impl Apt {
     /// returns the .deb paths.
     pub fn download_closure(&self, pkgs: &[&str], dest: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dest.join("partial"))?;
-        one_at_a_time(|| {
-            util::run(
-                Command::new("apt-get")
-                    .args(self.options())
-                    // The status is /dev/null: there is no dpkg database to lock.
-                    .arg("-oDebug::NoLocking=1")
-                    .arg(format!("-oDir::Cache::Archives={}", dest.display()))
-                    .args([
-                        "install",
-                        "--download-only",
-                        "-y",
-                        "--no-install-recommends",
-                    ])
-                    .args(pkgs),
-            )
-        })
+        util::run(
+            Command::new("apt-get")
+                .args(self.options())
+                // The status is /dev/null: there is no dpkg database to lock.
+                .arg("-oDebug::NoLocking=1")
+                .arg(format!("-oDir::Cache::Archives={}", dest.display()))
+                .args([
+                    "install",
+                    "--download-only",
+                    "-y",
+                    "--no-install-recommends",
+                ])
+                .args(pkgs),
+        )
         .with_context(|| format!("cannot download {} with their dependencies", pkgs.join(" ")))?;
         Ok(std::fs::read_dir(dest)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -207,15 +185,13 @@ impl Apt {
     /// Downloads the candidates of `pkgs` into `dest`; returns the .deb paths.
     pub fn download(&self, pkgs: &[String], dest: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dest)?;
-        one_at_a_time(|| {
-            util::run(
-                Command::new("apt-get")
-                    .args(self.options())
-                    .arg("download")
-                    .args(pkgs)
-                    .current_dir(dest),
-            )
-        })
+        util::run(
+            Command::new("apt-get")
+                .args(self.options())
+                .arg("download")
+                .args(pkgs)
+                .current_dir(dest),
+        )
         .with_context(|| format!("cannot download {}", pkgs.join(" ")))?;
         let debs: Vec<PathBuf> = std::fs::read_dir(dest)?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -80,16 +80,6 @@ pub fn build_for(arch: Arch) -> Result<PathBuf> {
     let name = format!("nofail-{version}");
     let stage = stage_dir(&root, arch)?;
     let dist = stage.parent().context("stage directory")?.to_path_buf();
-    let tarball = format!("{name}-{}-linux.tar.gz", arch.uname());
-    let mut inputs = vec![built.clone(), root.join("deploy")];
-    inputs.extend(PACKED.iter().map(|f| root.join(f)));
-    if stage.join("nofail").is_file() && packed_after(&dist.join(&tarball), &inputs) {
-        println!(
-            "xtask dist: {} is up to date",
-            dist.join(&tarball).display()
-        );
-        return Ok(stage.join("nofail"));
-    }
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(&stage)?;
     let bin = stage.join("nofail");
@@ -114,7 +104,12 @@ pub fn build_for(arch: Arch) -> Result<PathBuf> {
     if let Some(why) = dynamic(&elf)? {
         bail!("{} is not static: {why}", bin.display());
     }
-    for f in PACKED {
+    for f in [
+        "README.md",
+        "LICENSE-MIT",
+        "LICENSE-APACHE",
+        "LICENSE-GPL-2.0",
+    ] {
         std::fs::copy(root.join(f), stage.join(f))?;
     }
     util::run(
@@ -123,6 +118,7 @@ pub fn build_for(arch: Arch) -> Result<PathBuf> {
             .arg(root.join("deploy"))
             .arg(&stage),
     )?;
+    let tarball = format!("{name}-{}-linux.tar.gz", arch.uname());
     util::run(
         Command::new("tar")
             .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner"])
@@ -151,39 +147,6 @@ pub fn build_for(arch: Arch) -> Result<PathBuf> {
         String::from_utf8_lossy(&v.stdout).trim_end()
     );
     Ok(bin)
-}
-
-/// The files packed beside the binary (and `deploy/`).
-const PACKED: [&str; 4] = [
-    "README.md",
-    "LICENSE-MIT",
-    "LICENSE-APACHE",
-    "LICENSE-GPL-2.0",
-];
-
-/// The tarball was packed after every input last changed (files, or
-/// directories walked): packing again would make the same files, and
-/// would first remove the staged binary that a guest may be running
-/// (`xtask ci` runs fstests, which asks for this build, beside the test
-/// kernel's scenarios).
-fn packed_after(tarball: &Path, inputs: &[PathBuf]) -> bool {
-    fn newest(path: &Path) -> Option<std::time::SystemTime> {
-        let meta = std::fs::metadata(path).ok()?;
-        let own = meta.modified().ok()?;
-        if !meta.is_dir() {
-            return Some(own);
-        }
-        std::fs::read_dir(path)
-            .ok()?
-            .map(|e| e.ok().and_then(|e| newest(&e.path())))
-            .try_fold(own, |max, t| Some(max.max(t?)))
-    }
-    let Some(packed) = std::fs::metadata(tarball).and_then(|m| m.modified()).ok() else {
-        return false;
-    };
-    inputs
-        .iter()
-        .all(|p| newest(p).is_some_and(|t| t <= packed))
 }
 
 /// An ELF64 little-endian file's `e_machine`, and whether it has a
@@ -240,48 +203,6 @@ fn dynamic(elf: &[u8]) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Up to date only while nothing packed, nested files included, is
-    /// newer than the tarball; no tarball is never up to date.
-    #[test]
-    fn packed_after_compares_every_input() {
-        use std::time::{Duration, SystemTime};
-        let dir = std::env::temp_dir().join(format!("nofail-dist-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("deploy/systemd")).unwrap();
-        let at = |path: &Path, secs: u64| {
-            std::fs::write(path, "x").unwrap();
-            std::fs::File::options()
-                .write(true)
-                .open(path)
-                .unwrap()
-                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-                .unwrap();
-        };
-        let (bin, nested, tarball) = (
-            dir.join("nofail"),
-            dir.join("deploy/systemd/nofail.service"),
-            dir.join("nofail.tar.gz"),
-        );
-        let inputs = [bin.clone(), dir.join("deploy/systemd")];
-        at(&bin, 1_000);
-        at(&nested, 1_000);
-        assert!(!packed_after(&tarball, &inputs));
-        at(&tarball, 2_000);
-        // The directories themselves were made now, after the tarball.
-        assert!(!packed_after(&tarball, &inputs));
-        let dir_time = |p: &Path| {
-            std::fs::File::open(p)
-                .unwrap()
-                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000))
-                .unwrap()
-        };
-        dir_time(&dir.join("deploy/systemd"));
-        assert!(packed_after(&tarball, &inputs));
-        at(&nested, 3_000);
-        assert!(!packed_after(&tarball, &inputs));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     /// The check tells this very (dynamic, glibc) build from a static one.
     #[test]

@@ -53,44 +53,17 @@ const PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Two threads: Debian's packages (network and dpkg, about one core),
-/// then what needs them, beside the Rust side: the toolchain's parts
-/// first, then cargo-deny and cargo-fuzz, which build with gcc alone (a
-/// fresh machine has it; `ring` and `zstd-sys` in cargo-deny's lock
-/// file build their own C). bpf-linker waits for both the packages and
-/// the toolchain's parts: it was only ever built with the packages
-/// installed, and rustup's commands are not run side by side.
 pub fn ensure() -> Result<()> {
-    ensure_then(|| ())
-}
-
-/// `ensure`, calling `after_packages` as soon as Debian's packages are
-/// installed (`xtask ci` starts the test kernel's build there).
-pub fn ensure_then(after_packages: impl FnOnce()) -> Result<()> {
-    let (toolchain_ready, toolchain) = std::sync::mpsc::channel::<bool>();
-    std::thread::scope(|s| {
-        let rust = s.spawn(move || -> Result<()> {
-            let parts = nightly_rust_src().and_then(|()| musl_target());
-            let _ = toolchain_ready.send(parts.is_ok());
-            parts?;
-            cargo_deny()?;
-            cargo_fuzz()
-        });
-        let debian = (|| -> Result<()> {
-            debian_packages()?;
-            after_packages();
-            if toolchain.recv() == Ok(true) {
-                bpf_linker()?;
-            }
-            // fstests from ../shared/thirdparty, built once per tarball
-            // (`cargo xtask fstests`, docs/fstests.md).
-            crate::fstests::build::ensure().map(drop)
-        })();
-        let rust = rust
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the Rust tools' thread panicked")));
-        debian.and(rust)
-    })
+    debian_packages()?;
+    nightly_rust_src()?;
+    musl_target()?;
+    bpf_linker()?;
+    cargo_deny()?;
+    cargo_fuzz()?;
+    // fstests from ../shared/thirdparty, built once per tarball
+    // (`cargo xtask fstests`, docs/fstests.md).
+    crate::fstests::build::ensure()?;
+    Ok(())
 }
 
 /// The tools installed with `cargo install` run for seconds per CI run:

@@ -16,7 +16,6 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 mod monitor;
-pub mod slots;
 
 use crate::{
     arch::Arch,
@@ -157,7 +156,6 @@ fn run_once(guest: &Guest) -> Result<Outcome> {
         }
     }
     let root = crate::guestroot::ensure(guest.kernel, guest.cwd)?;
-    let _slot = slots::take();
     let started = Instant::now();
     let mut qemu = qemu_command(guest, &initrd, &heartbeat, &root);
     let mut child = qemu.spawn().with_context(|| {
