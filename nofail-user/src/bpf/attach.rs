@@ -387,6 +387,22 @@ pub fn resolve_table(
     Ok((found, missing))
 }
 
+/// Every function a table above attaches to or injects at: what
+/// `KernelView` looks up in kallsyms.
+pub fn functions() -> impl Iterator<Item = &'static str> {
+    [
+        ROLES,
+        STAGE_ROLES,
+        WHAT_IF_ROLES,
+        EVENT_WAIT_ROLES,
+        SENTINEL_ROLES,
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|r| r.candidates.iter().copied())
+    .chain([AREA_INJECT.function, MAPPING_INJECT.function])
+}
+
 /// The error-injectable kernel function and the program overriding it
 /// for a stage.
 pub fn inject_hook(stage: Stage) -> &'static InjectHook {
@@ -405,6 +421,7 @@ mod tests {
         KernelView {
             release: "test".into(),
             traceable: Some(functions.iter().map(|s| s.to_string()).collect()),
+            looked_up: super::functions().collect(),
             ..Default::default()
         }
     }

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::{
     bpf::{
-        maps,
+        attach, maps,
         tracer::{Globals, Tracer},
     },
     kernel::{duration_ns, symbols::SymbolCache, view::KernelView},
@@ -43,8 +43,8 @@ impl Session {
         globals: Globals,
         preflight: impl FnOnce(&KernelView) -> Result<()>,
     ) -> Result<Self> {
-        let view = KernelView::probe()?;
         let names = SymbolCache::load()?;
+        let view = KernelView::probe(Some(names.syms()), attach::functions().collect())?;
         if !names.syms().has_addresses() {
             eprintln!(
                 "nofail: warning: /proc/kallsyms hides addresses (kptr_restrict): callers shown as raw addresses"
@@ -55,7 +55,7 @@ impl Session {
             eprintln!("nofail: {summary}");
         }
         preflight(&view)?;
-        let tracer = Tracer::attach(&view, mode, &globals, &rules)?;
+        let tracer = Tracer::attach(&view, Some(names.syms()), mode, &globals, &rules)?;
         Ok(Self {
             view,
             names,

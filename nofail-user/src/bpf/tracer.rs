@@ -5,7 +5,7 @@
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader,
     programs::{FEntry, FExit, KProbe, ProgramError},
     sys::SyscallError,
 };
@@ -62,15 +62,14 @@ impl Tracer {
     /// Loads the object, installs `filter`, then attaches every role.
     pub fn attach(
         view: &KernelView,
+        kallsyms: Option<&Kallsyms>,
         mode: Mode,
         globals: &Globals,
         targets: &crate::bpf::filter::Targets,
     ) -> Result<Self> {
         let gfp_nofail = view.gfp_nofail();
         let cap = &targets.capacity;
-        let text = Kallsyms::load()
-            .ok()
-            .and_then(|k| tpmode::TextGlobals::from_kallsyms(&k));
+        let text = kallsyms.and_then(tpmode::TextGlobals::from_kallsyms);
         let self_tgid = std::process::id();
         let what_if = globals.what_if as u32;
         // --max-inflight N: min(N, CALL_SLOTS) call slots in full mode
@@ -343,11 +342,10 @@ fn attach_functions(
     mode: Mode,
 ) -> std::result::Result<Attachment, (anyhow::Error, bool)> {
     let (plan, missing) = attach::resolve(view).map_err(|e| (e, true))?;
-    let btf = Btf::from_sys_fs().ok();
     let mut attached = Vec::new();
     for Resolved { role, function } in plan {
-        let a = attach_role(ebpf, btf.as_ref(), view, role, function, mode)
-            .map_err(|e| (e, attached.is_empty()))?;
+        let a =
+            attach_role(ebpf, view, role, function, mode).map_err(|e| (e, attached.is_empty()))?;
         attached.push(a);
     }
     let warnings = missing_warnings(&missing);
@@ -374,16 +372,8 @@ impl Tracer {
     fn attach_like_core(&mut self, view: &KernelView, roles: &'static [Role]) -> Result<()> {
         let core_mode = self.core_mode().context("vmalloc's core is not attached")?;
         let (plan, _) = attach::resolve_table(view, roles)?;
-        let btf = Btf::from_sys_fs().ok();
         for Resolved { role, function } in plan {
-            let a = attach_role(
-                &mut self.ebpf,
-                btf.as_ref(),
-                view,
-                role,
-                function,
-                core_mode,
-            )?;
+            let a = attach_role(&mut self.ebpf, view, role, function, core_mode)?;
             self.attached.push(a);
         }
         Ok(())
@@ -429,7 +419,6 @@ fn is_root() -> bool {
 
 fn attach_role(
     ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
     view: &KernelView,
     role: &'static Role,
     function: &'static str,
@@ -450,7 +439,7 @@ fn attach_role(
             "not used: this kernel preempts BPF programs ({} preemption) and skips fentry runs under load",
             view.preempt.as_deref().unwrap_or("?")
         )),
-        Mode::Fentry | Mode::Auto => match attach_fentry(ebpf, btf, view, role, function) {
+        Mode::Fentry | Mode::Auto => match attach_fentry(ebpf, view, role, function) {
             Ok(()) => return Ok(attached(Mode::Fentry, None)),
             Err(e) if mode == Mode::Fentry => {
                 return Err(e.context(format!("fentry on {function} ({})", role.name)));
@@ -475,14 +464,10 @@ fn attach_role(
     }
 }
 
-fn attach_fentry(
-    ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    view: &KernelView,
-    role: &Role,
-    function: &str,
-) -> Result<()> {
-    let btf = btf.context("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
+fn attach_fentry(ebpf: &mut Ebpf, view: &KernelView, role: &Role, function: &str) -> Result<()> {
+    let btf = view
+        .aya_btf()
+        .context("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
     if !view.has_btf_func(function) {
         return Err(anyhow!("{function} is not in the kernel's BTF"));
     }

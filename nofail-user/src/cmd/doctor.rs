@@ -7,11 +7,11 @@ use serde::Serialize;
 
 use crate::{
     bpf::{
-        attach::{AREA_INJECT, MAPPING_INJECT, ROLES, TRACEPOINT_BLIND, TRACEPOINT_ROLES},
+        attach::{self, AREA_INJECT, MAPPING_INJECT, ROLES, TRACEPOINT_BLIND, TRACEPOINT_ROLES},
         injector, one_line,
         tracer::Tracer,
     },
-    kernel::{arch, view::KernelView},
+    kernel::{arch, symbols::Kallsyms, view::KernelView},
     model::{Mode, inject::InjectMode},
 };
 
@@ -114,8 +114,15 @@ fn lockdown() -> Option<String> {
 }
 
 pub fn run(args: DoctorArgs) -> Result<()> {
-    let view = KernelView::probe()?;
-    let attached = Tracer::attach(&view, args.mode, &Default::default(), &Default::default());
+    let kallsyms = Kallsyms::load().ok();
+    let view = KernelView::probe(kallsyms.as_ref(), attach::functions().collect())?;
+    let attached = Tracer::attach(
+        &view,
+        kallsyms.as_ref(),
+        args.mode,
+        &Default::default(),
+        &Default::default(),
+    );
     let roles = role_lines(&view, &attached);
     let plan = Plan::of(args.mode, &attached);
     let tracepoint_roles = TRACEPOINT_ROLES
@@ -138,7 +145,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         caller_off: call_frame.map(|f| f.caller_off),
         arch_differences: arch::differences(call_frame),
         btf: view.btf.is_some(),
-        ftrace_functions_readable: view.traceable.is_some(),
+        ftrace_functions_readable: KernelView::ftrace_list_readable(),
         kprobes: view.kprobes,
         preempt: view.preempt.clone(),
         preempt_source: view.preempt_source,

@@ -316,6 +316,19 @@ impl Kallsyms {
         (out, functions)
     }
 
+    /// Which of `names` this copy lists as code (built-in or module).
+    pub fn functions_among<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> std::collections::HashSet<String> {
+        let wanted: std::collections::HashSet<&str> = names.into_iter().collect();
+        self.syms
+            .iter()
+            .filter(|s| wanted.contains(s.name.as_str()))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     /// Is `module` a loadable module with code in kallsyms?
     pub fn has_module(&self, module: &str) -> bool {
         self.syms
@@ -388,6 +401,31 @@ ffffffff81200400 t __vmalloc_area_node
 ffffffff81300000 D some_data
 ffffffffc0000000 t trigger_nofail_vmalloc\t[nofail_trigger]
 ";
+
+    #[test]
+    fn functions_among_are_code_only() {
+        let k = Kallsyms::parse(SAMPLE);
+        let found = k.functions_among([
+            "__vmalloc_node_range_noprof",
+            "__vmalloc_node_range",
+            "some_data",
+            "trigger_nofail_vmalloc",
+        ]);
+        let mut found: Vec<_> = found.into_iter().collect();
+        found.sort();
+        assert_eq!(
+            found,
+            ["__vmalloc_node_range_noprof", "trigger_nofail_vmalloc"]
+        );
+        // Hidden addresses (kptr_restrict) list no code at all.
+        let hidden = Kallsyms::parse("0000000000000000 T __vmalloc_node_range_noprof\n");
+        assert!(!hidden.has_addresses());
+        assert!(
+            hidden
+                .functions_among(["__vmalloc_node_range_noprof"])
+                .is_empty()
+        );
+    }
 
     #[test]
     fn resolves_to_symbol_plus_offset() {
