@@ -20,11 +20,16 @@ const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
 const KIND_DECL_TAG: u32 = 17;
 const KIND_ENUM64: u32 = 19;
+/// The enumerators kept (`KernelBtf::enumerators`).
+const GFP_PREFIX: &[u8] = b"___GFP_";
 
 #[derive(Debug, Default)]
 pub struct KernelBtf {
     /// FUNC names and their type ids (fmod_ret attaches by id).
     pub funcs: HashMap<String, u32>,
+    /// The gfp bits' enumerators (`___GFP_*`), the only ones nofail
+    /// reads: a Debian kernel has tens of thousands, and this parse runs
+    /// at every start.
     pub enumerators: HashMap<String, i64>,
 }
 
@@ -55,11 +60,12 @@ impl KernelBtf {
         let strings = data
             .get(str_off..str_off + str_len)
             .context("BTF string section out of range")?;
-        let name = |off: u32| -> String {
+        let name = |off: u32| -> &[u8] {
             let s = strings.get(off as usize..).unwrap_or_default();
             let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-            String::from_utf8_lossy(&s[..end]).into_owned()
+            &s[..end]
         };
+        let owned = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
 
         let mut btf = KernelBtf::default();
         let mut pos = type_off;
@@ -75,20 +81,26 @@ impl KernelBtf {
             pos += 12;
             match kind {
                 KIND_FUNC => {
-                    btf.funcs.insert(name(name_off), id);
+                    btf.funcs.insert(owned(name(name_off)), id);
                 }
                 KIND_ENUM => {
                     for i in 0..vlen {
                         let e = pos + i * 8;
                         let val = u32_at(e + 4)? as i32 as i64;
-                        btf.enumerators.insert(name(u32_at(e)?), val);
+                        let n = name(u32_at(e)?);
+                        if n.starts_with(GFP_PREFIX) {
+                            btf.enumerators.insert(owned(n), val);
+                        }
                     }
                 }
                 KIND_ENUM64 => {
                     for i in 0..vlen {
                         let e = pos + i * 12;
                         let val = (u32_at(e + 4)? as u64 | ((u32_at(e + 8)? as u64) << 32)) as i64;
-                        btf.enumerators.insert(name(u32_at(e)?), val);
+                        let n = name(u32_at(e)?);
+                        if n.starts_with(GFP_PREFIX) {
+                            btf.enumerators.insert(owned(n), val);
+                        }
                     }
                 }
                 _ => {}

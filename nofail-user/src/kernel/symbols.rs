@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -22,7 +23,7 @@ struct Sym {
     name: String,
     /// The loadable module the code lives in (kallsyms' `[name]` tag);
     /// `None` for built-in code.
-    module: Option<String>,
+    module: Option<Arc<str>>,
 }
 
 /// Which kernel functions `--caller` and `--module` select: names and
@@ -82,10 +83,15 @@ impl Kallsyms {
     }
 
     pub fn parse(text: &str) -> Self {
+        // One module name per module, shared by its symbols: Debian's
+        // kernels list some 100,000 module symbols, and the parse runs at
+        // every start (under QEMU TCG at a thirtieth of the host's speed).
+        let mut modules: Vec<Arc<str>> = Vec::new();
         let mut syms: Vec<Sym> = text
             .lines()
             .filter_map(|line| {
-                let mut parts = line.split_whitespace();
+                // "addr kind name" and "\t[module]" when in a module.
+                let mut parts = line.split_ascii_whitespace();
                 let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
                 let kind = parts.next()?;
                 let name = parts.next()?;
@@ -96,7 +102,14 @@ impl Kallsyms {
                 let module = parts
                     .next()
                     .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
-                    .map(str::to_string);
+                    .map(|m| match modules.iter().rev().find(|k| &***k == m) {
+                        Some(k) => k.clone(),
+                        None => {
+                            let k: Arc<str> = m.into();
+                            modules.push(k.clone());
+                            k
+                        }
+                    });
                 Some(Sym {
                     addr,
                     name: name.to_string(),
@@ -104,7 +117,7 @@ impl Kallsyms {
                 })
             })
             .collect();
-        syms.sort();
+        syms.sort_unstable();
         Self { syms }
     }
 
