@@ -439,7 +439,8 @@ pub enum Health {
     /// row but in no chain.
     ChainsFull = 5,
     /// Tracepoint mode: a vmalloc event whose `caller` argument could not
-    /// be found in stack memory; not counted.
+    /// be found in stack memory, or whose captured stack another program
+    /// on the CPU overwrote twice before it was read; not counted.
     CallerUnread = 6,
     /// `--what-if`: a retry whose waiter slot another task held; it is
     /// counted as a retry but neither futile nor freed.

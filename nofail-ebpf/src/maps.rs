@@ -75,6 +75,13 @@ pub const FRAMES: usize = 16;
 #[map]
 pub static FRAMES_BUF: PerCpuArray<[u64; FRAMES]> = PerCpuArray::with_max_entries(1, 0);
 
+/// Captures into `FRAMES_BUF` so far, per CPU. A tracepoint program runs
+/// preemptibly on a kernel that preempts BPF programs (7.2, lazy
+/// preemption): another task's program can take the CPU's buffer over
+/// between a capture and its reading (frames.rs `tracked_call`).
+#[map]
+pub static CAPTURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Tracepoint mode: where a new `INFLIGHT` record is built (the struct is
 /// too large for the stack next to a captured kernel stack).
 #[map]

@@ -131,6 +131,10 @@ fn try_sleep_start(ctx: &RawTracePointContext, timer: u64) {
     if function.ok() != Some(global(&PROCESS_TIMEOUT)) || global(&PROCESS_TIMEOUT) == 0 {
         return;
     }
+    // Before the stack walk: a tick during it (slow under QEMU TCG, and
+    // preemptible on 7.2) made a 1-jiffy sleep read as 0 jiffies asked,
+    // in about one run of six of `tracepoint_mode_matches_full`.
+    let now_jiffies = unsafe { bpf_jiffies64() };
     let Some(call) = tracked_call(ctx, u64::MAX, true) else {
         return;
     };
@@ -147,7 +151,7 @@ fn try_sleep_start(ctx: &RawTracePointContext, timer: u64) {
     let expires =
         unsafe { bpf_probe_read_kernel((timer + global(&TIMER_EXPIRES_OFF)) as *const u64) }
             .unwrap_or(0);
-    let jiffies = expires.saturating_sub(unsafe { bpf_jiffies64() });
+    let jiffies = expires.saturating_sub(now_jiffies);
     if let Some(stats) = caller_stats(call.caller) {
         let s = unsafe { &mut *stats };
         s.sleeps += 1;
