@@ -460,8 +460,8 @@ pub fn tracked_call(
 
 /// A capture and what it shows, and whether the CPU's frame buffer was
 /// taken over before it was read: on 7.2 (lazy preemption) a tracepoint
-/// program is preemptible, and the tracepoint mode lost 1 of 40 trigger
-/// calls in about one run of ten with a fentry tracer beside it (the
+/// program is preemptible, and the tracepoint mode lost a trigger call in
+/// 5 of 96 rounds of 40 calls with a fentry tracer beside it (the
 /// buffer then held rcu_gp_kthread's `timer_start` stack, captured by
 /// the retry-sleep program while the vmap-area one was preempted).
 struct Read {

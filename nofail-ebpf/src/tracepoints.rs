@@ -132,8 +132,8 @@ fn try_sleep_start(ctx: &RawTracePointContext, timer: u64) {
         return;
     }
     // Before the stack walk: a tick during it (slow under QEMU TCG, and
-    // preemptible on 7.2) made a 1-jiffy sleep read as 0 jiffies asked,
-    // in about one run of six of `tracepoint_mode_matches_full`.
+    // preemptible on 7.2), the likely cause, made a 1-jiffy sleep read as
+    // 0 jiffies asked once in `tracepoint_mode_matches_full`.
     let now_jiffies = unsafe { bpf_jiffies64() };
     let Some(call) = tracked_call(ctx, u64::MAX, true) else {
         return;

@@ -22,9 +22,9 @@ pub struct KernelView {
     pub traceable: Option<HashSet<String>>,
     /// aya's parse of the kernel's BTF, made on first use (fentry and
     /// fmod_ret attach by it): a kprobe-only run never pays for it.
-    pub aya_btf_cell: OnceLock<Option<aya::Btf>>,
+    pub(crate) aya_btf_cell: OnceLock<Option<aya::Btf>>,
     /// The functions `traceable` was asked about.
-    pub looked_up: Vec<&'static str>,
+    pub(crate) looked_up: Vec<&'static str>,
     /// The kprobe PMU exists (`CONFIG_KPROBES` and perf kprobe support).
     pub kprobes: bool,
     /// Preemption model in use (`none`, `voluntary`, `full`, `lazy`, `rt`):
