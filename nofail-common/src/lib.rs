@@ -438,9 +438,11 @@ pub enum Health {
     /// `--chains`: the chain map was full; the call is in its caller's
     /// row but in no chain.
     ChainsFull = 5,
-    /// Tracepoint mode: a vmalloc event whose `caller` argument could not
-    /// be found in stack memory, or whose captured stack another program
-    /// on the CPU overwrote twice before it was read; not counted.
+    /// Tracepoint and sentinel modes: a vmalloc event whose `caller`
+    /// argument could not be found in stack memory; or an event whose
+    /// stack could not be taken, or was written by another program on the
+    /// CPU around its reading, twice (it may not have been a vmalloc
+    /// call); not counted.
     CallerUnread = 6,
     /// `--what-if`: a retry whose waiter slot another task held; it is
     /// counted as a retry but neither futile nor freed.

@@ -18,7 +18,7 @@ use nofail_common::{COMM_LEN, Health};
 
 use crate::{
     config::selected,
-    maps::{CAPTURES, FRAMES, FRAMES_BUF, health},
+    maps::{CAPTURE_WRITING, CAPTURE_WRITTEN, CAPTURES, FRAMES, FRAMES_BUF, fetch_add, health},
     task::current_tgid,
 };
 
@@ -114,22 +114,59 @@ pub fn in_warn(addr: u64) -> bool {
 /// kprobe flavour zeroes the whole buffer then, but the raw-tracepoint
 /// one (tracepoints, fentry) returns -EBUSY past three nested programs on
 /// a CPU without touching it. Not zeroed beforehand: the BPF target does
-/// that through a `memset` subprogram (zero.rs). False when there is no
+/// that through a `memset` subprogram (zero.rs). None when there is no
 /// buffer.
+///
+/// The buffer is the CPU's, and on a kernel that preempts BPF programs
+/// another task's capture can write it at any point: while another capture
+/// was inside bpf_get_stack() (preempted there), during this one's write,
+/// or before this one is read. [`Capture::still_own`] tells: it holds when
+/// no other capture was writing at this one's start or at the check, and
+/// none finished a write in between. A capture that starts before this one
+/// and writes during it is still writing at this one's start; one that
+/// starts later either finished (the written count moved) or is still
+/// writing at the check.
 #[inline(always)]
-pub fn capture(ctx: *mut c_void) -> bool {
-    let Some(buf) = FRAMES_BUF.get_ptr_mut(0) else {
-        return false;
-    };
-    if let Some(n) = CAPTURES.get_ptr_mut(0) {
-        unsafe { *n += 1 };
+pub fn capture(ctx: *mut c_void) -> Option<Capture> {
+    let buf = FRAMES_BUF.get_ptr_mut(0)?;
+    let writing = CAPTURES.get_ptr_mut(CAPTURE_WRITING)?;
+    let written = CAPTURES.get_ptr_mut(CAPTURE_WRITTEN)?;
+    let others = fetch_add(writing, 1);
+    let before = unsafe { core::ptr::read_volatile(written) };
+    let taken = unsafe { bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0) } >= 0;
+    if !taken {
+        unsafe { (*buf)[0] = 0 };
     }
-    unsafe {
-        if bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0) < 0 {
-            (*buf)[0] = 0;
-        }
+    let at_write = fetch_add(written, 1);
+    fetch_add(writing, u64::MAX);
+    let alone = others == 0 && at_write == before;
+    Some(Capture {
+        taken,
+        written: if alone { at_write + 1 } else { 0 },
+    })
+}
+
+/// One capture into this CPU's frame buffer ([`capture`]).
+pub struct Capture {
+    /// bpf_get_stack() filled the buffer.
+    pub taken: bool,
+    /// The CPU's written count with this capture's write the last one; 0
+    /// when another capture was writing around this one's own write.
+    written: u64,
+}
+
+impl Capture {
+    /// The buffer still holds this capture's stack, whole: checked after
+    /// reading it.
+    #[inline(always)]
+    pub fn still_own(&self) -> bool {
+        let count = |slot| {
+            CAPTURES
+                .get(slot)
+                .map_or(u64::MAX, |n| unsafe { core::ptr::read_volatile(n) })
+        };
+        self.written != 0 && count(CAPTURE_WRITTEN) == self.written && count(CAPTURE_WRITING) == 0
     }
-    true
 }
 
 /// Frame `i` (< FRAMES) of the last capture.
@@ -306,7 +343,7 @@ pub fn is_retry_sleep(ctx: *mut c_void, link: u64) -> bool {
         }
         link_taken = is_return_trampoline(link);
     }
-    if !capture(ctx) {
+    if capture(ctx).is_none() {
         return true;
     }
     let first = find_frames().first as usize;
@@ -437,16 +474,16 @@ pub fn tracked_call(
     gfp: u32,
     link: u64,
 ) -> Option<Call> {
-    let mut call = read_call(ctx, from, retry_sleep, link)?;
-    if call.taken_over {
+    let mut read = read_call(ctx, from, retry_sleep, link)?;
+    if !read.own {
         // Once more: this event's stack is still there to capture.
-        call = read_call(ctx, from, retry_sleep, link)?;
+        read = read_call(ctx, from, retry_sleep, link)?;
     }
-    if call.taken_over {
+    if !read.own {
         health(Health::CallerUnread);
         return None;
     }
-    let call = call.call?;
+    let call = read.call?;
     if call.caller == 0 {
         health(Health::CallerUnread);
         return None;
@@ -458,23 +495,21 @@ pub fn tracked_call(
     selected(current_tgid(), comm, call.caller, size, gfp).then_some(call)
 }
 
-/// A capture and what it shows, and whether the CPU's frame buffer was
-/// taken over before it was read: on 7.2 (lazy preemption) a tracepoint
-/// program is preemptible, and the tracepoint mode lost a trigger call in
-/// 5 of 96 rounds of 40 calls with a fentry tracer beside it (the
-/// buffer then held rcu_gp_kthread's `timer_start` stack, captured by
-/// the retry-sleep program while the vmap-area one was preempted).
+/// A capture and what it shows, and whether that was this event's stack:
+/// on 7.2 (lazy preemption) a tracepoint program is preemptible, and the
+/// tracepoint mode lost a trigger call in 5 of 96 rounds of 40 calls with
+/// a fentry tracer beside it (the buffer then held rcu_gp_kthread's
+/// `timer_start` stack, captured by the retry-sleep program while the
+/// vmap-area one was preempted). `own` is false as well when
+/// bpf_get_stack() failed: the event may have been a vmalloc call.
 struct Read {
     call: Option<Call>,
-    taken_over: bool,
+    own: bool,
 }
 
 #[inline(always)]
 fn read_call(ctx: *mut c_void, from: u64, retry_sleep: bool, link: u64) -> Option<Read> {
-    if !capture(ctx) {
-        return None;
-    }
-    let before = captures();
+    let capture = capture(ctx)?;
     let call = if retry_sleep {
         retry_sleep_call(from, link)
     } else {
@@ -482,14 +517,6 @@ fn read_call(ctx: *mut c_void, from: u64, retry_sleep: bool, link: u64) -> Optio
     };
     Some(Read {
         call,
-        taken_over: captures() != before,
+        own: capture.taken && capture.still_own(),
     })
-}
-
-/// This CPU's `CAPTURES`.
-#[inline(always)]
-fn captures() -> u64 {
-    CAPTURES
-        .get(0)
-        .map_or(0, |n| unsafe { core::ptr::read_volatile(n) })
 }

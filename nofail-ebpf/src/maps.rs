@@ -75,12 +75,17 @@ pub const FRAMES: usize = 16;
 #[map]
 pub static FRAMES_BUF: PerCpuArray<[u64; FRAMES]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Captures into `FRAMES_BUF` so far, per CPU. A tracepoint program runs
+/// Per CPU, the bookkeeping of captures into `FRAMES_BUF`: slot
+/// `CAPTURE_WRITING`, captures inside bpf_get_stack() now; slot
+/// `CAPTURE_WRITTEN`, captures written so far. A tracepoint program runs
 /// preemptibly on a kernel that preempts BPF programs (7.2, lazy
-/// preemption): another task's program can take the CPU's buffer over
-/// between a capture and its reading (frames.rs `tracked_call`).
+/// preemption): another task's program can write the CPU's buffer between
+/// a capture and its reading, or in the middle of it (frames.rs
+/// `capture`).
 #[map]
-pub static CAPTURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static CAPTURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+pub const CAPTURE_WRITING: u32 = 0;
+pub const CAPTURE_WRITTEN: u32 = 1;
 
 /// Tracepoint mode: where a new `INFLIGHT` record is built (the struct is
 /// too large for the stack next to a captured kernel stack).

@@ -21,8 +21,11 @@ pub struct HealthCounts {
     /// `--chains`: calls in no chain because the chain map was full.
     #[serde(default)]
     pub chains_full: u64,
-    /// Tracepoint mode: vmalloc events whose caller could not be read from
-    /// the stack (a kretprobe on vmalloc's core hides it); not counted.
+    /// Tracepoint and sentinel modes: vmalloc events whose caller could not
+    /// be read from the stack (a kretprobe on vmalloc's core hides it), and
+    /// events whose stack could not be taken or was written by another
+    /// program on the CPU around its reading, twice (each may not have been
+    /// a vmalloc call); not counted.
     #[serde(default)]
     pub caller_unread: u64,
     /// `--what-if`: retries whose waiter slot another task held, counted
