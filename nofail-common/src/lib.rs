@@ -603,6 +603,9 @@ mod pod {
 }
 
 #[cfg(test)]
+mod capture_model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

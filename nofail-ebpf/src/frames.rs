@@ -118,20 +118,19 @@ pub fn in_warn(addr: u64) -> bool {
 /// buffer.
 ///
 /// The buffer is the CPU's, and on a kernel that preempts BPF programs
-/// another task's capture can write it at any point: while another capture
-/// was inside bpf_get_stack() (preempted there), during this one's write,
-/// or before this one is read. [`Capture::still_own`] tells: it holds when
-/// no other capture was writing at this one's start or at the check, and
-/// none finished a write in between. A capture that starts before this one
-/// and writes during it is still writing at this one's start; one that
-/// starts later either finished (the written count moved) or is still
-/// writing at the check.
+/// another task's capture can write it at any point: during this one's
+/// write, or before this one is read. [`Capture::still_own`] tells: it
+/// holds when no other capture finished a write during this one's, none
+/// finished one since, and none is writing at the check (one preempted
+/// inside its write may have resumed during the reading). Every
+/// interleaving of three captures is checked against this in a model
+/// (`nofail-common/src/capture_model.rs`), each check found needed.
 #[inline(always)]
 pub fn capture(ctx: *mut c_void) -> Option<Capture> {
     let buf = FRAMES_BUF.get_ptr_mut(0)?;
     let writing = CAPTURES.get_ptr_mut(CAPTURE_WRITING)?;
     let written = CAPTURES.get_ptr_mut(CAPTURE_WRITTEN)?;
-    let others = fetch_add(writing, 1);
+    fetch_add(writing, 1);
     let before = unsafe { core::ptr::read_volatile(written) };
     let taken = unsafe { bpf_get_stack(ctx, buf as *mut c_void, (FRAMES * 8) as u32, 0) } >= 0;
     if !taken {
@@ -139,10 +138,9 @@ pub fn capture(ctx: *mut c_void) -> Option<Capture> {
     }
     let at_write = fetch_add(written, 1);
     fetch_add(writing, u64::MAX);
-    let alone = others == 0 && at_write == before;
     Some(Capture {
         taken,
-        written: if alone { at_write + 1 } else { 0 },
+        written: if at_write == before { at_write + 1 } else { 0 },
     })
 }
 
@@ -151,7 +149,7 @@ pub struct Capture {
     /// bpf_get_stack() filled the buffer.
     pub taken: bool,
     /// The CPU's written count with this capture's write the last one; 0
-    /// when another capture was writing around this one's own write.
+    /// when another capture finished a write during this one's.
     written: u64,
 }
 
