@@ -189,6 +189,7 @@ pub fn address_of(ptr: *mut c_void) -> u64 {
 }
 
 /// A vmalloc call found in a stack.
+#[derive(Clone, Copy)]
 pub struct Call {
     /// Index of the first frame in vmalloc code (core or area node).
     pub first: usize,
@@ -198,6 +199,16 @@ pub struct Call {
     /// A second core frame further out: this is the nested page-array
     /// allocation (`__vmalloc_area_node` -> `__vmalloc_node_noprof`).
     pub nested: bool,
+}
+
+impl Call {
+    /// No call (every field written, see `read_call`).
+    const NONE: Call = Call {
+        first: FRAMES,
+        slot: 0,
+        caller: 0,
+        nested: false,
+    };
 }
 
 /// Shared with `scan_step` through `bpf_loop`.
@@ -481,7 +492,10 @@ pub fn tracked_call(
         health(Health::CallerUnread);
         return None;
     }
-    let call = read.call?;
+    if !read.found {
+        return None;
+    }
+    let call = read.call;
     if call.caller == 0 {
         health(Health::CallerUnread);
         return None;
@@ -501,7 +515,9 @@ pub fn tracked_call(
 /// vmap-area one was preempted). `own` is false as well when
 /// bpf_get_stack() failed: the event may have been a vmalloc call.
 struct Read {
-    call: Option<Call>,
+    /// `call` is the event's vmalloc call (false: the stack shows none).
+    found: bool,
+    call: Call,
     own: bool,
 }
 
@@ -513,8 +529,20 @@ fn read_call(ctx: *mut c_void, from: u64, retry_sleep: bool, link: u64) -> Optio
     } else {
         vmalloc_call(from, link)
     };
-    Some(Read {
-        call,
-        own: capture.taken && capture.still_own(),
+    let own = capture.taken && capture.still_own();
+    // Every field written on both paths: a `None` moved into the struct
+    // copies its payload uninitialized, which the verifier refuses to
+    // read (`R3 !read_ok` on arm64, where it was copied).
+    Some(match call {
+        Some(call) => Read {
+            found: true,
+            call,
+            own,
+        },
+        None => Read {
+            found: false,
+            call: Call::NONE,
+            own,
+        },
     })
 }
